@@ -1,0 +1,195 @@
+"""The experiment config: one pydantic model that is the YAML schema, the flow parameter and the Prefect UI form.
+
+Every default lives here. Unknown keys are errors, and every error names its field path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RUBRICS_DIR = Path(__file__).resolve().parent.parent / "configs" / "rubrics"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(Strict):
+    policy: str = Field(
+        "smollm2-135m-instruct",
+        description="Round-0 policy: an embedded name (smollm2-135m-instruct), a local checkpoint dir or a Hub id.",
+    )
+
+
+class DataConfig(Strict):
+    train_prompts: str = Field("data/train.jsonl", description="Training prompts: .jsonl, .parquet or a saved dataset.")
+    eval_prompts: str = Field(
+        "data/heldout.jsonl", description="Held-out prompts; must not share ids or text with train."
+    )
+    max_train_prompts: int | None = Field(None, gt=0, description="Use only the first N training prompts (None = all).")
+    max_eval_prompts: int | None = Field(None, gt=0, description="Use only the first N held-out prompts per cohort.")
+
+
+class GenerationConfig(Strict):
+    backend: Literal["transformers"] = Field("transformers", description="Sampling backend.")
+    samples_per_prompt: int = Field(4, ge=2, description="Responses per prompt; more samples = more pairs, more time.")
+    max_new_tokens: int = Field(64, gt=0, description="Cap on generated tokens per response.")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    batch_size: int = Field(16, gt=0, description="Prompts per generate() call; higher = faster, more memory.")
+
+
+class VerifierJudgeConfig(Strict):
+    kind: Literal["verifier"] = "verifier"
+
+
+class AIJudgeConfig(Strict):
+    kind: Literal["ai"] = "ai"
+    model: str = Field(
+        "gemma3-270m",
+        description="'self' (the current champion judges its own samples) or a model spec of another family.",
+    )
+    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
+    prompt_style: Literal["chat", "completion"] = Field(
+        "completion",
+        description="'chat' wraps the judge prompt in the model's chat template; 'completion' for base models.",
+    )
+    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
+    batch_size: int = Field(8, gt=0, description="Judge prompts per forward pass.")
+
+    @model_validator(mode="after")
+    def _rubric_exists(self) -> AIJudgeConfig:
+        if not (RUBRICS_DIR / f"{self.rubric}.txt").exists():
+            known = sorted(p.stem for p in RUBRICS_DIR.glob("*.txt"))
+            raise ValueError(f"rubric '{self.rubric}' not found in configs/rubrics/ (known: {', '.join(known)})")
+        return self
+
+
+class PanelJudgeConfig(Strict):
+    kind: Literal["panel"] = "panel"
+    checkable: VerifierJudgeConfig = Field(
+        default_factory=VerifierJudgeConfig, description="Judge for prompts with a check spec."
+    )
+    default: AIJudgeConfig = Field(
+        default_factory=lambda: AIJudgeConfig(model="self", prompt_style="chat"),
+        description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs).",
+    )
+
+
+JudgeConfig = Annotated[VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig, Field(discriminator="kind")]
+
+
+class TrainingConfig(Strict):
+    method: Literal["dpo"] = Field("dpo", description="Preference optimisation method.")
+    beta: float = Field(0.1, gt=0, description="DPO beta: higher = stay closer to the reference.")
+    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate for the LoRA weights.")
+    epochs: int = Field(2, gt=0, description="Passes over the round's pairs.")
+    batch_size: int = Field(4, gt=0, description="Pairs per device step.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Steps per optimiser update.")
+    max_length: int = Field(256, gt=0, description="Prompt + response tokens kept per pair (truncated beyond).")
+    lora_r: int = Field(16, gt=0, description="LoRA rank: higher = more capacity and memory.")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters.")
+
+
+class EvaluationConfig(Strict):
+    judge: AIJudgeConfig = Field(
+        default_factory=AIJudgeConfig, description="Evaluation judge; must differ from the training judge."
+    )
+    max_new_tokens: int = Field(64, gt=0, description="Cap on tokens per held-out response (greedy decoding).")
+    batch_size: int = Field(16, gt=0, description="Prompts per generate() call.")
+    refusal_floor: float = Field(
+        0.05, ge=0, le=1, description="Refusal rates below this count as this, so 0 -> 1% is not a doubling."
+    )
+
+
+class GateRule(Strict):
+    metric: Literal["task_completion_delta", "benign_refusal_ratio", "length_ratio", "win_rate"] = Field(
+        description="Metric of the challenger vs the champion."
+    )
+    op: Literal[">=", "<="] = Field(description="The rule holds when `metric op threshold`.")
+    threshold: float
+    action: Literal["block", "warn"] = Field("block", description="What a failed rule does.")
+
+
+def _default_rules() -> list[GateRule]:
+    return [
+        GateRule(metric="task_completion_delta", op=">=", threshold=-2.0, action="block"),
+        GateRule(metric="benign_refusal_ratio", op="<=", threshold=2.0, action="block"),
+    ]
+
+
+class GateConfig(Strict):
+    rules: list[GateRule] = Field(default_factory=_default_rules, description="Promotion rules, checked in order.")
+    on_block: Literal["continue", "stop"] = Field(
+        "continue", description="After a blocked round: keep the champion and go on, or stop the bootstrap."
+    )
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name (MLflow experiment).")
+    seed: int = Field(0, description="Seed for sampling and training.")
+    rounds: int = Field(2, gt=0, description="Bootstrap rounds.")
+    workdir: str = Field("runs", description="Where round outputs are written.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    judge: JudgeConfig = Field(default_factory=PanelJudgeConfig, description="Training judge.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    @model_validator(mode="after")
+    def _eval_judge_differs(self) -> ExperimentConfig:
+        training_ai = self.judge.default if isinstance(self.judge, PanelJudgeConfig) else self.judge
+        if isinstance(training_ai, AIJudgeConfig) and training_ai.model == self.evaluation.judge.model:
+            raise ValueError(
+                f"evaluation.judge.model '{self.evaluation.judge.model}' also trains the policy; "
+                "the evaluation judge must differ from the training judge"
+            )
+        if self.evaluation.judge.model == "self":
+            raise ValueError("evaluation.judge.model cannot be 'self': the policy may not grade its own round")
+        return self
+
+    def digest(self) -> str:
+        """A short hash of the resolved config: same config, same bootstrap id, so a re-run resumes."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+
+
+class ConfigError(ValueError):
+    """A config that failed validation; each line names a field path."""
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Load and validate a YAML config; `overrides` (e.g. {"rounds": 3}) replace top-level keys."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config fields")
+    raw.update(overrides or {})
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: invalid config\n{format_errors(err)}") from None
+
+
+def format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        # Discriminated unions put the tag ('ai', 'panel') in the path; it is not a key the user wrote.
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "panel", "verifier"))
+        lines.append(f"  {loc or '<root>'}: {e['msg']}")
+    return "\n".join(lines)

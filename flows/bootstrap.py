@@ -1,0 +1,61 @@
+"""The bootstrap: N rounds of generate -> judge -> train -> evaluate -> gate, with MLflow lineage.
+
+The bootstrap id is the config name plus a digest of the resolved config, so running the same config again resumes
+the same bootstrap (finished stages are skipped) instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from components.config import ExperimentConfig
+from components.models import Policy
+from flows.round import bootstrap_round
+from registry import lineage
+
+
+def bootstrap_id(cfg: ExperimentConfig) -> str:
+    return f"{cfg.name}-{cfg.digest()}"
+
+
+@flow(name="bootstrap", flow_run_name="bootstrap-{cfg.name}-" + date.today().isoformat())
+def bootstrap(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> dict:
+    """Run `cfg.rounds` rounds from the configured base policy; return the per-round results and where they are."""
+    log = get_run_logger()
+    run_name = bootstrap_id(cfg)
+    out = Path(cfg.workdir).resolve() / run_name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    client = lineage.client_for(tracking_uri)
+    experiment_id = lineage.ensure_experiment(client, cfg.name, artifact_root)
+    parent = lineage.open_bootstrap(client, experiment_id, run_name, cfg.model_dump(mode="json"), str(flow_run.id))
+    tracking = {"uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent, "bootstrap_id": run_name}
+    model_name = f"ratchet-{cfg.name}"
+
+    champion, results, ok = Policy(cfg.models.policy), [], False
+    try:
+        for k in range(1, cfg.rounds + 1):
+            result = bootstrap_round(cfg, k, str(out / f"round-{k}"), champion, tracking, model_name)
+            results.append(result)
+            champion = result["champion"]
+            if not result["promote"] and cfg.gate.on_block == "stop":
+                log.warning("round %d blocked and gate.on_block is 'stop': ending the bootstrap", k)
+                break
+        ok = True
+    finally:
+        lineage.finish(client, parent, ok)
+    return {
+        "bootstrap_id": run_name,
+        "workdir": str(out),
+        "experiment_id": experiment_id,
+        "parent_run_id": parent,
+        "model_name": model_name,
+        "champion": {"base": champion.base, "adapters": list(champion.adapters)},
+        "rounds": [{k: r[k] for k in ("k", "promote", "decision", "metrics")} for r in results],
+    }

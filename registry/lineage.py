@@ -1,0 +1,141 @@
+"""Lineage in MLflow: the only module that imports mlflow.
+
+One experiment per config name, a parent run per bootstrap, a child run per round. Runs are found again by tags,
+so a resumed bootstrap reuses its runs instead of duplicating them. The MLflow client is used explicitly (not the
+thread-local active run), because Prefect may run us in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+
+BOOTSTRAP_TAG = "ratchet.bootstrap_id"
+ROUND_TAG = "ratchet.round"
+
+
+def tracking_uri_for(directory: str | Path) -> str:
+    """An absolute sqlite URI, so a worker in another directory does not start a second store."""
+    return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    # Explicit artifact location: with sqlite, MLflow would otherwise put artifacts under ./mlruns of the cwd.
+    return client.create_experiment(name, artifact_location=(Path(artifact_root).resolve() / name).as_uri())
+
+
+def _find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
+    return flat
+
+
+def open_bootstrap(client: MlflowClient, experiment_id: str, bootstrap_id: str, config: dict, prefect_run: str) -> str:
+    """The parent run for this bootstrap: found by tag on a resume, created (with the config as params) otherwise."""
+    run_id = _find_run(client, experiment_id, {BOOTSTRAP_TAG: bootstrap_id, "ratchet.kind": "bootstrap"})
+    if run_id is None:
+        tags = {BOOTSTRAP_TAG: bootstrap_id, "ratchet.kind": "bootstrap", "prefect.flow_run_id": prefect_run}
+        run_id = client.create_run(experiment_id, run_name=bootstrap_id, tags=tags).info.run_id
+        params = [mlflow.entities.Param(k, v[:6000]) for k, v in flatten(config).items()]
+        client.log_batch(run_id, params=params)
+    else:
+        client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def open_round(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, bootstrap_id: str, k: int
+) -> tuple[str, bool]:
+    """The child run for round k, and whether it already finished (so its logging is not repeated)."""
+    tags = {BOOTSTRAP_TAG: bootstrap_id, ROUND_TAG: str(k)}
+    run_id = _find_run(client, experiment_id, tags)
+    if run_id is not None:
+        return run_id, client.get_run(run_id).info.status == "FINISHED"
+    tags |= {"mlflow.parentRunId": parent_run_id, "ratchet.kind": "round"}
+    return client.create_run(experiment_id, run_name=f"round-{k}", tags=tags).info.run_id, False
+
+
+def log_round(
+    client: MlflowClient,
+    parent_run_id: str,
+    round_run_id: str,
+    k: int,
+    metrics: dict[str, float],
+    round_dir: Path,
+    decision: dict,
+) -> None:
+    """Metrics at step=k on the round and on the parent (drift-over-rounds charts), tables and decision as artifacts."""
+    finite = {name: float(v) for name, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    for run_id in (round_run_id, parent_run_id):
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(n, v, 0, k) for n, v in finite.items()])
+    client.set_tag(round_run_id, "ratchet.decision", decision["reason"][:5000])
+    client.log_dict(round_run_id, decision, "decision.json")
+    for stage in ("generations", "pairs", "eval"):
+        stage_dir = round_dir / stage
+        if stage_dir.exists():
+            _log_dataset(client, round_run_id, stage_dir, stage)
+    client.set_terminated(round_run_id, "FINISHED")
+
+
+def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) -> None:
+    """The stage's rows as a parquet table artifact and as a run input with a digest."""
+    from datasets import load_from_disk
+
+    frame: pd.DataFrame = load_from_disk(str(stage_dir)).to_pandas()
+    path = stage_dir.parent / f"{name}.parquet"
+    frame.to_parquet(path)
+    client.log_artifact(run_id, str(path), "tables")
+    dataset = mlflow.data.from_pandas(frame, source=str(stage_dir), name=name)
+    client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
+
+
+def register_adapter(client: MlflowClient, model_name: str, round_run_id: str, adapter_dir: Path, lineage: dict) -> str:
+    """Log the adapter dir on the round run and register it as a model version (idempotent per round run)."""
+    try:
+        client.get_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(model_name, description="Ratchet LoRA adapters, one version per round.")
+    for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{round_run_id}'"):
+        return version.version
+    client.log_artifacts(round_run_id, str(adapter_dir), "adapter")
+    source = f"{client.get_run(round_run_id).info.artifact_uri}/adapter"
+    tags = {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in lineage.items()}
+    return client.create_model_version(model_name, source, run_id=round_run_id, tags=tags).version
+
+
+def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
+    client.set_registered_model_alias(model_name, alias, version)
+
+
+def finish(client: MlflowClient, run_id: str, ok: bool) -> None:
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+def comparison_url(experiment_id: str, port: int = 5000) -> str:
+    """The runs chart view (metrics over rounds), not the GenAI landing page the UI opens by default."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?compareRunsMode=CHART"
