@@ -38,6 +38,8 @@ def load_prompts(path: str | Path, limit: int | None = None) -> Dataset:
             kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
             if kind is None:
                 raise DataError(f"{path}: unsupported prompt file type '{path.suffix}' (use .jsonl, .parquet or a dir)")
+            if kind == "json":
+                _check_utf8(path)
             ds = load_dataset(kind, data_files=str(path), split="train")
     except DataError:
         raise
@@ -46,6 +48,14 @@ def load_prompts(path: str | Path, limit: int | None = None) -> Dataset:
     ds = _with_optional_columns(ds)
     _validate(ds, path)
     return ds.select(range(min(limit, len(ds)))) if limit else ds
+
+
+def _check_utf8(path: Path) -> None:
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: line {number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
 def _with_optional_columns(ds: Dataset) -> Dataset:
@@ -100,6 +110,8 @@ def user_message(row: dict) -> str:
 def write_atomically(target: Path):
     """Yield a temp dir beside `target`; rename it to `target` only if the block completes."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed run; never read
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield tmp

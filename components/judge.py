@@ -137,7 +137,8 @@ class LogprobJudge:
         probs: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True)
-            logits = self.model(**batch).logits[:, -1, self.label_ids]
+            # Only the last position matters; full logits over Gemma's 262k vocab would be GBs per batch.
+            logits = self.model(**batch, logits_to_keep=1).logits[:, -1, self.label_ids]
             probs += torch.softmax(logits.float(), dim=-1)[:, 0].tolist()
         return probs
 

@@ -153,3 +153,16 @@ def check_spec(spec: str) -> None:
             raise ModelSpecError(f"model '{spec}': directory has no config.json; point at a transformers checkpoint")
         return
     resolve_model(spec)  # raises the specific one-line error
+
+
+@torch.inference_mode()
+def response_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, response: str) -> float:
+    """Sum of log p(response tokens | chat prompt) under `model`: the quantity DPO's implicit reward is built on."""
+    messages = [{"role": "user", "content": user}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    full_ids = tokenizer(prompt + response, add_special_tokens=False, return_tensors="pt").input_ids
+    logprobs = torch.log_softmax(model(full_ids).logits[0, :-1].float(), dim=-1)
+    targets = full_ids[0, 1:]
+    picked = logprobs[torch.arange(len(targets)), targets]
+    return float(picked[prompt_ids.shape[1] - 1 :].sum())

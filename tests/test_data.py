@@ -1,0 +1,100 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.data import COHORTS, DataError, check_disjoint, load_prompts, save_stage, write_atomically
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_cohorts_match_their_generator(tmp_path):
+    script = (
+        (ROOT / "data" / "make_cohorts.py")
+        .read_text()
+        .replace("HERE = Path(__file__).resolve().parent", f"HERE = Path({str(tmp_path)!r})")
+    )
+    (tmp_path / "gen.py").write_text(script)
+    subprocess.run([sys.executable, str(tmp_path / "gen.py")], check=True, capture_output=True)
+    for name in ("train.jsonl", "heldout.jsonl"):
+        assert (tmp_path / name).read_text() == (ROOT / "data" / name).read_text()
+
+
+def test_shipped_train_and_heldout_are_disjoint_and_cover_every_cohort():
+    train, heldout = load_prompts(ROOT / "data/train.jsonl"), load_prompts(ROOT / "data/heldout.jsonl")
+    check_disjoint(train, heldout)
+    assert set(train["cohort"]) == set(heldout["cohort"]) == set(COHORTS)
+    checkable = [r for r in heldout if r["cohort"] in ("arithmetic", "ifeval", "grounded", "injection")]
+    assert all(r["check"] for r in checkable)
+
+
+def test_limit_keeps_all_cohorts_because_files_interleave():
+    assert set(load_prompts(ROOT / "data/train.jsonl", limit=12)["cohort"]) == set(COHORTS)
+
+
+def rows_file(tmp_path, rows) -> Path:
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+GOOD = {"id": "a", "prompt": "hi", "cohort": "benign"}
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([GOOD, {**GOOD}], "row 2 (id 'a'): duplicate id"),
+        ([GOOD, {**GOOD, "id": "b", "prompt": "  "}], "row 2 (id 'b'): empty prompt"),
+        ([{**GOOD, "cohort": "misc"}], "unknown cohort 'misc'"),
+        ([{**GOOD, "check": '{"kind": "number"}'}], "bad check spec"),
+        ([{**GOOD, "check": "{not json"}], "bad check spec"),
+        ([{"id": "a", "cohort": "benign"}], "missing column(s) prompt"),
+    ],
+)
+def test_bad_prompt_rows_name_the_row(tmp_path, rows, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_prompts(rows_file(tmp_path, rows))
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_prompts(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"id": "a", "prompt": "\xff\xfe", "cohort": "benign"}\n')
+    with pytest.raises(DataError, match="line 1: not valid UTF-8"):
+        load_prompts(bad)
+    (tmp_path / "x.csv").write_text("id,prompt\n")
+    with pytest.raises(DataError, match="unsupported prompt file type '.csv'"):
+        load_prompts(tmp_path / "x.csv")
+
+
+def test_overlap_is_refused(tmp_path):
+    a = load_prompts(rows_file(tmp_path, [GOOD]))
+    with pytest.raises(DataError, match="overlap"):
+        check_disjoint(a, a)
+
+
+def test_failed_stage_leaves_nothing_that_looks_complete(tmp_path):
+    target = tmp_path / "stage"
+
+    def crash(tmp: Path) -> None:
+        (tmp / "half.txt").write_text("x")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        save_stage(target, crash)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finished_stage_is_not_rebuilt_and_stale_temp_dirs_are_cleared(tmp_path):
+    target = tmp_path / "stage"
+    (tmp_path / ".stage.tmp-killed").mkdir()  # what a kill -9 leaves behind
+    save_stage(target, lambda tmp: (tmp / "out.txt").write_text("first"))
+    save_stage(target, lambda tmp: (tmp / "out.txt").write_text("second"))
+    assert (target / "out.txt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
+    with write_atomically(tmp_path / "other") as tmp:
+        assert tmp.name.startswith(".other.tmp-")

@@ -1,0 +1,84 @@
+"""End to end on the embedded models: `ratchet run` (its own temporary Prefect server), SmolLM2 policy and
+self-judge, Gemma 3 270M evaluation judge, real DPO, real MLflow on sqlite. One round, a handful of prompts."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from datasets import load_from_disk
+from mlflow import MlflowClient
+
+from components.models import Policy, load_policy, load_tokenizer
+from registry import lineage
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    config |= {"name": "e2e", "rounds": 1, "workdir": str(tmp / "runs")}
+    config["data"] |= {
+        "train_prompts": str(ROOT / "data/train.jsonl"),
+        "eval_prompts": str(ROOT / "data/heldout.jsonl"),
+        "max_train_prompts": 12,
+        "max_eval_prompts": 6,
+    }
+    config["generation"] |= {"max_new_tokens": 32}
+    config["evaluation"] |= {"max_new_tokens": 32}
+    (tmp / "e2e.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(tmp / "e2e.yaml"), "--store", str(tmp)],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, proc.stdout
+
+
+def test_prints_round_table_and_where_to_look(finished_run):
+    tmp, stdout = finished_run
+    assert "judge win" in stdout and "task done" in stdout and "benign refusal" in stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in stdout and "compareRunsMode=CHART" in stdout
+    assert "prefect server start" in stdout
+
+
+def test_pairs_and_adapter_are_real(finished_run):
+    tmp, _ = finished_run
+    (round_dir,) = (tmp / "runs").glob("e2e-*/round-1")
+    pairs = load_from_disk(str(round_dir / "pairs"))
+    assert len(pairs) == 12 and not all(pairs["abstained"])
+    assert {"verifier", "ai:self"} & set(pairs["judge"])
+    adapter = round_dir / "adapter"
+    assert json.loads((adapter / "train_metrics.json").read_text())["steps"] > 0
+    tok = load_tokenizer("smollm2-135m-instruct")
+    ids = tok("What is 2 + 2?", return_tensors="pt").input_ids
+    base = load_policy(Policy("smollm2-135m-instruct"))(ids).logits
+    tuned = load_policy(Policy("smollm2-135m-instruct", (str(adapter),)))(ids).logits
+    assert not torch.allclose(base, tuned, atol=1e-4)
+
+
+def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
+    tmp, _ = finished_run
+    client = MlflowClient(lineage.tracking_uri_for(tmp))
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("ratchet.kind") == "bootstrap"]
+    children = [r for r in runs if r.data.tags.get("ratchet.kind") == "round"]
+    assert len(parents) == 1 and len(children) == 1
+    child = children[0]
+    assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert {"win_rate", "task_completion_delta", "benign_refusal_ratio", "challenger_mean_length"} <= set(
+        child.data.metrics
+    )
+    assert child.data.tags["ratchet.decision"].startswith(("promoted", "blocked"))
+    version = client.get_model_version_by_alias("ratchet-e2e", "challenger")
+    assert version.run_id == child.info.run_id

@@ -1,0 +1,38 @@
+from components.generator import TransformersGenerator, chat_prompt
+from components.models import Policy, load_policy, load_tokenizer
+
+PROMPTS = [
+    {"id": "a", "prompt": "Say hi.", "context": ""},
+    {"id": "b", "prompt": "When?", "context": "It opens at 9."},
+    {"id": "c", "prompt": "Count to three.", "context": ""},
+]
+
+
+def make(tiny_model_dir, temperature=0.9, batch_size=2):
+    return TransformersGenerator(
+        load_policy(Policy(tiny_model_dir)), load_tokenizer(tiny_model_dir), 8, temperature, 0.95, batch_size
+    )
+
+
+def test_n_rows_per_prompt_across_batches(tiny_model_dir):
+    rows = make(tiny_model_dir).generate(PROMPTS, n=3, seed=0)
+    assert [(r["prompt_id"], r["sample"]) for r in rows] == [(p["id"], s) for p in PROMPTS for s in range(3)]
+    assert all(0 <= r["n_tokens"] <= 8 and r["finish_reason"] in ("stop", "length") for r in rows)
+    assert set(rows[0]) == {"prompt_id", "sample", "response", "n_tokens", "finish_reason"}
+
+
+def test_same_seed_same_samples_and_samples_differ(tiny_model_dir):
+    gen = make(tiny_model_dir)
+    first, again = gen.generate(PROMPTS, 2, seed=7), gen.generate(PROMPTS, 2, seed=7)
+    assert first == again
+    assert len({r["response"] for r in first}) > 1
+
+
+def test_greedy_is_deterministic_without_a_seed(tiny_model_dir):
+    gen = make(tiny_model_dir, temperature=0.0)
+    assert gen.generate(PROMPTS, 1, seed=1) == gen.generate(PROMPTS, 1, seed=2)
+
+
+def test_context_is_fenced_into_the_chat_prompt(smol_tokenizer):
+    text = chat_prompt(smol_tokenizer, PROMPTS[1])
+    assert '"""\nIt opens at 9.\n"""' in text and text.rstrip().endswith("assistant")

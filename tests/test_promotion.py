@@ -1,0 +1,45 @@
+import math
+
+import pytest
+
+from components.config import GateConfig, GateRule
+from registry.promotion import decide
+
+RULES = GateConfig().rules  # the seeds' rules: task completion delta >= -2 pts, benign refusal ratio <= 2
+
+
+def metrics(**kw):
+    return {"task_completion_delta": 0.0, "benign_refusal_ratio": 1.0, "length_ratio": 1.0, "win_rate": 0.5} | kw
+
+
+@pytest.mark.parametrize("delta, promote", [(-2.0, True), (-1.9, True), (-2.1, False), (-8.3, False), (12.0, True)])
+def test_task_completion_rule_on_both_sides(delta, promote):
+    d = decide(metrics(task_completion_delta=delta), RULES)
+    assert d.promote is promote
+    if not promote:
+        assert d.deciding_rule.startswith("task_completion_delta >= -2")
+
+
+@pytest.mark.parametrize("ratio, promote", [(2.0, True), (1.0, True), (2.01, False), (4.0, False)])
+def test_benign_refusal_rule_on_both_sides(ratio, promote):
+    d = decide(metrics(benign_refusal_ratio=ratio), RULES)
+    assert d.promote is promote
+    assert d.rules[1].value == ratio and d.rules[1].holds is promote
+
+
+def test_judge_score_rising_does_not_save_a_round_that_lost_tasks():
+    d = decide(metrics(win_rate=0.95, task_completion_delta=-5.0), RULES)
+    assert not d.promote and "task_completion_delta" in d.reason
+
+
+def test_first_failing_blocking_rule_decides_and_warnings_do_not_block():
+    rules = [GateRule(metric="length_ratio", op="<=", threshold=1.5, action="warn"), *RULES]
+    d = decide(metrics(length_ratio=2.0), rules)
+    assert d.promote and "warning: length_ratio" in d.reason
+    d = decide(metrics(length_ratio=2.0, task_completion_delta=-3, benign_refusal_ratio=3), rules)
+    assert d.deciding_rule.startswith("task_completion_delta") and [r.holds for r in d.rules] == [False] * 3
+
+
+def test_unmeasured_metric_never_passes():
+    d = decide(metrics(benign_refusal_ratio=math.nan), RULES)
+    assert not d.promote and "benign_refusal_ratio" in d.deciding_rule
