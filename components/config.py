@@ -86,18 +86,41 @@ JudgeConfig = Annotated[VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig, 
 
 
 class TrainingConfig(Strict):
-    method: Literal["dpo"] = Field("dpo", description="Preference optimisation method.")
-    beta: float = Field(0.1, gt=0, description="DPO beta: higher = stay closer to the reference.")
+    method: Literal["dpo", "grpo", "rloo"] = Field(
+        "dpo", description="dpo: offline on the judged pairs. grpo / rloo: online, fresh samples scored by the judge."
+    )
+    beta: float = Field(0.1, gt=0, description="DPO beta: higher = stay closer to the champion.")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
+    kl_coef: float = Field(0.05, ge=0, description="grpo/rloo: KL penalty to the champion (0 = no reference pass).")
+    num_generations: int = Field(4, ge=2, description="grpo/rloo: samples per prompt per step (a batch divides by it).")
+    max_completion_length: int = Field(48, gt=0, description="grpo/rloo: tokens per fresh sample.")
+    temperature: float = Field(0.9, gt=0, description="grpo/rloo: sampling temperature.")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate for the LoRA weights.")
-    epochs: int = Field(2, gt=0, description="Passes over the round's pairs.")
-    batch_size: int = Field(4, gt=0, description="Pairs per device step.")
+    epochs: int = Field(2, gt=0, description="Passes over the round's pairs (dpo) or prompts (grpo/rloo).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps (None = epochs).")
+    batch_size: int = Field(
+        4, gt=0, description="Examples per device step; grpo/rloo: completions, a multiple of num_generations."
+    )
     gradient_accumulation_steps: int = Field(1, gt=0, description="Steps per optimiser update.")
-    max_length: int = Field(256, gt=0, description="Prompt + response tokens kept per pair (truncated beyond).")
+    max_length: int = Field(256, gt=0, description="dpo: prompt + response tokens kept per pair (truncated beyond).")
     lora_r: int = Field(16, gt=0, description="LoRA rank: higher = more capacity and memory.")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
     target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters.")
+    quantization: Literal["none", "4bit"] = Field(
+        "none", description="4bit = QLoRA: the champion is loaded as bitsandbytes NF4 (bf16 compute) under the adapter."
+    )
+    device_map: str = Field("cpu", description="Where the model is placed: 'cpu', or 'auto' on GPU machines.")
+    checkpoint_every: int = Field(10, gt=0, description="Save a resumable checkpoint every N steps.")
+
+    @model_validator(mode="after")
+    def _batch_fits_generations(self) -> TrainingConfig:
+        if self.method != "dpo" and (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise ValueError(
+                f"batch_size x gradient_accumulation_steps ({self.batch_size * self.gradient_accumulation_steps}) "
+                f"must be a multiple of num_generations ({self.num_generations}) for {self.method}"
+            )
+        return self
 
 
 class EvaluationConfig(Strict):

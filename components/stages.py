@@ -14,9 +14,9 @@ from components.config import AIJudgeConfig, ExperimentConfig, PanelJudgeConfig,
 from components.data import load_prompts, load_rows, save_rows, save_stage
 from components.evaluator import compare, score_rows, summarise, win_rate
 from components.generator import TransformersGenerator
-from components.judge import Judge, LogprobJudge, PanelJudge, VerifierJudge, build_pairs, load_rubric
+from components.judge import Judge, JudgeReward, LogprobJudge, PanelJudge, VerifierJudge, build_pairs, load_rubric
 from components.models import Policy, load_policy, load_tokenizer
-from components.trainer import DPOLoRATrainer
+from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training
 
 
 def make_judge(config: VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig, champion: Policy) -> Judge:
@@ -64,15 +64,30 @@ def judge(cfg: ExperimentConfig, champion: Policy, generations: Path, out: Path)
     return save_stage(out, build)
 
 
-def train(cfg: ExperimentConfig, champion: Policy, pairs: Path, out: Path, seed: int) -> Path | None:
-    """Train a fresh LoRA adapter on the champion; None when every pair abstained (nothing to learn from)."""
-    rows = load_rows(pairs)
-    if not any(not a for a in rows["abstained"]):
-        return None
+def train(cfg: ExperimentConfig, champion: Policy, generations: Path, pairs: Path, out: Path, seed: int) -> Path | None:
+    """Train a fresh LoRA adapter on the champion; None when DPO has no non-abstained pair to learn from.
 
-    def build(tmp: Path) -> None:
-        trainer = DPOLoRATrainer(load_policy(champion), load_tokenizer(champion.base), cfg.training, seed)
-        trainer.train(rows, tmp)
+    Checkpoints live beside the output (`.adapter.checkpoints/`), so a killed run resumes from the last one.
+    """
+    checkpoints = out.parent / f".{out.name}.checkpoints"
+    t = cfg.training
+    if t.method == "dpo":
+        rows = load_rows(pairs)
+        if all(rows["abstained"]):
+            return None
+
+        def build(tmp: Path) -> None:
+            model = load_for_training(champion, t)
+            DPOLoRATrainer(model, load_tokenizer(champion.base), t, seed, checkpoints).train(rows, tmp)
+
+    else:
+
+        def build(tmp: Path) -> None:
+            prompts = load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts)
+            anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
+            reward = JudgeReward(make_judge(cfg.judge, champion), list(prompts), anchors)
+            model = load_for_training(champion, t)
+            OnlineTrainer(model, load_tokenizer(champion.base), t, seed, reward, checkpoints).train(prompts, tmp)
 
     return save_stage(out, build)
 

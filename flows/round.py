@@ -48,9 +48,9 @@ def judge(cfg: ExperimentConfig, champion: Policy, generations: str, out: str) -
 
 
 @task(**STAGE)
-def train(cfg: ExperimentConfig, champion: Policy, pairs: str, out: str, seed: int) -> str | None:
-    """DPO-train a LoRA adapter on the pairs; None when there is nothing to train on."""
-    adapter = stages.train(cfg, champion, Path(pairs), Path(out), seed)
+def train(cfg: ExperimentConfig, champion: Policy, generations: str, pairs: str, out: str, seed: int) -> str | None:
+    """Train a LoRA adapter (DPO on the pairs, or GRPO/RLOO with the judge as reward); None if nothing to learn."""
+    adapter = stages.train(cfg, champion, Path(generations), Path(pairs), Path(out), seed)
     return str(adapter) if adapter else None
 
 
@@ -84,8 +84,8 @@ def bootstrap_round(
     generations = _run(generate, cfg, champion, str(out / "generations"), seed)
     # --- judge: one pair per prompt, abstentions kept and counted
     pairs = _run(judge, cfg, champion, generations, str(out / "pairs"))
-    # --- train: a fresh LoRA adapter on top of the champion, which is also the DPO reference
-    adapter = _run(train, cfg, champion, pairs, str(out / "adapter"), seed)
+    # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
+    adapter = _run(train, cfg, champion, generations, pairs, str(out / "adapter"), seed)
     if adapter is None:
         log.warning("round %d: every pair abstained; nothing to train, champion kept", k)
         decision = {"promote": False, "reason": "kept: no non-abstained pairs", "deciding_rule": None, "rules": []}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -112,7 +113,10 @@ def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) 
         path = Path(tmp) / f"{name}.parquet"
         frame.to_parquet(path)
         client.log_artifact(run_id, str(path), "tables")
-    dataset = mlflow.data.from_pandas(frame, source=str(stage_dir), name=name)
+    with warnings.catch_warnings():
+        # A local path matches two equivalent source types, and the schema hint is about model serving: noise here.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source=str(stage_dir), name=name)
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
 
 

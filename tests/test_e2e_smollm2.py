@@ -82,3 +82,31 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
     assert child.data.tags["ratchet.decision"].startswith(("promoted", "blocked"))
     version = client.get_model_version_by_alias("ratchet-e2e", "challenger")
     assert version.run_id == child.info.run_id
+
+
+def test_grpo_with_qlora_runs_a_round_end_to_end(tmp_path):
+    """The online path for real: GRPO on a 4-bit NF4 SmolLM2, rewarded by the verifier + self-judge panel."""
+    config = yaml.safe_load((ROOT / "configs" / "grpo-qlora.yaml").read_text())
+    config |= {"name": "e2e-grpo", "rounds": 1, "workdir": str(tmp_path / "runs")}
+    config["data"] |= {
+        "train_prompts": str(ROOT / "data/train.jsonl"),
+        "eval_prompts": str(ROOT / "data/heldout.jsonl"),
+        "max_train_prompts": 6,
+        "max_eval_prompts": 6,
+    }
+    config["generation"] |= {"samples_per_prompt": 2, "max_new_tokens": 16}
+    config["training"] |= {"max_steps": 2, "max_completion_length": 16}
+    config["evaluation"] |= {"max_new_tokens": 16}
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "grpo.yaml"), "--store", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (adapter,) = (tmp_path / "runs").glob("e2e-grpo-*/round-1/adapter")
+    metrics = json.loads((adapter / "train_metrics.json").read_text())
+    assert metrics["steps"] == 2 and 0.0 <= metrics["reward_mean"] <= 1.0 and "kl" in metrics
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16

@@ -1,11 +1,20 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
 
 from components.config import TrainingConfig
+from components.judge import JudgeReward, VerifierJudge
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
-from components.trainer import DPOLoRATrainer, to_conversational
+from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training, to_conversational
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PAIRS = [
     {
@@ -37,23 +46,26 @@ PAIRS = [
 ]
 
 
-def margin(model, tok) -> float:
+def margin(model, tok, pairs=PAIRS) -> float:
+    """Sum over trained pairs of log p(chosen) - log p(rejected) under the policy."""
     return sum(
         response_logprob(model, tok, p["prompt"], p["chosen"])
         - response_logprob(model, tok, p["prompt"], p["rejected"])
-        for p in PAIRS
+        for p in pairs
         if not p["abstained"]
     )
+
+
+def train_dpo(model_dir, out, **overrides):
+    cfg = TrainingConfig(**({"epochs": 3, "batch_size": 4, "learning_rate": 2e-3} | overrides))
+    model = load_for_training(Policy(model_dir), cfg)
+    return DPOLoRATrainer(model, load_tokenizer(model_dir), cfg, seed=0).train(Dataset.from_list(PAIRS), out)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter")
-    cfg = TrainingConfig(epochs=3, batch_size=4, learning_rate=2e-3)
-    metrics = DPOLoRATrainer(load_policy(Policy(tiny_model_dir)), load_tokenizer(tiny_model_dir), cfg, seed=0).train(
-        Dataset.from_list(PAIRS), out
-    )
-    return out, metrics
+    return out, train_dpo(tiny_model_dir, out)
 
 
 def test_abstained_pairs_are_not_trained_on():
@@ -70,17 +82,151 @@ def test_dpo_raises_the_chosen_minus_rejected_margin(tiny_model_dir, trained):
 
 def test_adapter_dir_contract_and_metrics(trained):
     adapter, metrics = trained
-    assert {"adapter_config.json", "adapter_model.safetensors", "train_metrics.json"} <= {
-        p.name for p in adapter.iterdir()
+    assert {p.name for p in adapter.iterdir()} == {
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "train_metrics.json",
     }
-    saved = json.loads((adapter / "train_metrics.json").read_text())
-    assert saved == metrics
-    assert metrics["pairs"] == 8 and metrics["steps"] == 6  # 8 pairs / batch 4 = 2 steps x 3 epochs
+    assert json.loads((adapter / "train_metrics.json").read_text()) == metrics
+    assert metrics["examples"] == 8 and metrics["steps"] == 6  # 8 pairs / batch 4 = 2 steps x 3 epochs
     assert metrics["loss_last"] < metrics["loss_first"] == pytest.approx(0.6931, abs=1e-3)  # log 2 at the start
-    assert metrics["reward_margin"] > 0 and metrics["peak_rss_gib"] > 0
+    assert metrics["reward_margin"] > 0 and metrics["peak_rss_gib"] > 0 and metrics["tokens_per_second"] > 0
+    assert metrics["resumed"] is False
 
 
 def test_all_abstained_is_an_error(tiny_model_dir, tmp_path):
     trainer = DPOLoRATrainer(load_policy(Policy(tiny_model_dir)), load_tokenizer(tiny_model_dir), TrainingConfig(), 0)
     with pytest.raises(ValueError, match="no non-abstained pairs"):
         trainer.train(Dataset.from_list(PAIRS[-1:]), tmp_path)
+
+
+def test_qlora_loads_4bit_layers_and_trains_in_the_preferred_direction(tiny_model_dir, tmp_path):
+    import bitsandbytes as bnb
+
+    cfg = TrainingConfig(quantization="4bit")
+    model = load_for_training(Policy(tiny_model_dir), cfg)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    metrics = train_dpo(tiny_model_dir, tmp_path, quantization="4bit")
+    tok = load_tokenizer(tiny_model_dir)
+    # The adapter learned on the 4-bit base is applied to the full-precision base, as later rounds do.
+    before = margin(load_policy(Policy(tiny_model_dir)), tok)
+    after = margin(load_policy(Policy(tiny_model_dir, (str(tmp_path),))), tok)
+    assert after > before + 1.0 and metrics["loss_last"] < metrics["loss_first"]
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_online_trainer_uses_the_judge_as_reward(tiny_model_dir, tmp_path, method):
+    """Prompts with a word-count check: the verifier reward is 1 for short samples, 0 for long ones (the random
+    model's 8-token samples have 3-7 words, so groups have reward variance to learn from)."""
+    check = json.dumps(
+        {
+            "kind": "ifeval",
+            "instruction_id": "length_constraints:number_words",
+            "kwargs": {"num_words": 5, "relation": "less than"},
+        }
+    )
+    prompts = [
+        {"id": f"q{i}", "prompt": f"Topic {i} in under 7 words.", "cohort": "ifeval", "check": check, "context": ""}
+        for i in range(4)
+    ]
+    calls = []
+    reward = JudgeReward(VerifierJudge(), prompts, anchors={})
+    counted = lambda *a, **kw: calls.append(1) or reward(*a, **kw)  # noqa: E731
+    cfg = TrainingConfig(
+        method=method,
+        num_generations=4,
+        batch_size=8,
+        max_steps=2,
+        max_completion_length=8,
+        learning_rate=1e-3,
+        kl_coef=0.05,
+    )
+    tok = load_tokenizer(tiny_model_dir)
+    base = load_policy(Policy(tiny_model_dir))
+    metrics = OnlineTrainer(load_for_training(Policy(tiny_model_dir), cfg), tok, cfg, 0, counted).train(
+        Dataset.from_list(prompts), tmp_path
+    )
+    assert calls and metrics["steps"] == 2 and 0.0 <= metrics["reward_mean"] <= 1.0
+    tuned = load_policy(Policy(tiny_model_dir, (str(tmp_path),)))
+    ids = tok("Topic 1", return_tensors="pt").input_ids
+    assert not (base(ids).logits - tuned(ids).logits).abs().max().item() < 1e-6
+
+
+def test_judge_reward_routes_checks_and_ai_verdicts(tiny_model_dir):
+    from components.judge import LogprobJudge, load_rubric
+
+    ai = LogprobJudge(
+        "ai:tiny",
+        load_policy(Policy(tiny_model_dir)),
+        load_tokenizer(tiny_model_dir),
+        load_rubric("constitution"),
+        abstain_margin=0.0,
+    )
+    prompts = [
+        {"id": "n", "prompt": "2+2?", "check": json.dumps({"kind": "number", "answer": 4})},
+        {"id": "o", "prompt": "Be kind.", "check": ""},
+    ]
+    reward = JudgeReward(ai, prompts, anchors={"o": "Hello."})
+    got = reward(None, [[{"role": "assistant", "content": "4"}], "5", "Nice!"], prompt_id=["n", "n", "o"])
+    assert got[:2] == [1.0, 0.0] and 0.0 <= got[2] <= 1.0
+
+
+RESUMABLE = """
+import sys
+from pathlib import Path
+from datasets import Dataset
+from components.config import TrainingConfig
+from components.models import Policy, load_tokenizer
+from components.trainer import DPOLoRATrainer, load_for_training
+sys.path.insert(0, {tests!r})
+from test_trainer import PAIRS
+cfg = TrainingConfig(max_steps=int(sys.argv[3]), batch_size=2, checkpoint_every=1, learning_rate=1e-3)
+trainer = DPOLoRATrainer(load_for_training(Policy(sys.argv[1]), cfg), load_tokenizer(sys.argv[1]), cfg, 0,
+                         checkpoints=Path(sys.argv[2]) / "ckpt")
+print(trainer.train(Dataset.from_list(PAIRS), Path(sys.argv[2]) / "adapter"))
+"""
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(RESUMABLE.format(tests=str(ROOT / "tests")))
+    (tmp_path / "adapter").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), tiny_model_dir, str(tmp_path), "400"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not list((tmp_path / "ckpt").glob("checkpoint-*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let a checkpoint finish writing, then kill mid-training
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("checkpoint-*"))
+    assert saved, "no checkpoint was written before the kill"
+    done = subprocess.run(
+        [sys.executable, str(script), tiny_model_dir, str(tmp_path), str(saved[-1] + 2)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "adapter" / "train_metrics.json").read_text())
+    assert metrics["resumed"] is True
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.e2e
+def test_dpo_on_embedded_smollm2_raises_the_margin(tmp_path):
+    pairs = [p for p in PAIRS if not p["abstained"]][:4]
+    cfg = TrainingConfig(max_steps=3, batch_size=2, learning_rate=1e-4)
+    model = load_for_training(Policy("smollm2-135m-instruct"), cfg)
+    tok = load_tokenizer("smollm2-135m-instruct")
+    before = margin(model, tok, pairs)
+    DPOLoRATrainer(model, tok, cfg, 0).train(Dataset.from_list(pairs), tmp_path)
+    after = margin(load_policy(Policy("smollm2-135m-instruct", (str(tmp_path),))), tok, pairs)
+    assert after > before
