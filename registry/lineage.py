@@ -116,8 +116,8 @@ def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) 
     with warnings.catch_warnings():
         # A local path matches two equivalent source types, and the schema hint is about model serving: noise here.
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(frame, source=str(stage_dir), name=name)
-    client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
+        dataset = mlflow.data.from_pandas(frame, source=str(stage_dir), name=name)._to_mlflow_entity()
+    client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset)])
 
 
 def register_adapter(client: MlflowClient, model_name: str, round_run_id: str, adapter_dir: Path, lineage: dict) -> str:

@@ -221,12 +221,14 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
 
 
 @pytest.mark.e2e
-def test_dpo_on_embedded_smollm2_raises_the_margin(tmp_path):
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_dpo_on_embedded_smollm2_raises_the_margin(tmp_path, quantization):
+    """LoRA and QLoRA (bitsandbytes NF4 on CPU) on the embedded model, a few real steps each."""
     pairs = [p for p in PAIRS if not p["abstained"]][:4]
-    cfg = TrainingConfig(max_steps=3, batch_size=2, learning_rate=1e-4)
-    model = load_for_training(Policy("smollm2-135m-instruct"), cfg)
+    cfg = TrainingConfig(max_steps=3, batch_size=2, learning_rate=1e-4, quantization=quantization)
     tok = load_tokenizer("smollm2-135m-instruct")
-    before = margin(model, tok, pairs)
+    before = margin(load_policy(Policy("smollm2-135m-instruct")), tok, pairs)
+    model = load_for_training(Policy("smollm2-135m-instruct"), cfg)
     DPOLoRATrainer(model, tok, cfg, 0).train(Dataset.from_list(pairs), tmp_path)
     after = margin(load_policy(Policy("smollm2-135m-instruct", (str(tmp_path),))), tok, pairs)
     assert after > before
