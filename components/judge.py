@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.checks import passes
@@ -135,7 +136,7 @@ class LogprobJudge:
         """P(" A") / (P(" A") + P(" B")) as the next token after each text."""
         self.tokenizer.padding_side = "left"
         probs: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
+        for start in tqdm(range(0, len(texts), self.batch_size), desc=f"judge {self.name}", unit="batch"):
             batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True)
             # Only the last position matters; full logits over Gemma's 262k vocab would be GBs per batch.
             logits = self.model(**batch, logits_to_keep=1).logits[:, -1, self.label_ids]

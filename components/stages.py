@@ -122,5 +122,15 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
     return save_stage(out, build)
 
 
-def read_summary(eval_dir: Path) -> dict:
-    return json.loads((eval_dir / "summary.json").read_text())
+def round_metrics(round_dir: Path) -> dict[str, float]:
+    """Everything a round reports: challenger and champion rates, the gate's comparison metrics, pair yield and
+    abstentions, and the trainer's signals (prefixed `train_`)."""
+    summary = json.loads((round_dir / "eval" / "summary.json").read_text())
+    pairs = load_rows(round_dir / "pairs")
+    training = json.loads((round_dir / "adapter" / "train_metrics.json").read_text())
+    metrics = {f"challenger_{k}": v for k, v in summary["challenger"].items()}
+    metrics |= {f"champion_{k}": v for k, v in summary["champion"].items()}
+    metrics |= summary["vs_champion"]
+    metrics |= {"pairs": float(len(pairs)), "abstention_rate": sum(pairs["abstained"]) / max(len(pairs), 1)}
+    metrics |= {f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)}
+    return metrics

@@ -233,6 +233,7 @@ def summarise(log_history: list[dict], n_examples: int, seconds: float, peak_gib
         "loss_first": steps[0]["loss"] if steps else None,
         "loss_last": last.get("loss"),
         "train_seconds": round(seconds, 2),
+        "tokens": last.get("num_tokens"),
         "tokens_per_second": round(last["num_tokens"] / seconds, 2) if "num_tokens" in last and seconds else None,
         "peak_rss_gib": peak_gib,
     }

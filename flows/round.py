@@ -91,14 +91,15 @@ def bootstrap_round(
         decision = {"promote": False, "reason": "kept: no non-abstained pairs", "deciding_rule": None, "rules": []}
         if not already_logged:
             lineage.log_round(client, tracking["parent_run_id"], run_id, k, {}, out, decision)
+            lineage.finish(client, run_id, ok=True)
         return {"k": k, "promote": False, "decision": decision, "metrics": {}, "champion": champion}
     challenger = champion.with_adapter(adapter)
     # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
-    summary = stages.read_summary(Path(_run(evaluate, cfg, champion, challenger, str(out / "eval"))))
+    _run(evaluate, cfg, champion, challenger, str(out / "eval"))
+    metrics = stages.round_metrics(out)
     # --- gate: promote only when every blocking rule holds
-    decision = decide(summary["vs_champion"], cfg.gate.rules).to_dict()
+    decision = decide(metrics, cfg.gate.rules).to_dict()
     log.info("round %d: %s", k, decision["reason"])
-    metrics = _round_metrics(summary, out)
     if not already_logged:
         _record(client, tracking, run_id, k, metrics, out, decision, model_name, challenger)
     return {
@@ -108,17 +109,6 @@ def bootstrap_round(
         "metrics": metrics,
         "champion": challenger if decision["promote"] else champion,
     }
-
-
-def _round_metrics(summary: dict, out: Path) -> dict:
-    from components.data import load_rows
-
-    pairs = load_rows(out / "pairs")
-    metrics = {f"challenger_{k}": v for k, v in summary["challenger"].items()}
-    metrics |= {f"champion_{k}": v for k, v in summary["champion"].items()}
-    metrics |= summary["vs_champion"]
-    metrics |= {"pairs": float(len(pairs)), "abstention_rate": sum(pairs["abstained"]) / max(len(pairs), 1)}
-    return metrics
 
 
 def _record(client, tracking, run_id, k, metrics, out, decision, model_name, challenger: Policy) -> None:
@@ -133,3 +123,4 @@ def _record(client, tracking, run_id, k, metrics, out, decision, model_name, cha
     lineage.set_alias(client, model_name, "challenger", version)
     if decision["promote"]:
         lineage.set_alias(client, model_name, "champion", version)
+    lineage.finish(client, run_id, ok=True)

@@ -91,7 +91,10 @@ def log_round(
     round_dir: Path,
     decision: dict,
 ) -> None:
-    """Metrics at step=k on the round and on the parent (drift-over-rounds charts), tables and decision as artifacts."""
+    """Metrics at step=k on the round and on the parent (drift-over-rounds charts), tables and decision as artifacts.
+
+    The round run stays RUNNING until `finish`, so a crash before the adapter is registered is redone on resume.
+    """
     finite = {name: float(v) for name, v in metrics.items() if v is not None and math.isfinite(float(v))}
     for run_id in (round_run_id, parent_run_id):
         client.log_batch(run_id, metrics=[mlflow.entities.Metric(n, v, 0, k) for n, v in finite.items()])
@@ -101,7 +104,6 @@ def log_round(
         stage_dir = round_dir / stage
         if stage_dir.exists():
             _log_dataset(client, round_run_id, stage_dir, stage)
-    client.set_terminated(round_run_id, "FINISHED")
 
 
 def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) -> None:

@@ -19,29 +19,35 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-    config |= {"name": "e2e", "rounds": 1, "workdir": str(tmp / "runs")}
+def run_shipped_config(shipped: str, tmp: Path, name: str, max_train: int, max_eval: int, **sections) -> str:
+    """`ratchet run` on a shipped config shrunk to a handful of prompts; returns its stdout."""
+    config = yaml.safe_load((ROOT / "configs" / shipped).read_text())
+    config |= {"name": name, "rounds": 1, "workdir": str(tmp / "runs")}
     config["data"] |= {
         "train_prompts": str(ROOT / "data/train.jsonl"),
         "eval_prompts": str(ROOT / "data/heldout.jsonl"),
-        "max_train_prompts": 12,
-        "max_eval_prompts": 6,
+        "max_train_prompts": max_train,
+        "max_eval_prompts": max_eval,
     }
-    config["generation"] |= {"max_new_tokens": 32}
-    config["evaluation"] |= {"max_new_tokens": 32}
-    (tmp / "e2e.yaml").write_text(yaml.safe_dump(config))
+    for section, values in sections.items():
+        config[section] |= values
+    (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(tmp / "e2e.yaml"), "--store", str(tmp)],
+        [sys.executable, "-m", "flows.cli", "run", str(tmp / f"{name}.yaml"), "--store", str(tmp)],
         cwd=tmp,
         capture_output=True,
         text=True,
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp, proc.stdout
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    short = {"max_new_tokens": 32}
+    return tmp, run_shipped_config("smoke.yaml", tmp, "e2e", 12, 6, generation=short, evaluation=short)
 
 
 def test_prints_round_table_and_where_to_look(finished_run):
@@ -86,27 +92,17 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
 
 def test_grpo_runs_a_round_end_to_end(tmp_path):
     """The online path for real: GRPO on SmolLM2, rewarded by the verifier + self-judge panel."""
-    config = yaml.safe_load((ROOT / "configs" / "grpo-qlora.yaml").read_text())
-    config |= {"name": "e2e-grpo", "rounds": 1, "workdir": str(tmp_path / "runs")}
-    config["data"] |= {
-        "train_prompts": str(ROOT / "data/train.jsonl"),
-        "eval_prompts": str(ROOT / "data/heldout.jsonl"),
-        "max_train_prompts": 6,
-        "max_eval_prompts": 6,
-    }
-    config["generation"] |= {"samples_per_prompt": 2, "max_new_tokens": 16}
-    # Full precision here: 4-bit sampling on CPU is ~6x slower; QLoRA on SmolLM2 is tested in test_trainer.py.
-    config["training"] |= {"max_steps": 2, "max_completion_length": 16, "quantization": "none"}
-    config["evaluation"] |= {"max_new_tokens": 16}
-    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "grpo.yaml"), "--store", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1200,
+    run_shipped_config(
+        "grpo-qlora.yaml",
+        tmp_path,
+        "e2e-grpo",
+        6,
+        6,
+        generation={"samples_per_prompt": 2, "max_new_tokens": 16},
+        # Full precision here: 4-bit sampling on CPU is ~6x slower; QLoRA on SmolLM2 is tested in test_trainer.py.
+        training={"max_steps": 2, "max_completion_length": 16, "quantization": "none"},
+        evaluation={"max_new_tokens": 16},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     (adapter,) = (tmp_path / "runs").glob("e2e-grpo-*/round-1/adapter")
     metrics = json.loads((adapter / "train_metrics.json").read_text())
     assert metrics["steps"] == 2 and 0.0 <= metrics["reward_mean"] <= 1.0 and "kl" in metrics

@@ -19,6 +19,8 @@ def test_runs_are_found_again_not_duplicated(tmp_path):
     lineage.log_round(
         client, parent, child, 1, {"win_rate": 0.6, "nan_metric": float("nan")}, tmp_path, {"reason": "ok"}
     )
+    assert lineage.open_round(client, exp, parent, "b-1", 1) == (child, False)  # not finished until `finish`
+    lineage.finish(client, child, ok=True)
     assert lineage.open_round(client, exp, parent, "b-1", 1) == (child, True)
     run = client.get_run(parent)
     assert run.data.params["training.beta"] == "0.1"
