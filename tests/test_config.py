@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.config import ConfigError, ExperimentConfig, load_config
 
@@ -70,3 +71,15 @@ def test_cli_refuses_broken_config_and_writes_nothing(tmp_path):
     assert proc.returncode == 2
     assert "training.learnig_rate" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prefect_yaml_deployments_load_their_flow_with_valid_parameters():
+    from prefect.flows import load_flow_from_entrypoint
+
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    assert {d["name"] for d in deployments} >= {"smoke", "default"}
+    for deployment in deployments:
+        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
+        assert flow.name == "bootstrap"
+        assert set(deployment["parameters"]) <= set(flow.parameters.properties)
+        load_config(ROOT / deployment["parameters"]["config"])

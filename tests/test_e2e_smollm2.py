@@ -107,3 +107,44 @@ def test_grpo_runs_a_round_end_to_end(tmp_path):
     metrics = json.loads((adapter / "train_metrics.json").read_text())
     assert metrics["steps"] == 2 and 0.0 <= metrics["reward_mean"] <= 1.0 and "kl" in metrics
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+
+
+def test_printed_mlflow_ui_command_serves_the_runs_and_artifacts(finished_run):
+    """The `mlflow ui` line `ratchet run` prints, started for real, answers with the round run and its artifacts."""
+    import re
+    import socket
+    import time
+    import urllib.request
+
+    tmp, stdout = finished_run
+    command = re.search(r"\.venv/bin/mlflow ui --backend-store-uri (\S+) --port 5000", stdout)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [str(mlflow_bin), "ui", "--backend-store-uri", command.group(1), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=e2e", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        experiment = json.load(urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=e2e"))
+        request = urllib.request.Request(
+            f"{base}/runs/search",
+            data=json.dumps({"experiment_ids": [experiment["experiment"]["experiment_id"]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        runs = json.load(urllib.request.urlopen(request))["runs"]
+        (child,) = [r for r in runs if r["info"]["run_name"] == "round-1"]
+        listing = json.load(urllib.request.urlopen(f"{base}/artifacts/list?run_id={child['info']['run_id']}"))
+        assert {"decision.json", "tables", "adapter"} <= {f["path"] for f in listing["files"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
