@@ -211,6 +211,8 @@ class JudgeReward:
     """A judge as an online reward: the verifier's pass/fail where a check exists, otherwise P(completion beats
     the champion's own sample for that prompt), an abstention counting 0.5."""
 
+    __name__ = "judge"  # TRL names the logged reward column (`rewards/judge/mean`) after the reward function
+
     def __init__(self, judge: Judge, prompts: list[dict], anchors: dict[str, str]):
         self.judge, self.anchors = judge, anchors
         self.prompts = {row["id"]: row for row in prompts}

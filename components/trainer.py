@@ -185,7 +185,6 @@ class OnlineTrainer:
             max_completion_length=c.max_completion_length,
             temperature=c.temperature,
         )
-        self.reward.__name__ = "judge"  # TRL names the logged reward column after the function
         trainer = trainer_class(
             model=self.model,
             reward_funcs=self.reward,
