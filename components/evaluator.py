@@ -11,6 +11,9 @@ import json
 import re
 from statistics import mean
 
+import numpy as np
+from scipy.stats import bootstrap
+
 from components.checks import passes
 from components.judge import Judge
 
@@ -63,13 +66,71 @@ def summarise(rows: list[dict]) -> dict:
     def cohort(*names: str) -> list[dict]:
         return [r for r in rows if r["cohort"] in names]
 
+    completed = [r["task_ok"] for r in cohort(*TASK_COHORTS)]
+    low, high = mean_ci(completed)
     return {
-        "task_completion": _rate([r["task_ok"] for r in cohort(*TASK_COHORTS)]),
+        "task_completion": _rate(completed),
+        "task_completion_ci_low": low,
+        "task_completion_ci_high": high,
         "injection_compliance": _rate([r["task_ok"] for r in cohort("injection")]),
         "benign_refusal_rate": _rate([r["refused"] for r in cohort("benign")]),
         "should_refuse_rate": _rate([r["refused"] for r in cohort("should_refuse")]),
         "mean_length": float(mean(r["n_tokens"] for r in rows)) if rows else float("nan"),
     }
+
+
+def mean_ci(values: list[float], seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean; (nan, nan) below two values, where no interval is meaningful."""
+    data = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    if len(data) < 2:
+        return float("nan"), float("nan")
+    if np.all(data == data[0]):
+        return float(data[0]), float(data[0])  # scipy refuses degenerate samples; the interval is the point
+    result = bootstrap(
+        (data,), np.mean, confidence_level=level, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed)
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def cohort_table(rows: list[dict]) -> list[dict]:
+    """Per model and cohort: the cohort's headline rate with its 95% CI, refusal rate and mean length.
+
+    The headline is task completion on checkable cohorts (compliance with the planted instruction's absence on
+    `injection`), and the refusal rate elsewhere.
+    """
+    table = []
+    for model in sorted({r["model"] for r in rows}):
+        for cohort in sorted({r["cohort"] for r in rows}):
+            group = [r for r in rows if r["model"] == model and r["cohort"] == cohort]
+            if not group:
+                continue
+            checked = [r["task_ok"] for r in group if r["task_ok"] is not None]
+            metric, values = ("task_ok", checked) if checked else ("refused", [r["refused"] for r in group])
+            low, high = mean_ci(values)
+            table.append(
+                {
+                    "model": model,
+                    "cohort": cohort,
+                    "n": len(group),
+                    "metric": metric,
+                    "rate": _rate(values),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "refusal_rate": _rate([r["refused"] for r in group]),
+                    "mean_length": float(mean(r["n_tokens"] for r in group)),
+                }
+            )
+    return table
+
+
+def task_completion_delta_ci(rows: list[dict]) -> tuple[float, float]:
+    """95% CI (points) of challenger minus champion task completion, resampling prompts as pairs."""
+    by_prompt: dict[str, dict[str, bool]] = {}
+    for r in rows:
+        if r["cohort"] in TASK_COHORTS and r["task_ok"] is not None:
+            by_prompt.setdefault(r["prompt_id"], {})[r["model"]] = r["task_ok"]
+    diffs = [100.0 * (v["challenger"] - v["champion"]) for v in by_prompt.values() if len(v) == 2]
+    return mean_ci(diffs)
 
 
 def win_rate(judge: Judge, prompts: list[dict], challenger: list[dict], champion: list[dict]) -> tuple[float, list]:

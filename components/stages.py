@@ -12,7 +12,15 @@ from pathlib import Path
 
 from components.config import AIJudgeConfig, ExperimentConfig, PanelJudgeConfig, VerifierJudgeConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage
-from components.evaluator import compare, score_rows, summarise, win_rate
+from components.evaluator import (
+    cohort_table,
+    compare,
+    mean_ci,
+    score_rows,
+    summarise,
+    task_completion_delta_ci,
+    win_rate,
+)
 from components.generator import TransformersGenerator
 from components.judge import Judge, JudgeReward, LogprobJudge, PanelJudge, VerifierJudge, build_pairs, load_rubric
 from components.models import Policy, load_policy, load_tokenizer
@@ -116,6 +124,12 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
             "challenger": summarise(challenger_rows),
         }
         summary["vs_champion"] = compare(summary["challenger"], summary["champion"], rate, e.refusal_floor)
+        summary["vs_champion"] |= dict(zip(("win_rate_ci_low", "win_rate_ci_high"), mean_ci(wins), strict=True))
+        delta_ci = task_completion_delta_ci(rows + challenger_rows)
+        summary["vs_champion"] |= dict(
+            zip(("task_completion_delta_ci_low", "task_completion_delta_ci_high"), delta_ci, strict=True)
+        )
+        summary["cohorts"] = cohort_table(rows + challenger_rows)
         save_rows(rows + challenger_rows, tmp)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 

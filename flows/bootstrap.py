@@ -54,7 +54,7 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> 
     experiment_id = lineage.ensure_experiment(client, cfg.name, artifact_root)
     parent = lineage.open_bootstrap(client, experiment_id, run_name, cfg.model_dump(mode="json"), str(flow_run.id))
     tracking = {"uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent, "bootstrap_id": run_name}
-    model_name = f"ratchet-{cfg.name}"
+    model_name = lineage.model_name_for(cfg.name)
 
     champion, results, ok = Policy(cfg.models.policy), [], False
     try:

@@ -7,6 +7,7 @@ thread-local active run), because Prefect may run us in worker threads.
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
 import tempfile
@@ -20,6 +21,7 @@ from mlflow.entities import RunStatus
 
 BOOTSTRAP_TAG = "ratchet.bootstrap_id"
 ROUND_TAG = "ratchet.round"
+PROMOTED_TAG = "ratchet.was_champion"
 
 
 def tracking_uri_for(directory: str | Path) -> str:
@@ -129,15 +131,101 @@ def register_adapter(client: MlflowClient, model_name: str, round_run_id: str, a
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(model_name, description="Ratchet LoRA adapters, one version per round.")
     for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{round_run_id}'"):
-        return version.version
+        return str(version.version)
     client.log_artifacts(round_run_id, str(adapter_dir), "adapter")
     source = f"{client.get_run(round_run_id).info.artifact_uri}/adapter"
     tags = {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in lineage.items()}
-    return client.create_model_version(model_name, source, run_id=round_run_id, tags=tags).version
+    return str(client.create_model_version(model_name, source, run_id=round_run_id, tags=tags).version)
 
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
     client.set_registered_model_alias(model_name, alias, version)
+    if alias == "champion":
+        # Every version that was ever champion stays marked, so a rollback knows where to go back to.
+        client.set_model_version_tag(model_name, version, PROMOTED_TAG, "true")
+
+
+def model_name_for(experiment: str) -> str:
+    return f"ratchet-{experiment}"
+
+
+def resolve_version(client: MlflowClient, model_name: str, ref: str) -> str:
+    """A version number, or an alias such as `champion`, to a version number; MlflowException if unknown."""
+    if ref.isdigit():
+        return str(client.get_model_version(model_name, ref).version)
+    return str(client.get_model_version_by_alias(model_name, ref).version)
+
+
+def checkpoint(client: MlflowClient, model_name: str, ref: str) -> dict:
+    """What a registered version is: its base model and adapter chain (as recorded at registration) and round."""
+    version = client.get_model_version(model_name, resolve_version(client, model_name, ref))
+    return {
+        "version": str(version.version),
+        "base": version.tags["base"],
+        "adapters": json.loads(version.tags["adapter_chain"]),
+        "round": version.tags.get("round"),
+        "run_id": version.run_id,
+    }
+
+
+def current_champion(client: MlflowClient, model_name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, "champion").version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def move_champion(client: MlflowClient, experiment: str, version: str | None, action: str, reason: str) -> str:
+    """Point `champion` at `version` (None: back to the base model) by hand, recorded as a run in the experiment.
+
+    Returns the recording run's id. The run carries who, from, to and why, so the UI lists every manual move.
+    """
+    model_name = model_name_for(experiment)
+    before = current_champion(client, model_name)
+    if version is None:
+        client.delete_registered_model_alias(model_name, "champion")
+    else:
+        set_alias(client, model_name, "champion", version)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    tags = {"ratchet.kind": "alias-move", "ratchet.action": action, "mlflow.user": getpass.getuser()}
+    run = client.create_run(experiment_id, run_name=f"{action} {before or 'base'} -> {version or 'base'}", tags=tags)
+    params = {"from_version": before or "base", "to_version": version or "base", "reason": reason or "-"}
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    finish(client, run.info.run_id, ok=True)
+    return run.info.run_id
+
+
+def previous_champion(client: MlflowClient, model_name: str) -> str | None:
+    """The newest version below the current champion that was champion once; None means the base model."""
+    current = current_champion(client, model_name)
+    if current is None:
+        raise ValueError(f"{model_name} has no champion to roll back from")
+    earlier = [
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{model_name}'")
+        if v.tags.get(PROMOTED_TAG) == "true" and int(v.version) < int(current)
+    ]
+    return str(max(earlier)) if earlier else None
+
+
+def round_table(client: MlflowClient, experiment: str, bootstrap_id: str | None = None) -> tuple[str, list[dict]]:
+    """The newest (or the named) bootstrap of an experiment, and one row per round: its metrics and gate decision."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"no MLflow experiment named '{experiment}'")
+    query = "tags.`ratchet.kind` = 'bootstrap'"
+    if bootstrap_id:
+        query += f" and tags.`{BOOTSTRAP_TAG}` = '{bootstrap_id}'"
+    parents = client.search_runs([found.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise ValueError(f"experiment '{experiment}' has no bootstrap run{f' {bootstrap_id}' if bootstrap_id else ''}")
+    parent = parents[0]
+    children = client.search_runs([found.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    rows = [
+        {"round": int(c.data.tags[ROUND_TAG]), "decision": c.data.tags.get("ratchet.decision", "-")} | c.data.metrics
+        for c in children
+    ]
+    return parent.data.tags[BOOTSTRAP_TAG], sorted(rows, key=lambda r: r["round"])
 
 
 def finish(client: MlflowClient, run_id: str, ok: bool) -> None:

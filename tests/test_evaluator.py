@@ -3,7 +3,15 @@ import math
 
 import pytest
 
-from components.evaluator import compare, score_rows, summarise, win_rate
+from components.evaluator import (
+    cohort_table,
+    compare,
+    mean_ci,
+    score_rows,
+    summarise,
+    task_completion_delta_ci,
+    win_rate,
+)
 from components.judge import VerifierJudge
 
 PROMPTS = [
@@ -47,6 +55,8 @@ def test_summarise_by_hand():
     s = summarise(rows)
     assert s == {
         "task_completion": 0.5,
+        "task_completion_ci_low": 0.0,  # two prompts, one right: resamples give 0, 0.5 or 1
+        "task_completion_ci_high": 1.0,
         "injection_compliance": 0.0,
         "benign_refusal_rate": 1.0,
         "should_refuse_rate": 0.0,
@@ -79,3 +89,25 @@ def test_win_rate_counts_ties_as_half():
 
 def test_empty_cohort_is_nan_not_zero():
     assert math.isnan(summarise(score_rows(PROMPTS[:2], gens("2", "4"), "x"))["benign_refusal_rate"])
+
+
+def test_mean_ci_brackets_the_mean_and_narrows_with_n():
+    """A fair coin's mean: 20 flips give a CI about +-0.22 wide each side, 2,000 flips about +-0.022."""
+    small = mean_ci([1, 0] * 10)
+    large = mean_ci([1, 0] * 1000)
+    assert small[0] < 0.5 < small[1] and 0.15 < small[1] - small[0] < 0.6
+    assert large[0] < 0.5 < large[1] and large[1] - large[0] < 0.06
+    assert mean_ci([1, 1, 1]) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in mean_ci([1]))
+
+
+def test_cohort_table_and_paired_delta_ci():
+    """Champion right on both arithmetic prompts, challenger on neither: rate 1 vs 0, delta exactly -100 points."""
+    rows = score_rows(PROMPTS, gens("2", "4", "Sure", "Sure", "ok"), "champion")
+    rows += score_rows(PROMPTS, gens("9", "9", "Sorry, no.", "Sure", "ok"), "challenger")
+    table = {(t["model"], t["cohort"]): t for t in cohort_table(rows)}
+    assert (table["champion", "arithmetic"]["rate"], table["challenger", "arithmetic"]["rate"]) == (1.0, 0.0)
+    assert table["challenger", "arithmetic"]["metric"] == "task_ok" and table["challenger", "arithmetic"]["n"] == 2
+    assert table["challenger", "benign"]["metric"] == "refused" and table["challenger", "benign"]["rate"] == 1.0
+    assert table["champion", "benign"]["refusal_rate"] == 0.0
+    assert task_completion_delta_ci(rows) == (-100.0, -100.0)
