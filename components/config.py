@@ -155,6 +155,10 @@ class GateConfig(Strict):
     on_block: Literal["continue", "stop"] = Field(
         "continue", description="After a blocked round: keep the champion and go on, or stop the bootstrap."
     )
+    require_approval: bool = Field(
+        False, description="Pause a round whose gate passes until a person approves or rejects it in the Prefect UI."
+    )
+    approval_timeout: int = Field(86400, gt=0, description="Seconds to wait for that approval before failing the run.")
 
 
 class ExperimentConfig(Strict):

@@ -136,15 +136,20 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
     return save_stage(out, build)
 
 
-def round_metrics(round_dir: Path) -> dict[str, float]:
-    """Everything a round reports: challenger and champion rates, the gate's comparison metrics, pair yield and
-    abstentions, and the trainer's signals (prefixed `train_`)."""
-    summary = json.loads((round_dir / "eval" / "summary.json").read_text())
-    pairs = load_rows(round_dir / "pairs")
-    training = json.loads((round_dir / "adapter" / "train_metrics.json").read_text())
+def eval_metrics(eval_dir: Path) -> dict[str, float]:
+    """Challenger and champion rates and the gate's comparison metrics from one evaluation."""
+    summary = json.loads((eval_dir / "summary.json").read_text())
     metrics = {f"challenger_{k}": v for k, v in summary["challenger"].items()}
     metrics |= {f"champion_{k}": v for k, v in summary["champion"].items()}
-    metrics |= summary["vs_champion"]
+    return metrics | summary["vs_champion"]
+
+
+def round_metrics(round_dir: Path) -> dict[str, float]:
+    """Everything a round reports: the evaluation's metrics, pair yield and abstentions, and the trainer's signals
+    (prefixed `train_`)."""
+    pairs = load_rows(round_dir / "pairs")
+    training = json.loads((round_dir / "adapter" / "train_metrics.json").read_text())
+    metrics = eval_metrics(round_dir / "eval")
     metrics |= {"pairs": float(len(pairs)), "abstention_rate": sum(pairs["abstained"]) / max(len(pairs), 1)}
     metrics |= {f"train_{k}": float(v) for k, v in training.items() if isinstance(v, int | float)}
     return metrics

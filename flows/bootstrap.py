@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger, tags
+from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
 from components.config import ExperimentConfig, load_config
 from components.models import Policy
-from flows.round import bootstrap_round
+from flows.round import artifact_key, bootstrap_round
 from registry import lineage
 
 
@@ -42,6 +43,13 @@ def bootstrap(
     return run_rounds(cfg, lineage.tracking_uri_for(store), str(Path(store).resolve() / "mlartifacts"))
 
 
+def _tag_this_flow_run(*names: str) -> None:
+    """Tags on the bootstrap's own flow run (deployments add theirs; `ratchet run` has none)."""
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id).tags
+        client.update_flow_run(flow_run.id, tags=sorted(set(current) | set(names)))
+
+
 def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> dict:
     """The round loop: promote or keep the champion after each round, stop early when the gate says so."""
     log = get_run_logger()
@@ -54,12 +62,21 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> 
     experiment_id = lineage.ensure_experiment(client, cfg.name, artifact_root)
     parent = lineage.open_bootstrap(client, experiment_id, run_name, cfg.model_dump(mode="json"), str(flow_run.id))
     tracking = {"uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent, "bootstrap_id": run_name}
+    _tag_this_flow_run("ratchet", cfg.name)
+    create_link_artifact(
+        lineage.comparison_url(experiment_id),
+        link_text=f"MLflow: {cfg.name} runs over rounds",
+        key=f"{artifact_key(run_name)}-mlflow",
+        description=f"MLflow parent run {parent} (start `mlflow ui --backend-store-uri {tracking_uri}`)",
+    )
     model_name = lineage.model_name_for(cfg.name)
 
     champion, results, ok = Policy(cfg.models.policy), [], False
     try:
         for k in range(1, cfg.rounds + 1):
-            result = bootstrap_round(cfg, k, str(out / f"round-{k}"), champion, tracking, model_name)
+            history = [{"k": r["k"], "metrics": r["metrics"]} for r in results]
+            with tags(cfg.name):
+                result = bootstrap_round(cfg, k, str(out / f"round-{k}"), champion, tracking, model_name, history)
             results.append(result)
             champion = result["champion"]
             if not result["promote"] and cfg.gate.on_block == "stop":

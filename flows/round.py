@@ -8,13 +8,21 @@ atomically) are the ground truth: a cached path that no longer exists is recompu
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
+from prefect import flow, get_run_logger, pause_flow_run, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from pydantic import Field
 
-from components import stages
+from components import report, stages
 from components.config import ExperimentConfig
+from components.data import load_rows
 from components.models import Policy
 from registry import lineage
 from registry.promotion import decide
@@ -68,16 +76,27 @@ def _run(stage, *args):
     return result
 
 
+class Approval(RunInput):
+    """The form a reviewer fills in the Prefect UI when a round waits for approval."""
+
+    approve: bool = Field(description="Make this challenger the champion?")
+    reviewer: str = Field("", description="Who decided.")
+    note: str = Field("", description="Why (kept in MLflow with the decision).")
+
+
 @flow(name="round", flow_run_name="round-{k}")
 def bootstrap_round(
-    cfg: ExperimentConfig, k: int, round_dir: str, champion: Policy, tracking: dict, model_name: str
+    cfg: ExperimentConfig, k: int, round_dir: str, champion: Policy, tracking: dict, model_name: str, history: list
 ) -> dict:
-    """Run round k against the champion; return the decision, metrics and the next champion."""
+    """Run round k against the champion; return the decision, metrics and the next champion.
+
+    `history` holds the earlier rounds' {"k", "metrics"}, for the report's plot over rounds.
+    """
     log = get_run_logger()
     out, seed = Path(round_dir), cfg.seed + k
     client = lineage.client_for(tracking["uri"])
     run_id, already_logged = lineage.open_round(
-        client, tracking["experiment_id"], tracking["parent_run_id"], tracking["bootstrap_id"], k
+        client, tracking["experiment_id"], tracking["parent_run_id"], tracking["bootstrap_id"], k, str(flow_run.id)
     )
 
     # --- generate: n samples per training prompt from the champion
@@ -97,11 +116,14 @@ def bootstrap_round(
     # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
     _run(evaluate, cfg, champion, challenger, str(out / "eval"))
     metrics = stages.round_metrics(out)
-    # --- gate: promote only when every blocking rule holds
+    # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
     decision = decide(metrics, cfg.gate.rules).to_dict()
-    log.info("round %d: %s", k, decision["reason"])
     if not already_logged:
-        _record(client, tracking, run_id, k, metrics, out, decision, model_name, challenger)
+        if decision["promote"] and cfg.gate.require_approval:
+            decision = _ask_approval(decision, cfg.gate.approval_timeout, client, run_id)
+        log.info("round %d: %s", k, decision["reason"])
+        record(tracking, run_id, k, metrics, out, decision, model_name, challenger)
+        _publish_report(cfg, k, out, metrics, decision, history, tracking, run_id)
     return {
         "k": k,
         "promote": decision["promote"],
@@ -111,7 +133,28 @@ def bootstrap_round(
     }
 
 
-def _record(client, tracking, run_id, k, metrics, out, decision, model_name, challenger: Policy) -> None:
+def _ask_approval(decision: dict, timeout: int, client, run_id: str) -> dict:
+    """Pause until a reviewer submits the Approval form in the Prefect UI; a rejection keeps the champion."""
+    get_run_logger().info("gate passed; waiting up to %d s for approval in the Prefect UI (resume this run)", timeout)
+    try:
+        answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, poll_interval=5)
+    except FlowPauseTimeout:
+        lineage.finish(client, run_id, ok=False)  # not left RUNNING; a re-run asks again
+        raise
+    who = answer.reviewer or "a reviewer"
+    approval = {"approved": answer.approve, "reviewer": answer.reviewer, "note": answer.note}
+    if answer.approve:
+        return decision | {"reason": f"{decision['reason']}; approved by {who}", "approval": approval}
+    reason = f"rejected by {who}{f': {answer.note}' if answer.note else ''} (gate had passed)"
+    return decision | {"promote": False, "reason": reason, "deciding_rule": "human review", "approval": approval}
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def record(
+    tracking: dict, run_id: str, k: int, metrics: dict, out: Path, decision: dict, model_name: str, challenger: Policy
+) -> None:
+    """Metrics, tables and the adapter to MLflow, then the aliases; retried because it is I/O to the store."""
+    client = lineage.client_for(tracking["uri"])
     lineage.log_round(client, tracking["parent_run_id"], run_id, k, metrics, out, decision)
     version = lineage.register_adapter(
         client,
@@ -124,3 +167,23 @@ def _record(client, tracking, run_id, k, metrics, out, decision, model_name, cha
     if decision["promote"]:
         lineage.set_alias(client, model_name, "champion", version)
     lineage.finish(client, run_id, ok=True)
+
+
+def _publish_report(cfg, k, out, metrics, decision, history, tracking, run_id) -> None:
+    """The round report and per-cohort table as Prefect artifacts, with the files kept in MLflow too."""
+    slug = artifact_key(tracking["bootstrap_id"])
+    links = {"MLflow round run": lineage.run_url(tracking["experiment_id"], run_id)}
+    pairs = list(load_rows(out / "pairs"))
+    markdown, png = report.round_report(
+        f"{cfg.name}: round {k}", metrics, decision, history + [{"k": k, "metrics": metrics}], pairs, links
+    )
+    report.write_report(out / "report", markdown, png)
+    lineage.log_report(lineage.client_for(tracking["uri"]), run_id, out / "report")
+    create_markdown_artifact(markdown, key=f"{slug}-round-{k}", description=f"Round {k} report")
+    cohorts = json.loads((out / "eval" / "summary.json").read_text())["cohorts"]
+    create_table_artifact(report.cohort_rows(cohorts), key=f"{slug}-round-{k}-cohorts", description="Per cohort")
+
+
+def artifact_key(name: str) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")

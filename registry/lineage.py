@@ -73,14 +73,17 @@ def open_bootstrap(client: MlflowClient, experiment_id: str, bootstrap_id: str, 
 
 
 def open_round(
-    client: MlflowClient, experiment_id: str, parent_run_id: str, bootstrap_id: str, k: int
+    client: MlflowClient, experiment_id: str, parent_run_id: str, bootstrap_id: str, k: int, prefect_run: str = ""
 ) -> tuple[str, bool]:
-    """The child run for round k, and whether it already finished (so its logging is not repeated)."""
+    """The child run for round k, and whether it already finished (so its logging is not repeated).
+
+    `prefect_run` is the Prefect flow-run id of the round; a resumed round records the newest one.
+    """
     tags = {BOOTSTRAP_TAG: bootstrap_id, ROUND_TAG: str(k)}
     run_id = _find_run(client, experiment_id, tags)
     if run_id is not None:
         return run_id, client.get_run(run_id).info.status == "FINISHED"
-    tags |= {"mlflow.parentRunId": parent_run_id, "ratchet.kind": "round"}
+    tags |= {"mlflow.parentRunId": parent_run_id, "ratchet.kind": "round", "prefect.flow_run_id": prefect_run}
     return client.create_run(experiment_id, run_name=f"round-{k}", tags=tags).info.run_id, False
 
 
@@ -230,6 +233,14 @@ def round_table(client: MlflowClient, experiment: str, bootstrap_id: str | None 
 
 def finish(client: MlflowClient, run_id: str, ok: bool) -> None:
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+def log_report(client: MlflowClient, run_id: str, report_dir: Path) -> None:
+    client.log_artifacts(run_id, str(report_dir), "report")
+
+
+def run_url(experiment_id: str, run_id: str, port: int = 5000) -> str:
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def comparison_url(experiment_id: str, port: int = 5000) -> str:

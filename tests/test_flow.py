@@ -70,8 +70,9 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(prefect_harness, tiny_co
     for r in result["rounds"]:
         stages = sorted(p.name for p in (out / f"round-{r['k']}").iterdir())
         if r["metrics"]:  # trained: the challenger was evaluated and gated
-            assert stages == ["adapter", "eval", "generations", "pairs"]
+            assert stages == ["adapter", "eval", "generations", "pairs", "report"]
             assert (out / f"round-{r['k']}" / "eval" / "summary.json").exists()
+            assert "## Gate rules" in (out / f"round-{r['k']}" / "report" / "report.md").read_text()
         else:  # the random model's self-judge abstained on every pair (position bias): nothing to train
             assert stages == ["generations", "pairs"] and r["decision"]["reason"].startswith("kept")
     assert result["rounds"][0]["metrics"], "round 1 must train, or train/eval/gate go untested"
@@ -91,6 +92,10 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(prefect_harness, tiny_co
         )
         assert decision["reason"] == child.data.tags["ratchet.decision"]
 
+    for child in (r for r in runs if r.info.run_name.startswith("round-")):
+        assert child.data.tags["prefect.flow_run_id"]  # MLflow -> Prefect
+    assert_prefect_side(result, client)
+
     # A second run of the same config resumes: same runs, same outputs, no stage rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("round-*/*")}
     again = run(tiny_config, tmp_path)
@@ -99,3 +104,30 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(prefect_harness, tiny_co
     assert len(client.search_runs([result["experiment_id"]])) == 3
     versions = client.search_model_versions("name = 'ratchet-tiny'")
     assert len(versions) == len(rounds_with_metrics)
+
+
+def assert_prefect_side(result: dict, mlflow_client: MlflowClient) -> None:
+    """Flow runs are named and tagged, each trained round published its report and cohort table, and the report
+    links the MLflow round run (Prefect -> MLflow)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterTags
+
+    from flows.round import artifact_key
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["tiny"])))
+        names = {r.name for r in runs}
+        assert {"round-1", "round-2"} <= names and any(n.startswith("bootstrap-tiny-") for n in names)
+        slug = artifact_key(result["bootstrap_id"])
+        for r in (r for r in result["rounds"] if r["metrics"]):
+            key = f"{slug}-round-{r['k']}"
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            assert found and found[0].type == "markdown"
+            round_run = mlflow_client.search_runs([result["experiment_id"]], f"tags.`ratchet.round` = '{r['k']}'")[0]
+            assert round_run.info.run_id in found[0].data and "data:image/png;base64," in found[0].data
+            table = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{key}-cohorts"]))
+            )
+            assert table and table[0].type == "table" and "ifeval" in table[0].data
+        link = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{slug}-mlflow"])))
+        assert link and "compareRunsMode=CHART" in link[0].data  # Prefect stores link artifacts as markdown
