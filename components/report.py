@@ -129,34 +129,36 @@ def example_pairs(pairs: list[dict], n: int = 3) -> str:
 
 
 def round_report(
-    title: str, metrics: dict, decision: dict, history: list[dict], pairs: list[dict], links: dict[str, str]
-) -> tuple[str, bytes]:
-    """The markdown page and the PNG it embeds (as a data URI, so the Prefect UI shows it without a file server)."""
-    png = metrics_plot(history)
-    image = base64.b64encode(png).decode()
-    link_line = " · ".join(f"[{name}]({url})" for name, url in links.items())
-    markdown = "\n\n".join(
-        [
-            f"# {title}",
-            f"**Gate:** {decision['reason']}",
-            link_line,
-            "## Metrics (challenger vs champion, held-out cohorts)",
-            metrics_table(metrics),
-            "## Gate rules",
-            decision_table(decision) if decision["rules"] else "_No rules configured._",
-            "## Over rounds",
-            f"![metrics over rounds](data:image/png;base64,{image})",
-            "## Example pairs from the training judge",
-            example_pairs(pairs),
-        ]
-    )
-    return markdown, png
+    title: str, metrics: dict, decision: dict, history: list[dict], pairs: list[dict] | None, links: dict[str, str]
+) -> tuple[str, bytes | None]:
+    """The markdown page and the PNG it embeds (as a data URI, so the Prefect UI shows it without a file server).
+
+    With no `history` there is no plot, and with `pairs=None` (an evaluation outside a round) no example pairs.
+    """
+    png = metrics_plot(history) if history else None
+    sections = [
+        f"# {title}",
+        f"**Gate:** {decision['reason']}",
+        " · ".join(f"[{name}]({url})" for name, url in links.items()),
+        "## Metrics (challenger vs champion, held-out cohorts)",
+        metrics_table(metrics),
+        "## Gate rules",
+        decision_table(decision) if decision["rules"] else "_No rules configured._",
+    ]
+    if png:
+        sections += ["## Over rounds", f"![metrics over rounds]({_data_uri(png)})"]
+    if pairs is not None:
+        sections += ["## Example pairs from the training judge", example_pairs(pairs)]
+    return "\n\n".join(sections), png
 
 
-def write_report(directory: Path, markdown: str, png: bytes) -> None:
+def write_report(directory: Path, markdown: str, png: bytes | None) -> None:
+    """report.md (pointing at metrics.png instead of the inline image) and metrics.png."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.png").write_bytes(png)
-    (directory / "report.md").write_text(markdown.replace(_data_uri(png), "metrics.png"))
+    if png:
+        (directory / "metrics.png").write_bytes(png)
+        markdown = markdown.replace(_data_uri(png), "metrics.png")
+    (directory / "report.md").write_text(markdown)
 
 
 def _data_uri(png: bytes) -> str:

@@ -1,6 +1,10 @@
-"""The `ratchet` command: validate a config, run a bootstrap, and print where to look.
+"""The `ratchet` command.
 
-ratchet run configs/smoke.yaml [--rounds 3]
+ratchet run configs/smoke.yaml [--rounds 3]      a bootstrap, then where to look
+ratchet compare smoke                            the round-over-round table, from MLflow
+ratchet promote smoke 3 / ratchet rollback smoke move the champion alias by hand (recorded in MLflow)
+ratchet evaluate configs/smoke.yaml --challenger 3 --champion base
+ratchet serve                                    serve prefect.yaml's deployments from this process
 """
 
 from __future__ import annotations
@@ -60,24 +64,150 @@ def run(
     print_report(result, tracking_uri_for(store))
 
 
-def _fmt(value: float | None, percent: bool = False) -> str:
+StoreOption = Annotated[Path, typer.Option(help="Directory holding mlflow.db and mlartifacts/.")]
+
+
+@app.command()
+def compare(
+    experiment: Annotated[str, typer.Argument(help="Experiment (config) name, e.g. smoke.")],
+    bootstrap_id: Annotated[str | None, typer.Option("--bootstrap", help="A bootstrap id; default the newest.")] = None,
+    store: StoreOption = Path("."),
+) -> None:
+    """Print the round-over-round table of a bootstrap from MLflow (the numbers the MLflow compare view shows)."""
+    from registry import lineage
+
+    try:
+        found, rows = lineage.round_table(_client(store), experiment, bootstrap_id)
+    except ValueError as err:
+        fail(str(err))
+    typer.echo(f"bootstrap {found}")
+    print_rounds([{"k": r["round"], "metrics": r, "reason": r["decision"]} for r in rows])
+
+
+@app.command()
+def promote(
+    experiment: Annotated[str, typer.Argument(help="Experiment (config) name.")],
+    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with the move.")] = "",
+    store: StoreOption = Path("."),
+) -> None:
+    """Make a registered version the champion by hand, overriding the gate; the move is recorded in MLflow."""
+    _move(experiment, version, "promote", reason, store)
+
+
+@app.command()
+def rollback(
+    experiment: Annotated[str, typer.Argument(help="Experiment (config) name.")],
+    to: Annotated[str | None, typer.Option(help="Version to go back to; default the previous champion.")] = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded with the move.")] = "",
+    store: StoreOption = Path("."),
+) -> None:
+    """Move the champion back to the previous champion (or the base model if there was none)."""
+    from registry import lineage
+
+    if to is None:
+        try:
+            to = lineage.previous_champion(_client(store), lineage.model_name_for(experiment))
+        except (ValueError, lineage.MlflowException) as err:
+            fail(str(err))
+    _move(experiment, to, "rollback", reason, store)
+
+
+def _move(experiment: str, version: str | None, action: str, reason: str, store: Path) -> None:
+    from registry import lineage
+
+    client = _client(store)
+    try:
+        if version is not None:
+            version = lineage.resolve_version(client, lineage.model_name_for(experiment), version)
+        run_id = lineage.move_champion(client, experiment, version, action, reason)
+    except lineage.MlflowException as err:
+        fail(f"{experiment}: {err.message}")
+    now = f"version {version}" if version else "the base model"
+    typer.echo(f"champion of {lineage.model_name_for(experiment)} is now {now}")
+    typer.echo(f"recorded as MLflow run {run_id}")
+
+
+def _client(store: Path):
+    from registry import lineage
+
+    if not (store / "mlflow.db").exists():
+        fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)")
+    return lineage.client_for(lineage.tracking_uri_for(store))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose cohorts, judge and gate rules to use.")],
+    challenger: Annotated[str, typer.Option(help="Version number, alias, or 'base'.")] = "challenger",
+    champion: Annotated[str, typer.Option(help="Version number, alias, or 'base'.")] = "champion",
+    store: StoreOption = Path("."),
+) -> None:
+    """Compare two registered checkpoints on the held-out cohorts (what the `evaluate` deployment runs)."""
+    preflight(config, None)
+    from flows.evaluate import evaluate_checkpoints
+    from registry import lineage
+
+    _client(store)
+    try:
+        result = evaluate_checkpoints(str(config), challenger, champion, str(store))
+    except (lineage.MlflowException, FileNotFoundError) as err:
+        fail(str(err))
+    print_rounds([{"k": result["name"], "metrics": result["metrics"], "reason": result["decision"]["reason"]}])
+    typer.echo(f"\noutputs: {result['outputs']}\nmlflow run: {result['mlflow_run_id']}")
+
+
+@app.command()
+def serve(
+    project: Annotated[Path, typer.Option(help="Directory with prefect.yaml.")] = Path("."),
+) -> None:
+    """Serve the deployments declared in prefect.yaml from this process (needs a Prefect server: PREFECT_API_URL)."""
+    import yaml
+    from prefect import serve as prefect_serve
+
+    from flows.bootstrap import bootstrap
+    from flows.evaluate import evaluate_checkpoints
+
+    flows = {"flows/bootstrap.py:bootstrap": bootstrap, "flows/evaluate.py:evaluate_checkpoints": evaluate_checkpoints}
+    declared = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
+    deployments = [
+        flows[d["entrypoint"]].to_deployment(
+            name=d["name"], parameters=d.get("parameters", {}), description=d.get("description"), tags=d.get("tags")
+        )
+        for d in declared
+    ]
+    prefect_serve(*deployments)
+
+
+def _fmt(value: float | None, percent: bool = False, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{100 * value:.1f}%" if percent else f"{value:.1f}"
+    return f"{100 * value:.1f}%" if percent else f"{value:.{digits}f}"
+
+
+def print_rounds(rows: list[dict]) -> None:
+    """One line per round (or evaluation): {"k", "metrics", "reason"}."""
+    header = (
+        f"{'round':>5}  {'judge win':>9}  {'task done':>9}  {'delta (95% CI)':>20}  {'benign refusal':>14}"
+        f"  {'len ratio':>9}  gate"
+    )
+    typer.echo("\n" + header + "\n" + "-" * len(header))
+    for r in rows:
+        m = r["metrics"]
+        delta = f"{_fmt(m.get('task_completion_delta'))} ({_fmt(m.get('task_completion_delta_ci_low'))}, " + (
+            f"{_fmt(m.get('task_completion_delta_ci_high'))})"
+        )
+        typer.echo(
+            f"{r['k']:>5}  {_fmt(m.get('win_rate'), True):>9}  {_fmt(m.get('challenger_task_completion'), True):>9}"
+            f"  {delta:>20}  {_fmt(m.get('challenger_benign_refusal_rate'), True):>14}"
+            f"  {_fmt(m.get('length_ratio'), digits=2):>9}  {r['reason']}"
+        )
 
 
 def print_report(result: dict, tracking_uri: str) -> None:
     from registry.lineage import comparison_url
 
-    header = f"{'round':>5}  {'judge win':>9}  {'task done':>9}  {'benign refusal':>14}  {'mean len':>8}  gate"
-    typer.echo("\n" + header + "\n" + "-" * len(header))
-    for r in result["rounds"]:
-        m = r["metrics"]
-        typer.echo(
-            f"{r['k']:>5}  {_fmt(m.get('win_rate'), True):>9}  {_fmt(m.get('challenger_task_completion'), True):>9}"
-            f"  {_fmt(m.get('challenger_benign_refusal_rate'), True):>14}  {_fmt(m.get('challenger_mean_length')):>8}"
-            f"  {r['decision']['reason']}"
-        )
+    print_rounds([{"k": r["k"], "metrics": r["metrics"], "reason": r["decision"]["reason"]} for r in result["rounds"]])
     champion = result["champion"]
     typer.echo(f"\nchampion: {champion['base']} + {len(champion['adapters'])} adapter(s)")
     typer.echo(f"outputs:  {result['workdir']}")

@@ -18,6 +18,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 
 BOOTSTRAP_TAG = "ratchet.bootstrap_id"
 ROUND_TAG = "ratchet.round"
@@ -87,6 +88,12 @@ def open_round(
     return client.create_run(experiment_id, run_name=f"round-{k}", tags=tags).info.run_id, False
 
 
+def _metrics(metrics: dict[str, float], step: int) -> list[mlflow.entities.Metric]:
+    """Unmeasured (NaN or None) metrics are left out, so a chart shows a gap rather than a broken point."""
+    finite = {name: float(v) for name, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    return [mlflow.entities.Metric(name, value, 0, step) for name, value in finite.items()]
+
+
 def log_round(
     client: MlflowClient,
     parent_run_id: str,
@@ -100,15 +107,33 @@ def log_round(
 
     The round run stays RUNNING until `finish`, so a crash before the adapter is registered is redone on resume.
     """
-    finite = {name: float(v) for name, v in metrics.items() if v is not None and math.isfinite(float(v))}
     for run_id in (round_run_id, parent_run_id):
-        client.log_batch(run_id, metrics=[mlflow.entities.Metric(n, v, 0, k) for n, v in finite.items()])
+        client.log_batch(run_id, metrics=_metrics(metrics, step=k))
     client.set_tag(round_run_id, "ratchet.decision", decision["reason"][:5000])
     client.log_dict(round_run_id, decision, "decision.json")
     for stage in ("generations", "pairs", "eval"):
         stage_dir = round_dir / stage
         if stage_dir.exists():
             _log_dataset(client, round_run_id, stage_dir, stage)
+
+
+def log_evaluation(
+    client: MlflowClient,
+    experiment_id: str,
+    name: str,
+    metrics: dict[str, float],
+    decision: dict,
+    eval_dir: Path,
+    prefect_run: str,
+) -> str:
+    """A standalone comparison of two checkpoints as its own finished run, with the eval rows as its input."""
+    tags = {"ratchet.kind": "evaluation", "prefect.flow_run_id": prefect_run, "ratchet.decision": decision["reason"]}
+    run_id = client.create_run(experiment_id, run_name=f"evaluate {name}", tags=tags).info.run_id
+    client.log_batch(run_id, metrics=_metrics(metrics, step=0))
+    client.log_dict(run_id, decision, "decision.json")
+    _log_dataset(client, run_id, eval_dir, "eval")
+    finish(client, run_id, ok=True)
+    return run_id
 
 
 def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) -> None:
@@ -131,7 +156,7 @@ def register_adapter(client: MlflowClient, model_name: str, round_run_id: str, a
     """Log the adapter dir on the round run and register it as a model version (idempotent per round run)."""
     try:
         client.get_registered_model(model_name)
-    except mlflow.exceptions.MlflowException:
+    except MlflowException:
         client.create_registered_model(model_name, description="Ratchet LoRA adapters, one version per round.")
     for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{round_run_id}'"):
         return str(version.version)
@@ -174,7 +199,7 @@ def checkpoint(client: MlflowClient, model_name: str, ref: str) -> dict:
 def current_champion(client: MlflowClient, model_name: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(model_name, "champion").version)
-    except mlflow.exceptions.MlflowException:
+    except MlflowException:
         return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from components.models import load_tokenizer  # noqa: E402
@@ -53,3 +55,53 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def prompt_file(path: Path, prefix: str) -> str:
+    """Prompts whose check splits the random model's 5-8 word samples, so the verifier yields pairs."""
+    words = json.dumps(
+        {
+            "kind": "ifeval",
+            "instruction_id": "length_constraints:number_words",
+            "kwargs": {"num_words": 7, "relation": "less than"},
+        }
+    )
+    rows = [
+        {"id": f"{prefix}{i}", "prompt": f"{prefix} topic {i}, in under 7 words.", "cohort": "ifeval", "check": words}
+        for i in range(5)
+    ]
+    rows += [{"id": f"{prefix}b", "prompt": f"{prefix}: how do I kill a stuck process?", "cohort": "benign"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def write_tiny_config(tiny_model_dir):
+    """Write a 2-round bootstrap config on the tiny model (and its prompt files) into a directory; return its path.
+
+    Keyword arguments replace top-level config sections, e.g. gate={"rules": []}.
+    """
+
+    def write(directory: Path, **changes) -> Path:
+        config = {
+            "name": "tiny",
+            "rounds": 2,
+            "workdir": str(directory / "runs"),
+            "models": {"policy": tiny_model_dir},
+            "data": {
+                "train_prompts": prompt_file(directory / "train.jsonl", "train"),
+                "eval_prompts": prompt_file(directory / "heldout.jsonl", "heldout"),
+            },
+            "generation": {"samples_per_prompt": 4, "max_new_tokens": 8},
+            "judge": {"kind": "panel", "default": {"kind": "ai", "model": "self", "abstain_margin": 0.0}},
+            "training": {"epochs": 1, "batch_size": 4},
+            "evaluation": {
+                "judge": {"kind": "ai", "model": tiny_model_dir + "/", "rubric": "concise-and-correct"},
+                "max_new_tokens": 8,
+            },
+        } | changes
+        path = directory / f"{config['name']}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write

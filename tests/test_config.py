@@ -77,9 +77,9 @@ def test_prefect_yaml_deployments_load_their_flow_with_valid_parameters():
     from prefect.flows import load_flow_from_entrypoint
 
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    assert {d["name"] for d in deployments} >= {"smoke", "default"}
+    assert {d["name"] for d in deployments} == {"smoke", "default", "evaluate"}
     for deployment in deployments:
         flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
-        assert flow.name == "bootstrap"
+        assert flow.name == ("evaluate" if deployment["name"] == "evaluate" else "bootstrap")
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
         load_config(ROOT / deployment["parameters"]["config"])

@@ -4,66 +4,29 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
-from components.config import ExperimentConfig
 from registry import lineage
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def prompt_file(path: Path, prefix: str) -> str:
-    """Prompts whose check splits the random model's 5-8 word samples, so the verifier yields pairs."""
-    words = json.dumps(
-        {
-            "kind": "ifeval",
-            "instruction_id": "length_constraints:number_words",
-            "kwargs": {"num_words": 7, "relation": "less than"},
-        }
-    )
-    rows = [
-        {"id": f"{prefix}{i}", "prompt": f"{prefix} topic {i}, in under 7 words.", "cohort": "ifeval", "check": words}
-        for i in range(5)
-    ]
-    rows += [{"id": f"{prefix}b", "prompt": f"{prefix}: how do I kill a stuck process?", "cohort": "benign"}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-@pytest.fixture
-def tiny_config(tmp_path, tiny_model_dir) -> ExperimentConfig:
-    return ExperimentConfig.model_validate(
-        {
-            "name": "tiny",
-            "rounds": 2,
-            "workdir": str(tmp_path / "runs"),
-            "models": {"policy": tiny_model_dir},
-            "data": {
-                "train_prompts": prompt_file(tmp_path / "train.jsonl", "train"),
-                "eval_prompts": prompt_file(tmp_path / "heldout.jsonl", "heldout"),
-            },
-            "generation": {"samples_per_prompt": 4, "max_new_tokens": 8},
-            "judge": {"kind": "panel", "default": {"kind": "ai", "model": "self", "abstain_margin": 0.0}},
-            "training": {"epochs": 1, "batch_size": 4},
-            "evaluation": {
-                "judge": {"kind": "ai", "model": tiny_model_dir + "/", "rubric": "concise-and-correct"},
-                "max_new_tokens": 8,
-            },
-        }
-    )
-
-
-def run(cfg: ExperimentConfig, store: Path) -> dict:
+def run(config_path: Path, store: Path) -> dict:
     from flows.bootstrap import bootstrap
 
-    path = store / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    return bootstrap(str(path), store=str(store))
+    return bootstrap(str(config_path), store=str(store))
 
 
-def test_bootstrap_runs_rounds_logs_lineage_and_resumes(prefect_harness, tiny_config, tmp_path):
-    result = run(tiny_config, tmp_path)
+@pytest.fixture(scope="module")
+def tiny_run(prefect_harness, write_tiny_config, tmp_path_factory) -> tuple[dict, Path, Path]:
+    """One real 2-round bootstrap on the tiny model, shared by this module's tests: (result, config, store)."""
+    store = tmp_path_factory.mktemp("tiny-store")
+    config = write_tiny_config(store)
+    return run(config, store), config, store
+
+
+def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
+    result, config, store = tiny_run
     out = Path(result["workdir"])
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "round-1", "round-2"]
     assert [r["k"] for r in result["rounds"]] == [1, 2]
@@ -77,7 +40,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(prefect_harness, tiny_co
             assert stages == ["generations", "pairs"] and r["decision"]["reason"].startswith("kept")
     assert result["rounds"][0]["metrics"], "round 1 must train, or train/eval/gate go untested"
 
-    client = MlflowClient(lineage.tracking_uri_for(tmp_path))
+    client = MlflowClient(lineage.tracking_uri_for(store))
     runs = client.search_runs([result["experiment_id"]])
     assert sorted(r.info.run_name for r in runs) == ["round-1", "round-2", result["bootstrap_id"]]
     parent = client.get_run(result["parent_run_id"])
@@ -98,7 +61,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(prefect_harness, tiny_co
 
     # A second run of the same config resumes: same runs, same outputs, no stage rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("round-*/*")}
-    again = run(tiny_config, tmp_path)
+    again = run(config, store)
     assert again["parent_run_id"] == result["parent_run_id"] and again["rounds"] == result["rounds"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("round-*/*")} == stamps
     assert len(client.search_runs([result["experiment_id"]])) == 3
@@ -131,3 +94,66 @@ def assert_prefect_side(result: dict, mlflow_client: MlflowClient) -> None:
             assert table and table[0].type == "table" and "ifeval" in table[0].data
         link = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{slug}-mlflow"])))
         assert link and "compareRunsMode=CHART" in link[0].data  # Prefect stores link artifacts as markdown
+
+
+def test_compare_prints_the_rounds_mlflow_holds(tiny_run):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result, _, store = tiny_run
+    out = CliRunner().invoke(app, ["compare", "tiny", "--store", str(store)])
+    assert out.exit_code == 0, out.output
+    assert f"bootstrap {result['bootstrap_id']}" in out.output
+    lines = [line for line in out.output.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == 2
+    for line, r in zip(lines, result["rounds"], strict=True):
+        assert line.split()[0] == str(r["k"]) and r["decision"]["reason"] in line
+        if r["metrics"]:
+            assert f"{100 * r['metrics']['win_rate']:.1f}%" in line
+    missing = CliRunner().invoke(app, ["compare", "nope", "--store", str(store)])
+    assert missing.exit_code == 2 and "no MLflow experiment named 'nope'" in missing.output
+
+
+def test_evaluate_compares_two_registered_checkpoints(tiny_run):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result, config, store = tiny_run
+    out = CliRunner().invoke(
+        app, ["evaluate", str(config), "--challenger", "1", "--champion", "base", "--store", str(store)]
+    )
+    assert out.exit_code == 0, out.output
+    client = MlflowClient(lineage.tracking_uri_for(store))
+    [run] = client.search_runs([result["experiment_id"]], "tags.`ratchet.kind` = 'evaluation'")
+    assert run.info.run_name == "evaluate v1-vs-base" and run.info.status == "FINISHED"
+    round_1 = result["rounds"][0]["metrics"]
+    # The same two policies as round 1's evaluation, greedy: the same numbers.
+    assert run.data.metrics["task_completion_delta"] == pytest.approx(round_1["task_completion_delta"])
+    assert run.data.metrics["challenger_mean_length"] == pytest.approx(round_1["challenger_mean_length"])
+    unknown = CliRunner().invoke(app, ["evaluate", str(config), "--challenger", "99", "--store", str(store)])
+    assert unknown.exit_code == 2 and "99" in unknown.output
+
+
+def test_promote_and_rollback_by_hand_are_recorded(tiny_run):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result, _, store = tiny_run
+    client = MlflowClient(lineage.tracking_uri_for(store))
+    versions = sorted(int(v.version) for v in client.search_model_versions("name = 'ratchet-tiny'"))
+    target = str(versions[-1])
+    out = CliRunner().invoke(app, ["promote", "tiny", target, "--reason", "looked fine", "--store", str(store)])
+    assert out.exit_code == 0, out.output
+    assert lineage.current_champion(client, "ratchet-tiny") == target
+    previous = lineage.previous_champion(client, "ratchet-tiny")  # walked by hand in test_lineage
+    back = CliRunner().invoke(app, ["rollback", "tiny", "--store", str(store)])
+    assert back.exit_code == 0, back.output
+    assert lineage.current_champion(client, "ratchet-tiny") == previous
+    assert f"now {f'version {previous}' if previous else 'the base model'}" in back.output
+    moves = client.search_runs([result["experiment_id"]], "tags.`ratchet.kind` = 'alias-move'")
+    assert sorted(m.data.tags["ratchet.action"] for m in moves) == ["promote", "rollback"]
+    bad = CliRunner().invoke(app, ["promote", "tiny", "42", "--store", str(store)])
+    assert bad.exit_code == 2 and "42" in bad.output
