@@ -34,6 +34,8 @@ def fail(message: str) -> None:
 
 def preflight(config_path: Path, rounds: int | None) -> None:
     """Everything that can be checked before work starts; nothing is written if it fails."""
+    from prefect.settings import get_current_settings
+
     from components.config import AIJudgeConfig, ConfigError, PanelJudgeConfig, load_config
     from components.data import DataError, check_disjoint, load_prompts
     from components.models import ModelSpecError, check_spec
@@ -47,6 +49,11 @@ def preflight(config_path: Path, rounds: int | None) -> None:
                 check_spec(spec)
     except (ConfigError, DataError, ModelSpecError) as err:
         fail(str(err))
+    if cfg.gate.require_approval and not get_current_settings().api.url:
+        fail(
+            f"{config_path}: gate.require_approval pauses rounds for a reviewer, who needs a Prefect server: "
+            "start `prefect server start`, set PREFECT_API_URL, or run it as a deployment"
+        )
 
 
 @app.command()

@@ -83,3 +83,19 @@ def test_prefect_yaml_deployments_load_their_flow_with_valid_parameters():
         assert flow.name == ("evaluate" if deployment["name"] == "evaluate" else "bootstrap")
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
         load_config(ROOT / deployment["parameters"]["config"])
+
+
+def test_cli_refuses_approval_without_a_reachable_prefect_server(tmp_path):
+    config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    config["gate"]["require_approval"] = True
+    (tmp_path / "approval.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "approval.yaml"), "--store", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PREFECT_HOME": str(tmp_path / "prefect")},
+    )
+    assert proc.returncode == 2
+    assert "gate.require_approval" in proc.stderr and "PREFECT_API_URL" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["approval.yaml", "prefect"]  # no store, no runs

@@ -157,3 +157,53 @@ def test_promote_and_rollback_by_hand_are_recorded(tiny_run):
     assert sorted(m.data.tags["ratchet.action"] for m in moves) == ["promote", "rollback"]
     bad = CliRunner().invoke(app, ["promote", "tiny", "42", "--store", str(store)])
     assert bad.exit_code == 2 and "42" in bad.output
+
+
+def test_approval_pauses_a_passing_round_until_a_person_decides(prefect_harness, write_tiny_config, tmp_path):
+    """Round 1 is approved and becomes champion; a later trained round is rejected and the champion stays."""
+    import threading
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    config = write_tiny_config(
+        tmp_path, name="tiny-approval", gate={"rules": [], "require_approval": True, "approval_timeout": 300}
+    )
+    answers = [
+        {"approve": True, "reviewer": "ada", "note": ""},
+        {"approve": False, "reviewer": "bob", "note": "answers got longer"},
+    ]
+    answered, done = [], threading.Event()
+
+    def reviewer() -> None:
+        paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+        with get_client(sync_client=True) as client:
+            while not done.is_set() and answers:
+                for run in client.read_flow_runs(flow_run_filter=paused):
+                    if run.id not in answered:
+                        answered.append(run.id)
+                        resume_flow_run(run.id, run_input=answers.pop(0))
+                time.sleep(0.5)
+
+    thread = threading.Thread(target=reviewer, daemon=True)
+    thread.start()
+    try:
+        result = run(config, tmp_path)
+    finally:
+        done.set()
+    trained = [r for r in result["rounds"] if r["metrics"]]
+    assert len(answered) == len(trained) >= 1
+    first = trained[0]["decision"]
+    assert first["promote"] and first["approval"] == {"approved": True, "reviewer": "ada", "note": ""}
+    client = MlflowClient(lineage.tracking_uri_for(tmp_path))
+    assert lineage.current_champion(client, "ratchet-tiny-approval") == "1"
+    if len(trained) > 1:
+        second = trained[1]["decision"]
+        assert not second["promote"] and second["deciding_rule"] == "human review"
+        assert second["reason"] == "rejected by bob: answers got longer (gate had passed)"
+        [child] = client.search_runs([result["experiment_id"]], "tags.`ratchet.round` = '2'")
+        assert child.data.tags["ratchet.decision"] == second["reason"]
+        assert lineage.current_champion(client, "ratchet-tiny-approval") == "1"
