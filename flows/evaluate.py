@@ -38,14 +38,15 @@ def resolve(cfg: ExperimentConfig, client, ref: str) -> tuple[str, Policy]:
 @flow(name="evaluate", flow_run_name="evaluate-{challenger}-vs-{champion}")
 def evaluate_checkpoints(
     config: Annotated[str, Field(description="The experiment YAML whose cohorts, judge and gate to use.")],
-    challenger: Annotated[str, Field(description="Version number, alias, or 'base'.")] = "challenger",
-    champion: Annotated[str, Field(description="Version number, alias, or 'base'.")] = "champion",
+    challenger: Annotated[str | int, Field(description="Version number, alias, or 'base'.")] = "challenger",
+    champion: Annotated[str | int, Field(description="Version number, alias, or 'base'.")] = "champion",
     store: Annotated[str, Field(description="Directory holding mlflow.db and mlartifacts/.")] = ".",
 ) -> dict:
     """Evaluate `challenger` against `champion`; return the metrics and what the gate would decide."""
     cfg = load_config(config)
     client = lineage.client_for(lineage.tracking_uri_for(store))
-    (a_label, a), (b_label, b) = resolve(cfg, client, challenger), resolve(cfg, client, champion)
+    # `prefect deployment run --param challenger=3` sends the number 3, the UI sends "3": both mean version 3.
+    (a_label, a), (b_label, b) = resolve(cfg, client, str(challenger)), resolve(cfg, client, str(champion))
     name = f"{a_label}-vs-{b_label}"
     out = Path(cfg.workdir).resolve() / "evaluations" / f"{cfg.name}-{cfg.digest()}-{name}"
     eval_dir = Path(evaluate(cfg, b, a, str(out / "eval")))

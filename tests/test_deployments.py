@@ -1,0 +1,157 @@
+"""prefect.yaml for real: a Prefect server on localhost, a process worker, `prefect deploy --all`, and
+`prefect deployment run` with parameters, exactly as the README shows; then `ratchet serve` runs the `evaluate`
+deployment. The tiny model keeps it within CI's budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from registry import lineage
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prefect:
+    """A real Prefect server with its own home, plus helpers to run the `prefect` CLI and background processes."""
+
+    def __init__(self, home: Path):
+        self.url = f"http://127.0.0.1:{free_port()}/api"
+        self.env = os.environ | {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": self.url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+        }
+        self.background: list[subprocess.Popen] = []
+        self.logs = home / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.background.append(proc)
+        return proc
+
+    def cli(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "prefect"), *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"Prefect server did not come up; see {self.logs / 'server.log'}")
+
+    def stop(self) -> None:
+        for proc in reversed(self.background):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    server = Prefect(tmp_path / "prefect-home")
+    server.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", server.url[17:-4])
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_server, write_tiny_config, tmp_path):
+    prefect = prefect_server
+    config = write_tiny_config(tmp_path)
+
+    # The README's sequence: work pool, deploy --all from the project directory, a process worker, a run.
+    ok(prefect.cli("work-pool", "create", "ratchet", "--type", "process"))
+    deployed = ok(prefect.cli("--no-prompt", "deploy", "--all"))
+    for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
+        assert name in deployed
+    worker = prefect.start("worker", str(BIN / "prefect"), "worker", "start", "--pool", "ratchet")
+
+    # Prefect validates parameters against the flow's typed signature before anything runs.
+    rejected = prefect.cli("deployment", "run", "bootstrap/smoke", "--param", "rounds=0")
+    assert rejected.returncode != 0 and "rounds" in rejected.stdout + rejected.stderr
+
+    params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
+    run = prefect.cli("deployment", "run", "bootstrap/smoke", *params, "--watch", "--watch-timeout", "600", timeout=660)
+    assert run.returncode == 0 and "COMPLETED" in run.stdout.upper(), run.stdout + run.stderr + prefect.log("worker")
+
+    client = MlflowClient(lineage.tracking_uri_for(tmp_path))
+    experiment = client.get_experiment_by_name("tiny")
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`ratchet.kind` = 'bootstrap'")
+    [child] = client.search_runs([experiment.experiment_id], "tags.`ratchet.kind` = 'round'")
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.tags["prefect.flow_run_id"] in run.stdout  # MLflow links back to the Prefect flow run
+    assert "task_completion_delta" in parent.data.metrics
+    [version] = client.search_model_versions("name = 'ratchet-tiny'")
+    assert str(client.get_model_version_by_alias("ratchet-tiny", "challenger").version) == str(version.version)
+    decision = json.loads(
+        Path(client.download_artifacts(child.info.run_id, "decision.json", str(tmp_path))).read_text()
+    )
+    champion = lineage.current_champion(client, "ratchet-tiny")
+    assert champion == (str(version.version) if decision["promote"] else None)
+
+    # `ratchet serve` serves the same deployments from one process, instead of the worker; it runs `evaluate`.
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=60)
+    for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
+        ok(prefect.cli("deployment", "delete", name))
+    prefect.start("serve", str(BIN / "ratchet"), "serve")
+    deadline = time.monotonic() + 120
+    while "evaluate" not in prefect.cli("deployment", "ls").stdout or "serve" not in prefect.log("serve").lower():
+        assert time.monotonic() < deadline, prefect.log("serve")
+        time.sleep(2)
+    evaluation = prefect.cli(
+        "deployment", "run", "evaluate/evaluate",
+        "--param", f"config={config}", "--param", f"challenger={version.version}", "--param", "champion=base",
+        "--param", f"store={tmp_path}", "--watch", "--watch-timeout", "300",
+        timeout=360,
+    )  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stdout + evaluation.stderr + prefect.log("serve")
+    [run] = client.search_runs([experiment.experiment_id], "tags.`ratchet.kind` = 'evaluation'")
+    assert run.info.run_name == f"evaluate v{version.version}-vs-base"
+    assert run.data.metrics["task_completion_delta"] == pytest.approx(parent.data.metrics["task_completion_delta"])
