@@ -96,6 +96,10 @@ def common_args(config: TrainingConfig, checkpoints: Path, seed: int) -> dict:
 
 def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int) -> dict:
     """Train (resuming from the last checkpoint if a killed run left one), save the adapter, write its metrics."""
+    for partial in checkpoints.glob("checkpoint-*"):
+        # The Trainer writes trainer_state.json last; a kill before it leaves a checkpoint that cannot resume.
+        if not (partial / "trainer_state.json").exists():
+            shutil.rmtree(partial)
     resume = any(checkpoints.glob("checkpoint-*"))
     with peak_rss() as peak:
         started = time.perf_counter()
