@@ -196,7 +196,8 @@ class ConfigError(ValueError):
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
-    """Load and validate a YAML config; `overrides` (e.g. {"rounds": 3}) replace top-level keys."""
+    """Load and validate a YAML config; `overrides` replace values by dotted path, e.g. {"rounds": 3,
+    "training.learning_rate": 1e-4}. A path through a non-mapping is an error naming that path."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -206,11 +207,27 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config fields")
-    raw.update(overrides or {})
+    for dotted, value in (overrides or {}).items():
+        _set_path(raw, dotted, value, path)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid config\n{format_errors(err)}") from None
+
+
+def run_overrides(rounds: int | None, overrides: dict | None) -> dict:
+    """What a run changes in its config: the dotted-path overrides, plus `rounds` when given."""
+    return dict(overrides or {}) | ({"rounds": rounds} if rounds else {})
+
+
+def _set_path(raw: dict, dotted: str, value: object, path: Path) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for i, key in enumerate(parents):
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: override {dotted}: {'.'.join(parents[: i + 1])} is not a section")
+    node[leaf] = value
 
 
 def format_errors(err: ValidationError) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from prefect import flow, get_client, get_run_logger, tags
@@ -16,7 +16,7 @@ from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from components.config import ExperimentConfig, load_config
+from components.config import ExperimentConfig, load_config, run_overrides
 from components.models import Policy
 from flows.round import artifact_key, bootstrap_round
 from registry import lineage
@@ -27,7 +27,13 @@ def bootstrap_id(cfg: ExperimentConfig) -> str:
 
 
 def _flow_run_name() -> str:
-    return f"bootstrap-{Path(flow_run.parameters['config']).stem}-{date.today().isoformat()}"
+    """bootstrap-<experiment name>-<date>; the file's stem if the config cannot be read (the run then fails)."""
+    path = Path(flow_run.parameters["config"])
+    try:
+        name = yaml.safe_load(path.read_text()).get("name", path.stem)
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = path.stem
+    return f"bootstrap-{name}-{date.today().isoformat()}"
 
 
 @flow(name="bootstrap", flow_run_name=_flow_run_name)
@@ -37,9 +43,13 @@ def bootstrap(
     ] = "configs/smoke.yaml",
     rounds: Annotated[int | None, Field(gt=0, description="Override the config's number of rounds.")] = None,
     store: Annotated[str, Field(description="Directory holding mlflow.db and mlartifacts/.")] = ".",
+    overrides: Annotated[
+        dict[str, Any] | None,
+        Field(description='Config values by dotted path, e.g. {"training.learning_rate": 0.0001, "seed": 1}.'),
+    ] = None,
 ) -> dict:
     """Run the config's rounds from its base policy; return the per-round results and where they are."""
-    cfg = load_config(config, {"rounds": rounds} if rounds else None)
+    cfg = load_config(config, run_overrides(rounds, overrides))
     return run_rounds(cfg, lineage.tracking_uri_for(store), str(Path(store).resolve() / "mlartifacts"))
 
 
@@ -61,6 +71,9 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> 
     client = lineage.client_for(tracking_uri)
     experiment_id = lineage.ensure_experiment(client, cfg.name, artifact_root)
     parent = lineage.open_bootstrap(client, experiment_id, run_name, cfg.model_dump(mode="json"), str(flow_run.id))
+    lineage.log_prompts(
+        client, parent, {"train_prompts": cfg.data.train_prompts, "eval_prompts": cfg.data.eval_prompts}
+    )
     tracking = {"uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent, "bootstrap_id": run_name}
     _tag_this_flow_run("ratchet", cfg.name)
     create_link_artifact(

@@ -32,7 +32,7 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def preflight(config_path: Path, rounds: int | None) -> None:
+def preflight(config_path: Path, overrides: dict) -> None:
     """Everything that can be checked before work starts; nothing is written if it fails."""
     from prefect.settings import get_current_settings
 
@@ -41,7 +41,7 @@ def preflight(config_path: Path, rounds: int | None) -> None:
     from components.models import ModelSpecError, check_spec
 
     try:
-        cfg = load_config(config_path, {"rounds": rounds} if rounds else None)
+        cfg = load_config(config_path, overrides)
         check_disjoint(load_prompts(cfg.data.train_prompts), load_prompts(cfg.data.eval_prompts))
         judges = [cfg.evaluation.judge, cfg.judge.default if isinstance(cfg.judge, PanelJudgeConfig) else cfg.judge]
         for spec in [cfg.models.policy] + [j.model for j in judges if isinstance(j, AIJudgeConfig)]:
@@ -56,18 +56,43 @@ def preflight(config_path: Path, rounds: int | None) -> None:
         )
 
 
+def parse_sets(items: list[str]) -> dict:
+    """`key.path=value` pairs; values are read as JSON, else YAML, so 1e-4, true and [a, b] keep their types."""
+    import json
+
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set {item!r}: expected key.path=value")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/smoke.yaml.")],
     rounds: Annotated[int | None, typer.Option(min=1, help="Override the config's number of rounds.")] = None,
     store: Annotated[Path, typer.Option(help="Directory holding mlflow.db and mlartifacts/.")] = Path("."),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value by dotted path, e.g. --set training.learning_rate=1e-4."),
+    ] = None,
 ) -> None:
     """Run a bootstrap: N rounds of generate, judge, train, evaluate and gate."""
-    preflight(config, rounds)
+    from components.config import run_overrides
+
+    overrides = parse_sets(set_ or [])
+    preflight(config, run_overrides(rounds, overrides))
     from flows.bootstrap import bootstrap
     from registry.lineage import tracking_uri_for
 
-    result = bootstrap(str(config), rounds, str(store))
+    result = bootstrap(str(config), rounds, str(store), overrides or None)
     print_report(result, tracking_uri_for(store))
 
 
@@ -151,7 +176,7 @@ def evaluate_command(
     store: StoreOption = Path("."),
 ) -> None:
     """Compare two registered checkpoints on the held-out cohorts (what the `evaluate` deployment runs)."""
-    preflight(config, None)
+    preflight(config, {})
     from flows.evaluate import evaluate_checkpoints
     from registry import lineage
 

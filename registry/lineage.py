@@ -136,11 +136,22 @@ def log_evaluation(
     return run_id
 
 
+def log_prompts(client: MlflowClient, run_id: str, files: dict[str, str]) -> None:
+    """The prompt files (jsonl or parquet) a bootstrap draws from, as inputs of its run."""
+    for name, path in files.items():
+        frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_json(path, lines=True, dtype=False)
+        _log_frame(client, run_id, frame, str(Path(path).resolve()), name)
+
+
 def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) -> None:
     """The stage's rows as a parquet table artifact and as a run input with a digest."""
     from datasets import load_from_disk
 
-    frame: pd.DataFrame = load_from_disk(str(stage_dir)).to_pandas()
+    _log_frame(client, run_id, load_from_disk(str(stage_dir)).to_pandas(), str(stage_dir), name)
+
+
+def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: str, name: str) -> None:
+    """A table artifact (tables/<name>.parquet) and a dataset input whose digest pins the exact rows."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.parquet"
         frame.to_parquet(path)
@@ -148,7 +159,7 @@ def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) 
     with warnings.catch_warnings():
         # A local path matches two equivalent source types, and the schema hint is about model serving: noise here.
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(frame, source=str(stage_dir), name=name)._to_mlflow_entity()
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name)._to_mlflow_entity()
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset)])
 
 

@@ -99,3 +99,27 @@ def test_cli_refuses_approval_without_a_reachable_prefect_server(tmp_path):
     assert proc.returncode == 2
     assert "gate.require_approval" in proc.stderr and "PREFECT_API_URL" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["approval.yaml", "prefect"]  # no store, no runs
+
+
+def test_overrides_set_values_by_dotted_path_and_errors_name_the_path(tmp_path):
+    cfg = load_config(ROOT / "configs" / "smoke.yaml", {"rounds": 4, "training.learning_rate": 1e-4})
+    assert (cfg.rounds, cfg.training.learning_rate, cfg.training.beta) == (4, 1e-4, 0.1)
+    with pytest.raises(ConfigError, match=r"training\.learnig_rate: Extra inputs"):
+        load_config(ROOT / "configs" / "smoke.yaml", {"training.learnig_rate": 1e-4})
+    with pytest.raises(ConfigError, match=r"override seed\.x: seed is not a section"):
+        load_config(ROOT / "configs" / "smoke.yaml", {"seed.x": 1})
+
+
+def test_cli_set_overrides_are_validated_before_any_work(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "configs/smoke.yaml", "--store", str(tmp_path),
+         "--set", "training.learning_rate=1e-4", "--set", "training.epochs=0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PREFECT_HOME": str(tmp_path / "prefect")},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "training.epochs: Input should be greater than 0" in proc.stderr
+    assert "learning_rate" not in proc.stderr  # 1e-4 was read as a number and accepted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefect"]

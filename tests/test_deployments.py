@@ -116,6 +116,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert rejected.returncode != 0 and "rounds" in rejected.stdout + rejected.stderr
 
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
+    params += ["--param", 'overrides={"training.learning_rate": 0.0001}']
     run = prefect.cli("deployment", "run", "bootstrap/smoke", *params, "--watch", "--watch-timeout", "600", timeout=660)
     assert run.returncode == 0 and "COMPLETED" in run.stdout.upper(), run.stdout + run.stderr + prefect.log("worker")
 
@@ -127,6 +128,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert parent.data.tags["prefect.flow_run_id"] in run.stdout  # MLflow links back to the Prefect flow run
     assert "task_completion_delta" in parent.data.metrics
+    assert parent.data.params["training.learning_rate"] == "0.0001" and parent.data.params["rounds"] == "1"
     [version] = client.search_model_versions("name = 'ratchet-tiny'")
     assert str(client.get_model_version_by_alias("ratchet-tiny", "challenger").version) == str(version.version)
     decision = json.loads(

@@ -45,6 +45,9 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
     assert sorted(r.info.run_name for r in runs) == ["round-1", "round-2", result["bootstrap_id"]]
     parent = client.get_run(result["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["name"] == "tiny"
+    assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {"train_prompts", "eval_prompts"}
+    round_1 = client.search_runs([result["experiment_id"]], "tags.`ratchet.round` = '1'")[0]
+    assert {d.dataset.name for d in round_1.inputs.dataset_inputs} == {"generations", "pairs", "eval"}
     rounds_with_metrics = [r for r in result["rounds"] if r["metrics"]]
     for r in rounds_with_metrics:
         history = client.get_metric_history(parent.info.run_id, "task_completion_delta")
