@@ -164,17 +164,27 @@ def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: s
 
 
 def register_adapter(client: MlflowClient, model_name: str, round_run_id: str, adapter_dir: Path, lineage: dict) -> str:
-    """Log the adapter dir on the round run and register it as a model version (idempotent per round run)."""
+    """Log the adapter as an MLflow model of the round run and register it as a version (idempotent per round run).
+
+    The version's tags carry the base model and the full adapter chain, so any version can be loaded again.
+    """
     try:
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description="Ratchet LoRA adapters, one version per round.")
     for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{round_run_id}'"):
         return str(version.version)
-    client.log_artifacts(round_run_id, str(adapter_dir), "adapter")
-    source = f"{client.get_run(round_run_id).info.artifact_uri}/adapter"
     tags = {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in lineage.items()}
-    return str(client.create_model_version(model_name, source, run_id=round_run_id, tags=tags).version)
+    run = client.get_run(round_run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id, name="adapter", source_run_id=round_run_id, tags=tags, model_type="peft-lora-adapter"
+    )
+    client.log_model_artifacts(model.model_id, str(adapter_dir))
+    client.finalize_logged_model(model.model_id, "READY")
+    version = client.create_model_version(
+        model_name, model.model_uri, run_id=round_run_id, tags=tags, model_id=model.model_id
+    )
+    return str(version.version)
 
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import mlflow
 from mlflow import MlflowClient
 
 from registry import lineage
@@ -48,6 +51,11 @@ def test_adapter_registration_is_idempotent_and_aliases_move(tmp_path):
     assert str(c.get_model_version_by_alias("m", "champion").version) == versions[0]
     assert c.get_model_version_by_alias("m", "challenger").tags["base"] == "tiny"
     assert len(c.search_model_versions("name = 'm'")) == 2
+    logged = c.get_model_version("m", versions[0])
+    model_id = logged.source.removeprefix("models:/")  # the version points at the round run's logged model
+    assert c.get_logged_model(model_id).source_run_id == logged.run_id
+    downloaded = mlflow.artifacts.download_artifacts(logged.source, dst_path=str(tmp_path / "download"))
+    assert (Path(downloaded) / "adapter_config.json").exists()
 
 
 def registered(client, exp, tmp_path, rounds: int) -> list[str]:
