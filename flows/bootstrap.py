@@ -100,6 +100,7 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> 
         lineage.finish(client, parent, ok)
     return {
         "bootstrap_id": run_name,
+        "experiment": cfg.name,
         "workdir": str(out),
         "experiment_id": experiment_id,
         "parent_run_id": parent,

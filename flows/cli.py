@@ -202,6 +202,7 @@ def serve(
 
     flows = {"flows/bootstrap.py:bootstrap": bootstrap, "flows/evaluate.py:evaluate_checkpoints": evaluate_checkpoints}
     declared = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
+    refuse_worker_deployments([f"{flows[d['entrypoint']].name}/{d['name']}" for d in declared])
     deployments = [
         flows[d["entrypoint"]].to_deployment(
             name=d["name"], parameters=d.get("parameters", {}), description=d.get("description"), tags=d.get("tags")
@@ -209,6 +210,24 @@ def serve(
         for d in declared
     ]
     prefect_serve(*deployments)
+
+
+def refuse_worker_deployments(names: list[str]) -> None:
+    """Served and worker deployments of the same name replace each other; refuse rather than half-replace one."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                pool = client.read_deployment_by_name(name).work_pool_name
+            except ObjectNotFound:
+                continue
+            if pool:
+                fail(
+                    f"{name} is deployed to work pool '{pool}'; serve it or run a worker, not both "
+                    f"(`prefect deployment delete {name}` first to serve it)"
+                )
 
 
 def _fmt(value: float | None, percent: bool = False, digits: int = 1) -> str:
@@ -245,6 +264,7 @@ def print_report(result: dict, tracking_uri: str) -> None:
     typer.echo(f"outputs:  {result['workdir']}")
     typer.echo(f"mlflow:   {tracking_uri} (registered model {result['model_name']})")
     typer.echo("\nTo look at it:")
+    typer.echo(f"  .venv/bin/ratchet compare {result['experiment']}")
     typer.echo(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
     typer.echo(f"  then open {comparison_url(result['experiment_id'])}")
     typer.echo("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs")

@@ -122,7 +122,8 @@ def bootstrap_round(
         if decision["promote"] and cfg.gate.require_approval:
             decision = _ask_approval(decision, cfg.gate.approval_timeout, client, run_id)
         log.info("round %d: %s", k, decision["reason"])
-        record(tracking, run_id, k, metrics, out, decision, model_name, challenger)
+        provenance = {"training_judge": cfg.judge.model_dump(mode="json"), "bootstrap_id": tracking["bootstrap_id"]}
+        record(tracking, run_id, k, metrics, out, decision, model_name, challenger, provenance)
         _publish_report(cfg, k, out, metrics, decision, history, tracking, run_id)
     return {
         "k": k,
@@ -151,9 +152,21 @@ def _ask_approval(decision: dict, timeout: int, client, run_id: str) -> dict:
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def record(
-    tracking: dict, run_id: str, k: int, metrics: dict, out: Path, decision: dict, model_name: str, challenger: Policy
+    tracking: dict,
+    run_id: str,
+    k: int,
+    metrics: dict,
+    out: Path,
+    decision: dict,
+    model_name: str,
+    challenger: Policy,
+    provenance: dict,
 ) -> None:
-    """Metrics, tables and the adapter to MLflow, then the aliases; retried because it is I/O to the store."""
+    """Metrics, tables and the adapter to MLflow, then the aliases; retried because it is I/O to the store.
+
+    The model version's tags hold the base, the adapter chain, the round and `provenance` (training judge,
+    bootstrap id), so a checkpoint leads back to the data and judge that made it.
+    """
     client = lineage.client_for(tracking["uri"])
     lineage.log_round(client, tracking["parent_run_id"], run_id, k, metrics, out, decision)
     version = lineage.register_adapter(
@@ -161,7 +174,7 @@ def record(
         model_name,
         run_id,
         Path(challenger.adapters[-1]),
-        {"base": challenger.base, "adapter_chain": list(challenger.adapters), "round": k},
+        {"base": challenger.base, "adapter_chain": list(challenger.adapters), "round": k} | provenance,
     )
     lineage.set_alias(client, model_name, "challenger", version)
     if decision["promote"]:

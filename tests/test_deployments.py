@@ -140,6 +140,10 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     # `ratchet serve` serves the same deployments from one process, instead of the worker; it runs `evaluate`.
     os.killpg(worker.pid, signal.SIGTERM)
     worker.wait(timeout=60)
+    conflict = subprocess.run(
+        [str(BIN / "ratchet"), "serve"], cwd=ROOT, env=prefect.env, capture_output=True, text=True
+    )
+    assert conflict.returncode == 2 and "deployed to work pool 'ratchet'" in conflict.stderr
     for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
         ok(prefect.cli("deployment", "delete", name))
     prefect.start("serve", str(BIN / "ratchet"), "serve")

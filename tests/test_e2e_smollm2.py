@@ -144,7 +144,12 @@ def test_printed_mlflow_ui_command_serves_the_runs_and_artifacts(finished_run):
         runs = json.load(urllib.request.urlopen(request))["runs"]
         (child,) = [r for r in runs if r["info"]["run_name"] == "round-1"]
         listing = json.load(urllib.request.urlopen(f"{base}/artifacts/list?run_id={child['info']['run_id']}"))
-        assert {"decision.json", "tables", "adapter"} <= {f["path"] for f in listing["files"]}
+        assert {"decision.json", "tables", "report"} <= {f["path"] for f in listing["files"]}
+        # The round's adapter is a logged model of that run, and the registered version points at it.
+        version = json.load(urllib.request.urlopen(f"{base}/model-versions/get?name=ratchet-e2e&version=1"))
+        model_id = version["model_version"]["source"].removeprefix("models:/")
+        model = json.load(urllib.request.urlopen(f"{base}/logged-models/{model_id}"))["model"]["info"]
+        assert model["source_run_id"] == version["model_version"]["run_id"] and model["status"] == "LOGGED_MODEL_READY"
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -70,6 +70,8 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
     assert len(client.search_runs([result["experiment_id"]])) == 3
     versions = client.search_model_versions("name = 'ratchet-tiny'")
     assert len(versions) == len(rounds_with_metrics)
+    assert json.loads(versions[0].tags["training_judge"])["kind"] == "panel"  # checkpoint -> the judge behind it
+    assert versions[0].tags["bootstrap_id"] == result["bootstrap_id"]
 
 
 def assert_prefect_side(result: dict, mlflow_client: MlflowClient) -> None:
