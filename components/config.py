@@ -135,8 +135,16 @@ class EvaluationConfig(Strict):
 
 
 class GateRule(Strict):
-    metric: Literal["task_completion_delta", "benign_refusal_ratio", "length_ratio", "win_rate"] = Field(
-        description="Metric of the challenger vs the champion."
+    metric: Literal[
+        "task_completion_delta",
+        "benign_refusal_ratio",
+        "length_ratio",
+        "win_rate",
+        "judge_gold_agreement",
+        "judge_policy_agreement",
+        "kl_per_token",
+    ] = Field(
+        description="Metric of the challenger vs the champion (see docs/architecture.md#evaluation-and-the-gate)."
     )
     op: Literal[">=", "<="] = Field(description="The rule holds when `metric op threshold`.")
     threshold: float
@@ -147,6 +155,8 @@ def _default_rules() -> list[GateRule]:
     return [
         GateRule(metric="task_completion_delta", op=">=", threshold=-2.0, action="block"),
         GateRule(metric="benign_refusal_ratio", op="<=", threshold=2.0, action="block"),
+        GateRule(metric="length_ratio", op="<=", threshold=1.5, action="block"),
+        GateRule(metric="judge_gold_agreement", op=">=", threshold=0.6, action="warn"),
     ]
 
 

@@ -76,6 +76,7 @@ def summarise(rows: list[dict]) -> dict:
         "benign_refusal_rate": _rate([r["refused"] for r in cohort("benign")]),
         "should_refuse_rate": _rate([r["refused"] for r in cohort("should_refuse")]),
         "mean_length": float(mean(r["n_tokens"] for r in rows)) if rows else float("nan"),
+        "p90_length": float(np.percentile([r["n_tokens"] for r in rows], 90)) if rows else float("nan"),
     }
 
 
@@ -152,3 +153,33 @@ def compare(challenger: dict, champion: dict, judge_win_rate: float, refusal_flo
         / max(champion["benign_refusal_rate"], floor),
         "length_ratio": challenger["mean_length"] / max(champion["mean_length"], 1e-9),
     }
+
+
+def kl_per_token(challenger_logprobs: list[float], reference_logprobs: list[float], n_tokens: list[int]) -> float:
+    """KL(challenger || reference) per token, estimated on the challenger's own responses: the mean over their
+    tokens of log pi_challenger - log pi_reference (each list holds one summed log-prob per response)."""
+    total = sum(n_tokens)
+    if total == 0:
+        return float("nan")
+    return float(sum(c - r for c, r in zip(challenger_logprobs, reference_logprobs, strict=True)) / total)
+
+
+def judge_gold_agreement(judge_scores: list[float], challenger_ok: list, champion_ok: list) -> list[float]:
+    """Per prompt where the verifier separates the two responses: 1 if the judge picked the verifier's winner,
+    0 if the loser, 0.5 if it abstained. Prompts without a check, or where both pass or both fail, are left out."""
+    agreement = []
+    for score, a, b in zip(judge_scores, challenger_ok, champion_ok, strict=True):
+        if a is None or b is None or a == b:
+            continue
+        agreement.append(0.5 if score == 0.5 else float((score > 0.5) == a))
+    return agreement
+
+
+def judge_policy_agreement(judge_scores: list[float], reward_margins: list[float]) -> float:
+    """Share of the judge's decided pairs that the challenger's DPO implicit reward orders the same way.
+
+    `reward_margins[i]` is r(challenger's response) - r(champion's response) with r(y) = log pi(y) - log pi_ref(y)
+    (beta > 0 does not change the sign). Abstentions (score 0.5) and exact reward ties are left out.
+    """
+    decided = [(s > 0.5, m > 0) for s, m in zip(judge_scores, reward_margins, strict=True) if s != 0.5 and m != 0]
+    return float(mean(j == r for j, r in decided)) if decided else float("nan")

@@ -156,6 +156,7 @@ def check_spec(spec: str) -> None:
 
 
 @torch.inference_mode()
+@torch.inference_mode()
 def response_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, response: str) -> float:
     """Sum of log p(response tokens | chat prompt) under `model`: the quantity DPO's implicit reward is built on."""
     messages = [{"role": "user", "content": user}]

@@ -38,6 +38,11 @@ TABLE = (
     ("injection compliance (challenger)", "challenger_injection_compliance", None, None, "pct"),
     ("mean length, tokens (challenger)", "challenger_mean_length", None, None, "num"),
     ("length ratio vs champion", "length_ratio", None, None, "num"),
+    ("p90 length, tokens (challenger)", "challenger_p90_length", None, None, "num"),
+    ("KL(challenger || champion) per token", "kl_per_token", None, None, "num"),
+    ("judge-gold agreement", "judge_gold_agreement", "judge_gold_agreement_ci_low", "judge_gold_agreement_ci_high",
+     "pct"),
+    ("judge-policy agreement (implicit reward)", "judge_policy_agreement", None, None, "pct"),
 )  # fmt: skip
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import mean
 
 from components.config import AIJudgeConfig, ExperimentConfig, PanelJudgeConfig, VerifierJudgeConfig
-from components.data import load_prompts, load_rows, save_rows, save_stage
+from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.evaluator import (
     cohort_table,
     compare,
+    judge_gold_agreement,
+    judge_policy_agreement,
+    kl_per_token,
     mean_ci,
     score_rows,
     summarise,
@@ -23,7 +27,7 @@ from components.evaluator import (
 )
 from components.generator import TransformersGenerator
 from components.judge import Judge, JudgeReward, LogprobJudge, PanelJudge, VerifierJudge, build_pairs, load_rubric
-from components.models import Policy, load_policy, load_tokenizer
+from components.models import Policy, load_policy, load_tokenizer, response_logprob
 from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training
 
 
@@ -101,16 +105,17 @@ def train(cfg: ExperimentConfig, champion: Policy, generations: Path, pairs: Pat
 
 
 def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: Path) -> Path:
-    """Greedy responses from both on the held-out prompts; verifier, refusal and length metrics; judge win rate."""
+    """Greedy responses from both on the held-out prompts; verifier, refusal and length metrics; the evaluation
+    judge's win rate; and the drift signals that need the models (KL, judge-policy and judge-gold agreement)."""
 
     def build(tmp: Path) -> None:
         prompts = list(load_prompts(cfg.data.eval_prompts, cfg.data.max_eval_prompts))
         e = cfg.evaluation
-        responses = {}
+        models, responses = {}, {}
+        tokenizer = load_tokenizer(champion.base)
         for name, policy in (("champion", champion), ("challenger", challenger)):
-            generator = TransformersGenerator(
-                load_policy(policy), load_tokenizer(policy.base), e.max_new_tokens, 0.0, batch_size=e.batch_size
-            )
+            models[name] = load_policy(policy)
+            generator = TransformersGenerator(models[name], tokenizer, e.max_new_tokens, 0.0, batch_size=e.batch_size)
             responses[name] = generator.generate(prompts, 1, seed=cfg.seed)
         rate, wins = win_rate(make_judge(e.judge, champion), prompts, responses["challenger"], responses["champion"])
         rows = score_rows(prompts, responses["champion"], "champion")
@@ -119,21 +124,48 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
             row["judge_win"] = win
         for row in rows:
             row["judge_win"] = None
-        summary = {
-            "champion": summarise(rows),
-            "challenger": summarise(challenger_rows),
-        }
-        summary["vs_champion"] = compare(summary["challenger"], summary["champion"], rate, e.refusal_floor)
-        summary["vs_champion"] |= dict(zip(("win_rate_ci_low", "win_rate_ci_high"), mean_ci(wins), strict=True))
-        delta_ci = task_completion_delta_ci(rows + challenger_rows)
-        summary["vs_champion"] |= dict(
-            zip(("task_completion_delta_ci_low", "task_completion_delta_ci_high"), delta_ci, strict=True)
+        summary = {"champion": summarise(rows), "challenger": summarise(challenger_rows)}
+        vs = compare(summary["challenger"], summary["champion"], rate, e.refusal_floor)
+        vs |= _with_ci("win_rate", rate, mean_ci(wins))
+        vs |= _with_ci(
+            "task_completion_delta", vs["task_completion_delta"], task_completion_delta_ci(rows + challenger_rows)
         )
+        gold = judge_gold_agreement(wins, [r["task_ok"] for r in challenger_rows], [r["task_ok"] for r in rows])
+        vs |= _with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
+        vs |= _model_drift(models, tokenizer, prompts, responses, wins)
+        summary["vs_champion"] = vs
         summary["cohorts"] = cohort_table(rows + challenger_rows)
         save_rows(rows + challenger_rows, tmp)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
     return save_stage(out, build)
+
+
+def _with_ci(name: str, value: float, ci: tuple[float, float]) -> dict[str, float]:
+    return {name: value, f"{name}_ci_low": ci[0], f"{name}_ci_high": ci[1]}
+
+
+def _model_drift(models: dict, tokenizer, prompts: list[dict], responses: dict, wins: list[float]) -> dict:
+    """KL(challenger || champion) on the challenger's responses, and how often the challenger's DPO implicit
+    reward (log-ratio to the champion, its reference) orders each held-out pair the way the judge did."""
+    logp = {
+        (model, author): [
+            response_logprob(models[model], tokenizer, user_message(p), g["response"])
+            for p, g in zip(prompts, responses[author], strict=True)
+        ]
+        for model in ("challenger", "champion")
+        for author in ("challenger", "champion")
+    }
+
+    def reward(author: str) -> list[float]:
+        return [c - r for c, r in zip(logp["challenger", author], logp["champion", author], strict=True)]
+
+    margins = [a - b for a, b in zip(reward("challenger"), reward("champion"), strict=True)]
+    n_tokens = [g["n_tokens"] for g in responses["challenger"]]
+    return {
+        "kl_per_token": kl_per_token(logp["challenger", "challenger"], logp["champion", "challenger"], n_tokens),
+        "judge_policy_agreement": judge_policy_agreement(wins, margins),
+    }
 
 
 def eval_metrics(eval_dir: Path) -> dict[str, float]:

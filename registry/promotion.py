@@ -40,7 +40,8 @@ def _holds(value: float, op: str, threshold: float) -> bool:
 
 
 def describe(rule: RuleResult) -> str:
-    return f"{rule.metric} {rule.op} {rule.threshold:g} (got {rule.value:.3g})"
+    got = "not measured" if math.isnan(rule.value) else f"got {rule.value:.3g}"
+    return f"{rule.metric} {rule.op} {rule.threshold:g} ({got})"
 
 
 def decide(metrics: dict[str, float], rules: list[GateRule]) -> Decision:
@@ -56,4 +57,5 @@ def decide(metrics: dict[str, float], rules: list[GateRule]) -> Decision:
     if blocking:
         return Decision(False, f"blocked: {describe(blocking[0])}", describe(blocking[0]), results)
     note = f" (warning: {'; '.join(describe(w) for w in warnings)})" if warnings else ""
-    return Decision(True, f"promoted: all {len(results)} blocking rules hold{note}", None, results)
+    n_blocking = sum(r.action == "block" for r in results)
+    return Decision(True, f"promoted: all {n_blocking} blocking rules hold{note}", None, results)

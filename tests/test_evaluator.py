@@ -6,6 +6,9 @@ import pytest
 from components.evaluator import (
     cohort_table,
     compare,
+    judge_gold_agreement,
+    judge_policy_agreement,
+    kl_per_token,
     mean_ci,
     score_rows,
     summarise,
@@ -61,6 +64,7 @@ def test_summarise_by_hand():
         "benign_refusal_rate": 1.0,
         "should_refuse_rate": 0.0,
         "mean_length": pytest.approx(1.6),
+        "p90_length": pytest.approx(2.6),  # lengths 1, 1, 1, 2, 3: numpy's linear 90th percentile is 2 + 0.6 * 1
     }
     assert [r["task_ok"] for r in rows] == [True, False, None, None, False]
 
@@ -111,3 +115,27 @@ def test_cohort_table_and_paired_delta_ci():
     assert table["challenger", "benign"]["metric"] == "refused" and table["challenger", "benign"]["rate"] == 1.0
     assert table["champion", "benign"]["refusal_rate"] == 0.0
     assert task_completion_delta_ci(rows) == (-100.0, -100.0)
+
+
+def test_kl_per_token_by_hand():
+    """Two responses of 2 and 3 tokens, log-ratios 1.0 and 0.5: (1.0 + 0.5) / 5 tokens = 0.3 nats per token."""
+    assert kl_per_token([-3.0, -4.0], [-4.0, -4.5], [2, 3]) == pytest.approx(0.3)
+    assert math.isnan(kl_per_token([], [], []))
+
+
+def test_judge_gold_agreement_counts_only_prompts_the_verifier_separates():
+    """Prompt 1: verifier prefers the challenger, judge agrees (1). Prompt 2: verifier prefers the champion, judge
+    picks the challenger (0). Prompt 3: judge abstains (0.5). Prompt 4: both pass, prompt 5: no check: left out."""
+    scores = [1.0, 1.0, 0.5, 0.0, 1.0]
+    assert judge_gold_agreement(scores, [True, False, True, True, None], [False, True, False, True, None]) == [
+        1.0,
+        0.0,
+        0.5,
+    ]
+
+
+def test_judge_policy_agreement_by_hand():
+    """Judge picks challenger, challenger, champion, (abstains); reward margins +2, -1, -3, +5: agree, disagree,
+    agree, left out -> 2/3."""
+    assert judge_policy_agreement([1.0, 1.0, 0.0, 0.5], [2.0, -1.0, -3.0, 5.0]) == pytest.approx(2 / 3)
+    assert math.isnan(judge_policy_agreement([0.5], [1.0]))

@@ -1,6 +1,7 @@
 """The bootstrap flow for real: Prefect (temporary server), MLflow (sqlite), DPO, on the tiny random model."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
         else:  # the random model's self-judge abstained on every pair (position bias): nothing to train
             assert stages == ["generations", "pairs"] and r["decision"]["reason"].startswith("kept")
     assert result["rounds"][0]["metrics"], "round 1 must train, or train/eval/gate go untested"
+    drift = result["rounds"][0]["metrics"]
+    assert math.isfinite(drift["kl_per_token"]) and math.isfinite(drift["challenger_p90_length"])
+    assert {"judge_policy_agreement", "judge_gold_agreement"} <= set(drift)
 
     client = MlflowClient(lineage.tracking_uri_for(store))
     runs = client.search_runs([result["experiment_id"]])

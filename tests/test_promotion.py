@@ -5,11 +5,13 @@ import pytest
 from components.config import GateConfig, GateRule
 from registry.promotion import decide
 
-RULES = GateConfig().rules  # the seeds' rules: task completion delta >= -2 pts, benign refusal ratio <= 2
+RULES = GateConfig().rules  # the seeds' rules: task completion delta >= -2 pts, benign refusal ratio <= 2,
+# length ratio <= 1.5 (all blocking), and a warning when judge-gold agreement < 0.6
 
 
 def metrics(**kw):
-    return {"task_completion_delta": 0.0, "benign_refusal_ratio": 1.0, "length_ratio": 1.0, "win_rate": 0.5} | kw
+    passing = {"task_completion_delta": 0.0, "benign_refusal_ratio": 1.0, "length_ratio": 1.0, "win_rate": 0.5}
+    return passing | {"judge_gold_agreement": 0.8} | kw
 
 
 @pytest.mark.parametrize("delta, promote", [(-2.0, True), (-1.9, True), (-2.1, False), (-8.3, False), (12.0, True)])
@@ -33,7 +35,7 @@ def test_judge_score_rising_does_not_save_a_round_that_lost_tasks():
 
 
 def test_first_failing_blocking_rule_decides_and_warnings_do_not_block():
-    rules = [GateRule(metric="length_ratio", op="<=", threshold=1.5, action="warn"), *RULES]
+    rules = [GateRule(metric="length_ratio", op="<=", threshold=1.5, action="warn"), *RULES[:2]]
     d = decide(metrics(length_ratio=2.0), rules)
     assert d.promote and "warning: length_ratio" in d.reason
     d = decide(metrics(length_ratio=2.0, task_completion_delta=-3, benign_refusal_ratio=3), rules)
@@ -43,3 +45,20 @@ def test_first_failing_blocking_rule_decides_and_warnings_do_not_block():
 def test_unmeasured_metric_never_passes():
     d = decide(metrics(benign_refusal_ratio=math.nan), RULES)
     assert not d.promote and "benign_refusal_ratio" in d.deciding_rule
+
+
+@pytest.mark.parametrize("ratio, promote", [(1.5, True), (0.7, True), (1.51, False), (3.0, False)])
+def test_length_ratio_rule_on_both_sides(ratio, promote):
+    d = decide(metrics(length_ratio=ratio), RULES)
+    assert d.promote is promote
+    if not promote:
+        assert d.deciding_rule == f"length_ratio <= 1.5 (got {ratio:.3g})"
+
+
+@pytest.mark.parametrize("agreement, warned", [(0.6, False), (0.9, False), (0.59, True), (math.nan, True)])
+def test_judge_gold_agreement_warns_but_never_blocks(agreement, warned):
+    d = decide(metrics(judge_gold_agreement=agreement), RULES)
+    assert d.promote and d.reason.startswith("promoted: all 3 blocking rules hold")
+    assert ("warning: judge_gold_agreement >= 0.6" in d.reason) is warned
+    if math.isnan(agreement):
+        assert "(not measured)" in d.reason
