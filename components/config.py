@@ -82,7 +82,16 @@ class PanelJudgeConfig(Strict):
     )
 
 
-JudgeConfig = Annotated[VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig, Field(discriminator="kind")]
+class BiasedJudgeConfig(Strict):
+    """A judge biased on purpose (components/biased.py), for testing the gate; never for real training."""
+
+    kind: Literal["biased"] = "biased"
+    bias: Literal["length", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
+
+
+JudgeConfig = Annotated[
+    VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig, Field(discriminator="kind")
+]
 
 
 class TrainingConfig(Strict):
@@ -244,6 +253,6 @@ def format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         # Discriminated unions put the tag ('ai', 'panel') in the path; it is not a key the user wrote.
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "panel", "verifier"))
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "panel", "verifier", "biased"))
         lines.append(f"  {loc or '<root>'}: {e['msg']}")
     return "\n".join(lines)

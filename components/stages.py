@@ -11,7 +11,14 @@ import json
 from pathlib import Path
 from statistics import mean
 
-from components.config import AIJudgeConfig, ExperimentConfig, PanelJudgeConfig, VerifierJudgeConfig
+from components.biased import BiasedJudge
+from components.config import (
+    AIJudgeConfig,
+    BiasedJudgeConfig,
+    ExperimentConfig,
+    PanelJudgeConfig,
+    VerifierJudgeConfig,
+)
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.evaluator import (
     cohort_table,
@@ -31,11 +38,15 @@ from components.models import Policy, load_policy, load_tokenizer, response_logp
 from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training
 
 
-def make_judge(config: VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig, champion: Policy) -> Judge:
+def make_judge(
+    config: VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig, champion: Policy
+) -> Judge:
     """Build the judge a config names; `model: self` means the current champion judges."""
     match config:
         case VerifierJudgeConfig():
             return VerifierJudge()
+        case BiasedJudgeConfig():
+            return BiasedJudge(config.bias)
         case PanelJudgeConfig():
             return PanelJudge(make_judge(config.checkable, champion), make_judge(config.default, champion))
         case AIJudgeConfig():

@@ -8,13 +8,15 @@ import yaml
 from components.config import ConfigError, ExperimentConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "broken.yaml")
+SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "broken.yaml")
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     cfg = load_config(path)
-    assert cfg.name == path.stem
+    assert cfg.name == (f"biased-{path.stem}" if path.parent.name == "biased" else path.stem)
+    if path.parent.name == "biased":
+        assert cfg.judge.kind == "biased" and cfg.gate.on_block == "stop"
 
 
 def write(tmp_path, text: str) -> Path:

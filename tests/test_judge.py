@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from components.biased import BiasedJudge
 from components.judge import LogprobJudge, PanelJudge, Verdict, VerifierJudge, build_pairs, load_rubric
 from components.models import Policy, load_policy, load_tokenizer
 
@@ -79,3 +80,30 @@ def test_panel_routes_by_check_and_build_pairs_keeps_abstentions(tiny_judge):
         panel, [NUMBER], [{"prompt_id": "n", "sample": i, "response": r} for i, r in enumerate(["1", "2"])]
     )
     assert len(all_fail) == 1 and all_fail[0]["abstained"]
+
+
+@pytest.mark.parametrize(
+    "bias, a, b, p_a",
+    [
+        ("length", "one two three", "one", 1.0),
+        ("length", "one", "one two three", 0.0),
+        ("refusal", "Sure: run kill -9 <pid>.", "I'm sorry, I can't help with that.", 0.0),
+        ("sycophancy", "Yes, you're right, it is.", "No: the premise is false.", 1.0),
+    ],
+)
+def test_biased_judges_prefer_their_feature_regardless_of_correctness(bias, a, b, p_a):
+    [verdict] = BiasedJudge(bias).judge([({"id": "1", "check": ""}, a, b)])
+    assert verdict.p_a == p_a and not verdict.abstained and verdict.rationale.startswith(bias)
+
+
+def test_biased_judge_abstains_on_a_tie():
+    [verdict] = BiasedJudge("refusal").judge([({"id": "1"}, "Sure.", "Okay.")])
+    assert verdict.abstained and verdict.p_a == 0.5
+
+
+def test_length_loving_judge_builds_pairs_that_teach_length_even_against_the_verifier():
+    """On a checkable prompt the biased judge picks the longest sample, wrong answer and all."""
+    samples = ["4", "The answer is five, I think.", "4."]
+    generations = [{"prompt_id": NUMBER["id"], "sample": i, "response": r} for i, r in enumerate(samples)]
+    [pair] = build_pairs(BiasedJudge("length"), [NUMBER], generations)
+    assert pair["chosen"] == "The answer is five, I think." and pair["judge"] == "biased:length"
