@@ -196,6 +196,10 @@ def serve(
     """Serve the deployments declared in prefect.yaml from this process (needs a Prefect server: PREFECT_API_URL)."""
     import yaml
     from prefect import serve as prefect_serve
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        fail("ratchet serve needs a Prefect server: start `prefect server start` and set PREFECT_API_URL")
 
     from flows.bootstrap import bootstrap
     from flows.evaluate import evaluate_checkpoints

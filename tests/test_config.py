@@ -125,3 +125,14 @@ def test_cli_set_overrides_are_validated_before_any_work(tmp_path):
     assert "training.epochs: Input should be greater than 0" in proc.stderr
     assert "learning_rate" not in proc.stderr  # 1e-4 was read as a number and accepted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prefect"]
+
+
+def test_serve_refuses_without_a_prefect_server(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PREFECT_HOME": str(tmp_path / "prefect")},
+    )
+    assert proc.returncode == 2 and "PREFECT_API_URL" in proc.stderr
