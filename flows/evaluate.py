@@ -7,19 +7,17 @@ same metrics a round logs, what the gate would decide, and a Prefect report arti
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
 from components import report, stages
 from components.config import ExperimentConfig, load_config
 from components.models import Policy
-from flows.round import artifact_key, evaluate
+from flows.round import artifact_key, evaluate, publish_report
 from registry import lineage
 from registry.promotion import decide
 
@@ -58,9 +56,6 @@ def evaluate_checkpoints(
     run_id = lineage.log_evaluation(client, experiment_id, name, metrics, decision, eval_dir, str(flow_run.id))
     links = {"MLflow evaluation run": lineage.run_url(experiment_id, run_id)}
     markdown, png = report.round_report(f"{cfg.name}: {name}", metrics, decision, [], None, links)
-    report.write_report(out / "report", markdown, png)
     key = artifact_key(f"{cfg.name}-evaluate-{name}")
-    create_markdown_artifact(markdown, key=key, description=f"{a_label} vs {b_label}")
-    cohorts = json.loads((eval_dir / "summary.json").read_text())["cohorts"]
-    create_table_artifact(report.cohort_rows(cohorts), key=f"{key}-cohorts", description="Per cohort")
+    publish_report(markdown, png, out / "report", eval_dir, key, f"{a_label} vs {b_label}")
     return {"name": name, "mlflow_run_id": run_id, "metrics": metrics, "decision": decision, "outputs": str(out)}

@@ -190,11 +190,16 @@ def _publish_report(cfg, k, out, metrics, decision, history, tracking, run_id) -
     markdown, png = report.round_report(
         f"{cfg.name}: round {k}", metrics, decision, history + [{"k": k, "metrics": metrics}], pairs, links
     )
-    report.write_report(out / "report", markdown, png)
+    publish_report(markdown, png, out / "report", out / "eval", f"{slug}-round-{k}", f"Round {k} report")
     lineage.log_report(lineage.client_for(tracking["uri"]), run_id, out / "report")
-    create_markdown_artifact(markdown, key=f"{slug}-round-{k}", description=f"Round {k} report")
-    cohorts = json.loads((out / "eval" / "summary.json").read_text())["cohorts"]
-    create_table_artifact(report.cohort_rows(cohorts), key=f"{slug}-round-{k}-cohorts", description="Per cohort")
+
+
+def publish_report(markdown: str, png: bytes | None, report_dir: Path, eval_dir: Path, key: str, title: str) -> None:
+    """Write the report files, then publish them and the eval's per-cohort table as Prefect artifacts."""
+    report.write_report(report_dir, markdown, png)
+    create_markdown_artifact(markdown, key=key, description=title)
+    cohorts = json.loads((eval_dir / "summary.json").read_text())["cohorts"]
+    create_table_artifact(report.cohort_rows(cohorts), key=f"{key}-cohorts", description="Per cohort")
 
 
 def artifact_key(name: str) -> str:

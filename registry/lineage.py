@@ -198,16 +198,21 @@ def model_name_for(experiment: str) -> str:
     return f"ratchet-{experiment}"
 
 
+def _model_version(client: MlflowClient, model_name: str, ref: str):
+    """The model version a version number or an alias (such as `champion`) names; MlflowException if unknown."""
+    if ref.isdigit():
+        return client.get_model_version(model_name, ref)
+    return client.get_model_version_by_alias(model_name, ref)
+
+
 def resolve_version(client: MlflowClient, model_name: str, ref: str) -> str:
     """A version number, or an alias such as `champion`, to a version number; MlflowException if unknown."""
-    if ref.isdigit():
-        return str(client.get_model_version(model_name, ref).version)
-    return str(client.get_model_version_by_alias(model_name, ref).version)
+    return str(_model_version(client, model_name, ref).version)
 
 
 def checkpoint(client: MlflowClient, model_name: str, ref: str) -> dict:
     """What a registered version is: its base model and adapter chain (as recorded at registration) and round."""
-    version = client.get_model_version(model_name, resolve_version(client, model_name, ref))
+    version = _model_version(client, model_name, ref)
     return {
         "version": str(version.version),
         "base": version.tags["base"],
