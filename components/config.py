@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 RUBRICS_DIR = Path(__file__).resolve().parent.parent / "configs" / "rubrics"
 
@@ -37,7 +37,9 @@ class DataConfig(Strict):
 
 
 class GenerationConfig(Strict):
-    backend: Literal["transformers"] = Field("transformers", description="Sampling backend.")
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="Sampling backend for the training samples: auto = vLLM when it is installed."
+    )
     samples_per_prompt: int = Field(4, ge=2, description="Responses per prompt; more samples = more pairs, more time.")
     max_new_tokens: int = Field(64, gt=0, description="Cap on generated tokens per response.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
@@ -65,10 +67,45 @@ class AIJudgeConfig(Strict):
 
     @model_validator(mode="after")
     def _rubric_exists(self) -> AIJudgeConfig:
-        if not (RUBRICS_DIR / f"{self.rubric}.txt").exists():
-            known = sorted(p.stem for p in RUBRICS_DIR.glob("*.txt"))
-            raise ValueError(f"rubric '{self.rubric}' not found in configs/rubrics/ (known: {', '.join(known)})")
-        return self
+        return _check_rubric(self)
+
+
+def _check_rubric(judge):
+    if not (RUBRICS_DIR / f"{judge.rubric}.txt").exists():
+        known = sorted(p.stem for p in RUBRICS_DIR.glob("*.txt"))
+        raise ValueError(f"rubric '{judge.rubric}' not found in configs/rubrics/ (known: {', '.join(known)})")
+    return judge
+
+
+class RemoteJudgeConfig(Strict):
+    """An OpenAI-compatible chat-completions endpoint as judge; the key stays in the environment."""
+
+    kind: Literal["remote"] = "remote"
+    base_url: str = Field(pattern=r"^https?://", description="Endpoint root, e.g. http://localhost:8000/v1.")
+    model: str = Field(description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (None = no key); never the key."
+    )
+    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
+    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
+    max_tokens: int = Field(16, gt=0, description="Reply tokens: the verdict letter, then a short reason kept.")
+    max_concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
+    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+
+    @model_validator(mode="after")
+    def _rubric_exists(self) -> RemoteJudgeConfig:
+        return _check_rubric(self)
+
+
+def _kind_or_ai(value: object) -> str:
+    return value.get("kind", "ai") if isinstance(value, dict) else getattr(value, "kind", "ai")
+
+
+# A model judge: `kind` may be left out, and then it is a local model (`ai`), as before remote judges existed.
+ModelJudgeConfig = Annotated[
+    Annotated[AIJudgeConfig, Tag("ai")] | Annotated[RemoteJudgeConfig, Tag("remote")], Discriminator(_kind_or_ai)
+]
 
 
 class PanelJudgeConfig(Strict):
@@ -76,7 +113,7 @@ class PanelJudgeConfig(Strict):
     checkable: VerifierJudgeConfig = Field(
         default_factory=VerifierJudgeConfig, description="Judge for prompts with a check spec."
     )
-    default: AIJudgeConfig = Field(
+    default: ModelJudgeConfig = Field(
         default_factory=lambda: AIJudgeConfig(model="self", prompt_style="chat"),
         description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs).",
     )
@@ -90,7 +127,8 @@ class BiasedJudgeConfig(Strict):
 
 
 JudgeConfig = Annotated[
-    VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig, Field(discriminator="kind")
+    VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -133,7 +171,7 @@ class TrainingConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    judge: AIJudgeConfig = Field(
+    judge: ModelJudgeConfig = Field(
         default_factory=AIJudgeConfig, description="Evaluation judge; must differ from the training judge."
     )
     max_new_tokens: int = Field(64, gt=0, description="Cap on tokens per held-out response (greedy decoding).")
@@ -196,7 +234,7 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _eval_judge_differs(self) -> ExperimentConfig:
         training_ai = self.judge.default if isinstance(self.judge, PanelJudgeConfig) else self.judge
-        if isinstance(training_ai, AIJudgeConfig) and training_ai.model == self.evaluation.judge.model:
+        if judge_identity(training_ai) == judge_identity(self.evaluation.judge):
             raise ValueError(
                 f"evaluation.judge.model '{self.evaluation.judge.model}' also trains the policy; "
                 "the evaluation judge must differ from the training judge"
@@ -208,6 +246,15 @@ class ExperimentConfig(Strict):
     def digest(self) -> str:
         """A short hash of the resolved config: same config, same bootstrap id, so a re-run resumes."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def judge_identity(judge: BaseModel) -> tuple[str, ...] | None:
+    """Which model judges: a local model spec, or an endpoint and the model it serves; None for non-model judges."""
+    if isinstance(judge, AIJudgeConfig):
+        return ("local", judge.model)
+    if isinstance(judge, RemoteJudgeConfig):
+        return ("remote", judge.base_url.rstrip("/"), judge.model)
+    return None
 
 
 class ConfigError(ValueError):
@@ -253,6 +300,6 @@ def format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         # Discriminated unions put the tag ('ai', 'panel') in the path; it is not a key the user wrote.
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "panel", "verifier", "biased"))
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "remote", "panel", "verifier", "biased"))
         lines.append(f"  {loc or '<root>'}: {e['msg']}")
     return "\n".join(lines)

@@ -6,6 +6,14 @@ Output rows: prompt_id, sample, response, n_tokens, finish_reason.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -13,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.data import user_message
+from components.models import Policy, load_policy, load_tokenizer, resolve_model
 
 
 class Generator(Protocol):
@@ -84,3 +93,68 @@ class TransformersGenerator:
                 }
             )
         return rows
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMGenerator:
+    """vLLM sampling in a child process (`components/vllm_worker.py`), the champion's last adapter served unmerged
+    through a `LoRARequest`.
+
+    The engine runs in its own process because `LLM(...)` spawns workers, which must not fork from a Prefect task.
+    Earlier adapters of the chain are merged into a temporary base first: vLLM serves one adapter per request.
+    """
+
+    def __init__(self, policy: Policy, max_new_tokens: int, temperature: float, top_p: float = 1.0):
+        self.policy, self.max_new_tokens, self.temperature, self.top_p = policy, max_new_tokens, temperature, top_p
+
+    def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
+        tokenizer = load_tokenizer(self.policy.base)
+        with tempfile.TemporaryDirectory(prefix="ratchet-vllm-") as tmp:
+            base, adapter = self._serving_split(Path(tmp))
+            request = {
+                "model": base,
+                "adapter": adapter,
+                "prompt_token_ids": [
+                    tokenizer(chat_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in prompts
+                ],
+                "n": n,
+                "seed": seed,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "max_tokens": self.max_new_tokens,
+                "eos_token_id": tokenizer.eos_token_id,
+            }
+            (Path(tmp) / "request.json").write_text(json.dumps(request))
+            run_worker(Path(tmp) / "request.json", Path(tmp) / "outputs.json")
+            outputs = json.loads((Path(tmp) / "outputs.json").read_text())
+        return [
+            {"prompt_id": p["id"], "sample": j} | sample
+            for p, samples in zip(prompts, outputs, strict=True)
+            for j, sample in enumerate(samples)
+        ]
+
+    def _serving_split(self, tmp: Path) -> tuple[str, str | None]:
+        """(base directory, adapter directory or None) for vLLM: all but the last adapter merged into the base."""
+        *merged, last = self.policy.adapters or (None,)
+        if not merged:
+            return str(resolve_model(self.policy.base)), last
+        base = tmp / "merged-base"
+        load_policy(Policy(self.policy.base, tuple(merged))).save_pretrained(base)
+        load_tokenizer(self.policy.base).save_pretrained(base)
+        return str(base), last
+
+
+def run_worker(request: Path, outputs: Path) -> None:
+    """Run the vLLM worker and wait; if this process is interrupted, the worker's whole process group goes too."""
+    command = [sys.executable, "-m", "components.vllm_worker", str(request), str(outputs)]
+    worker = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+    try:
+        code = worker.wait()
+    except BaseException:
+        os.killpg(worker.pid, signal.SIGKILL)
+        raise
+    if code != 0:
+        raise RuntimeError(f"the vLLM worker exited with code {code}; its log is above")

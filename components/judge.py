@@ -86,6 +86,24 @@ def load_rubric(name: str) -> str:
     return (Path(__file__).resolve().parent.parent / "configs" / "rubrics" / f"{name}.txt").read_text().strip()
 
 
+def judge_prompt(rubric: str, row: dict, a: str, b: str) -> str:
+    """The judge's instructions with the request and both candidates fenced as data."""
+    return JUDGE_INSTRUCTIONS.format(rubric=rubric, request=user_message(row), a=a, b=b)
+
+
+def combine_orders(p_a_first: float, p_a_second: float, abstain_margin: float, reply: str = "") -> Verdict:
+    """One verdict from P(A better) with A shown first and with A shown second: their mean, or an abstention
+    when the two orders disagree or the mean is within `abstain_margin` of a coin flip."""
+    p_a = (p_a_first + p_a_second) / 2
+    consistent = (p_a_first > 0.5) == (p_a_second > 0.5)
+    orders = f"P(A) shown first {p_a_first:.2f}, shown second {p_a_second:.2f}" + (f"; {reply}" if reply else "")
+    if not consistent:
+        return Verdict(p_a, False, True, f"orders disagree: {orders}")
+    if abs(p_a - 0.5) < abstain_margin:
+        return Verdict(p_a, True, True, f"margin below {abstain_margin}: {orders}")
+    return Verdict(p_a, True, False, orders)
+
+
 class LogprobJudge:
     """A causal LM judge (the policy itself for self-rewarding, or a cross-family model) scored by label log-probs."""
 
@@ -111,20 +129,10 @@ class LogprobJudge:
     def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
         forward = self._p_first([self._text(row, a, b) for row, a, b in items])
         swapped = self._p_first([self._text(row, b, a) for row, a, b in items])
-        return [self._combine(pf, 1.0 - ps) for pf, ps in zip(forward, swapped, strict=True)]
-
-    def _combine(self, p_a_first: float, p_a_second: float) -> Verdict:
-        p_a = (p_a_first + p_a_second) / 2
-        consistent = (p_a_first > 0.5) == (p_a_second > 0.5)
-        orders = f"P(A) shown first {p_a_first:.2f}, shown second {p_a_second:.2f}"
-        if not consistent:
-            return Verdict(p_a, False, True, f"orders disagree: {orders}")
-        if abs(p_a - 0.5) < self.abstain_margin:
-            return Verdict(p_a, True, True, f"margin below {self.abstain_margin}: {orders}")
-        return Verdict(p_a, True, False, orders)
+        return [combine_orders(pf, 1.0 - ps, self.abstain_margin) for pf, ps in zip(forward, swapped, strict=True)]
 
     def _text(self, row: dict, a: str, b: str) -> str:
-        instructions = JUDGE_INSTRUCTIONS.format(rubric=self.rubric, request=user_message(row), a=a, b=b)
+        instructions = judge_prompt(self.rubric, row, a, b)
         if self.prompt_style == "chat":
             messages = [{"role": "user", "content": instructions}]
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -16,7 +16,9 @@ from components.config import (
     AIJudgeConfig,
     BiasedJudgeConfig,
     ExperimentConfig,
+    GenerationConfig,
     PanelJudgeConfig,
+    RemoteJudgeConfig,
     VerifierJudgeConfig,
 )
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
@@ -32,14 +34,16 @@ from components.evaluator import (
     task_completion_delta_ci,
     win_rate,
 )
-from components.generator import TransformersGenerator
+from components.generator import Generator, TransformersGenerator, VLLMGenerator, vllm_available
 from components.judge import Judge, JudgeReward, LogprobJudge, PanelJudge, VerifierJudge, build_pairs, load_rubric
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
+from components.remote_judge import RemoteJudge
 from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training
 
 
 def make_judge(
-    config: VerifierJudgeConfig | AIJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig, champion: Policy
+    config: VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig,
+    champion: Policy,
 ) -> Judge:
     """Build the judge a config names; `model: self` means the current champion judges."""
     match config:
@@ -49,6 +53,9 @@ def make_judge(
             return BiasedJudge(config.bias)
         case PanelJudgeConfig():
             return PanelJudge(make_judge(config.checkable, champion), make_judge(config.default, champion))
+        case RemoteJudgeConfig():
+            settings = config.model_dump(exclude={"kind", "rubric"})
+            return RemoteJudge(rubric=load_rubric(config.rubric), **settings)
         case AIJudgeConfig():
             policy = champion if config.model == "self" else Policy(config.model)
             return LogprobJudge(
@@ -67,13 +74,22 @@ def generate(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> P
 
     def build(tmp: Path) -> None:
         prompts = list(load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts))
-        g = cfg.generation
-        generator = TransformersGenerator(
-            load_policy(champion), load_tokenizer(champion.base), g.max_new_tokens, g.temperature, g.top_p, g.batch_size
-        )
-        save_rows(generator.generate(prompts, g.samples_per_prompt, seed), tmp)
+        backend, generator = make_generator(cfg.generation, champion)
+        save_rows(generator.generate(prompts, cfg.generation.samples_per_prompt, seed), tmp)
+        (tmp / "generator.json").write_text(json.dumps({"backend": backend}))
 
     return save_stage(out, build)
+
+
+def make_generator(g: GenerationConfig, policy: Policy) -> tuple[str, Generator]:
+    """The sampling backend a config names (`auto`: vLLM when installed), and its name for the logs."""
+    backend = ("vllm" if vllm_available() else "transformers") if g.backend == "auto" else g.backend
+    if backend == "vllm":
+        return backend, VLLMGenerator(policy, g.max_new_tokens, g.temperature, g.top_p)
+    tokenizer = load_tokenizer(policy.base)
+    return backend, TransformersGenerator(
+        load_policy(policy), tokenizer, g.max_new_tokens, g.temperature, g.top_p, g.batch_size
+    )
 
 
 def judge(cfg: ExperimentConfig, champion: Policy, generations: Path, out: Path) -> Path:

@@ -36,9 +36,10 @@ def preflight(config_path: Path, overrides: dict) -> None:
     """Everything that can be checked before work starts; nothing is written if it fails."""
     from prefect.settings import get_current_settings
 
-    from components.config import AIJudgeConfig, ConfigError, PanelJudgeConfig, load_config
+    from components.config import AIJudgeConfig, ConfigError, PanelJudgeConfig, RemoteJudgeConfig, load_config
     from components.data import DataError, check_disjoint, load_prompts
     from components.models import ModelSpecError, check_spec
+    from components.remote_judge import RemoteJudgeError, api_key
 
     try:
         cfg = load_config(config_path, overrides)
@@ -47,7 +48,10 @@ def preflight(config_path: Path, overrides: dict) -> None:
         for spec in [cfg.models.policy] + [j.model for j in judges if isinstance(j, AIJudgeConfig)]:
             if spec != "self":
                 check_spec(spec)
-    except (ConfigError, DataError, ModelSpecError) as err:
+        for judge in judges:
+            if isinstance(judge, RemoteJudgeConfig) and judge.api_key_env:
+                api_key(judge.api_key_env)
+    except (ConfigError, DataError, ModelSpecError, RemoteJudgeError) as err:
         fail(str(err))
     if cfg.gate.require_approval and not get_current_settings().api.url:
         fail(

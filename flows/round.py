@@ -101,6 +101,7 @@ def bootstrap_round(
 
     # --- generate: n samples per training prompt from the champion
     generations = _run(generate, cfg, champion, str(out / "generations"), seed)
+    log.info("round %d: sampled with %s", k, json.loads((Path(generations) / "generator.json").read_text())["backend"])
     # --- judge: one pair per prompt, abstentions kept and counted
     pairs = _run(judge, cfg, champion, generations, str(out / "pairs"))
     # --- train: a fresh LoRA adapter on top of the champion, which is also the reference

