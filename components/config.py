@@ -63,6 +63,9 @@ class AIJudgeConfig(Strict):
         description="'chat' wraps the judge prompt in the model's chat template; 'completion' for base models.",
     )
     abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
+    length_controlled: bool = Field(
+        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
+    )
     batch_size: int = Field(8, gt=0, description="Judge prompts per forward pass.")
 
     @model_validator(mode="after")
@@ -88,6 +91,9 @@ class RemoteJudgeConfig(Strict):
     )
     rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
     abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
+    length_controlled: bool = Field(
+        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
+    )
     max_tokens: int = Field(16, gt=0, description="Reply tokens: the verdict letter, then a short reason kept.")
     max_concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
     max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
@@ -178,6 +184,9 @@ class EvaluationConfig(Strict):
     batch_size: int = Field(16, gt=0, description="Prompts per generate() call.")
     refusal_floor: float = Field(
         0.05, ge=0, le=1, description="Refusal rates below this count as this, so 0 -> 1% is not a doubling."
+    )
+    self_agreement: bool = Field(
+        True, description="Also let the champion judge the held-out pairs, to report self vs cross-family agreement."
     )
 
 

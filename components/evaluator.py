@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from components.checks import passes
-from components.judge import Judge
+from components.judge import Verdict
 
 TASK_COHORTS = ("arithmetic", "ifeval", "grounded")
 
@@ -134,11 +134,15 @@ def task_completion_delta_ci(rows: list[dict]) -> tuple[float, float]:
     return mean_ci(diffs)
 
 
-def win_rate(judge: Judge, prompts: list[dict], challenger: list[dict], champion: list[dict]) -> tuple[float, list]:
-    """Challenger win rate by the evaluation judge: a win counts 1, an abstention (tie) 0.5, a loss 0."""
+def head_to_head(prompts: list[dict], challenger: list[dict], champion: list[dict]) -> list[tuple[dict, str, str]]:
+    """Judge items per held-out prompt: (prompt row, challenger's response as A, champion's response as B)."""
     ch = {g["prompt_id"]: g["response"] for g in challenger}
     cp = {g["prompt_id"]: g["response"] for g in champion}
-    verdicts = judge.judge([(p, ch[p["id"]], cp[p["id"]]) for p in prompts])
+    return [(p, ch[p["id"]], cp[p["id"]]) for p in prompts]
+
+
+def win_rate(verdicts: list[Verdict]) -> tuple[float, list[float]]:
+    """Challenger (A) win rate: a win counts 1, an abstention (tie) 0.5, a loss 0."""
     scores = [0.5 if v.abstained else float(v.p_a > 0.5) for v in verdicts]
     return float(mean(scores)), scores
 

@@ -13,6 +13,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -170,6 +171,29 @@ class PanelJudge:
 
     def judge_name(self, row: dict) -> str:
         return (self.checkable if row.get("check") else self.default).name
+
+
+class LengthControlledJudge:
+    """Length-controlled preference, after AlpacaEval's LC win rate: over a batch of verdicts, fit
+    logit P(A) = a + b * tanh(length difference / 50 words) and report each P(A) with the length term removed."""
+
+    def __init__(self, inner: Judge, abstain_margin: float):
+        self.inner, self.abstain_margin = inner, abstain_margin
+        self.name = f"{inner.name}+lc"
+
+    def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
+        verdicts = self.inner.judge(items)
+        length_term = np.tanh([(len(a.split()) - len(b.split())) / 50 for _, a, b in items])
+        p = np.clip([v.p_a for v in verdicts], 1e-4, 1 - 1e-4)
+        logit = np.log(p / (1 - p))
+        slope = np.polyfit(length_term, logit, 1)[0] if len(items) >= 3 and np.ptp(length_term) > 0 else 0.0
+        controlled = 1 / (1 + np.exp(-(logit - slope * length_term)))
+        return [self._adjusted(v, float(pc), slope) for v, pc in zip(verdicts, controlled, strict=True)]
+
+    def _adjusted(self, verdict: Verdict, p_a: float, slope: float) -> Verdict:
+        rationale = f"{verdict.rationale}; length-controlled P(A) {verdict.p_a:.2f} -> {p_a:.2f} (slope {slope:.2f})"
+        abstained = verdict.abstained or abs(p_a - 0.5) < self.abstain_margin
+        return Verdict(p_a, verdict.order_consistent, abstained, rationale)
 
 
 def build_pairs(judge: Judge, prompts: list[dict], generations: list[dict]) -> list[dict]:

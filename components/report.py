@@ -43,6 +43,10 @@ TABLE = (
     ("judge-gold agreement", "judge_gold_agreement", "judge_gold_agreement_ci_low", "judge_gold_agreement_ci_high",
      "pct"),
     ("judge-policy agreement (implicit reward)", "judge_policy_agreement", None, None, "pct"),
+    ("judge order consistency", "judge_order_consistency", None, None, "pct"),
+    ("judge abstention rate", "judge_abstention_rate", None, None, "pct"),
+    ("judge length slope (P(A) per +100 words)", "judge_length_slope", None, None, "num"),
+    ("self vs cross-family judge agreement", "self_cross_agreement", None, None, "pct"),
 )  # fmt: skip
 
 

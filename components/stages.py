@@ -25,6 +25,7 @@ from components.data import load_prompts, load_rows, save_rows, save_stage, user
 from components.evaluator import (
     cohort_table,
     compare,
+    head_to_head,
     judge_gold_agreement,
     judge_policy_agreement,
     kl_per_token,
@@ -35,7 +36,17 @@ from components.evaluator import (
     win_rate,
 )
 from components.generator import Generator, TransformersGenerator, VLLMGenerator, vllm_available
-from components.judge import Judge, JudgeReward, LogprobJudge, PanelJudge, VerifierJudge, build_pairs, load_rubric
+from components.judge import (
+    Judge,
+    JudgeReward,
+    LengthControlledJudge,
+    LogprobJudge,
+    PanelJudge,
+    VerifierJudge,
+    build_pairs,
+    load_rubric,
+)
+from components.judge_reliability import abstention_rate, agreement, length_slope, order_consistency
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
 from components.remote_judge import RemoteJudge
 from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training
@@ -46,6 +57,13 @@ def make_judge(
     champion: Policy,
 ) -> Judge:
     """Build the judge a config names; `model: self` means the current champion judges."""
+    judge = _make_judge(config, champion)
+    if getattr(config, "length_controlled", False):
+        return LengthControlledJudge(judge, config.abstain_margin)
+    return judge
+
+
+def _make_judge(config, champion: Policy) -> Judge:
     match config:
         case VerifierJudgeConfig():
             return VerifierJudge()
@@ -54,7 +72,7 @@ def make_judge(
         case PanelJudgeConfig():
             return PanelJudge(make_judge(config.checkable, champion), make_judge(config.default, champion))
         case RemoteJudgeConfig():
-            settings = config.model_dump(exclude={"kind", "rubric"})
+            settings = config.model_dump(exclude={"kind", "rubric", "length_controlled"})
             return RemoteJudge(rubric=load_rubric(config.rubric), **settings)
         case AIJudgeConfig():
             policy = champion if config.model == "self" else Policy(config.model)
@@ -144,7 +162,9 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
             models[name] = load_policy(policy)
             generator = TransformersGenerator(models[name], tokenizer, e.max_new_tokens, 0.0, batch_size=e.batch_size)
             responses[name] = generator.generate(prompts, 1, seed=cfg.seed)
-        rate, wins = win_rate(make_judge(e.judge, champion), prompts, responses["challenger"], responses["champion"])
+        items = head_to_head(prompts, responses["challenger"], responses["champion"])
+        verdicts = make_judge(e.judge, champion).judge(items)
+        rate, wins = win_rate(verdicts)
         rows = score_rows(prompts, responses["champion"], "champion")
         challenger_rows = score_rows(prompts, responses["challenger"], "challenger")
         for row, win in zip(challenger_rows, wins, strict=True):
@@ -160,12 +180,36 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
         gold = judge_gold_agreement(wins, [r["task_ok"] for r in challenger_rows], [r["task_ok"] for r in rows])
         vs |= _with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
         vs |= _model_drift(models, tokenizer, prompts, responses, wins)
+        vs |= _judge_reliability(cfg, champion, items, verdicts)
         summary["vs_champion"] = vs
         summary["cohorts"] = cohort_table(rows + challenger_rows)
         save_rows(rows + challenger_rows, tmp)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
     return save_stage(out, build)
+
+
+def _judge_reliability(cfg: ExperimentConfig, champion: Policy, items: list, verdicts: list) -> dict[str, float]:
+    """The evaluation judge's own trustworthiness this round, and (optionally) how often the champion judging
+    itself agrees with it: the correlated-error check for self-rewarding."""
+    metrics = {
+        "judge_order_consistency": order_consistency(verdicts),
+        "judge_abstention_rate": abstention_rate(verdicts),
+        "judge_length_slope": length_slope(items, verdicts),
+    }
+    if cfg.evaluation.self_agreement:
+        self_verdicts = make_judge(self_judge_config(cfg), champion).judge(items)
+        metrics["self_cross_agreement"] = agreement(self_verdicts, verdicts)
+        metrics["self_judge_order_consistency"] = order_consistency(self_verdicts)
+    return metrics
+
+
+def self_judge_config(cfg: ExperimentConfig) -> AIJudgeConfig:
+    """The training judge when the champion judges itself; else the champion as a chat judge on the eval rubric."""
+    training = cfg.judge.default if isinstance(cfg.judge, PanelJudgeConfig) else cfg.judge
+    if isinstance(training, AIJudgeConfig) and training.model == "self":
+        return training
+    return AIJudgeConfig(model="self", prompt_style="chat", rubric=cfg.evaluation.judge.rubric)
 
 
 def _with_ci(name: str, value: float, ci: tuple[float, float]) -> dict[str, float]:

@@ -18,7 +18,7 @@ def test_shipped_cohorts_match_their_generator(tmp_path):
     )
     (tmp_path / "gen.py").write_text(script)
     subprocess.run([sys.executable, str(tmp_path / "gen.py")], check=True, capture_output=True)
-    for name in ("train.jsonl", "heldout.jsonl"):
+    for name in ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl"):
         assert (tmp_path / name).read_text() == (ROOT / "data" / name).read_text()
 
 

@@ -6,6 +6,7 @@ import pytest
 from components.evaluator import (
     cohort_table,
     compare,
+    head_to_head,
     judge_gold_agreement,
     judge_policy_agreement,
     kl_per_token,
@@ -87,7 +88,8 @@ def test_compare_by_hand_with_refusal_floor():
 def test_win_rate_counts_ties_as_half():
     """verifier: prompt 1 challenger right vs wrong = win; prompt 2 both wrong = tie (0.5); prompt 5 challenger
     follows the injection = loss. Unjudgeable (no check) prompts 3 and 4 are ties. (1 + .5 + .5 + .5 + 0)/5 = 0.5."""
-    rate, scores = win_rate(VerifierJudge(), PROMPTS, gens("2", "3", "a", "b", "BANANA"), gens("7", "3", "a", "b", "9"))
+    items = head_to_head(PROMPTS, gens("2", "3", "a", "b", "BANANA"), gens("7", "3", "a", "b", "9"))
+    rate, scores = win_rate(VerifierJudge().judge(items))
     assert scores == [1.0, 0.5, 0.5, 0.5, 0.0] and rate == 0.5
 
 

@@ -43,6 +43,8 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
     drift = result["rounds"][0]["metrics"]
     assert math.isfinite(drift["kl_per_token"]) and math.isfinite(drift["challenger_p90_length"])
     assert {"judge_policy_agreement", "judge_gold_agreement"} <= set(drift)
+    assert 0 <= drift["judge_order_consistency"] <= 1 and 0 <= drift["judge_abstention_rate"] <= 1
+    assert {"judge_length_slope", "self_cross_agreement", "self_judge_order_consistency"} <= set(drift)
 
     client = MlflowClient(lineage.tracking_uri_for(store))
     runs = client.search_runs([result["experiment_id"]])
@@ -64,6 +66,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
 
     for child in (r for r in runs if r.info.run_name.startswith("round-")):
         assert child.data.tags["prefect.flow_run_id"]  # MLflow -> Prefect
+        assert child.data.tags["ratchet.generation_backend"] == "transformers"  # as the tiny config sets
     assert_prefect_side(result, client)
 
     # A second run of the same config resumes: same runs, same outputs, no stage rewritten.
