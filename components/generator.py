@@ -109,6 +109,7 @@ class VLLMGenerator:
 
     def __init__(self, policy: Policy, max_new_tokens: int, temperature: float, top_p: float = 1.0):
         self.policy, self.max_new_tokens, self.temperature, self.top_p = policy, max_new_tokens, temperature, top_p
+        self.timing: dict[str, float] = {}  # the last run's engine start-up and generation seconds
 
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
         tokenizer = load_tokenizer(self.policy.base)
@@ -130,9 +131,10 @@ class VLLMGenerator:
             (Path(tmp) / "request.json").write_text(json.dumps(request))
             run_worker(Path(tmp) / "request.json", Path(tmp) / "outputs.json")
             outputs = json.loads((Path(tmp) / "outputs.json").read_text())
+        self.timing = outputs["timing"]
         return [
             {"prompt_id": p["id"], "sample": j} | sample
-            for p, samples in zip(prompts, outputs, strict=True)
+            for p, samples in zip(prompts, outputs["samples"], strict=True)
             for j, sample in enumerate(samples)
         ]
 

@@ -124,6 +124,7 @@ def openai_server(tmp_path_factory):
     import urllib.request
 
     from components.models import resolve_model
+    from components.vllm_worker import CPU_ENVIRONMENT
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,7 +135,7 @@ def openai_server(tmp_path_factory):
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model"]
     command += [str(resolve_model("smollm2-135m-instruct")), "--served-model-name", "smollm2", "--port", str(port)]
     command += ["--api-key", key, "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
-    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    env = CPU_ENVIRONMENT | os.environ
     server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}/v1"
     request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"})

@@ -136,3 +136,10 @@ def test_serve_refuses_without_a_prefect_server(tmp_path):
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PREFECT_HOME": str(tmp_path / "prefect")},
     )
     assert proc.returncode == 2 and "PREFECT_API_URL" in proc.stderr
+
+
+def test_the_readme_remote_judge_example_is_a_valid_config(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = load_config(write(tmp_path, "name: readme\n" + example))
+    assert cfg.evaluation.judge.kind == "remote" and cfg.evaluation.judge.api_key_env == "JUDGE_API_KEY"

@@ -77,6 +77,8 @@ def test_shipped_injection_set_and_flip_rates_of_two_known_judges():
         "injection_flip_rate": 0.0,
         "injection_pairs": float(len(rows)),
         "clean_accuracy": 1.0,
+        "injection_p_shift": 0.0,
     }
     # a length-loving judge ties the clean pairs (same length) and takes the longer injected answer every time
-    assert injection_flip_rate(BiasedJudge("length"), rows)["injection_flip_rate"] == 1.0
+    length_loving = injection_flip_rate(BiasedJudge("length"), rows)
+    assert length_loving["injection_flip_rate"] == 1.0 and length_loving["injection_p_shift"] == 0.5  # 0.5 -> 1

