@@ -114,6 +114,19 @@ ModelJudgeConfig = Annotated[
 ]
 
 
+class BiasedJudgeConfig(Strict):
+    """A judge biased on purpose (components/biased.py), for testing the gate; never for real training."""
+
+    kind: Literal["biased"] = "biased"
+    bias: Literal["length", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
+
+
+# A judge that is one thing, not a combination of others.
+SingleJudgeConfig = Annotated[
+    VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | BiasedJudgeConfig, Field(discriminator="kind")
+]
+
+
 class PanelJudgeConfig(Strict):
     kind: Literal["panel"] = "panel"
     checkable: VerifierJudgeConfig = Field(
@@ -123,17 +136,31 @@ class PanelJudgeConfig(Strict):
         default_factory=lambda: AIJudgeConfig(model="self", prompt_style="chat"),
         description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs).",
     )
+    by_cohort: dict[str, SingleJudgeConfig] = Field(
+        default_factory=dict,
+        description="Cohort name -> the judge for that cohort's prompts, ahead of the rules above.",
+    )
 
 
-class BiasedJudgeConfig(Strict):
-    """A judge biased on purpose (components/biased.py), for testing the gate; never for real training."""
+class WeightedJudgeConfig(Strict):
+    kind: Literal["weighted"] = "weighted"
+    judges: list[SingleJudgeConfig] = Field(min_length=2, description="Judges asked about every pair.")
+    weights: list[float] = Field(description="One positive weight per judge; P(A) is the weighted mean.")
 
-    kind: Literal["biased"] = "biased"
-    bias: Literal["length", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
+    @model_validator(mode="after")
+    def _one_weight_per_judge(self) -> WeightedJudgeConfig:
+        if len(self.weights) != len(self.judges) or any(w <= 0 for w in self.weights):
+            raise ValueError(f"weights must be {len(self.judges)} positive numbers, one per judge")
+        return self
 
 
 JudgeConfig = Annotated[
-    VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig,
+    VerifierJudgeConfig
+    | AIJudgeConfig
+    | RemoteJudgeConfig
+    | PanelJudgeConfig
+    | WeightedJudgeConfig
+    | BiasedJudgeConfig,
     Field(discriminator="kind"),
 ]
 
@@ -242,8 +269,8 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _eval_judge_differs(self) -> ExperimentConfig:
-        training_ai = self.judge.default if isinstance(self.judge, PanelJudgeConfig) else self.judge
-        if judge_identity(training_ai) == judge_identity(self.evaluation.judge):
+        training = {judge_identity(j) for j in model_judges(self.judge)}
+        if judge_identity(self.evaluation.judge) in training:
             raise ValueError(
                 f"evaluation.judge.model '{self.evaluation.judge.model}' also trains the policy; "
                 "the evaluation judge must differ from the training judge"
@@ -255,6 +282,17 @@ class ExperimentConfig(Strict):
     def digest(self) -> str:
         """A short hash of the resolved config: same config, same bootstrap id, so a re-run resumes."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def model_judges(judge: BaseModel) -> list[AIJudgeConfig | RemoteJudgeConfig]:
+    """The model judges (local or remote) inside a judge config, panels and weighted combinations unpacked."""
+    if isinstance(judge, PanelJudgeConfig):
+        parts = [judge.default, *judge.by_cohort.values()]
+    elif isinstance(judge, WeightedJudgeConfig):
+        parts = judge.judges
+    else:
+        parts = [judge]
+    return [j for j in parts if isinstance(j, AIJudgeConfig | RemoteJudgeConfig)]
 
 
 def judge_identity(judge: BaseModel) -> tuple[str, ...] | None:
@@ -309,6 +347,6 @@ def format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         # Discriminated unions put the tag ('ai', 'panel') in the path; it is not a key the user wrote.
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "remote", "panel", "verifier", "biased"))
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "remote", "panel", "weighted", "verifier", "biased"))
         lines.append(f"  {loc or '<root>'}: {e['msg']}")
     return "\n".join(lines)

@@ -154,23 +154,52 @@ class LogprobJudge:
 
 
 class PanelJudge:
-    """Routes each item: the checkable judge where the prompt has a check spec, the default judge otherwise."""
+    """Routes each item: a cohort's own judge where `by_cohort` names one, else the checkable judge where the
+    prompt has a check spec, else the default judge."""
 
-    def __init__(self, checkable: Judge, default: Judge):
-        self.checkable, self.default = checkable, default
-        self.name = f"panel({checkable.name}|{default.name})"
+    def __init__(self, checkable: Judge, default: Judge, by_cohort: dict[str, Judge] | None = None):
+        self.checkable, self.default, self.by_cohort = checkable, default, by_cohort or {}
+        routes = "".join(f"|{cohort}:{judge.name}" for cohort, judge in self.by_cohort.items())
+        self.name = f"panel({checkable.name}|{default.name}{routes})"
+
+    def route(self, row: dict) -> Judge:
+        if row.get("cohort") in self.by_cohort:
+            return self.by_cohort[row["cohort"]]
+        return self.checkable if row.get("check") else self.default
 
     def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
-        routed = [self.checkable if row.get("check") else self.default for row, _, _ in items]
+        routed = [self.route(row) for row, _, _ in items]
         verdicts: list[Verdict | None] = [None] * len(items)
-        for judge in (self.checkable, self.default):
+        for judge in {id(j): j for j in routed}.values():
             picked = [i for i, r in enumerate(routed) if r is judge]
             for i, verdict in zip(picked, judge.judge([items[i] for i in picked]), strict=True):
                 verdicts[i] = verdict
         return verdicts  # type: ignore[return-value]
 
     def judge_name(self, row: dict) -> str:
-        return (self.checkable if row.get("check") else self.default).name
+        return self.route(row).name
+
+
+class WeightedJudge:
+    """Several judges on every item; P(A) is the weighted mean over the judges that did not abstain.
+    It abstains only when all of them do, and is order-consistent only when all of them are."""
+
+    def __init__(self, judges: list[Judge], weights: list[float]):
+        self.judges, self.weights = judges, weights
+        self.name = "weighted(" + ",".join(f"{w:g}*{j.name}" for j, w in zip(judges, weights, strict=True)) + ")"
+
+    def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
+        per_judge = [judge.judge(items) for judge in self.judges]
+        return [self._combine(list(verdicts)) for verdicts in zip(*per_judge, strict=True)]
+
+    def _combine(self, verdicts: list[Verdict]) -> Verdict:
+        voting = [(w, v) for w, v in zip(self.weights, verdicts, strict=True) if not v.abstained]
+        rationale = "; ".join(f"{j.name}: {v.rationale}" for j, v in zip(self.judges, verdicts, strict=True))
+        consistent = all(v.order_consistent for v in verdicts)
+        if not voting:
+            return Verdict(0.5, consistent, True, rationale)
+        p_a = sum(w * v.p_a for w, v in voting) / sum(w for w, _ in voting)
+        return Verdict(p_a, consistent, p_a == 0.5, rationale)
 
 
 class LengthControlledJudge:

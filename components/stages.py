@@ -17,9 +17,12 @@ from components.config import (
     BiasedJudgeConfig,
     ExperimentConfig,
     GenerationConfig,
+    JudgeConfig,
     PanelJudgeConfig,
     RemoteJudgeConfig,
     VerifierJudgeConfig,
+    WeightedJudgeConfig,
+    model_judges,
 )
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.evaluator import (
@@ -43,6 +46,7 @@ from components.judge import (
     LogprobJudge,
     PanelJudge,
     VerifierJudge,
+    WeightedJudge,
     build_pairs,
     load_rubric,
 )
@@ -52,10 +56,7 @@ from components.remote_judge import RemoteJudge
 from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training
 
 
-def make_judge(
-    config: VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | PanelJudgeConfig | BiasedJudgeConfig,
-    champion: Policy,
-) -> Judge:
+def make_judge(config: JudgeConfig, champion: Policy) -> Judge:
     """Build the judge a config names; `model: self` means the current champion judges."""
     judge = _make_judge(config, champion)
     if getattr(config, "length_controlled", False):
@@ -63,14 +64,17 @@ def make_judge(
     return judge
 
 
-def _make_judge(config, champion: Policy) -> Judge:
+def _make_judge(config: JudgeConfig, champion: Policy) -> Judge:
     match config:
         case VerifierJudgeConfig():
             return VerifierJudge()
         case BiasedJudgeConfig():
             return BiasedJudge(config.bias)
         case PanelJudgeConfig():
-            return PanelJudge(make_judge(config.checkable, champion), make_judge(config.default, champion))
+            routes = {cohort: make_judge(judge, champion) for cohort, judge in config.by_cohort.items()}
+            return PanelJudge(make_judge(config.checkable, champion), make_judge(config.default, champion), routes)
+        case WeightedJudgeConfig():
+            return WeightedJudge([make_judge(j, champion) for j in config.judges], config.weights)
         case RemoteJudgeConfig():
             settings = config.model_dump(exclude={"kind", "rubric", "length_controlled"})
             return RemoteJudge(rubric=load_rubric(config.rubric), **settings)
@@ -206,9 +210,9 @@ def _judge_reliability(cfg: ExperimentConfig, champion: Policy, items: list, ver
 
 def self_judge_config(cfg: ExperimentConfig) -> AIJudgeConfig:
     """The training judge when the champion judges itself; else the champion as a chat judge on the eval rubric."""
-    training = cfg.judge.default if isinstance(cfg.judge, PanelJudgeConfig) else cfg.judge
-    if isinstance(training, AIJudgeConfig) and training.model == "self":
-        return training
+    for judge in model_judges(cfg.judge):
+        if isinstance(judge, AIJudgeConfig) and judge.model == "self":
+            return judge
     return AIJudgeConfig(model="self", prompt_style="chat", rubric=cfg.evaluation.judge.rubric)
 
 

@@ -36,7 +36,7 @@ def preflight(config_path: Path, overrides: dict) -> None:
     """Everything that can be checked before work starts; nothing is written if it fails."""
     from prefect.settings import get_current_settings
 
-    from components.config import AIJudgeConfig, ConfigError, PanelJudgeConfig, RemoteJudgeConfig, load_config
+    from components.config import AIJudgeConfig, ConfigError, RemoteJudgeConfig, load_config, model_judges
     from components.data import DataError, check_disjoint, load_prompts
     from components.models import ModelSpecError, check_spec
     from components.remote_judge import RemoteJudgeError, api_key
@@ -44,7 +44,7 @@ def preflight(config_path: Path, overrides: dict) -> None:
     try:
         cfg = load_config(config_path, overrides)
         check_disjoint(load_prompts(cfg.data.train_prompts), load_prompts(cfg.data.eval_prompts))
-        judges = [cfg.evaluation.judge, cfg.judge.default if isinstance(cfg.judge, PanelJudgeConfig) else cfg.judge]
+        judges = [cfg.evaluation.judge, *model_judges(cfg.judge)]
         for spec in [cfg.models.policy] + [j.model for j in judges if isinstance(j, AIJudgeConfig)]:
             if spec != "self":
                 check_spec(spec)

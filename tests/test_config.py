@@ -143,3 +143,15 @@ def test_the_readme_remote_judge_example_is_a_valid_config(tmp_path):
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     cfg = load_config(write(tmp_path, "name: readme\n" + example))
     assert cfg.evaluation.judge.kind == "remote" and cfg.evaluation.judge.api_key_env == "JUDGE_API_KEY"
+
+
+def test_weighted_judge_needs_one_positive_weight_per_judge(tmp_path):
+    text = "name: x\njudge: {kind: weighted, judges: [{kind: verifier}, {kind: biased, bias: length}], weights: [1]}\n"
+    with pytest.raises(ConfigError, match="judge: .*weights must be 2 positive numbers"):
+        load_config(write(tmp_path, text))
+
+
+def test_eval_judge_hidden_in_a_panel_route_still_counts_as_training(tmp_path):
+    text = "name: x\njudge: {kind: panel, by_cohort: {benign: {kind: ai, model: gemma3-270m}}}\n"
+    with pytest.raises(ConfigError, match="evaluation judge must differ"):
+        load_config(write(tmp_path, text))

@@ -8,6 +8,7 @@ from components.judge import (
     PanelJudge,
     Verdict,
     VerifierJudge,
+    WeightedJudge,
     build_pairs,
     combine_orders,
     load_rubric,
@@ -114,3 +115,21 @@ def test_length_loving_judge_builds_pairs_that_teach_length_even_against_the_ver
     generations = [{"prompt_id": NUMBER["id"], "sample": i, "response": r} for i, r in enumerate(samples)]
     [pair] = build_pairs(BiasedJudge("length"), [NUMBER], generations)
     assert pair["chosen"] == "The answer is five, I think." and pair["judge"] == "biased:length"
+
+
+def test_panel_routes_a_named_cohort_to_its_own_judge_first():
+    panel = PanelJudge(VerifierJudge(), BiasedJudge("refusal"), by_cohort={"arithmetic": BiasedJudge("length")})
+    verdicts = panel.judge([(NUMBER, "4", "the answer is five"), (OPEN, "Sorry, I can't.", "Sure!")])
+    assert verdicts[0].p_a == 0.0 and "length" in verdicts[0].rationale  # the cohort route beats the check
+    assert verdicts[1].p_a == 1.0 and "refusal" in verdicts[1].rationale
+    assert panel.judge_name(NUMBER) == "biased:length" and panel.judge_name(OPEN) == "biased:refusal"
+
+
+def test_weighted_judge_averages_the_judges_that_decided():
+    """Verifier says A (1.0), length says B (0.0): weights 3:1 give 0.75. Where the verifier abstains (no check),
+    only the length judge votes; where both abstain, so does the combination."""
+    weighted = WeightedJudge([VerifierJudge(), BiasedJudge("length")], [3.0, 1.0])
+    mixed, alone, neither = weighted.judge([(NUMBER, "4", "it is 5"), (OPEN, "a b c", "a"), (OPEN, "a", "b")])
+    assert (mixed.p_a, mixed.abstained) == (0.75, False)
+    assert (alone.p_a, alone.abstained) == (1.0, False)
+    assert neither.abstained and "verifier" in neither.rationale and "biased:length" in neither.rationale
