@@ -8,7 +8,7 @@ CONFIG ?= configs/smoke.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test test-slow lint format clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ test: setup  ## lint, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+test-slow: setup  ## the slow real-model tests that `make test` skips (QLoRA and GRPO on SmolLM2, ~5 min)
+	$(BIN)/pytest -m slow
 
 lint format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

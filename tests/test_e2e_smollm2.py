@@ -90,6 +90,7 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
     assert version.run_id == child.info.run_id
 
 
+@pytest.mark.slow
 def test_grpo_runs_a_round_end_to_end(tmp_path):
     """The online path for real: GRPO on SmolLM2, rewarded by the verifier + self-judge panel."""
     run_shipped_config(

@@ -68,3 +68,31 @@ def test_label_probability_and_text_fallback():
     assert label_probability({"content": [{"token": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}]}) is None
     assert label_probability(None) is None
     assert (parse_label("A, because"), parse_label("**B**"), parse_label("Neither")) == (1.0, 0.0, None)
+
+
+def test_a_bootstrap_judged_remotely_never_writes_the_key(openai_server, prefect_harness, write_tiny_config, tmp_path):
+    """One real round on the tiny policy, evaluated by the remote judge. Then the key is searched for in every
+    file of the MLflow store, its artifacts and the round outputs, and in the Prefect logs and artifacts."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter
+
+    from flows.bootstrap import bootstrap
+
+    base_url, model, key_env = openai_server
+    remote = {"kind": "remote", "base_url": base_url, "model": model, "api_key_env": key_env}
+    config = write_tiny_config(
+        tmp_path, name="tiny-remote", rounds=1, evaluation={"judge": remote, "max_new_tokens": 8}
+    )
+    result = bootstrap(str(config), store=str(tmp_path))
+    metrics = result["rounds"][0]["metrics"]
+    assert metrics, "the round must train and be evaluated, or the remote judge goes unused"
+    assert 0 <= metrics["judge_order_consistency"] <= 1 and "self_cross_agreement" in metrics
+
+    key = os.environ[key_env].encode()
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and key in p.read_bytes()]
+    assert leaks == []
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter())
+        artifacts = client.read_artifacts()
+    assert logs and not any(key.decode() in log.message for log in logs)
+    assert not any(key.decode() in json.dumps(a.data, default=str) for a in artifacts)

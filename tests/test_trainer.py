@@ -226,7 +226,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("quantization", ["none", "4bit"])
+@pytest.mark.parametrize("quantization", ["none", pytest.param("4bit", marks=pytest.mark.slow)])
 def test_dpo_on_embedded_smollm2_raises_the_margin(tmp_path, quantization):
     """LoRA and QLoRA (bitsandbytes NF4 on CPU) on the embedded model, a few real steps each."""
     pairs = [p for p in PAIRS if not p["abstained"]][:4]
