@@ -136,3 +136,9 @@ def save_rows(rows: list[dict], directory: Path) -> None:
 
 def load_rows(directory: str | Path) -> Dataset:
     return load_from_disk(str(directory))
+
+
+def generation_backend(generations: Path) -> str:
+    """Which backend sampled a generations stage ('unrecorded' for stages written before backends were logged)."""
+    record = generations / "generator.json"
+    return json.loads(record.read_text())["backend"] if record.exists() else "unrecorded"

@@ -129,13 +129,19 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_policy(policy: Policy) -> PreTrainedModel:
-    """Load the base and merge each adapter in order; the result is a plain model, ready to sample or train on."""
+def load_policy(policy: Policy, merge_last: bool = True) -> PreTrainedModel:
+    """Load the base and merge each adapter in order; the result is a plain model, ready to sample or train on.
+
+    `merge_last=False` keeps the newest adapter as an unmerged PEFT layer over the merged rest, as a server would
+    hold it (the sampler uses this; earlier adapters of the chain are always merged).
+    """
     from peft import PeftModel
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model(policy.base), dtype=torch.float32)
-    for adapter in policy.adapters:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    for i, adapter in enumerate(policy.adapters):
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge_last or i < len(policy.adapters) - 1:
+            model = model.merge_and_unload()
     model.eval()
     return model
 

@@ -108,9 +108,9 @@ def make_generator(g: GenerationConfig, policy: Policy) -> tuple[str, Generator]
     backend = ("vllm" if vllm_available() else "transformers") if g.backend == "auto" else g.backend
     if backend == "vllm":
         return backend, VLLMGenerator(policy, g.max_new_tokens, g.temperature, g.top_p)
-    tokenizer = load_tokenizer(policy.base)
+    model = load_policy(policy, merge_last=False)  # the newest adapter served unmerged, as vLLM serves it
     return backend, TransformersGenerator(
-        load_policy(policy), tokenizer, g.max_new_tokens, g.temperature, g.top_p, g.batch_size
+        model, load_tokenizer(policy.base), g.max_new_tokens, g.temperature, g.top_p, g.batch_size
     )
 
 

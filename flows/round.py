@@ -22,7 +22,7 @@ from pydantic import Field
 
 from components import report, stages
 from components.config import ExperimentConfig
-from components.data import load_rows
+from components.data import generation_backend, load_rows
 from components.models import Policy
 from registry import lineage
 from registry.promotion import decide
@@ -101,7 +101,7 @@ def bootstrap_round(
 
     # --- generate: n samples per training prompt from the champion
     generations = _run(generate, cfg, champion, str(out / "generations"), seed)
-    log.info("round %d: sampled with %s", k, json.loads((Path(generations) / "generator.json").read_text())["backend"])
+    log.info("round %d: sampled with %s", k, generation_backend(Path(generations)))
     # --- judge: one pair per prompt, abstentions kept and counted
     pairs = _run(judge, cfg, champion, generations, str(out / "pairs"))
     # --- train: a fresh LoRA adapter on top of the champion, which is also the reference

@@ -111,9 +111,10 @@ def log_round(
         client.log_batch(run_id, metrics=_metrics(metrics, step=k))
     client.set_tag(round_run_id, "ratchet.decision", decision["reason"][:5000])
     client.log_dict(round_run_id, decision, "decision.json")
-    generator = round_dir / "generations" / "generator.json"
-    if generator.exists():
-        client.set_tag(round_run_id, "ratchet.generation_backend", json.loads(generator.read_text())["backend"])
+    if (round_dir / "generations").exists():
+        from components.data import generation_backend  # imports `datasets`, which the CLI's quick commands skip
+
+        client.set_tag(round_run_id, "ratchet.generation_backend", generation_backend(round_dir / "generations"))
     for stage in ("generations", "pairs", "eval"):
         stage_dir = round_dir / stage
         if stage_dir.exists():

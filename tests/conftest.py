@@ -25,18 +25,15 @@ def smol_tokenizer():
     return load_tokenizer("smollm2-135m-instruct")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> str:
+def save_tiny_llama(directory: Path, tok, num_attention_heads: int = 4, num_key_value_heads: int = 2) -> None:
     """A random-init 2-layer, 64-dim Llama with SmolLM2's tokenizer, saved as a local checkpoint directory."""
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    tok = smol_tokenizer
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
         max_position_embeddings=1024,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
@@ -45,6 +42,20 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> str:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(directory)
     tok.save_pretrained(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> str:
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    save_tiny_llama(directory, smol_tokenizer)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_vllm_model_dir(tmp_path_factory, smol_tokenizer) -> str:
+    """The tiny Llama with head_dim 32 (2 heads): vLLM's CPU attention has no kernel for head_dim 16."""
+    directory = tmp_path_factory.mktemp("tiny-llama-vllm")
+    save_tiny_llama(directory, smol_tokenizer, num_attention_heads=2, num_key_value_heads=1)
     return str(directory)
 
 

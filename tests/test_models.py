@@ -39,3 +39,25 @@ def test_local_dir_loads(tiny_model_dir):
     model = load_policy(Policy(tiny_model_dir))
     assert sum(p.numel() for p in model.parameters()) < 10_000_000
     assert not model.training
+
+
+def test_the_newest_adapter_can_stay_unmerged_with_the_same_outputs(tiny_model_dir, tmp_path):
+    """Two random adapters: merge_last=False keeps the second as a PEFT layer over the merged first; same logits."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapters = []
+    for i in (1, 2):
+        torch.manual_seed(i)
+        lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).save_pretrained(tmp_path / f"{i}")
+        adapters.append(str(tmp_path / f"{i}"))
+    policy = Policy(tiny_model_dir, tuple(adapters))
+    merged, served = load_policy(policy), load_policy(policy, merge_last=False)
+    assert isinstance(served, PeftModel) and not isinstance(merged, PeftModel)
+    ids = torch.tensor([[1, 5, 9, 42]])
+    with torch.inference_mode():
+        assert torch.allclose(merged(ids).logits, served(ids).logits, atol=1e-4)
+        base = load_policy(Policy(tiny_model_dir))
+        assert not torch.allclose(merged(ids).logits, base(ids).logits, atol=1e-4)  # the adapters do something

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from components.generator import TransformersGenerator, VLLMGenerator
 from components.models import Policy, load_policy, load_tokenizer
@@ -14,32 +14,16 @@ PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for
 
 
 @pytest.fixture(scope="module")
-def tiny_chain(tmp_path_factory, smol_tokenizer) -> Policy:
-    """A random tiny Llama (head_dim 32: vLLM's CPU attention has no kernel for 16) and two random adapters."""
-    root = tmp_path_factory.mktemp("vllm-tiny")
-    tok = smol_tokenizer
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
+def tiny_chain(tiny_vllm_model_dir, tmp_path_factory) -> Policy:
+    """The tiny vLLM-compatible Llama and two adapters with random (not zero) B matrices, so each one matters."""
+    root = tmp_path_factory.mktemp("vllm-adapters")
     adapters = []
     for i in (1, 2):
         torch.manual_seed(i)
-        lora = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False)  # random B: the adapter matters
-        get_peft_model(LlamaForCausalLM.from_pretrained(root / "base"), lora).save_pretrained(root / f"adapter{i}")
-        adapters.append(str(root / f"adapter{i}"))
-    return Policy(str(root / "base"), tuple(adapters))
+        lora = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False)
+        get_peft_model(LlamaForCausalLM.from_pretrained(tiny_vllm_model_dir), lora).save_pretrained(root / f"a{i}")
+        adapters.append(str(root / f"a{i}"))
+    return Policy(tiny_vllm_model_dir, tuple(adapters))
 
 
 def test_vllm_greedy_rows_match_transformers_on_the_merged_chain(tiny_chain):
