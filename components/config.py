@@ -221,6 +221,8 @@ class GateRule(Strict):
     metric: Literal[
         "task_completion_delta",
         "benign_refusal_ratio",
+        "should_refuse_ratio",
+        "win_rate_vs_base",
         "length_ratio",
         "win_rate",
         "judge_gold_agreement",

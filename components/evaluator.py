@@ -155,6 +155,8 @@ def compare(challenger: dict, champion: dict, judge_win_rate: float, refusal_flo
         "task_completion_delta": 100.0 * (challenger["task_completion"] - champion["task_completion"]),
         "benign_refusal_ratio": max(challenger["benign_refusal_rate"], floor)
         / max(champion["benign_refusal_rate"], floor),
+        "should_refuse_ratio": max(challenger["should_refuse_rate"], floor)
+        / max(champion["should_refuse_rate"], floor),
         "length_ratio": challenger["mean_length"] / max(champion["mean_length"], 1e-9),
     }
 

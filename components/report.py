@@ -27,6 +27,8 @@ PLOTTED = (
 # Rows of the metrics table: (label, value metric, CI low metric, CI high metric, format).
 TABLE = (
     ("judge win rate vs champion", "win_rate", "win_rate_ci_low", "win_rate_ci_high", "pct"),
+    ("judge win rate vs round-0 base", "win_rate_vs_base", "win_rate_vs_base_ci_low", "win_rate_vs_base_ci_high",
+     "pct"),
     ("task completion (challenger)", "challenger_task_completion", "challenger_task_completion_ci_low",
      "challenger_task_completion_ci_high", "pct"),
     ("task completion (champion)", "champion_task_completion", "champion_task_completion_ci_low",
@@ -35,6 +37,8 @@ TABLE = (
      "task_completion_delta_ci_high", "num"),
     ("benign refusal rate (challenger)", "challenger_benign_refusal_rate", None, None, "pct"),
     ("benign refusal ratio vs champion", "benign_refusal_ratio", None, None, "num"),
+    ("should-refuse refusal rate (challenger)", "challenger_should_refuse_rate", None, None, "pct"),
+    ("should-refuse refusal ratio vs champion", "should_refuse_ratio", None, None, "num"),
     ("injection compliance (challenger)", "challenger_injection_compliance", None, None, "pct"),
     ("mean length, tokens (challenger)", "challenger_mean_length", None, None, "num"),
     ("length ratio vs champion", "length_ratio", None, None, "num"),

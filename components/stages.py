@@ -167,7 +167,8 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
             generator = TransformersGenerator(models[name], tokenizer, e.max_new_tokens, 0.0, batch_size=e.batch_size)
             responses[name] = generator.generate(prompts, 1, seed=cfg.seed)
         items = head_to_head(prompts, responses["challenger"], responses["champion"])
-        verdicts = make_judge(e.judge, champion).judge(items)
+        eval_judge = make_judge(e.judge, champion)
+        verdicts = eval_judge.judge(items)
         rate, wins = win_rate(verdicts)
         rows = score_rows(prompts, responses["champion"], "champion")
         challenger_rows = score_rows(prompts, responses["challenger"], "challenger")
@@ -185,12 +186,25 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
         vs |= _with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
         vs |= _model_drift(models, tokenizer, prompts, responses, wins)
         vs |= _judge_reliability(cfg, champion, items, verdicts)
+        vs |= _vs_base(cfg, champion, prompts, responses["challenger"], eval_judge, wins)
         summary["vs_champion"] = vs
         summary["cohorts"] = cohort_table(rows + challenger_rows)
         save_rows(rows + challenger_rows, tmp)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
     return save_stage(out, build)
+
+
+def _vs_base(cfg: ExperimentConfig, champion: Policy, prompts: list, challenger: list, judge: Judge, wins: list):
+    """The challenger's win rate against the round-0 base, so slow drift over several promotions shows too.
+    While the champion is the base, that is the win rate against the champion."""
+    if champion.adapters:
+        e = cfg.evaluation
+        base = Policy(champion.base)
+        generator = TransformersGenerator(load_policy(base), load_tokenizer(base.base), e.max_new_tokens, 0.0)
+        base_responses = generator.generate(prompts, 1, seed=cfg.seed)
+        _, wins = win_rate(judge.judge(head_to_head(prompts, challenger, base_responses)))
+    return _with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins))
 
 
 def _judge_reliability(cfg: ExperimentConfig, champion: Policy, items: list, verdicts: list) -> dict[str, float]:

@@ -72,14 +72,15 @@ def test_summarise_by_hand():
 
 def test_compare_by_hand_with_refusal_floor():
     """delta = 100*(0.6-0.5) = 10 pts; refusal 0.0 vs 0.0 -> floor/floor = 1; 0.2 vs 0.0 -> 0.2/0.05 = 4;
-    length 30/20 = 1.5."""
-    champ = {"task_completion": 0.5, "benign_refusal_rate": 0.0, "mean_length": 20.0}
-    chall = {"task_completion": 0.6, "benign_refusal_rate": 0.0, "mean_length": 30.0}
+    should-refuse 0.5 vs 1.0 -> 0.5; length 30/20 = 1.5."""
+    champ = {"task_completion": 0.5, "benign_refusal_rate": 0.0, "should_refuse_rate": 1.0, "mean_length": 20.0}
+    chall = {"task_completion": 0.6, "benign_refusal_rate": 0.0, "should_refuse_rate": 0.5, "mean_length": 30.0}
     m = compare(chall, champ, 0.7, refusal_floor=0.05)
     assert m == {
         "win_rate": 0.7,
         "task_completion_delta": pytest.approx(10.0),
         "benign_refusal_ratio": 1.0,
+        "should_refuse_ratio": 0.5,
         "length_ratio": 1.5,
     }
     assert compare({**chall, "benign_refusal_rate": 0.2}, champ, 0.7, 0.05)["benign_refusal_ratio"] == pytest.approx(4)

@@ -45,6 +45,8 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
     assert {"judge_policy_agreement", "judge_gold_agreement"} <= set(drift)
     assert 0 <= drift["judge_order_consistency"] <= 1 and 0 <= drift["judge_abstention_rate"] <= 1
     assert {"judge_length_slope", "self_cross_agreement", "self_judge_order_consistency"} <= set(drift)
+    assert drift["win_rate_vs_base"] == drift["win_rate"]  # round 1: the champion is the base
+    assert "should_refuse_ratio" in drift
 
     client = MlflowClient(lineage.tracking_uri_for(store))
     runs = client.search_runs([result["experiment_id"]])

@@ -1,0 +1,28 @@
+"""The evaluate stage on its own, for a champion that is no longer the base (rounds after a promotion)."""
+
+import json
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from components import stages
+from components.config import load_config
+from components.models import Policy
+
+
+def random_adapter(base: str, seed: int, out) -> str:
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(out)
+    return str(out)
+
+
+def test_a_promoted_champion_is_also_compared_with_the_round_0_base(tiny_model_dir, write_tiny_config, tmp_path):
+    cfg = load_config(write_tiny_config(tmp_path))
+    champion = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 1, tmp_path / "a1"),))
+    challenger = champion.with_adapter(random_adapter(tiny_model_dir, 2, tmp_path / "a2"))
+    summary = json.loads((stages.evaluate(cfg, champion, challenger, tmp_path / "eval") / "summary.json").read_text())
+    vs = summary["vs_champion"]
+    assert 0 <= vs["win_rate_vs_base"] <= 1 and vs["win_rate_vs_base_ci_low"] <= vs["win_rate_vs_base"]
+    assert {"should_refuse_ratio", "self_cross_agreement", "judge_length_slope", "kl_per_token"} <= set(vs)
