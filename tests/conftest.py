@@ -60,6 +60,20 @@ def tiny_vllm_model_dir(tmp_path_factory, smol_tokenizer) -> str:
 
 
 @pytest.fixture(scope="session")
+def random_adapter():
+    """A function saving a LoRA adapter with random (not zero) B matrices, so that it changes the model's output."""
+    from peft import LoraConfig, get_peft_model
+
+    def save(base: str, seed: int, out: Path, rank: int = 4) -> str:
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=rank, target_modules="all-linear", init_lora_weights=False)
+        get_peft_model(LlamaForCausalLM.from_pretrained(base), lora).save_pretrained(out)
+        return str(out)
+
+    return save
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One real (temporary) Prefect server for the whole session."""
     from prefect.testing.utilities import prefect_test_harness

@@ -2,23 +2,14 @@
 
 import json
 
-import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
-
 from components import stages
 from components.config import load_config
 from components.models import Policy
 
 
-def random_adapter(base: str, seed: int, out) -> str:
-    torch.manual_seed(seed)
-    lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
-    get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(out)
-    return str(out)
-
-
-def test_a_promoted_champion_is_also_compared_with_the_round_0_base(tiny_model_dir, write_tiny_config, tmp_path):
+def test_a_promoted_champion_is_also_compared_with_the_round_0_base(
+    tiny_model_dir, write_tiny_config, random_adapter, tmp_path
+):
     cfg = load_config(write_tiny_config(tmp_path))
     champion = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 1, tmp_path / "a1"),))
     challenger = champion.with_adapter(random_adapter(tiny_model_dir, 2, tmp_path / "a2"))

