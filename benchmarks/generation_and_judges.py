@@ -12,11 +12,10 @@ import argparse
 import os
 import platform
 import secrets
-import signal
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from datetime import date
 from itertools import cycle, islice
 from pathlib import Path
@@ -24,13 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from components import vllm_server  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.generator import TransformersGenerator, VLLMGenerator, vllm_available  # noqa: E402
 from components.judge import LogprobJudge, VerifierJudge, load_rubric  # noqa: E402
 from components.judge_reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
 from components.models import Policy, load_policy, load_tokenizer, resolve_model  # noqa: E402
 from components.remote_judge import RemoteJudge  # noqa: E402
-from components.vllm_worker import CPU_ENVIRONMENT  # noqa: E402
 
 POLICY = "smollm2-135m-instruct"
 
@@ -68,10 +67,13 @@ def judges(remote: bool) -> list[dict]:
         "self: SmolLM2-135M-Instruct (chat)": lambda: _local(POLICY, rubric, "chat"),
         "cross-family: Gemma 3 270M (completion)": lambda: _local("gemma3-270m", rubric, "completion"),
     }
-    server = _start_server() if remote and vllm_available() else None
-    if server:
+    server = None
+    if remote and vllm_available():
+        os.environ["BENCH_JUDGE_KEY"] = secrets.token_hex(8)
+        log = Path(tempfile.mkdtemp(prefix="ratchet-bench-")) / "server.log"
+        server, base_url = vllm_server.start(str(resolve_model(POLICY)), "smollm2", os.environ["BENCH_JUDGE_KEY"], log)
         candidates["remote: vLLM server, SmolLM2 (logprobs)"] = lambda: RemoteJudge(
-            server[1], "smollm2", rubric, api_key_env="BENCH_JUDGE_KEY"
+            base_url, "smollm2", rubric, api_key_env="BENCH_JUDGE_KEY"
         )
     results = []
     try:
@@ -91,34 +93,12 @@ def judges(remote: bool) -> list[dict]:
             )
     finally:
         if server:
-            os.killpg(server[0].pid, signal.SIGKILL)
+            vllm_server.stop(server)
     return results
 
 
 def _local(spec: str, rubric: str, style: str) -> LogprobJudge:
     return LogprobJudge(spec, load_policy(Policy(spec)), load_tokenizer(spec), rubric, prompt_style=style)
-
-
-def _start_server() -> tuple[subprocess.Popen, str]:
-    os.environ["BENCH_JUDGE_KEY"] = secrets.token_hex(8)
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(resolve_model(POLICY))]
-    command += ["--served-model-name", "smollm2", "--port", "8791", "--api-key", os.environ["BENCH_JUDGE_KEY"]]
-    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
-    env = CPU_ENVIRONMENT | os.environ
-    server = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
-    )
-    request = urllib.request.Request(
-        "http://127.0.0.1:8791/v1/models", headers={"Authorization": f"Bearer {os.environ['BENCH_JUDGE_KEY']}"}
-    )
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(request, timeout=2)
-            return server, "http://127.0.0.1:8791/v1"
-        except OSError:
-            time.sleep(2)
-    os.killpg(server.pid, signal.SIGKILL)
-    raise RuntimeError("the vLLM server did not start in 240 s")
 
 
 def main() -> None:

