@@ -186,7 +186,7 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
         vs |= _with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
         vs |= _model_drift(models, tokenizer, prompts, responses, wins)
         vs |= _judge_reliability(cfg, champion, items, verdicts)
-        vs |= _vs_base(cfg, champion, prompts, responses["challenger"], eval_judge, wins)
+        vs |= _vs_base(cfg, champion, tokenizer, prompts, responses["challenger"], eval_judge, wins)
         summary["vs_champion"] = vs
         summary["cohorts"] = cohort_table(rows + challenger_rows)
         save_rows(rows + challenger_rows, tmp)
@@ -195,13 +195,14 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
     return save_stage(out, build)
 
 
-def _vs_base(cfg: ExperimentConfig, champion: Policy, prompts: list, challenger: list, judge: Judge, wins: list):
+def _vs_base(
+    cfg: ExperimentConfig, champion: Policy, tokenizer, prompts: list, challenger: list, judge: Judge, wins: list
+) -> dict[str, float]:
     """The challenger's win rate against the round-0 base, so slow drift over several promotions shows too.
     While the champion is the base, that is the win rate against the champion."""
     if champion.adapters:
         e = cfg.evaluation
-        base = Policy(champion.base)
-        generator = TransformersGenerator(load_policy(base), load_tokenizer(base.base), e.max_new_tokens, 0.0)
+        generator = TransformersGenerator(load_policy(Policy(champion.base)), tokenizer, e.max_new_tokens, 0.0)
         base_responses = generator.generate(prompts, 1, seed=cfg.seed)
         _, wins = win_rate(judge.judge(head_to_head(prompts, challenger, base_responses)))
     return _with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins))
