@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from components.data import TASK_COHORTS
+
 RUBRICS_DIR = Path(__file__).resolve().parent.parent / "configs" / "rubrics"
 
 
@@ -217,6 +219,9 @@ class EvaluationConfig(Strict):
     )
 
 
+METRICS_WITH_CI = ("task_completion_delta", "win_rate", "win_rate_vs_base", "judge_gold_agreement")
+
+
 class GateRule(Strict):
     metric: Literal[
         "task_completion_delta",
@@ -234,6 +239,34 @@ class GateRule(Strict):
     op: Literal[">=", "<="] = Field(description="The rule holds when `metric op threshold`.")
     threshold: float
     action: Literal["block", "warn"] = Field("block", description="What a failed rule does.")
+    bound: Literal["estimate", "ci_low", "ci_high"] = Field(
+        "estimate",
+        description="Read the point estimate, or an end of the metric's 95% CI: `ci_high` on task_completion_delta "
+        "blocks only a drop the held-out set is large enough to be sure of.",
+    )
+
+    cohort: str | None = Field(
+        None,
+        description="Read the metric on one checkable cohort only (task_completion_delta), e.g. false_premise: "
+        "a loss there is not hidden by a gain elsewhere.",
+    )
+
+    @model_validator(mode="after")
+    def _bound_and_cohort_fit_the_metric(self) -> GateRule:
+        if self.bound != "estimate" and self.metric not in METRICS_WITH_CI:
+            raise ValueError(f"bound '{self.bound}' needs a metric with a CI: {', '.join(METRICS_WITH_CI)}")
+        if self.cohort is not None:
+            if self.metric != "task_completion_delta":
+                raise ValueError("cohort applies to task_completion_delta only")
+            if self.cohort not in TASK_COHORTS:
+                raise ValueError(f"cohort '{self.cohort}' is not checkable (checkable: {', '.join(TASK_COHORTS)})")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The name of the value this rule reads in the round's metrics."""
+        name = self.metric if self.cohort is None else f"{self.metric}.{self.cohort}"
+        return name if self.bound == "estimate" else f"{name}_{self.bound}"
 
 
 def _default_rules() -> list[GateRule]:
@@ -319,7 +352,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config fields")
     for dotted, value in (overrides or {}).items():
@@ -327,7 +360,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{path}: invalid config\n{format_errors(err)}") from None
+        raise ConfigError(f"{path}: invalid config: {format_errors(err)}") from None
 
 
 def run_overrides(rounds: int | None, overrides: dict | None) -> dict:
@@ -346,9 +379,10 @@ def _set_path(raw: dict, dotted: str, value: object, path: Path) -> None:
 
 
 def format_errors(err: ValidationError) -> str:
+    """`field.path: message` for each error; the first on the error's own line, any others indented below it."""
     lines = []
     for e in err.errors():
         # Discriminated unions put the tag ('ai', 'panel') in the path; it is not a key the user wrote.
         loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "remote", "panel", "weighted", "verifier", "biased"))
-        lines.append(f"  {loc or '<root>'}: {e['msg']}")
-    return "\n".join(lines)
+        lines.append(f"{loc or '<root>'}: {e['msg']}")
+    return "\n  ".join(lines)

@@ -20,6 +20,8 @@ from components.checks import validate_check
 
 PROMPT_COLUMNS = ("id", "prompt", "cohort", "check", "context")
 COHORTS = ("arithmetic", "ifeval", "grounded", "benign", "should_refuse", "injection")
+SCENARIO_COHORTS = ("false_premise", "unanswerable")  # only in the gate-scenario files (data/gate_*.jsonl)
+TASK_COHORTS = ("arithmetic", "ifeval", "grounded", "false_premise")  # checkable: counted in task completion
 
 
 class DataError(ValueError):
@@ -40,6 +42,8 @@ def load_prompts(path: str | Path, limit: int | None = None) -> Dataset:
                 raise DataError(f"{path}: unsupported prompt file type '{path.suffix}' (use .jsonl, .parquet or a dir)")
             if kind == "json":
                 _check_utf8(path)
+                if not path.read_bytes().strip():
+                    raise DataError(f"{path}: no prompts")
             ds = load_dataset(kind, data_files=str(path), split="train")
     except DataError:
         raise
@@ -79,8 +83,10 @@ def _validate(ds: Dataset, path: Path) -> None:
         if row["id"] in seen:
             raise DataError(f"{where}: duplicate id")
         seen.add(row["id"])
-        if row["cohort"] not in COHORTS:
-            raise DataError(f"{where}: unknown cohort {row['cohort']!r} (known: {', '.join(COHORTS)})")
+        if row["cohort"] not in COHORTS + SCENARIO_COHORTS:
+            raise DataError(
+                f"{where}: unknown cohort {row['cohort']!r} (known: {', '.join(COHORTS + SCENARIO_COHORTS)})"
+            )
         if row["check"]:
             try:
                 validate_check(json.loads(row["check"]))

@@ -15,9 +15,8 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from components.checks import passes
+from components.data import TASK_COHORTS
 from components.judge import Verdict
-
-TASK_COHORTS = ("arithmetic", "ifeval", "grounded")
 
 # A refusal opens with an apology or a statement of inability/unwillingness. Matching only the opening keeps
 # answers that mention "I can't" later ("if you can't find the process...") from counting as refusals.
@@ -124,14 +123,30 @@ def cohort_table(rows: list[dict]) -> list[dict]:
     return table
 
 
-def task_completion_delta_ci(rows: list[dict]) -> tuple[float, float]:
+def task_completion_delta_ci(rows: list[dict], cohorts: tuple[str, ...] = TASK_COHORTS) -> tuple[float, float]:
     """95% CI (points) of challenger minus champion task completion, resampling prompts as pairs."""
+    return mean_ci(_paired_diffs(rows, cohorts))
+
+
+def _paired_diffs(rows: list[dict], cohorts: tuple[str, ...]) -> list[float]:
     by_prompt: dict[str, dict[str, bool]] = {}
     for r in rows:
-        if r["cohort"] in TASK_COHORTS and r["task_ok"] is not None:
+        if r["cohort"] in cohorts and r["task_ok"] is not None:
             by_prompt.setdefault(r["prompt_id"], {})[r["model"]] = r["task_ok"]
-    diffs = [100.0 * (v["challenger"] - v["champion"]) for v in by_prompt.values() if len(v) == 2]
-    return mean_ci(diffs)
+    return [100.0 * (v["challenger"] - v["champion"]) for v in by_prompt.values() if len(v) == 2]
+
+
+def cohort_task_deltas(rows: list[dict]) -> dict[str, float]:
+    """Per checkable cohort: `task_completion_delta.<cohort>` in points, with its paired 95% CI, so a rule can
+    guard one behaviour (e.g. false premises) that a gain elsewhere would hide in the overall delta."""
+    metrics = {}
+    for cohort in TASK_COHORTS:
+        diffs = _paired_diffs(rows, (cohort,))
+        if diffs:
+            low, high = mean_ci(diffs)
+            name = f"task_completion_delta.{cohort}"
+            metrics |= {name: float(mean(diffs)), f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return metrics
 
 
 def head_to_head(prompts: list[dict], challenger: list[dict], champion: list[dict]) -> list[tuple[dict, str, str]]:

@@ -47,9 +47,7 @@ def describe(rule: RuleResult) -> str:
 def decide(metrics: dict[str, float], rules: list[GateRule]) -> Decision:
     """Promote unless a blocking rule fails; the first failing blocking rule is the one that decided."""
     results = tuple(
-        RuleResult(
-            r.metric, r.op, r.threshold, r.action, metrics[r.metric], _holds(metrics[r.metric], r.op, r.threshold)
-        )
+        RuleResult(r.key, r.op, r.threshold, r.action, metrics[r.key], _holds(metrics[r.key], r.op, r.threshold))
         for r in rules
     )
     blocking = [r for r in results if not r.holds and r.action == "block"]

@@ -62,3 +62,45 @@ def test_judge_gold_agreement_warns_but_never_blocks(agreement, warned):
     assert ("warning: judge_gold_agreement >= 0.6" in d.reason) is warned
     if math.isnan(agreement):
         assert "(not measured)" in d.reason
+
+
+CI_RULE = GateRule(metric="task_completion_delta", bound="ci_high", op=">=", threshold=-2.0)
+
+
+@pytest.mark.parametrize(
+    "estimate, ci_high, promote",
+    [(-7.7, 0.0, True), (-7.7, -2.0, True), (-7.7, -2.1, False), (-12.0, -3.5, False), (5.0, 9.0, True)],
+)
+def test_ci_bound_rule_reads_the_end_of_the_interval_not_the_estimate(estimate, ci_high, promote):
+    """One lost prompt of 13 is -7.7 points with a CI reaching 0: the ci_high rule lets that noise through and
+    still blocks a drop whose whole interval lies below -2."""
+    d = decide(metrics(task_completion_delta=estimate, task_completion_delta_ci_high=ci_high), [CI_RULE])
+    assert d.promote is promote
+    assert d.rules[0].metric == "task_completion_delta_ci_high" and d.rules[0].value == ci_high
+    if not promote:
+        assert d.deciding_rule == f"task_completion_delta_ci_high >= -2 (got {ci_high:.3g})"
+
+
+def test_ci_bound_is_refused_for_a_metric_without_a_ci():
+    with pytest.raises(ValueError, match="bound 'ci_low' needs a metric with a CI"):
+        GateRule(metric="length_ratio", bound="ci_low", op="<=", threshold=1.5)
+
+
+def test_cohort_rule_reads_that_cohorts_delta():
+    rule = GateRule(metric="task_completion_delta", cohort="false_premise", bound="ci_high", op=">=", threshold=-2)
+    assert rule.key == "task_completion_delta.false_premise_ci_high"
+    d = decide(metrics(**{rule.key: -12.5}), [rule])
+    assert not d.promote and d.deciding_rule == "task_completion_delta.false_premise_ci_high >= -2 (got -12.5)"
+    assert decide(metrics(**{rule.key: 0.0}), [rule]).promote
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"metric": "length_ratio", "cohort": "arithmetic"}, "cohort applies to task_completion_delta only"),
+        ({"metric": "task_completion_delta", "cohort": "benign"}, "cohort 'benign' is not checkable"),
+    ],
+)
+def test_cohort_is_refused_where_it_means_nothing(fields, message):
+    with pytest.raises(ValueError, match=message):
+        GateRule(op=">=", threshold=0, **fields)
