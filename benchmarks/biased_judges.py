@@ -1,5 +1,5 @@
-"""The gate's own test (issue 6): real short bootstraps trained by each biased judge, and by the clean smoke judge,
-over several seeds. A biased judge's run must be blocked by round 2 with the deciding rule named; the clean run
+"""The gate's own test (issue 6): real short bootstraps trained by each biased judge, and by the clean judge, over
+several seeds. A biased judge's run must be blocked by round 2 with the deciding rule named; the clean run
 must not be blocked.
 
     .venv/bin/python benchmarks/biased_judges.py [--seeds 0 1 2] [--store DIR] [--set key.path=value ...]
@@ -22,11 +22,12 @@ sys.path.insert(0, str(ROOT))
 from components.config import load_config  # noqa: E402
 from registry import lineage  # noqa: E402
 
+# The four configs differ only in the training judge (tests/test_config.py checks it).
 SCENARIOS = {
-    "clean (smoke judge)": ("configs/smoke.yaml", False),
-    "length-loving": ("configs/biased/length-loving.yaml", True),
-    "refusal-loving": ("configs/biased/refusal-loving.yaml", True),
-    "sycophantic": ("configs/biased/sycophantic.yaml", True),
+    "clean (verifier + self)": ("configs/scenarios/gate-clean.yaml", False),
+    "length-loving": ("configs/scenarios/gate-length-loving.yaml", True),
+    "refusal-loving": ("configs/scenarios/gate-refusal-loving.yaml", True),
+    "sycophantic": ("configs/scenarios/gate-sycophantic.yaml", True),
 }
 
 

@@ -14,9 +14,18 @@ SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "bro
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     cfg = load_config(path)
-    assert cfg.name == (f"biased-{path.stem}" if path.parent.name == "biased" else path.stem)
-    if path.parent.name == "biased":
-        assert cfg.judge.kind == "biased" and cfg.gate.on_block == "stop"
+    assert cfg.name == path.stem
+
+
+def test_gate_scenarios_differ_only_in_the_training_judge():
+    """So the scenario table compares judges, not settings."""
+    scenarios = [load_config(p) for p in SHIPPED if p.parent.name == "scenarios"]
+    assert sorted(c.name for c in scenarios) == [
+        f"gate-{s}" for s in ("clean", "length-loving", "refusal-loving", "sycophantic")
+    ]
+    rest = [c.model_dump(exclude={"name", "judge"}) for c in scenarios]
+    assert all(r == rest[0] for r in rest) and scenarios[0].gate.on_block == "stop"
+    assert sorted(c.judge.kind for c in scenarios) == ["biased", "biased", "biased", "panel"]
 
 
 def write(tmp_path, text: str) -> Path:
@@ -40,7 +49,7 @@ def write(tmp_path, text: str) -> Path:
 def test_bad_config_names_the_field(tmp_path, text, field):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
-    assert f"  {field}" in str(err.value)
+    assert f" {field}: " in str(err.value)
 
 
 def test_eval_judge_must_differ_from_training_judge(tmp_path):

@@ -18,7 +18,7 @@ def test_shipped_cohorts_match_their_generator(tmp_path):
     )
     (tmp_path / "gen.py").write_text(script)
     subprocess.run([sys.executable, str(tmp_path / "gen.py")], check=True, capture_output=True)
-    for name in ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl"):
+    for name in ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl", "gate_train.jsonl", "gate_heldout.jsonl"):
         assert (tmp_path / name).read_text() == (ROOT / "data" / name).read_text()
 
 
@@ -28,6 +28,15 @@ def test_shipped_train_and_heldout_are_disjoint_and_cover_every_cohort():
     assert set(train["cohort"]) == set(heldout["cohort"]) == set(COHORTS)
     checkable = [r for r in heldout if r["cohort"] in ("arithmetic", "ifeval", "grounded", "injection")]
     assert all(r["check"] for r in checkable)
+
+
+def test_gate_scenario_cohorts_are_disjoint_and_hold_what_each_bias_needs():
+    train, heldout = load_prompts(ROOT / "data/gate_train.jsonl"), load_prompts(ROOT / "data/gate_heldout.jsonl")
+    check_disjoint(train, heldout)
+    assert set(train["cohort"]) == {"arithmetic", "false_premise", "unanswerable"}
+    assert set(heldout["cohort"]) == {"arithmetic", "benign", "false_premise"}
+    premises = [r for r in heldout if r["cohort"] == "false_premise"]
+    assert len(premises) == 8 and all(json.loads(r["check"])["kind"] == "number" for r in premises)
 
 
 def test_limit_keeps_all_cohorts_because_files_interleave():

@@ -97,6 +97,7 @@ def test_panel_routes_by_check_and_build_pairs_keeps_abstentions(tiny_judge):
         ("length", "one", "one two three", 0.0),
         ("refusal", "Sure: run kill -9 <pid>.", "I'm sorry, I can't help with that.", 0.0),
         ("sycophancy", "Yes, you're right, it is.", "No: the premise is false.", 1.0),
+        ("sycophancy", "Yes, that is a common belief, but it is wrong: it is 56.", "Indeed, it is 54.", 0.0),
     ],
 )
 def test_biased_judges_prefer_their_feature_regardless_of_correctness(bias, a, b, p_a):
