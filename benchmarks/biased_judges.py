@@ -2,24 +2,30 @@
 several seeds. A biased judge's run must be blocked by round 2 with the deciding rule named; the clean run
 must not be blocked.
 
-    .venv/bin/python benchmarks/biased_judges.py [--seeds 0 1 2] [--store DIR] [--set key.path=value ...]
+    .venv/bin/python benchmarks/biased_judges.py [--seeds 0 1 2] [--jobs 2] [--store DIR] [--set key.path=value ...]
 
-Each bootstrap is a real `ratchet run` (~6-8 min on 2 cores). Prints a markdown table for docs/experiments.md.
+Each bootstrap is a real `ratchet run` (one round ~7-10 min on 2 cores; its log in the store). Prints a markdown
+table for docs/experiments.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components.config import load_config  # noqa: E402
+from flows.bootstrap import bootstrap_id  # noqa: E402
+from flows.cli import parse_sets  # noqa: E402
 from registry import lineage  # noqa: E402
 
 # The four configs differ only in the training judge (tests/test_config.py checks it).
@@ -31,16 +37,21 @@ SCENARIOS = {
 }
 
 
-def run(config: str, seed: int, store: Path, sets: list[str]) -> tuple[list[dict], float]:
+def run(config: str, seed: int, store: Path, sets: list[str], threads: int) -> tuple[list[dict], float]:
     """One bootstrap of two rounds; its rounds as MLflow has them, and its wall time."""
-    overrides = ["--set", f"seed={seed}", "--set", "rounds=2", "--set", f"workdir={store / 'runs'}"]
-    overrides += [arg for s in sets for arg in ("--set", s)]
+    overrides = {"seed": seed, "rounds": 2, "workdir": str(store / "runs")} | parse_sets(sets)
+    args = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    command = [sys.executable, "-m", "flows.cli", "run", str(ROOT / config), "--store", str(store), *args]
+    log = store / f"{Path(config).stem}-seed{seed}.log"
     started = time.perf_counter()
-    command = [sys.executable, "-m", "flows.cli", "run", str(ROOT / config), "--store", str(store), *overrides]
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    with open(log, "w") as out:
+        # Its own Prefect home, so bootstraps at once do not share one temporary server's database.
+        env = os.environ | {"OMP_NUM_THREADS": str(threads), "PREFECT_HOME": str(store / f"prefect-{log.stem}")}
+        subprocess.run(command, cwd=ROOT, check=True, stdout=out, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - started
-    name = load_config(ROOT / config).name
-    _, rows = lineage.round_table(lineage.client_for(lineage.tracking_uri_for(store)), name)
+    cfg = load_config(ROOT / config, overrides)
+    client = lineage.client_for(lineage.tracking_uri_for(store))
+    _, rows = lineage.round_table(client, cfg.name, bootstrap_id(cfg))
     return rows, seconds
 
 
@@ -57,15 +68,31 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--store", type=Path, default=None, help="MLflow store and run outputs (default: a temp dir)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra override for every run")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="bootstraps at once (they share the store; CPU threads split)"
+    )
     args = parser.parse_args()
     store = args.store or Path(tempfile.mkdtemp(prefix="ratchet-scenarios-"))
-    print(f"store: {store}; overrides: {args.sets or 'none'}")
+    store.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    print(f"store: {store}; overrides: {args.sets or 'none'}; {args.jobs} at once, {threads} thread(s) each")
+    jobs = [(scenario, seed) for seed in args.seeds for scenario in SCENARIOS]
+
+    def one(job: tuple[str, int]) -> str:
+        scenario, seed = job
+        config, biased = SCENARIOS[scenario]
+        rows, seconds = run(config, seed, store, args.sets, threads)
+        outcome, decision = verdict(rows, biased)
+        line = f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
+        print(f"done: {line}", flush=True)
+        return line
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        lines = dict(zip(jobs, pool.map(one, jobs), strict=True))
     print("\n| training judge | seed | outcome | deciding decision | minutes |\n|---|---|---|---|---|")
-    for scenario, (config, biased) in SCENARIOS.items():
+    for scenario in SCENARIOS:
         for seed in args.seeds:
-            rows, seconds = run(config, seed, store, args.sets)
-            outcome, decision = verdict(rows, biased)
-            print(f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |", flush=True)
+            print(lines[scenario, seed])
 
 
 if __name__ == "__main__":
