@@ -162,7 +162,6 @@ def check_spec(spec: str) -> None:
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def response_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, response: str) -> float:
     """Sum of log p(response tokens | chat prompt) under `model`: the quantity DPO's implicit reward is built on."""
     messages = [{"role": "user", "content": user}]

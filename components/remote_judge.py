@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -102,6 +103,9 @@ def api_key(env_var: str) -> str:
     return key
 
 
+LABEL = re.compile(r"[\s*(\"'\[]*([AaBb])(?![A-Za-z])")
+
+
 def label_probability(logprobs: dict | None) -> float | None:
     """P(A) / (P(A) + P(B)) over the first token's top alternatives; None when neither label is among them."""
     if not logprobs or not logprobs.get("content"):
@@ -116,6 +120,6 @@ def label_probability(logprobs: dict | None) -> float | None:
 
 
 def parse_label(reply: str) -> float | None:
-    """1.0 for a reply that starts with A, 0.0 for B, None otherwise."""
-    first = reply.strip().lstrip("*(\"'").upper()[:1]
-    return {"A": 1.0, "B": 0.0}.get(first)
+    """1.0 for a reply that opens with the label A, 0.0 for B, None otherwise ("Bananas" names no answer)."""
+    label = LABEL.match(reply)
+    return {"A": 1.0, "B": 0.0}[label.group(1).upper()] if label else None

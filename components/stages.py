@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from statistics import mean
 
+from transformers import AutoConfig
+
 from components.biased import BiasedJudge
 from components.config import (
     AIJudgeConfig,
@@ -24,9 +26,10 @@ from components.config import (
     WeightedJudgeConfig,
     model_judges,
 )
-from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
+from components.data import DataError, load_prompts, load_rows, save_rows, save_stage, user_message
 from components.evaluator import (
     cohort_table,
+    cohort_task_deltas,
     compare,
     head_to_head,
     judge_gold_agreement,
@@ -38,7 +41,7 @@ from components.evaluator import (
     task_completion_delta_ci,
     win_rate,
 )
-from components.generator import Generator, TransformersGenerator, VLLMGenerator, vllm_available
+from components.generator import Generator, TransformersGenerator, VLLMGenerator, chat_prompt, vllm_available
 from components.judge import (
     Judge,
     JudgeReward,
@@ -51,7 +54,7 @@ from components.judge import (
     load_rubric,
 )
 from components.judge_reliability import abstention_rate, agreement, length_slope, order_consistency
-from components.models import Policy, load_policy, load_tokenizer, response_logprob
+from components.models import Policy, load_policy, load_tokenizer, resolve_model, response_logprob
 from components.remote_judge import RemoteJudge
 from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training
 
@@ -96,11 +99,26 @@ def generate(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> P
 
     def build(tmp: Path) -> None:
         prompts = list(load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts))
+        check_context(prompts, champion.base, cfg.generation.max_new_tokens, cfg.data.train_prompts)
         backend, generator = make_generator(cfg.generation, champion)
         save_rows(generator.generate(prompts, cfg.generation.samples_per_prompt, seed), tmp)
         (tmp / "generator.json").write_text(json.dumps({"backend": backend}))
 
     return save_stage(out, build)
+
+
+def check_context(prompts: list[dict], base: str, max_new_tokens: int, source: str) -> None:
+    """Refuse, naming the prompt, a prompt that leaves no room for `max_new_tokens` in the model's context:
+    truncating it would silently change the task, and dropping it would silently shrink the cohort."""
+    tokenizer = load_tokenizer(base)
+    context = AutoConfig.from_pretrained(resolve_model(base)).max_position_embeddings
+    for row in prompts:
+        n_tokens = len(tokenizer(chat_prompt(tokenizer, row), add_special_tokens=False).input_ids)
+        if n_tokens + max_new_tokens > context:
+            raise DataError(
+                f"{source}: prompt id {row['id']!r} is {n_tokens} tokens; with max_new_tokens {max_new_tokens} "
+                f"it does not fit the model's context of {context} tokens"
+            )
 
 
 def make_generator(g: GenerationConfig, policy: Policy) -> tuple[str, Generator]:
@@ -160,6 +178,7 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
     def build(tmp: Path) -> None:
         prompts = list(load_prompts(cfg.data.eval_prompts, cfg.data.max_eval_prompts))
         e = cfg.evaluation
+        check_context(prompts, champion.base, e.max_new_tokens, cfg.data.eval_prompts)
         models, responses = {}, {}
         tokenizer = load_tokenizer(champion.base)
         for name, policy in (("champion", champion), ("challenger", challenger)):
@@ -182,6 +201,7 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
         vs |= _with_ci(
             "task_completion_delta", vs["task_completion_delta"], task_completion_delta_ci(rows + challenger_rows)
         )
+        vs |= cohort_task_deltas(rows + challenger_rows)
         gold = judge_gold_agreement(wins, [r["task_ok"] for r in challenger_rows], [r["task_ok"] for r in rows])
         vs |= _with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
         vs |= _model_drift(models, tokenizer, prompts, responses, wins)

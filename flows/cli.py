@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -27,12 +28,23 @@ def main() -> None:
     """Ratchet: iterative self-improvement by AI feedback, on Prefect and MLflow."""
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and a non-zero exit: 2 for input refused before any work, 1 for a run that failed."""
     typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
-def preflight(config_path: Path, overrides: dict) -> None:
+def unwritable(directory: Path) -> str | None:
+    """Why nothing can be written in `directory` (or its nearest existing parent), or None; writes nothing."""
+    existing = next(p for p in (directory.resolve(), *directory.resolve().parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            return None
+    except OSError as err:
+        return err.strerror or str(err)
+
+
+def preflight(config_path: Path, overrides: dict, store: Path) -> None:
     """Everything that can be checked before work starts; nothing is written if it fails."""
     from prefect.settings import get_current_settings
 
@@ -53,6 +65,10 @@ def preflight(config_path: Path, overrides: dict) -> None:
                 api_key(judge.api_key_env)
     except (ConfigError, DataError, ModelSpecError, RemoteJudgeError) as err:
         fail(str(err))
+    for what, directory in (("--store", store), ("workdir", Path(cfg.workdir))):
+        problem = unwritable(directory)
+        if problem:
+            fail(f"{what} {directory}: cannot write there: {problem}")
     if cfg.gate.require_approval and not get_current_settings().api.url:
         fail(
             f"{config_path}: gate.require_approval pauses rounds for a reviewer, who needs a Prefect server: "
@@ -92,12 +108,20 @@ def run(
     from components.config import run_overrides
 
     overrides = parse_sets(set_ or [])
-    preflight(config, run_overrides(rounds, overrides))
+    preflight(config, run_overrides(rounds, overrides), store)
     from flows.bootstrap import bootstrap
     from registry.lineage import tracking_uri_for
 
-    result = bootstrap(str(config), rounds, str(store), overrides or None)
+    try:
+        result = bootstrap(str(config), rounds, str(store), overrides or None)
+    except Exception as err:  # the traceback is in the log above; the last line says what failed
+        fail(f"the bootstrap failed: {type(err).__name__}: {one_line(err)}; re-run the same command to resume", 1)
     print_report(result, tracking_uri_for(store))
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 StoreOption = Annotated[Path, typer.Option(help="Directory holding mlflow.db and mlartifacts/.")]
@@ -180,7 +204,7 @@ def evaluate_command(
     store: StoreOption = Path("."),
 ) -> None:
     """Compare two registered checkpoints on the held-out cohorts (what the `evaluate` deployment runs)."""
-    preflight(config, {})
+    preflight(config, {}, store)
     from flows.evaluate import evaluate_checkpoints
     from registry import lineage
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
-from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field
@@ -99,50 +98,52 @@ def bootstrap_round(
         client, tracking["experiment_id"], tracking["parent_run_id"], tracking["bootstrap_id"], k, str(flow_run.id)
     )
 
-    # --- generate: n samples per training prompt from the champion
-    generations = _run(generate, cfg, champion, str(out / "generations"), seed)
-    log.info("round %d: sampled with %s", k, generation_backend(Path(generations)))
-    # --- judge: one pair per prompt, abstentions kept and counted
-    pairs = _run(judge, cfg, champion, generations, str(out / "pairs"))
-    # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
-    adapter = _run(train, cfg, champion, generations, pairs, str(out / "adapter"), seed)
-    if adapter is None:
-        log.warning("round %d: every pair abstained; nothing to train, champion kept", k)
-        decision = {"promote": False, "reason": "kept: no non-abstained pairs", "deciding_rule": None, "rules": []}
+    try:
+        # --- generate: n samples per training prompt from the champion
+        generations = _run(generate, cfg, champion, str(out / "generations"), seed)
+        log.info("round %d: sampled with %s", k, generation_backend(Path(generations)))
+        # --- judge: one pair per prompt, abstentions kept and counted
+        pairs = _run(judge, cfg, champion, generations, str(out / "pairs"))
+        # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
+        adapter = _run(train, cfg, champion, generations, pairs, str(out / "adapter"), seed)
+        if adapter is None:
+            log.warning("round %d: every pair abstained; nothing to train, champion kept", k)
+            decision = {"promote": False, "reason": "kept: no non-abstained pairs", "deciding_rule": None, "rules": []}
+            if not already_logged:
+                lineage.log_round(client, tracking["parent_run_id"], run_id, k, {}, out, decision)
+                lineage.finish(client, run_id, ok=True)
+            return {"k": k, "promote": False, "decision": decision, "metrics": {}, "champion": champion}
+        challenger = champion.with_adapter(adapter)
+        # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
+        _run(evaluate, cfg, champion, challenger, str(out / "eval"))
+        metrics = stages.round_metrics(out)
+        # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
+        decision = decide(metrics, cfg.gate.rules).to_dict()
         if not already_logged:
-            lineage.log_round(client, tracking["parent_run_id"], run_id, k, {}, out, decision)
-            lineage.finish(client, run_id, ok=True)
-        return {"k": k, "promote": False, "decision": decision, "metrics": {}, "champion": champion}
-    challenger = champion.with_adapter(adapter)
-    # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
-    _run(evaluate, cfg, champion, challenger, str(out / "eval"))
-    metrics = stages.round_metrics(out)
-    # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
-    decision = decide(metrics, cfg.gate.rules).to_dict()
-    if not already_logged:
-        if decision["promote"] and cfg.gate.require_approval:
-            decision = _ask_approval(decision, cfg.gate.approval_timeout, client, run_id)
-        log.info("round %d: %s", k, decision["reason"])
-        provenance = {"training_judge": cfg.judge.model_dump(mode="json"), "bootstrap_id": tracking["bootstrap_id"]}
-        record(tracking, run_id, k, metrics, out, decision, model_name, challenger, provenance)
-        _publish_report(cfg, k, out, metrics, decision, history, tracking, run_id)
-    return {
-        "k": k,
-        "promote": decision["promote"],
-        "decision": decision,
-        "metrics": metrics,
-        "champion": challenger if decision["promote"] else champion,
-    }
+            if decision["promote"] and cfg.gate.require_approval:
+                decision = _ask_approval(decision, cfg.gate.approval_timeout)
+            log.info("round %d: %s", k, decision["reason"])
+            provenance = {"training_judge": cfg.judge.model_dump(mode="json"), "bootstrap_id": tracking["bootstrap_id"]}
+            record(tracking, run_id, k, metrics, out, decision, model_name, challenger, provenance)
+            _publish_report(cfg, k, out, metrics, decision, history, tracking, run_id)
+        return {
+            "k": k,
+            "promote": decision["promote"],
+            "decision": decision,
+            "metrics": metrics,
+            "champion": challenger if decision["promote"] else champion,
+        }
+    except BaseException:
+        if not already_logged:  # a failed round is FAILED in MLflow, not left RUNNING; a re-run reopens it
+            lineage.finish(client, run_id, ok=False)
+        raise
 
 
-def _ask_approval(decision: dict, timeout: int, client, run_id: str) -> dict:
+def _ask_approval(decision: dict, timeout: int) -> dict:
     """Pause until a reviewer submits the Approval form in the Prefect UI; a rejection keeps the champion."""
     get_run_logger().info("gate passed; waiting up to %d s for approval in the Prefect UI (resume this run)", timeout)
-    try:
-        answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, poll_interval=5)
-    except FlowPauseTimeout:
-        lineage.finish(client, run_id, ok=False)  # not left RUNNING; a re-run asks again
-        raise
+    # A timeout raises FlowPauseTimeout: the round's run ends FAILED, and a re-run asks again.
+    answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, poll_interval=5)
     who = answer.reviewer or "a reviewer"
     approval = {"approved": answer.approve, "reviewer": answer.reviewer, "note": answer.note}
     if answer.approve:

@@ -7,6 +7,7 @@ thread-local active run), because Prefect may run us in worker threads.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import math
@@ -32,7 +33,17 @@ def tracking_uri_for(directory: str | Path) -> str:
 
 def client_for(tracking_uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri)
+    if not tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri)
+    # The first client on a new store creates and migrates its schema; two bootstraps starting at once would both
+    # migrate it, and one fails. A lock beside the database makes the first one do it alone.
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri)
+        client.search_registered_models(max_results=1)  # the registry store initialises on first use
+    return client
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path) -> str:
@@ -40,7 +51,13 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path
     if found is not None:
         return found.experiment_id
     # Explicit artifact location: with sqlite, MLflow would otherwise put artifacts under ./mlruns of the cwd.
-    return client.create_experiment(name, artifact_location=(Path(artifact_root).resolve() / name).as_uri())
+    try:
+        return client.create_experiment(name, artifact_location=(Path(artifact_root).resolve() / name).as_uri())
+    except MlflowException:  # another bootstrap of the same experiment created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
@@ -83,7 +100,10 @@ def open_round(
     tags = {BOOTSTRAP_TAG: bootstrap_id, ROUND_TAG: str(k)}
     run_id = _find_run(client, experiment_id, tags)
     if run_id is not None:
-        return run_id, client.get_run(run_id).info.status == "FINISHED"
+        finished = client.get_run(run_id).info.status == "FINISHED"
+        if not finished:
+            client.update_run(run_id, status="RUNNING")  # resumed after a crash or a failure
+        return run_id, finished
     tags |= {"mlflow.parentRunId": parent_run_id, "ratchet.kind": "round", "prefect.flow_run_id": prefect_run}
     return client.create_run(experiment_id, run_name=f"round-{k}", tags=tags).info.run_id, False
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,77 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Prefect:
-    """A real Prefect server with its own home, plus helpers to run the `prefect` CLI and background processes."""
-
-    def __init__(self, home: Path):
-        self.url = f"http://127.0.0.1:{free_port()}/api"
-        self.env = os.environ | {
-            "PREFECT_HOME": str(home),
-            "PREFECT_API_URL": self.url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
-            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-            "PATH": f"{BIN}:{os.environ['PATH']}",
-        }
-        self.background: list[subprocess.Popen] = []
-        self.logs = home / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.background.append(proc)
-        return proc
-
-    def cli(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(BIN / "prefect"), *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-
-    def wait_healthy(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(1)
-        raise TimeoutError(f"Prefect server did not come up; see {self.logs / 'server.log'}")
-
-    def stop(self) -> None:
-        for proc in reversed(self.background):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text()
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    server = Prefect(tmp_path / "prefect-home")
-    server.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", server.url[17:-4])
-    try:
-        server.wait_healthy()
-        yield server
-    finally:
-        server.stop()
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:

@@ -68,6 +68,7 @@ def test_label_probability_and_text_fallback():
     assert label_probability({"content": [{"token": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}]}) is None
     assert label_probability(None) is None
     assert (parse_label("A, because"), parse_label("**B**"), parse_label("Neither")) == (1.0, 0.0, None)
+    assert (parse_label("Bananas are yellow."), parse_label("(a)"), parse_label("Answer")) == (None, 1.0, None)
 
 
 def test_a_bootstrap_judged_remotely_never_writes_the_key(openai_server, prefect_harness, write_tiny_config, tmp_path):

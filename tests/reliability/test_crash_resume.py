@@ -1,6 +1,7 @@
-"""Cached resume for real: `ratchet run` is killed with SIGKILL in the middle of training, then run again with the
-same command. Finished stages are not re-run, training resumes from its checkpoint, nothing is duplicated in MLflow,
-and the outputs equal those of an uninterrupted run of the same config and seed."""
+"""Crash in every stage: `ratchet run` is killed with SIGKILL while generate, judge, train and evaluate run in turn,
+then run again with the same command. Each time the run completes, finished stages are not re-run, nothing is
+duplicated or left RUNNING in MLflow, and the outputs equal those of an uninterrupted run of the same config and seed.
+"""
 
 from __future__ import annotations
 
@@ -14,86 +15,79 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
+from ratchet_process import finish, ratchet_run, run_log
 from safetensors.torch import load_file
 
 from components.data import load_rows
 from registry import lineage
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+pytestmark = pytest.mark.slow  # five tiny bootstraps; `make test-slow` (CI runs it)
 
-pytestmark = pytest.mark.e2e
-
-# Long enough training (12 steps, a checkpoint every 2) that the kill lands inside it.
-TRAINING = {"epochs": 6, "batch_size": 4, "checkpoint_every": 2}
-
-
-def ratchet_run(config: Path, store: Path, prefect_home: Path) -> subprocess.Popen:
-    env = os.environ | {"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)  # its own temporary server, as `make run` has
-    log = open(store / "run.log", "a")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [str(BIN / "ratchet"), "run", str(config), "--store", str(store)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # the kill takes its temporary Prefect server down with it
-    )
+# Training of 12 steps with a checkpoint every 2, so the kill during training lands after a checkpoint and
+# resuming is certain. The other stages are caught while their temp directory exists (model load included).
+CHANGES = {"rounds": 1, "training": {"epochs": 6, "batch_size": 4, "checkpoint_every": 2}}
+STAGES = ("generations", "pairs", "adapter", "eval")  # the directories of generate, judge, train, evaluate
 
 
-def finish(proc: subprocess.Popen, store: Path) -> None:
-    assert proc.wait(timeout=900) == 0, (store / "run.log").read_text()[-5000:]
+def in_progress(round_dir: Path, stage: str) -> bool:
+    if stage == "adapter":  # the Trainer writes trainer_state.json last: a complete checkpoint
+        return bool(list(round_dir.glob(".adapter.checkpoints/checkpoint-*/trainer_state.json")))
+    return bool(list(round_dir.glob(f".{stage}.tmp-*")))
 
 
-def kill_during_training(proc: subprocess.Popen, workdir: Path, store: Path) -> None:
+def kill_during(stage: str, proc: subprocess.Popen, workdir: Path, store: Path) -> Path:
+    """SIGKILL the run's process group while `stage` is being written; return the round directory."""
     deadline = time.monotonic() + 600
-    # After a complete checkpoint (the Trainer writes trainer_state.json last), so that resuming is certain.
-    while not list(workdir.glob("*/round-1/.adapter.checkpoints/checkpoint-*/trainer_state.json")):
-        assert proc.poll() is None, "the run ended before training checkpointed: " + (store / "run.log").read_text()
+    while True:
+        rounds = list(workdir.glob("*/round-1"))
+        if rounds and in_progress(rounds[0], stage):
+            break
+        assert proc.poll() is None, f"the run ended before {stage} was caught: " + run_log(store)
+        assert not (rounds and (rounds[0] / stage).exists()), f"{stage} finished before the kill could land"
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    return rounds[0]
 
 
-def test_killed_bootstrap_resumes_without_redoing_or_duplicating(write_tiny_config, tmp_path):
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    for d in (killed, clean):
-        d.mkdir()
-    configs = {d: write_tiny_config(d, rounds=1, training=TRAINING) for d in (killed, clean)}
+@pytest.fixture(scope="module")
+def uninterrupted(write_tiny_config, tmp_path_factory) -> Path:
+    """Round 1 of the same config and seed, never killed: the outputs every resumed run must equal."""
+    store = tmp_path_factory.mktemp("uninterrupted")
+    finish(ratchet_run(write_tiny_config(store, **CHANGES), store), store)
+    [out] = list((store / "runs").iterdir())
+    return out / "round-1"
 
-    uninterrupted = ratchet_run(configs[clean], clean, clean / "prefect")
-    proc = ratchet_run(configs[killed], killed, killed / "prefect")
-    kill_during_training(proc, killed / "runs", killed)
-    [out] = list((killed / "runs").iterdir())
-    round_1 = out / "round-1"
-    assert not (round_1 / "adapter").exists()  # killed mid-stage: nothing published as finished
-    finished = {p: p.stat().st_mtime_ns for p in (round_1 / "generations", round_1 / "pairs")}
 
-    finish(ratchet_run(configs[killed], killed, killed / "prefect"), killed)
-    finish(uninterrupted, clean)
+@pytest.mark.parametrize("stage", STAGES)
+def test_killed_in_a_stage_resumes_without_redoing_or_duplicating(stage, uninterrupted, write_tiny_config, tmp_path):
+    config = write_tiny_config(tmp_path, **CHANGES)
+    round_1 = kill_during(stage, ratchet_run(config, tmp_path), tmp_path / "runs", tmp_path)
+    assert not (round_1 / stage).exists()  # killed mid-stage: nothing published as finished
+    done = STAGES[: STAGES.index(stage)]
+    finished = {s: (round_1 / s).stat().st_mtime_ns for s in done}
 
-    # Finished stages were not re-run, and training picked up its checkpoint.
-    assert {p: p.stat().st_mtime_ns for p in finished} == finished
-    assert json.loads((round_1 / "adapter" / "train_metrics.json").read_text())["resumed"] is True
+    finish(ratchet_run(config, tmp_path), tmp_path)
 
-    # Nothing duplicated: one bootstrap run, one run per round, one model version per trained round, none RUNNING.
-    client = MlflowClient(lineage.tracking_uri_for(killed))
-    experiment = client.get_experiment_by_name("tiny").experiment_id
-    runs = client.search_runs([experiment])
-    assert sorted(r.info.run_name for r in runs) == sorted(["round-1", out.name])
+    assert {s: (round_1 / s).stat().st_mtime_ns for s in done} == finished  # finished stages were not re-run
+    assert not list(round_1.glob(".*.tmp-*"))  # the killed stage's temp dir was cleared
+    if stage == "adapter":
+        assert json.loads((round_1 / "adapter" / "train_metrics.json").read_text())["resumed"] is True
+
+    # Nothing duplicated: one bootstrap run, one run per round, one model version, none RUNNING.
+    client = MlflowClient(lineage.tracking_uri_for(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(["round-1", round_1.parent.name])
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len(client.search_model_versions("name = 'ratchet-tiny'")) == 1
 
     # Same outputs as the uninterrupted run with the same seed.
-    [reference] = list((clean / "runs").iterdir())
-    a, b = round_1, reference / "round-1"
-    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-    for stage in ("generations", "pairs", "eval"):
-        assert load_rows(a / stage).to_list() == load_rows(b / stage).to_list(), stage
-    weights_a = load_file(a / "adapter" / "adapter_model.safetensors")
-    weights_b = load_file(b / "adapter" / "adapter_model.safetensors")
-    assert weights_a.keys() == weights_b.keys()
-    for name in weights_a:
-        torch.testing.assert_close(weights_a[name], weights_b[name], rtol=1e-4, atol=1e-6)
+    assert sorted(p.name for p in round_1.iterdir()) == sorted(p.name for p in uninterrupted.iterdir())
+    for name in ("generations", "pairs", "eval"):
+        assert load_rows(round_1 / name).to_list() == load_rows(uninterrupted / name).to_list(), name
+    weights = load_file(round_1 / "adapter" / "adapter_model.safetensors")
+    reference = load_file(uninterrupted / "adapter" / "adapter_model.safetensors")
+    assert weights.keys() == reference.keys()
+    for name in weights:
+        torch.testing.assert_close(weights[name], reference[name], rtol=1e-4, atol=1e-6)
