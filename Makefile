@@ -30,7 +30,7 @@ test: setup  ## lint, then the whole test suite
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-test-slow: setup  ## the slow real-model tests that `make test` skips (QLoRA and GRPO on SmolLM2, ~5 min)
+test-slow: setup  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash in every stage (~15 min)
 	$(BIN)/pytest -m slow
 
 lint format:

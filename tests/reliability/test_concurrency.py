@@ -10,7 +10,7 @@ from ratchet_process import finish, ratchet_run
 
 from registry import lineage
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow  # two tiny bootstraps at once plus a Prefect server; `make test-slow`
 
 
 def test_two_bootstraps_share_a_store_and_a_server_without_mixing_lineage(prefect_server, write_tiny_config, tmp_path):

@@ -20,6 +20,8 @@ from ratchet_process import finish, ratchet_run, runs_by_status
 
 from registry import lineage
 
+pytestmark = pytest.mark.slow  # five tiny bootstraps that fail or limp on purpose (~5 min); `make test-slow`
+
 STAGES = ("generations", "pairs", "adapter", "eval")
 
 
