@@ -110,8 +110,11 @@ def generate(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> P
 def check_context(prompts: list[dict], base: str, max_new_tokens: int, source: str) -> None:
     """Refuse, naming the prompt, a prompt that leaves no room for `max_new_tokens` in the model's context:
     truncating it would silently change the task, and dropping it would silently shrink the cohort."""
+    config = AutoConfig.from_pretrained(resolve_model(base))
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if context is None:  # the architecture does not say; the model itself will complain
+        return
     tokenizer = load_tokenizer(base)
-    context = AutoConfig.from_pretrained(resolve_model(base)).max_position_embeddings
     for row in prompts:
         n_tokens = len(tokenizer(chat_prompt(tokenizer, row), add_special_tokens=False).input_ids)
         if n_tokens + max_new_tokens > context:
