@@ -19,6 +19,9 @@ import typer
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Prefect's temporary server gets 20 s to start; on 2 busy cores (two bootstraps, or a test suite, at once) that
+# is not enough, and the run fails before any work. A slow start costs nothing when it is fast.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
 
