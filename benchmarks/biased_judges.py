@@ -81,7 +81,10 @@ def main() -> None:
     def one(job: tuple[str, int]) -> str:
         scenario, seed = job
         config, biased = SCENARIOS[scenario]
-        rows, seconds = run(config, seed, store, args.sets, threads)
+        try:
+            rows, seconds = run(config, seed, store, args.sets, threads)
+        except subprocess.CalledProcessError:  # the others go on; re-running the script resumes this one
+            return f"| {scenario} | {seed} | run failed (log: {store}/{Path(config).stem}-seed{seed}.log) | - | - |"
         outcome, decision = verdict(rows, biased)
         line = f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
         print(f"done: {line}", flush=True)
