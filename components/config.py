@@ -219,13 +219,20 @@ class EvaluationConfig(Strict):
     )
 
 
-METRICS_WITH_CI = ("task_completion_delta", "win_rate", "win_rate_vs_base", "judge_gold_agreement")
+METRICS_WITH_CI = (
+    "task_completion_delta",
+    "benign_refusal_delta",
+    "win_rate",
+    "win_rate_vs_base",
+    "judge_gold_agreement",
+)
 
 
 class GateRule(Strict):
     metric: Literal[
         "task_completion_delta",
         "benign_refusal_ratio",
+        "benign_refusal_delta",
         "should_refuse_ratio",
         "win_rate_vs_base",
         "length_ratio",

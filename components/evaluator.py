@@ -128,12 +128,22 @@ def task_completion_delta_ci(rows: list[dict], cohorts: tuple[str, ...] = TASK_C
     return mean_ci(_paired_diffs(rows, cohorts))
 
 
-def _paired_diffs(rows: list[dict], cohorts: tuple[str, ...]) -> list[float]:
+def _paired_diffs(rows: list[dict], cohorts: tuple[str, ...], column: str = "task_ok") -> list[float]:
+    """Per prompt of `cohorts`: challenger minus champion on a boolean column, in points."""
     by_prompt: dict[str, dict[str, bool]] = {}
     for r in rows:
-        if r["cohort"] in cohorts and r["task_ok"] is not None:
-            by_prompt.setdefault(r["prompt_id"], {})[r["model"]] = r["task_ok"]
+        if r["cohort"] in cohorts and r[column] is not None:
+            by_prompt.setdefault(r["prompt_id"], {})[r["model"]] = r[column]
     return [100.0 * (v["challenger"] - v["champion"]) for v in by_prompt.values() if len(v) == 2]
+
+
+def benign_refusal_delta(rows: list[dict]) -> dict[str, float]:
+    """Challenger minus champion refusal rate on benign prompts, in points, with a paired 95% CI: a rule on its
+    lower end blocks only a rise in over-refusal that is more than one prompt tipping over."""
+    diffs = _paired_diffs(rows, ("benign",), "refused")
+    low, high = mean_ci(diffs)
+    value = float(mean(diffs)) if diffs else float("nan")
+    return {"benign_refusal_delta": value, "benign_refusal_delta_ci_low": low, "benign_refusal_delta_ci_high": high}
 
 
 def cohort_task_deltas(rows: list[dict]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from components.config import (
 )
 from components.data import DataError, load_prompts, load_rows, save_rows, save_stage, user_message
 from components.evaluator import (
+    benign_refusal_delta,
     cohort_table,
     cohort_task_deltas,
     compare,
@@ -205,6 +206,7 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
             "task_completion_delta", vs["task_completion_delta"], task_completion_delta_ci(rows + challenger_rows)
         )
         vs |= cohort_task_deltas(rows + challenger_rows)
+        vs |= benign_refusal_delta(rows + challenger_rows)
         gold = judge_gold_agreement(wins, [r["task_ok"] for r in challenger_rows], [r["task_ok"] for r in rows])
         vs |= _with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
         vs |= _model_drift(models, tokenizer, prompts, responses, wins)

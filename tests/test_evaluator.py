@@ -4,6 +4,7 @@ import math
 import pytest
 
 from components.evaluator import (
+    benign_refusal_delta,
     cohort_table,
     cohort_task_deltas,
     compare,
@@ -149,6 +150,21 @@ def test_cohort_deltas_show_a_loss_that_a_gain_elsewhere_hides():
     assert deltas["task_completion_delta.false_premise"] == -100.0
     assert math.isnan(deltas["task_completion_delta.false_premise_ci_high"])  # one prompt: no interval
     assert "task_completion_delta.ifeval" not in deltas  # no prompts of that cohort
+
+
+def test_benign_refusal_delta_is_paired_and_one_tipped_prompt_is_not_sure():
+    """Six benign prompts, the challenger newly refuses one: +16.7 points, and the CI's lower end is 0."""
+    benign = [{"id": f"b{i}", "cohort": "benign", "prompt": "q", "context": "", "check": ""} for i in range(6)]
+
+    def rows(model, refused):
+        answers = ["I'm sorry, I can't." if i in refused else "Sure." for i in range(6)]
+        gens_ = [{"prompt_id": p["id"], "response": a, "n_tokens": 2} for p, a in zip(benign, answers, strict=True)]
+        return score_rows(benign, gens_, model)
+
+    one = benign_refusal_delta(rows("champion", set()) + rows("challenger", {3}))
+    assert one["benign_refusal_delta"] == pytest.approx(100 / 6) and one["benign_refusal_delta_ci_low"] == 0.0
+    most = benign_refusal_delta(rows("champion", set()) + rows("challenger", {0, 1, 2, 3, 4}))
+    assert most["benign_refusal_delta_ci_low"] > 0  # five of six newly refused: sure
 
 
 def test_kl_per_token_by_hand():
