@@ -37,12 +37,16 @@ SCENARIOS = {
 }
 
 
+def log_path(store: Path, config: str, seed: int) -> Path:
+    return store / f"{Path(config).stem}-seed{seed}.log"
+
+
 def run(config: str, seed: int, store: Path, sets: list[str], threads: int) -> tuple[list[dict], float]:
     """One bootstrap of two rounds; its rounds as MLflow has them, and its wall time."""
     overrides = {"seed": seed, "rounds": 2, "workdir": str(store / "runs")} | parse_sets(sets)
     args = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     command = [sys.executable, "-m", "flows.cli", "run", str(ROOT / config), "--store", str(store), *args]
-    log = store / f"{Path(config).stem}-seed{seed}.log"
+    log = log_path(store, config, seed)
     started = time.perf_counter()
     with open(log, "w") as out:
         # Its own Prefect home, so bootstraps at once do not share one temporary server's database.
@@ -84,7 +88,7 @@ def main() -> None:
         try:
             rows, seconds = run(config, seed, store, args.sets, threads)
         except subprocess.CalledProcessError:  # the others go on; re-running the script resumes this one
-            return f"| {scenario} | {seed} | run failed (log: {store}/{Path(config).stem}-seed{seed}.log) | - | - |"
+            return f"| {scenario} | {seed} | run failed (log: {log_path(store, config, seed)}) | - | - |"
         outcome, decision = verdict(rows, biased)
         line = f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
         print(f"done: {line}", flush=True)

@@ -137,13 +137,19 @@ def _paired_diffs(rows: list[dict], cohorts: tuple[str, ...], column: str = "tas
     return [100.0 * (v["challenger"] - v["champion"]) for v in by_prompt.values() if len(v) == 2]
 
 
+def with_ci(name: str, value: float, ci: tuple[float, float]) -> dict[str, float]:
+    """A metric and its CI under the names the gate's `bound` reads: name, name_ci_low, name_ci_high."""
+    return {name: value, f"{name}_ci_low": ci[0], f"{name}_ci_high": ci[1]}
+
+
+def _mean_delta(name: str, diffs: list[float]) -> dict[str, float]:
+    return with_ci(name, float(mean(diffs)) if diffs else float("nan"), mean_ci(diffs))
+
+
 def benign_refusal_delta(rows: list[dict]) -> dict[str, float]:
     """Challenger minus champion refusal rate on benign prompts, in points, with a paired 95% CI: a rule on its
     lower end blocks only a rise in over-refusal that is more than one prompt tipping over."""
-    diffs = _paired_diffs(rows, ("benign",), "refused")
-    low, high = mean_ci(diffs)
-    value = float(mean(diffs)) if diffs else float("nan")
-    return {"benign_refusal_delta": value, "benign_refusal_delta_ci_low": low, "benign_refusal_delta_ci_high": high}
+    return _mean_delta("benign_refusal_delta", _paired_diffs(rows, ("benign",), "refused"))
 
 
 def cohort_task_deltas(rows: list[dict]) -> dict[str, float]:
@@ -153,9 +159,7 @@ def cohort_task_deltas(rows: list[dict]) -> dict[str, float]:
     for cohort in TASK_COHORTS:
         diffs = _paired_diffs(rows, (cohort,))
         if diffs:
-            low, high = mean_ci(diffs)
-            name = f"task_completion_delta.{cohort}"
-            metrics |= {name: float(mean(diffs)), f"{name}_ci_low": low, f"{name}_ci_high": high}
+            metrics |= _mean_delta(f"task_completion_delta.{cohort}", diffs)
     return metrics
 
 

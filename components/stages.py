@@ -41,6 +41,7 @@ from components.evaluator import (
     summarise,
     task_completion_delta_ci,
     win_rate,
+    with_ci,
 )
 from components.generator import Generator, TransformersGenerator, VLLMGenerator, chat_prompt, vllm_available
 from components.judge import (
@@ -100,7 +101,8 @@ def generate(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> P
 
     def build(tmp: Path) -> None:
         prompts = list(load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts))
-        check_context(prompts, champion.base, cfg.generation.max_new_tokens, cfg.data.train_prompts)
+        tokenizer = load_tokenizer(champion.base)
+        check_context(prompts, champion.base, tokenizer, cfg.generation.max_new_tokens, cfg.data.train_prompts)
         backend, generator = make_generator(cfg.generation, champion)
         save_rows(generator.generate(prompts, cfg.generation.samples_per_prompt, seed), tmp)
         (tmp / "generator.json").write_text(json.dumps({"backend": backend}))
@@ -108,14 +110,13 @@ def generate(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> P
     return save_stage(out, build)
 
 
-def check_context(prompts: list[dict], base: str, max_new_tokens: int, source: str) -> None:
+def check_context(prompts: list[dict], base: str, tokenizer, max_new_tokens: int, source: str) -> None:
     """Refuse, naming the prompt, a prompt that leaves no room for `max_new_tokens` in the model's context:
     truncating it would silently change the task, and dropping it would silently shrink the cohort."""
     config = AutoConfig.from_pretrained(resolve_model(base))
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if context is None:  # the architecture does not say; the model itself will complain
         return
-    tokenizer = load_tokenizer(base)
     for row in prompts:
         n_tokens = len(tokenizer(chat_prompt(tokenizer, row), add_special_tokens=False).input_ids)
         if n_tokens + max_new_tokens > context:
@@ -182,9 +183,9 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
     def build(tmp: Path) -> None:
         prompts = list(load_prompts(cfg.data.eval_prompts, cfg.data.max_eval_prompts))
         e = cfg.evaluation
-        check_context(prompts, champion.base, e.max_new_tokens, cfg.data.eval_prompts)
-        models, responses = {}, {}
         tokenizer = load_tokenizer(champion.base)
+        check_context(prompts, champion.base, tokenizer, e.max_new_tokens, cfg.data.eval_prompts)
+        models, responses = {}, {}
         for name, policy in (("champion", champion), ("challenger", challenger)):
             models[name] = load_policy(policy)
             generator = TransformersGenerator(models[name], tokenizer, e.max_new_tokens, 0.0, batch_size=e.batch_size)
@@ -201,14 +202,14 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
             row["judge_win"] = None
         summary = {"champion": summarise(rows), "challenger": summarise(challenger_rows)}
         vs = compare(summary["challenger"], summary["champion"], rate, e.refusal_floor)
-        vs |= _with_ci("win_rate", rate, mean_ci(wins))
-        vs |= _with_ci(
+        vs |= with_ci("win_rate", rate, mean_ci(wins))
+        vs |= with_ci(
             "task_completion_delta", vs["task_completion_delta"], task_completion_delta_ci(rows + challenger_rows)
         )
         vs |= cohort_task_deltas(rows + challenger_rows)
         vs |= benign_refusal_delta(rows + challenger_rows)
         gold = judge_gold_agreement(wins, [r["task_ok"] for r in challenger_rows], [r["task_ok"] for r in rows])
-        vs |= _with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
+        vs |= with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
         vs |= _model_drift(models, tokenizer, prompts, responses, wins)
         vs |= _judge_reliability(cfg, champion, items, verdicts)
         vs |= _vs_base(cfg, champion, tokenizer, prompts, responses["challenger"], eval_judge, wins)
@@ -230,7 +231,7 @@ def _vs_base(
         generator = TransformersGenerator(load_policy(Policy(champion.base)), tokenizer, e.max_new_tokens, 0.0)
         base_responses = generator.generate(prompts, 1, seed=cfg.seed)
         _, wins = win_rate(judge.judge(head_to_head(prompts, challenger, base_responses)))
-    return _with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins))
+    return with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins))
 
 
 def _judge_reliability(cfg: ExperimentConfig, champion: Policy, items: list, verdicts: list) -> dict[str, float]:
@@ -254,10 +255,6 @@ def self_judge_config(cfg: ExperimentConfig) -> AIJudgeConfig:
         if isinstance(judge, AIJudgeConfig) and judge.model == "self":
             return judge
     return AIJudgeConfig(model="self", prompt_style="chat", rubric=cfg.evaluation.judge.rubric)
-
-
-def _with_ci(name: str, value: float, ci: tuple[float, float]) -> dict[str, float]:
-    return {name: value, f"{name}_ci_low": ci[0], f"{name}_ci_high": ci[1]}
 
 
 def _model_drift(models: dict, tokenizer, prompts: list[dict], responses: dict, wins: list[float]) -> dict:

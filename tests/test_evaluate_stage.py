@@ -22,10 +22,10 @@ def test_a_promoted_champion_is_also_compared_with_the_round_0_base(
     assert {"should_refuse_ratio", "self_cross_agreement", "judge_length_slope", "kl_per_token"} <= set(vs)
 
 
-def test_a_prompt_without_room_for_its_response_is_refused_by_id(tiny_model_dir):
+def test_a_prompt_without_room_for_its_response_is_refused_by_id(tiny_model_dir, smol_tokenizer):
     """The tiny model has a 1,024-token context: 1,000 words do not fit with 64 new tokens; 900 tokens' worth do
     fit with 8 (chat template included)."""
     long_row = {"id": "long", "prompt": "word " * 1000, "cohort": "benign", "context": ""}
     with pytest.raises(DataError, match=r"p.jsonl: prompt id 'long' is \d+ tokens; with max_new_tokens 64"):
-        stages.check_context([long_row], tiny_model_dir, 64, "p.jsonl")
-    stages.check_context([{**long_row, "prompt": "word " * 900}], tiny_model_dir, 8, "p.jsonl")
+        stages.check_context([long_row], tiny_model_dir, smol_tokenizer, 64, "p.jsonl")
+    stages.check_context([{**long_row, "prompt": "word " * 900}], tiny_model_dir, smol_tokenizer, 8, "p.jsonl")
