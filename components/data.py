@@ -41,9 +41,7 @@ def load_prompts(path: str | Path, limit: int | None = None) -> Dataset:
             if kind is None:
                 raise DataError(f"{path}: unsupported prompt file type '{path.suffix}' (use .jsonl, .parquet or a dir)")
             if kind == "json":
-                _check_utf8(path)
-                if not path.read_bytes().strip():
-                    raise DataError(f"{path}: no prompts")
+                _check_json_bytes(path)
             ds = load_dataset(kind, data_files=str(path), split="train")
     except DataError:
         raise
@@ -54,8 +52,12 @@ def load_prompts(path: str | Path, limit: int | None = None) -> Dataset:
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
-def _check_utf8(path: Path) -> None:
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+def _check_json_bytes(path: Path) -> None:
+    """Name the line of a non-UTF-8 byte, and refuse an empty file, before `datasets` turns either into a riddle."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataError(f"{path}: no prompts")
+    for number, line in enumerate(data.splitlines(), start=1):
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as err:

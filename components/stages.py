@@ -103,7 +103,7 @@ def generate(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> P
         prompts = list(load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts))
         tokenizer = load_tokenizer(champion.base)
         check_context(prompts, champion.base, tokenizer, cfg.generation.max_new_tokens, cfg.data.train_prompts)
-        backend, generator = make_generator(cfg.generation, champion)
+        backend, generator = make_generator(cfg.generation, champion, tokenizer)
         save_rows(generator.generate(prompts, cfg.generation.samples_per_prompt, seed), tmp)
         (tmp / "generator.json").write_text(json.dumps({"backend": backend}))
 
@@ -126,15 +126,14 @@ def check_context(prompts: list[dict], base: str, tokenizer, max_new_tokens: int
             )
 
 
-def make_generator(g: GenerationConfig, policy: Policy) -> tuple[str, Generator]:
+def make_generator(g: GenerationConfig, policy: Policy, tokenizer=None) -> tuple[str, Generator]:
     """The sampling backend a config names (`auto`: vLLM when installed), and its name for the logs."""
     backend = ("vllm" if vllm_available() else "transformers") if g.backend == "auto" else g.backend
     if backend == "vllm":
         return backend, VLLMGenerator(policy, g.max_new_tokens, g.temperature, g.top_p)
     model = load_policy(policy, merge_last=False)  # the newest adapter served unmerged, as vLLM serves it
-    return backend, TransformersGenerator(
-        model, load_tokenizer(policy.base), g.max_new_tokens, g.temperature, g.top_p, g.batch_size
-    )
+    tokenizer = tokenizer or load_tokenizer(policy.base)
+    return backend, TransformersGenerator(model, tokenizer, g.max_new_tokens, g.temperature, g.top_p, g.batch_size)
 
 
 def judge(cfg: ExperimentConfig, champion: Policy, generations: Path, out: Path) -> Path:

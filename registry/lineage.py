@@ -8,6 +8,7 @@ thread-local active run), because Prefect may run us in worker threads.
 from __future__ import annotations
 
 import fcntl
+import functools
 import getpass
 import json
 import math
@@ -33,17 +34,20 @@ def tracking_uri_for(directory: str | Path) -> str:
 
 def client_for(tracking_uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(tracking_uri)
-    if not tracking_uri.startswith("sqlite:///"):
-        return MlflowClient(tracking_uri)
-    # The first client on a new store creates and migrates its schema; two bootstraps starting at once would both
-    # migrate it, and one fails. A lock beside the database makes the first one do it alone.
+    if tracking_uri.startswith("sqlite:///"):
+        _initialise_sqlite_store(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
+@functools.cache
+def _initialise_sqlite_store(tracking_uri: str) -> None:
+    """The first client on a new store creates and migrates its schema; two bootstraps starting at once would both
+    migrate it, and one fails. A lock beside the database makes the first one do it alone (once per process)."""
     database = Path(tracking_uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{database}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        client = MlflowClient(tracking_uri)
-        client.search_registered_models(max_results=1)  # the registry store initialises on first use
-    return client
+        MlflowClient(tracking_uri).search_registered_models(max_results=1)  # the registry initialises on first use
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path) -> str:
