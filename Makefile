@@ -8,7 +8,7 @@ CONFIG ?= configs/smoke.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-slow lint format clean
+.PHONY: setup run test test-slow bench lint format clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ test: setup  ## lint, then the whole test suite
 
 test-slow: setup  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash in every stage (~15 min)
 	$(BIN)/pytest -m slow
+
+bench: setup  ## the CPU benchmarks side by side (~25 min); their tables belong in docs/benchmarks.md
+	$(BIN)/python benchmarks/orchestration.py
+	$(BIN)/python benchmarks/generation_and_judges.py --prompts 32
+	$(BIN)/python benchmarks/train_vs_trl.py --repeats 1 --steps 1
 
 lint format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
