@@ -99,13 +99,7 @@ def bootstrap_round(
     )
 
     try:
-        # --- generate: n samples per training prompt from the champion
-        generations = _run(generate, cfg, champion, str(out / "generations"), seed)
-        log.info("round %d: sampled with %s", k, generation_backend(Path(generations)))
-        # --- judge: one pair per prompt, abstentions kept and counted
-        pairs = _run(judge, cfg, champion, generations, str(out / "pairs"))
-        # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
-        adapter = _run(train, cfg, champion, generations, pairs, str(out / "adapter"), seed)
+        adapter = _train_challenger(cfg, k, out, champion, seed)
         if adapter is None:
             log.warning("round %d: every pair abstained; nothing to train, champion kept", k)
             decision = {"promote": False, "reason": "kept: no non-abstained pairs", "deciding_rule": None, "rules": []}
@@ -137,6 +131,17 @@ def bootstrap_round(
         if not already_logged:  # a failed round is FAILED in MLflow, not left RUNNING; a re-run reopens it
             lineage.finish(client, run_id, ok=False)
         raise
+
+
+def _train_challenger(cfg: ExperimentConfig, k: int, out: Path, champion: Policy, seed: int) -> str | None:
+    """Generate, judge and train: the challenger's adapter directory, or None when every pair abstained."""
+    # --- generate: n samples per training prompt from the champion
+    generations = _run(generate, cfg, champion, str(out / "generations"), seed)
+    get_run_logger().info("round %d: sampled with %s", k, generation_backend(Path(generations)))
+    # --- judge: one pair per prompt, abstentions kept and counted
+    pairs = _run(judge, cfg, champion, generations, str(out / "pairs"))
+    # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
+    return _run(train, cfg, champion, generations, pairs, str(out / "adapter"), seed)
 
 
 def _ask_approval(decision: dict, timeout: int) -> dict:
