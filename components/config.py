@@ -35,7 +35,7 @@ class DataConfig(Strict):
         "data/heldout.jsonl", description="Held-out prompts; must not share ids or text with train."
     )
     max_train_prompts: int | None = Field(None, gt=0, description="Use only the first N training prompts (None = all).")
-    max_eval_prompts: int | None = Field(None, gt=0, description="Use only the first N held-out prompts per cohort.")
+    max_eval_prompts: int | None = Field(None, gt=0, description="Use only the first N held-out prompts (None = all).")
 
 
 class GenerationConfig(Strict):
