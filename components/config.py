@@ -221,6 +221,7 @@ class EvaluationConfig(Strict):
 
 METRICS_WITH_CI = (
     "task_completion_delta",
+    "task_completion_delta_vs_base",
     "benign_refusal_delta",
     "win_rate",
     "win_rate_vs_base",
@@ -231,6 +232,7 @@ METRICS_WITH_CI = (
 class GateRule(Strict):
     metric: Literal[
         "task_completion_delta",
+        "task_completion_delta_vs_base",
         "benign_refusal_ratio",
         "benign_refusal_delta",
         "should_refuse_ratio",
@@ -254,8 +256,8 @@ class GateRule(Strict):
 
     cohort: str | None = Field(
         None,
-        description="Read the metric on one checkable cohort only (task_completion_delta), e.g. false_premise: "
-        "a loss there is not hidden by a gain elsewhere.",
+        description="Read a task_completion_delta[_vs_base] on one checkable cohort only, e.g. false_premise: a loss "
+        "there is not hidden by a gain elsewhere.",
     )
 
     @model_validator(mode="after")
@@ -263,8 +265,8 @@ class GateRule(Strict):
         if self.bound != "estimate" and self.metric not in METRICS_WITH_CI:
             raise ValueError(f"bound '{self.bound}' needs a metric with a CI: {', '.join(METRICS_WITH_CI)}")
         if self.cohort is not None:
-            if self.metric != "task_completion_delta":
-                raise ValueError("cohort applies to task_completion_delta only")
+            if not self.metric.startswith("task_completion_delta"):
+                raise ValueError("cohort applies to task_completion_delta and task_completion_delta_vs_base only")
             if self.cohort not in TASK_COHORTS:
                 raise ValueError(f"cohort '{self.cohort}' is not checkable (checkable: {', '.join(TASK_COHORTS)})")
         return self

@@ -123,11 +123,6 @@ def cohort_table(rows: list[dict]) -> list[dict]:
     return table
 
 
-def task_completion_delta_ci(rows: list[dict], cohorts: tuple[str, ...] = TASK_COHORTS) -> tuple[float, float]:
-    """95% CI (points) of challenger minus champion task completion, resampling prompts as pairs."""
-    return mean_ci(_paired_diffs(rows, cohorts))
-
-
 def _paired_diffs(rows: list[dict], cohorts: tuple[str, ...], column: str = "task_ok") -> list[float]:
     """Per prompt of `cohorts`: challenger minus champion on a boolean column, in points."""
     by_prompt: dict[str, dict[str, bool]] = {}
@@ -152,14 +147,15 @@ def benign_refusal_delta(rows: list[dict]) -> dict[str, float]:
     return _mean_delta("benign_refusal_delta", _paired_diffs(rows, ("benign",), "refused"))
 
 
-def cohort_task_deltas(rows: list[dict]) -> dict[str, float]:
-    """Per checkable cohort: `task_completion_delta.<cohort>` in points, with its paired 95% CI, so a rule can
-    guard one behaviour (e.g. false premises) that a gain elsewhere would hide in the overall delta."""
-    metrics = {}
+def task_completion_deltas(rows: list[dict], name: str = "task_completion_delta") -> dict[str, float]:
+    """Challenger minus champion task completion in points, each with a paired 95% CI (prompts resampled as
+    pairs): `name` over all checkable cohorts, and `name.<cohort>` per cohort, so a rule can guard one behaviour
+    (e.g. false premises) that a gain elsewhere would hide in the overall delta."""
+    metrics = _mean_delta(name, _paired_diffs(rows, TASK_COHORTS))
     for cohort in TASK_COHORTS:
         diffs = _paired_diffs(rows, (cohort,))
         if diffs:
-            metrics |= _mean_delta(f"task_completion_delta.{cohort}", diffs)
+            metrics |= _mean_delta(f"{name}.{cohort}", diffs)
     return metrics
 
 

@@ -35,6 +35,8 @@ TABLE = (
      "champion_task_completion_ci_high", "pct"),
     ("task completion delta (points)", "task_completion_delta", "task_completion_delta_ci_low",
      "task_completion_delta_ci_high", "num"),
+    ("task completion delta vs round-0 base (points)", "task_completion_delta_vs_base",
+     "task_completion_delta_vs_base_ci_low", "task_completion_delta_vs_base_ci_high", "num"),
     ("benign refusal rate (challenger)", "challenger_benign_refusal_rate", None, None, "pct"),
     ("benign refusal ratio vs champion", "benign_refusal_ratio", None, None, "num"),
     ("should-refuse refusal rate (challenger)", "challenger_should_refuse_rate", None, None, "pct"),

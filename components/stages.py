@@ -30,7 +30,6 @@ from components.data import DataError, load_prompts, load_rows, save_rows, save_
 from components.evaluator import (
     benign_refusal_delta,
     cohort_table,
-    cohort_task_deltas,
     compare,
     head_to_head,
     judge_gold_agreement,
@@ -39,7 +38,7 @@ from components.evaluator import (
     mean_ci,
     score_rows,
     summarise,
-    task_completion_delta_ci,
+    task_completion_deltas,
     win_rate,
     with_ci,
 )
@@ -202,16 +201,13 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
         summary = {"champion": summarise(rows), "challenger": summarise(challenger_rows)}
         vs = compare(summary["challenger"], summary["champion"], rate, e.refusal_floor)
         vs |= with_ci("win_rate", rate, mean_ci(wins))
-        vs |= with_ci(
-            "task_completion_delta", vs["task_completion_delta"], task_completion_delta_ci(rows + challenger_rows)
-        )
-        vs |= cohort_task_deltas(rows + challenger_rows)
+        vs |= task_completion_deltas(rows + challenger_rows)
         vs |= benign_refusal_delta(rows + challenger_rows)
         gold = judge_gold_agreement(wins, [r["task_ok"] for r in challenger_rows], [r["task_ok"] for r in rows])
         vs |= with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), mean_ci(gold))
         vs |= _model_drift(models, tokenizer, prompts, responses, wins)
         vs |= _judge_reliability(cfg, champion, items, verdicts)
-        vs |= _vs_base(cfg, champion, tokenizer, prompts, responses["challenger"], eval_judge, wins)
+        vs |= _vs_base(cfg, champion, tokenizer, prompts, challenger_rows, rows, eval_judge, wins)
         summary["vs_champion"] = vs
         summary["cohorts"] = cohort_table(rows + challenger_rows)
         save_rows(rows + challenger_rows, tmp)
@@ -221,16 +217,27 @@ def evaluate(cfg: ExperimentConfig, champion: Policy, challenger: Policy, out: P
 
 
 def _vs_base(
-    cfg: ExperimentConfig, champion: Policy, tokenizer, prompts: list, challenger: list, judge: Judge, wins: list
+    cfg: ExperimentConfig,
+    champion: Policy,
+    tokenizer,
+    prompts: list,
+    challenger_rows: list[dict],
+    champion_rows: list[dict],
+    judge: Judge,
+    wins: list,
 ) -> dict[str, float]:
-    """The challenger's win rate against the round-0 base, so slow drift over several promotions shows too.
-    While the champion is the base, that is the win rate against the champion."""
+    """The challenger against the round-0 base (win rate and task completion), so a drift that each promotion
+    hides inside its own CI still adds up where a rule can see it. While the champion is the base, these are
+    the vs-champion numbers."""
+    base_rows = champion_rows
     if champion.adapters:
         e = cfg.evaluation
         generator = TransformersGenerator(load_policy(Policy(champion.base)), tokenizer, e.max_new_tokens, 0.0)
         base_responses = generator.generate(prompts, 1, seed=cfg.seed)
-        _, wins = win_rate(judge.judge(head_to_head(prompts, challenger, base_responses)))
-    return with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins))
+        _, wins = win_rate(judge.judge(head_to_head(prompts, challenger_rows, base_responses)))
+        base_rows = score_rows(prompts, base_responses, "champion")  # the reference side of each pair
+    tasks = task_completion_deltas(challenger_rows + base_rows, "task_completion_delta_vs_base")
+    return with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins)) | tasks
 
 
 def _judge_reliability(cfg: ExperimentConfig, champion: Policy, items: list, verdicts: list) -> dict[str, float]:

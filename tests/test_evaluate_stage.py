@@ -19,6 +19,8 @@ def test_a_promoted_champion_is_also_compared_with_the_round_0_base(
     summary = json.loads((stages.evaluate(cfg, champion, challenger, tmp_path / "eval") / "summary.json").read_text())
     vs = summary["vs_champion"]
     assert 0 <= vs["win_rate_vs_base"] <= 1 and vs["win_rate_vs_base_ci_low"] <= vs["win_rate_vs_base"]
+    low, high = vs["task_completion_delta_vs_base_ci_low"], vs["task_completion_delta_vs_base_ci_high"]
+    assert low <= vs["task_completion_delta_vs_base"] <= high and "task_completion_delta_vs_base.ifeval" in vs
     assert {"should_refuse_ratio", "self_cross_agreement", "judge_length_slope", "kl_per_token"} <= set(vs)
 
 

@@ -6,7 +6,6 @@ import pytest
 from components.evaluator import (
     benign_refusal_delta,
     cohort_table,
-    cohort_task_deltas,
     compare,
     head_to_head,
     judge_gold_agreement,
@@ -15,7 +14,7 @@ from components.evaluator import (
     mean_ci,
     score_rows,
     summarise,
-    task_completion_delta_ci,
+    task_completion_deltas,
     win_rate,
 )
 from components.judge import VerifierJudge
@@ -130,7 +129,8 @@ def test_cohort_table_and_paired_delta_ci():
     assert table["challenger", "arithmetic"]["metric"] == "task_ok" and table["challenger", "arithmetic"]["n"] == 2
     assert table["challenger", "benign"]["metric"] == "refused" and table["challenger", "benign"]["rate"] == 1.0
     assert table["champion", "benign"]["refusal_rate"] == 0.0
-    assert task_completion_delta_ci(rows) == (-100.0, -100.0)
+    deltas = task_completion_deltas(rows)
+    assert (deltas["task_completion_delta_ci_low"], deltas["task_completion_delta_ci_high"]) == (-100.0, -100.0)
 
 
 def test_cohort_deltas_show_a_loss_that_a_gain_elsewhere_hides():
@@ -144,8 +144,11 @@ def test_cohort_deltas_show_a_loss_that_a_gain_elsewhere_hides():
         return score_rows(prompts, gens_, model)
 
     both = rows("champion", "2", "5", "4") + rows("challenger", "2", "4", "5")
-    assert task_completion_delta_ci(both) == mean_ci([0.0, 100.0, -100.0])  # paired, per prompt
-    deltas = cohort_task_deltas(both)
+    deltas = task_completion_deltas(both)
+    assert deltas["task_completion_delta"] == 0.0
+    paired = mean_ci([0.0, 100.0, -100.0])  # per prompt, not per model
+    assert (deltas["task_completion_delta_ci_low"], deltas["task_completion_delta_ci_high"]) == paired
+    assert task_completion_deltas(both, "x")["x.false_premise"] == -100.0  # the vs-base metrics' names
     assert deltas["task_completion_delta.arithmetic"] == 50.0
     assert deltas["task_completion_delta.false_premise"] == -100.0
     assert math.isnan(deltas["task_completion_delta.false_premise_ci_high"])  # one prompt: no interval

@@ -46,6 +46,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
     assert 0 <= drift["judge_order_consistency"] <= 1 and 0 <= drift["judge_abstention_rate"] <= 1
     assert {"judge_length_slope", "self_cross_agreement", "self_judge_order_consistency"} <= set(drift)
     assert drift["win_rate_vs_base"] == drift["win_rate"]  # round 1: the champion is the base
+    assert drift["task_completion_delta_vs_base"] == drift["task_completion_delta"]
     assert "should_refuse_ratio" in drift
 
     client = MlflowClient(lineage.tracking_uri_for(store))

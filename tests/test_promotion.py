@@ -94,10 +94,19 @@ def test_cohort_rule_reads_that_cohorts_delta():
     assert decide(metrics(**{rule.key: 0.0}), [rule]).promote
 
 
+def test_vs_base_rule_reads_the_drift_since_round_0():
+    rule = GateRule(
+        metric="task_completion_delta_vs_base", cohort="false_premise", bound="ci_high", op=">=", threshold=-2
+    )
+    assert rule.key == "task_completion_delta_vs_base.false_premise_ci_high"
+    d = decide(metrics(**{rule.key: -12.5}), [rule])
+    assert not d.promote and d.deciding_rule == "task_completion_delta_vs_base.false_premise_ci_high >= -2 (got -12.5)"
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"metric": "length_ratio", "cohort": "arithmetic"}, "cohort applies to task_completion_delta only"),
+        ({"metric": "length_ratio", "cohort": "arithmetic"}, "cohort applies to task_completion_delta and"),
         ({"metric": "task_completion_delta", "cohort": "benign"}, "cohort 'benign' is not checkable"),
     ],
 )
