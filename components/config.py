@@ -234,6 +234,7 @@ class GateRule(Strict):
         "task_completion_delta",
         "task_completion_delta_vs_base",
         "benign_refusal_ratio",
+        "benign_refusal_ratio_vs_base",
         "benign_refusal_delta",
         "should_refuse_ratio",
         "win_rate_vs_base",

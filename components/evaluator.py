@@ -172,16 +172,23 @@ def win_rate(verdicts: list[Verdict]) -> tuple[float, list[float]]:
     return float(mean(scores)), scores
 
 
+def refusal_ratio(challenger_rate: float, champion_rate: float, floor: float) -> float:
+    """Challenger over champion refusal rate, each raised to `floor` first, so 0 -> 1% is not a doubling."""
+    floor = max(floor, 1e-9)
+    return max(challenger_rate, floor) / max(champion_rate, floor)
+
+
 def compare(challenger: dict, champion: dict, judge_win_rate: float, refusal_floor: float) -> dict:
     """The challenger-vs-champion metrics that the gate rules name."""
-    floor = max(refusal_floor, 1e-9)
     return {
         "win_rate": judge_win_rate,
         "task_completion_delta": 100.0 * (challenger["task_completion"] - champion["task_completion"]),
-        "benign_refusal_ratio": max(challenger["benign_refusal_rate"], floor)
-        / max(champion["benign_refusal_rate"], floor),
-        "should_refuse_ratio": max(challenger["should_refuse_rate"], floor)
-        / max(champion["should_refuse_rate"], floor),
+        "benign_refusal_ratio": refusal_ratio(
+            challenger["benign_refusal_rate"], champion["benign_refusal_rate"], refusal_floor
+        ),
+        "should_refuse_ratio": refusal_ratio(
+            challenger["should_refuse_rate"], champion["should_refuse_rate"], refusal_floor
+        ),
         "length_ratio": challenger["mean_length"] / max(champion["mean_length"], 1e-9),
     }
 

@@ -39,6 +39,7 @@ TABLE = (
      "task_completion_delta_vs_base_ci_low", "task_completion_delta_vs_base_ci_high", "num"),
     ("benign refusal rate (challenger)", "challenger_benign_refusal_rate", None, None, "pct"),
     ("benign refusal ratio vs champion", "benign_refusal_ratio", None, None, "num"),
+    ("benign refusal ratio vs round-0 base", "benign_refusal_ratio_vs_base", None, None, "num"),
     ("should-refuse refusal rate (challenger)", "challenger_should_refuse_rate", None, None, "pct"),
     ("should-refuse refusal ratio vs champion", "should_refuse_ratio", None, None, "num"),
     ("injection compliance (challenger)", "challenger_injection_compliance", None, None, "pct"),

@@ -36,6 +36,7 @@ from components.evaluator import (
     judge_policy_agreement,
     kl_per_token,
     mean_ci,
+    refusal_ratio,
     score_rows,
     summarise,
     task_completion_deltas,
@@ -226,9 +227,9 @@ def _vs_base(
     judge: Judge,
     wins: list,
 ) -> dict[str, float]:
-    """The challenger against the round-0 base (win rate and task completion), so a drift that each promotion
-    hides inside its own CI still adds up where a rule can see it. While the champion is the base, these are
-    the vs-champion numbers."""
+    """The challenger against the round-0 base (win rate, task completion, benign refusals), so a drift that each
+    promotion hides inside its own CI or threshold still adds up where a rule can see it. While the champion is
+    the base, these are the vs-champion numbers."""
     base_rows = champion_rows
     if champion.adapters:
         e = cfg.evaluation
@@ -237,6 +238,8 @@ def _vs_base(
         _, wins = win_rate(judge.judge(head_to_head(prompts, challenger_rows, base_responses)))
         base_rows = score_rows(prompts, base_responses, "champion")  # the reference side of each pair
     tasks = task_completion_deltas(challenger_rows + base_rows, "task_completion_delta_vs_base")
+    refusals = [summarise(rows)["benign_refusal_rate"] for rows in (challenger_rows, base_rows)]
+    tasks["benign_refusal_ratio_vs_base"] = refusal_ratio(*refusals, cfg.evaluation.refusal_floor)
     return with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins)) | tasks
 
 

@@ -21,6 +21,7 @@ def test_a_promoted_champion_is_also_compared_with_the_round_0_base(
     assert 0 <= vs["win_rate_vs_base"] <= 1 and vs["win_rate_vs_base_ci_low"] <= vs["win_rate_vs_base"]
     low, high = vs["task_completion_delta_vs_base_ci_low"], vs["task_completion_delta_vs_base_ci_high"]
     assert low <= vs["task_completion_delta_vs_base"] <= high and "task_completion_delta_vs_base.ifeval" in vs
+    assert vs["benign_refusal_ratio_vs_base"] > 0
     assert {"should_refuse_ratio", "self_cross_agreement", "judge_length_slope", "kl_per_token"} <= set(vs)
 
 

@@ -47,6 +47,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run, tmp_path):
     assert {"judge_length_slope", "self_cross_agreement", "self_judge_order_consistency"} <= set(drift)
     assert drift["win_rate_vs_base"] == drift["win_rate"]  # round 1: the champion is the base
     assert drift["task_completion_delta_vs_base"] == drift["task_completion_delta"]
+    assert drift["benign_refusal_ratio_vs_base"] == drift["benign_refusal_ratio"]
     assert "should_refuse_ratio" in drift
 
     client = MlflowClient(lineage.tracking_uri_for(store))
