@@ -244,7 +244,8 @@ class GateRule(Strict):
         "judge_policy_agreement",
         "kl_per_token",
     ] = Field(
-        description="Metric of the challenger vs the champion (see docs/architecture.md#evaluation-and-the-gate)."
+        description="Metric of the challenger vs the champion, or vs the round-0 base for *_vs_base (see "
+        "docs/architecture.md#evaluation-and-the-gate)."
     )
     op: Literal[">=", "<="] = Field(description="The rule holds when `metric op threshold`.")
     threshold: float

@@ -237,10 +237,10 @@ def _vs_base(
         base_responses = generator.generate(prompts, 1, seed=cfg.seed)
         _, wins = win_rate(judge.judge(head_to_head(prompts, challenger_rows, base_responses)))
         base_rows = score_rows(prompts, base_responses, "champion")  # the reference side of each pair
-    tasks = task_completion_deltas(challenger_rows + base_rows, "task_completion_delta_vs_base")
+    metrics = task_completion_deltas(challenger_rows + base_rows, "task_completion_delta_vs_base")
     refusals = [summarise(rows)["benign_refusal_rate"] for rows in (challenger_rows, base_rows)]
-    tasks["benign_refusal_ratio_vs_base"] = refusal_ratio(*refusals, cfg.evaluation.refusal_floor)
-    return with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins)) | tasks
+    metrics["benign_refusal_ratio_vs_base"] = refusal_ratio(*refusals, cfg.evaluation.refusal_floor)
+    return with_ci("win_rate_vs_base", float(mean(wins)), mean_ci(wins)) | metrics
 
 
 def _judge_reliability(cfg: ExperimentConfig, champion: Policy, items: list, verdicts: list) -> dict[str, float]:
