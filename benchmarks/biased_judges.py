@@ -2,7 +2,8 @@
 several seeds. A biased judge's run must be blocked by round 2 with the deciding rule named; the clean run
 must not be blocked.
 
-    .venv/bin/python benchmarks/biased_judges.py [--seeds 0 1 2] [--jobs 2] [--store DIR] [--set key.path=value ...]
+    .venv/bin/python benchmarks/biased_judges.py [--seeds 0 1 2] [--scenarios NAME ...] [--jobs 2] [--store DIR]
+        [--set key.path=value ...]
 
 Each bootstrap is a real `ratchet run` (one round ~7-10 min on 2 cores; its log in the store). Prints a markdown
 table for docs/experiments.md.
@@ -70,6 +71,7 @@ def verdict(rows: list[dict], biased: bool) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--store", type=Path, default=None, help="MLflow store and run outputs (default: a temp dir)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra override for every run")
     parser.add_argument(
@@ -80,7 +82,7 @@ def main() -> None:
     store.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"store: {store}; overrides: {args.sets or 'none'}; {args.jobs} at once, {threads} thread(s) each")
-    jobs = [(scenario, seed) for seed in args.seeds for scenario in SCENARIOS]
+    jobs = [(scenario, seed) for seed in args.seeds for scenario in args.scenarios]
 
     def one(job: tuple[str, int]) -> str:
         scenario, seed = job
@@ -97,9 +99,8 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         lines = dict(zip(jobs, pool.map(one, jobs), strict=True))
     print("\n| training judge | seed | outcome | deciding decision | minutes |\n|---|---|---|---|---|")
-    for scenario in SCENARIOS:
-        for seed in args.seeds:
-            print(lines[scenario, seed])
+    for scenario, seed in sorted(jobs, key=lambda job: (list(SCENARIOS).index(job[0]), job[1])):
+        print(lines[scenario, seed])
 
 
 if __name__ == "__main__":
