@@ -106,6 +106,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+        # Another run converting at the same time renamed its copy first; both copies are identical.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
