@@ -29,9 +29,9 @@ from flows.bootstrap import bootstrap_id  # noqa: E402
 from flows.cli import parse_sets  # noqa: E402
 from registry import lineage  # noqa: E402
 
-# The four configs differ only in the training judge (tests/test_config.py checks it).
+# The four configs differ only in the training judge (tests/test_config.py checks it); clean = verifier + self.
 SCENARIOS = {
-    "clean (verifier + self)": ("configs/scenarios/gate-clean.yaml", False),
+    "clean": ("configs/scenarios/gate-clean.yaml", False),
     "length-loving": ("configs/scenarios/gate-length-loving.yaml", True),
     "refusal-loving": ("configs/scenarios/gate-refusal-loving.yaml", True),
     "sycophantic": ("configs/scenarios/gate-sycophantic.yaml", True),
