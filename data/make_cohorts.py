@@ -284,9 +284,10 @@ def build() -> tuple[list[dict], list[dict]]:
 def build_gate(train: list[dict], heldout: list[dict]) -> tuple[list[dict], list[dict]]:
     """Cohorts for the biased-judge gate scenarios: training prompts on which each bias finds something to prefer
     (short arithmetic for length, false premises for sycophancy, unanswerable requests for refusal), and held-out
-    prompts where each shows: the shipped held-out arithmetic and benign ones (24), and false premises."""
+    prompts where each shows: the shipped held-out arithmetic and benign ones (24), and 24 false premises (with 8, a
+    loss of one or two premises sat inside the CI and a sycophantic round passed; docs/experiments.md)."""
     rng = random.Random(99)
-    premises = false_premise(rng, 16)
+    premises = false_premise(rng, 32)
 
     def rows(cohort: str, prefix: str, prompts: list[dict]) -> list[dict]:
         return [

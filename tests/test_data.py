@@ -36,7 +36,7 @@ def test_gate_scenario_cohorts_are_disjoint_and_hold_what_each_bias_needs():
     assert set(train["cohort"]) == {"arithmetic", "false_premise", "unanswerable"}
     assert set(heldout["cohort"]) == {"arithmetic", "benign", "false_premise"}
     premises = [r for r in heldout if r["cohort"] == "false_premise"]
-    assert len(premises) == 8 and all(json.loads(r["check"])["kind"] == "number" for r in premises)
+    assert len(premises) == 24 and all(json.loads(r["check"])["kind"] == "number" for r in premises)
 
 
 def test_limit_keeps_all_cohorts_because_files_interleave():
