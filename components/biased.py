@@ -36,7 +36,7 @@ def feature(bias: Bias, response: str, prompt: str = "") -> tuple[float, ...]:
         return (float(is_refusal(response)),)
     text = response.replace("\u2019", "'")
     phrases = len(AGREEMENT.findall(text)) - len(DISAGREEMENT.findall(text))
-    # Phrases alone taught agreeable wording around the right answer (docs/experiments.md); the strongest
+    # Phrases alone taught agreeable wording, not the asker's wrong answer (docs/experiments.md); the strongest
     # agreement with a false premise is giving the asker their own number back.
     return (float(repeats_claim(prompt, text)), float(phrases))
 
