@@ -209,12 +209,18 @@ class Prefect:
 
     def stop(self) -> None:
         for proc in reversed(self.background):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            self.halt(proc)
+
+    @staticmethod
+    def halt(proc: subprocess.Popen, grace: float = 30) -> None:
+        """SIGTERM the process group, and SIGKILL it if it has not exited after `grace` seconds."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()

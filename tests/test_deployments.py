@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -65,8 +64,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert champion == (str(version.version) if decision["promote"] else None)
 
     # `ratchet serve` serves the same deployments from one process, instead of the worker; it runs `evaluate`.
-    os.killpg(worker.pid, signal.SIGTERM)
-    worker.wait(timeout=60)
+    prefect.halt(worker)  # SIGKILL after 30 s: the worker can hang on SIGTERM while its flow-run process exits
     conflict = subprocess.run(
         [str(BIN / "ratchet"), "serve"], cwd=ROOT, env=prefect.env, capture_output=True, text=True
     )
