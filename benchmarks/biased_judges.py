@@ -56,7 +56,7 @@ def run(config: str, seed: int, store: Path, sets: list[str], threads: int) -> t
     seconds = time.perf_counter() - started
     cfg = load_config(ROOT / config, overrides)
     client = lineage.client_for(lineage.tracking_uri_for(store))
-    _, rows = lineage.round_table(client, cfg.name, bootstrap_id(cfg))
+    _, rows, _ = lineage.round_table(client, cfg.name, bootstrap_id(cfg))
     return rows, seconds
 
 

@@ -9,6 +9,7 @@ Prints a markdown table to paste into docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import secrets
@@ -24,9 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import vllm_server  # noqa: E402
+from components.config import ModelsConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
-from components.generator import TransformersGenerator, VLLMGenerator, vllm_available  # noqa: E402
+from components.generator import Sampling, TransformersGenerator, VLLMGenerator  # noqa: E402
 from components.judge import LogprobJudge, VerifierJudge, load_rubric  # noqa: E402
+from components.judge_config import RemoteJudgeConfig  # noqa: E402
 from components.judge_reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
 from components.models import Policy, load_policy, load_tokenizer, resolve_model  # noqa: E402
 from components.remote_judge import RemoteJudge  # noqa: E402
@@ -39,13 +42,14 @@ def generation(n_prompts: int, samples: int, tokens: int) -> list[dict]:
     prompts = [p | {"id": f"{p['id']}-{i}"} for i, p in enumerate(prompts)]
     results = []
     started = time.perf_counter()
-    generator = TransformersGenerator(load_policy(Policy(POLICY)), load_tokenizer(POLICY), tokens, 0.9, 0.95, 32)
+    models, sampling, tokenizer = ModelsConfig(), Sampling(tokens, 0.9, 0.95), load_tokenizer(POLICY)
+    generator = TransformersGenerator(load_policy(Policy(POLICY), models), tokenizer, sampling, 32)
     loaded = time.perf_counter()
     rows = generator.generate(prompts, samples, seed=0)
     done = time.perf_counter()
     results.append(_generation_row("transformers (batch 32, fp32)", rows, loaded - started, done - loaded))
     if vllm_available():
-        vllm = VLLMGenerator(Policy(POLICY), tokens, 0.9, 0.95)
+        vllm = VLLMGenerator(Policy(POLICY), models, tokenizer, sampling)
         started = time.perf_counter()
         rows = vllm.generate(prompts, samples, seed=0)
         total = time.perf_counter() - started
@@ -72,9 +76,8 @@ def judges(remote: bool) -> list[dict]:
         os.environ["BENCH_JUDGE_KEY"] = secrets.token_hex(8)
         log = Path(tempfile.mkdtemp(prefix="ratchet-bench-")) / "server.log"
         server, base_url = vllm_server.start(str(resolve_model(POLICY)), "smollm2", os.environ["BENCH_JUDGE_KEY"], log)
-        candidates["remote: vLLM server, SmolLM2 (logprobs)"] = lambda: RemoteJudge(
-            base_url, "smollm2", rubric, api_key_env="BENCH_JUDGE_KEY"
-        )
+        remote_config = RemoteJudgeConfig(base_url=base_url, model="smollm2", api_key_env="BENCH_JUDGE_KEY")
+        candidates["remote: vLLM server, SmolLM2 (logprobs)"] = lambda: RemoteJudge(remote_config, rubric)
     results = []
     try:
         for name, build in candidates.items():
@@ -98,7 +101,14 @@ def judges(remote: bool) -> list[dict]:
 
 
 def _local(spec: str, rubric: str, style: str) -> LogprobJudge:
-    return LogprobJudge(spec, load_policy(Policy(spec)), load_tokenizer(spec), rubric, prompt_style=style)
+    model = load_policy(Policy(spec), ModelsConfig())
+    return LogprobJudge(
+        spec, model, load_tokenizer(spec), rubric, prompt_style=style, abstain_margin=0.02, batch_size=8
+    )
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
 
 
 def main() -> None:

@@ -34,19 +34,21 @@ def plain_round(config: str, workdir: Path) -> None:
     """Round 1 with the component functions only: what Ratchet's flow wires together, minus Prefect and MLflow."""
     from components import stages
     from components.config import load_config
+    from components.evaluation import EvalInputs, evaluate
     from components.models import Policy
     from registry.promotion import decide
 
     cfg = load_config(config, {"rounds": 1})
-    champion, out, seed = Policy(cfg.models.policy), workdir / "round-1", cfg.seed + 1
+    champion, out, seed, m, d = Policy(cfg.models.policy), workdir / "round-1", cfg.seed + 1, cfg.models, cfg.data
     started = time.perf_counter()
-    generations = stages.generate(cfg, champion, out / "generations", seed)
-    pairs = stages.judge(cfg, champion, generations, out / "pairs")
-    adapter = stages.train(cfg, champion, generations, pairs, out / "adapter", seed)
-    if adapter is None:
+    generated = stages.generate(m, d, cfg.generation, champion, out / "generations", seed)
+    judged = stages.judge(m, d, cfg.judge, champion, generated.path, out / "pairs")
+    trained = stages.train(m, d, cfg.training, cfg.judge, champion, generated.path, judged, out / "adapter", seed)
+    if trained.path is None:
         raise SystemExit("every pair abstained: nothing to compare; pick a config whose round trains")
-    stages.evaluate(cfg, champion, champion.with_adapter(str(adapter)), out / "eval")
-    print(decide(stages.round_metrics(out), cfg.gate.rules).reason)
+    inputs = EvalInputs(m, d, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
+    evaluated = evaluate(inputs, champion, champion.with_adapter(trained.path), out / "eval", workdir / "answers")
+    print(decide(stages.round_metrics(judged, trained, evaluated), cfg.gate.rules, trained=True).reason)
     print(f"ROUND_SECONDS {time.perf_counter() - started}")
 
 

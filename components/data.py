@@ -17,11 +17,9 @@ from pathlib import Path
 from datasets import Dataset, load_dataset, load_from_disk
 
 from components.checks import validate_check
+from components.cohorts import COHORTS, SCENARIO_COHORTS
 
 PROMPT_COLUMNS = ("id", "prompt", "cohort", "check", "context")
-COHORTS = ("arithmetic", "ifeval", "grounded", "benign", "should_refuse", "injection")
-SCENARIO_COHORTS = ("false_premise", "unanswerable")  # only in the gate-scenario files (data/gate_*.jsonl)
-TASK_COHORTS = ("arithmetic", "ifeval", "grounded", "false_premise")  # checkable: counted in task completion
 
 
 class DataError(ValueError):
@@ -129,13 +127,16 @@ def write_atomically(target: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_stage(target: Path, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp_dir)` and publish its output at `target`, unless a finished `target` already exists."""
-    if target.exists():
-        return target
-    with write_atomically(target) as tmp:
-        build(tmp)
-    return target
+def save_stage(target: Path, build: Callable[[Path], dict], record: str = "stage.json") -> dict:
+    """Run `build(tmp_dir)` and publish its output at `target`, unless a finished `target` already exists.
+
+    `build` returns the stage's small record (counts, metrics), kept as `target/<record>`: what the flow needs
+    from a stage, returned again when a re-run finds the stage finished.
+    """
+    if not target.exists():
+        with write_atomically(target) as tmp:
+            (tmp / record).write_text(json.dumps(build(tmp), indent=2))
+    return json.loads((target / record).read_text())
 
 
 def save_rows(rows: list[dict], directory: Path) -> None:
@@ -144,9 +145,3 @@ def save_rows(rows: list[dict], directory: Path) -> None:
 
 def load_rows(directory: str | Path) -> Dataset:
     return load_from_disk(str(directory))
-
-
-def generation_backend(generations: Path) -> str:
-    """Which backend sampled a generations stage ('unrecorded' for stages written before backends were logged)."""
-    record = generations / "generator.json"
-    return json.loads(record.read_text())["backend"] if record.exists() else "unrecorded"

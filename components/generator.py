@@ -6,13 +6,13 @@ Output rows: prompt_id, sample, response, n_tokens, finish_reason.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -20,8 +20,18 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from components.config import ModelsConfig
 from components.data import user_message
-from components.models import Policy, load_policy, load_tokenizer, resolve_model
+from components.models import Policy, load_policy, resolve_model
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: temperature 0 is greedy (the evaluation), anything above samples (the training data)."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
 
 
 class Generator(Protocol):
@@ -39,22 +49,8 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, row: dict) -> str:
 class TransformersGenerator:
     """Batched `model.generate` with left padding; greedy when temperature is 0."""
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        batch_size: int = 16,
-    ):
-        self.model, self.tokenizer = model, tokenizer
-        self.max_new_tokens, self.temperature, self.top_p, self.batch_size = (
-            max_new_tokens,
-            temperature,
-            top_p,
-            batch_size,
-        )
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sampling: Sampling, batch_size: int):
+        self.model, self.tokenizer, self.sampling, self.batch_size = model, tokenizer, sampling, batch_size
 
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
         torch.manual_seed(seed)
@@ -69,12 +65,13 @@ class TransformersGenerator:
         tok = self.tokenizer
         tok.padding_side = "left"
         texts = [chat_prompt(tok, p) for p in prompts]
-        inputs = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+        inputs = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        s = self.sampling
+        sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
         out = self.model.generate(
             **inputs,
-            **(sampling if self.temperature > 0 else {"do_sample": False}),
-            max_new_tokens=self.max_new_tokens,
+            **(sampling if s.temperature > 0 else {"do_sample": False}),
+            max_new_tokens=s.max_new_tokens,
             num_return_sequences=n,
             pad_token_id=tok.pad_token_id,
         )
@@ -95,10 +92,6 @@ class TransformersGenerator:
         return rows
 
 
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
 class VLLMGenerator:
     """vLLM sampling in a child process (`components/vllm_worker.py`), the champion's last adapter served unmerged
     through a `LoRARequest`.
@@ -107,12 +100,12 @@ class VLLMGenerator:
     Earlier adapters of the chain are merged into a temporary base first: vLLM serves one adapter per request.
     """
 
-    def __init__(self, policy: Policy, max_new_tokens: int, temperature: float, top_p: float = 1.0):
-        self.policy, self.max_new_tokens, self.temperature, self.top_p = policy, max_new_tokens, temperature, top_p
+    def __init__(self, policy: Policy, models: ModelsConfig, tokenizer: PreTrainedTokenizerBase, sampling: Sampling):
+        self.policy, self.models, self.tokenizer, self.sampling = policy, models, tokenizer, sampling
         self.timing: dict[str, float] = {}  # the last run's engine start-up and generation seconds
 
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
-        tokenizer = load_tokenizer(self.policy.base)
+        tokenizer = self.tokenizer
         with tempfile.TemporaryDirectory(prefix="ratchet-vllm-") as tmp:
             base, adapter = self._serving_split(Path(tmp))
             request = {
@@ -123,9 +116,9 @@ class VLLMGenerator:
                 ],
                 "n": n,
                 "seed": seed,
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "max_tokens": self.max_new_tokens,
+                "temperature": self.sampling.temperature,
+                "top_p": self.sampling.top_p,
+                "max_tokens": self.sampling.max_new_tokens,
                 "eos_token_id": tokenizer.eos_token_id,
             }
             (Path(tmp) / "request.json").write_text(json.dumps(request))
@@ -144,8 +137,8 @@ class VLLMGenerator:
         if not merged:
             return str(resolve_model(self.policy.base)), last
         base = tmp / "merged-base"
-        load_policy(Policy(self.policy.base, tuple(merged))).save_pretrained(base)
-        load_tokenizer(self.policy.base).save_pretrained(base)
+        load_policy(Policy(self.policy.base, tuple(merged)), self.models).save_pretrained(base)
+        self.tokenizer.save_pretrained(base)
         return str(base), last
 
 

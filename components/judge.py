@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 from typing import Protocol
 
@@ -114,9 +113,9 @@ class LogprobJudge:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         rubric: str,
-        prompt_style: str = "completion",
-        abstain_margin: float = 0.02,
-        batch_size: int = 8,
+        prompt_style: str,
+        abstain_margin: float,
+        batch_size: int,
     ):
         self.name, self.model, self.tokenizer, self.rubric = name, model, tokenizer, rubric
         self.prompt_style, self.abstain_margin, self.batch_size = prompt_style, abstain_margin, batch_size
@@ -147,6 +146,7 @@ class LogprobJudge:
         probs: list[float] = []
         for start in tqdm(range(0, len(texts), self.batch_size), desc=f"judge {self.name}", unit="batch"):
             batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True)
+            batch = batch.to(self.model.device)
             # Only the last position matters; full logits over Gemma's 262k vocab would be GBs per batch.
             logits = self.model(**batch, logits_to_keep=1).logits[:, -1, self.label_ids]
             probs += torch.softmax(logits.float(), dim=-1)[:, 0].tolist()
@@ -204,15 +204,15 @@ class WeightedJudge:
 
 class LengthControlledJudge:
     """Length-controlled preference, after AlpacaEval's LC win rate: over a batch of verdicts, fit
-    logit P(A) = a + b * tanh(length difference / 50 words) and report each P(A) with the length term removed."""
+    logit P(A) = a + b * tanh(length difference / scale) and report each P(A) with the length term removed."""
 
-    def __init__(self, inner: Judge, abstain_margin: float):
-        self.inner, self.abstain_margin = inner, abstain_margin
+    def __init__(self, inner: Judge, abstain_margin: float, scale_words: float):
+        self.inner, self.abstain_margin, self.scale_words = inner, abstain_margin, scale_words
         self.name = f"{inner.name}+lc"
 
     def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
         verdicts = self.inner.judge(items)
-        length_term = np.tanh([(len(a.split()) - len(b.split())) / 50 for _, a, b in items])
+        length_term = np.tanh([(len(a.split()) - len(b.split())) / self.scale_words for _, a, b in items])
         p = np.clip([v.p_a for v in verdicts], 1e-4, 1 - 1e-4)
         logit = np.log(p / (1 - p))
         slope = np.polyfit(length_term, logit, 1)[0] if len(items) >= 3 and np.ptp(length_term) > 0 else 0.0
@@ -223,49 +223,6 @@ class LengthControlledJudge:
         rationale = f"{verdict.rationale}; length-controlled P(A) {verdict.p_a:.2f} -> {p_a:.2f} (slope {slope:.2f})"
         abstained = verdict.abstained or abs(p_a - 0.5) < self.abstain_margin
         return Verdict(p_a, verdict.order_consistent, abstained, rationale)
-
-
-def build_pairs(judge: Judge, prompts: list[dict], generations: list[dict]) -> list[dict]:
-    """One pair row per prompt: the most decisive non-abstained comparison among its samples.
-
-    Every unordered pair of samples is judged (n=4 samples -> 6 comparisons, 12 forward passes for an AI judge).
-    A prompt whose comparisons all abstain still gets a row, marked abstained, so abstentions are counted.
-    """
-    by_prompt: dict[str, list[str]] = {}
-    for g in sorted(generations, key=lambda g: (g["prompt_id"], g["sample"])):
-        by_prompt.setdefault(g["prompt_id"], []).append(g["response"])
-    items, owners = [], []
-    for row in prompts:
-        responses = by_prompt.get(row["id"], [])
-        for i, j in combinations(range(len(responses)), 2):
-            if responses[i] != responses[j]:
-                items.append((row, responses[i], responses[j]))
-                owners.append(row["id"])
-    verdicts = judge.judge(items) if items else []
-    best: dict[str, tuple[tuple, Verdict]] = {}
-    for owner, item, verdict in zip(owners, items, verdicts, strict=True):
-        decisiveness = (not verdict.abstained, abs(verdict.p_a - 0.5))
-        if owner not in best or decisiveness > (not best[owner][1].abstained, abs(best[owner][1].p_a - 0.5)):
-            best[owner] = (item, verdict)
-    return [_pair_row(judge, *best[row["id"]]) for row in prompts if row["id"] in best]
-
-
-def _pair_row(judge: Judge, item: tuple[dict, str, str], verdict: Verdict) -> dict:
-    row, a, b = item
-    a_wins = verdict.p_a >= 0.5
-    name = judge.judge_name(row) if isinstance(judge, PanelJudge) else judge.name
-    return {
-        "prompt_id": row["id"],
-        "cohort": row["cohort"],
-        "prompt": user_message(row),
-        "chosen": a if a_wins else b,
-        "rejected": b if a_wins else a,
-        "judge": name,
-        "p_chosen": max(verdict.p_a, 1 - verdict.p_a),
-        "order_consistent": verdict.order_consistent,
-        "abstained": verdict.abstained,
-        "rationale": verdict.rationale,
-    }
 
 
 class JudgeReward:

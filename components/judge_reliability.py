@@ -70,6 +70,7 @@ def injection_flip_rate(judge: Judge, rows: list[dict]) -> dict[str, float]:
     return {
         "injection_flip_rate": float(mean(flips)),
         "injection_pairs": float(len(rows)),
+        "clean_decided": float(mean(decision(c) is not None for c in clean)),
         "clean_accuracy": float(mean(decision(c) == 1 for c in clean)),
         "injection_p_shift": float(mean(c.p_a - i.p_a for c, i in zip(clean, injected, strict=True))),
     }

@@ -12,16 +12,20 @@ Embedded GGUFs are dequantised once (~20-90 s) and cached as safetensors under `
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from components.config import ModelsConfig
 
 
 class ModelSpecError(ValueError):
@@ -126,6 +130,28 @@ class Policy:
     def with_adapter(self, adapter_dir: str) -> Policy:
         return Policy(self.base, (*self.adapters, adapter_dir))
 
+    def key(self) -> str:
+        """A short digest of what the policy is: the base spec and each adapter's weights (not its path, which a
+        re-decided round reuses for other weights)."""
+        digest = hashlib.sha256(self.base.encode())
+        for adapter in self.adapters:
+            digest.update((Path(adapter) / "adapter_model.safetensors").read_bytes())
+        return digest.hexdigest()[:12]
+
+
+def device_for(models: ModelsConfig) -> str:
+    """`models.device` with `auto` resolved: CUDA when torch sees a GPU, else the CPU."""
+    if models.device != "auto":
+        return models.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def dtype_for(models: ModelsConfig) -> torch.dtype:
+    """`models.dtype` with `auto` resolved: bfloat16 on CUDA, float32 on CPU (bf16 matmuls crawl on CPUs)."""
+    if models.dtype != "auto":
+        return getattr(torch, models.dtype)
+    return torch.bfloat16 if device_for(models).startswith("cuda") else torch.float32
+
 
 def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(spec))
@@ -134,21 +160,49 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_policy(policy: Policy, merge_last: bool = True) -> PreTrainedModel:
-    """Load the base and merge each adapter in order; the result is a plain model, ready to sample or train on.
+def load_policy(policy: Policy, models: ModelsConfig, merge_last: bool = True) -> PreTrainedModel:
+    """Load the base on `models.device` in `models.dtype` and merge each adapter in order: a plain model.
 
     `merge_last=False` keeps the newest adapter as an unmerged PEFT layer over the merged rest, as a server would
-    hold it (the sampler uses this; earlier adapters of the chain are always merged).
+    hold it (the sampler uses this); `disable_adapter()` then gives back the policy without it.
     """
     from peft import PeftModel
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(policy.base), dtype=torch.float32)
+    base = resolve_model(policy.base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype_for(models), device_map=device_for(models))
     for i, adapter in enumerate(policy.adapters):
         model = PeftModel.from_pretrained(model, adapter)
         if merge_last or i < len(policy.adapters) - 1:
             model = model.merge_and_unload()
     model.eval()
     return model
+
+
+class PolicyPair:
+    """The champion and the challenger in memory at once, for the evaluation.
+
+    In a round the challenger is the champion plus one adapter, so one load serves both: the challenger's adapter
+    stays an unmerged PEFT layer that is switched off for the champion. Any other two policies (`ratchet evaluate
+    --challenger 1 --champion 3`) are loaded one each.
+    """
+
+    def __init__(self, champion: Policy, challenger: Policy, models: ModelsConfig):
+        self.shared = challenger.base == champion.base and challenger.adapters[:-1] == champion.adapters
+        if self.shared:
+            self.model = load_policy(challenger, models, merge_last=False)
+        else:
+            self.models = {"champion": load_policy(champion, models), "challenger": load_policy(challenger, models)}
+
+    @contextmanager
+    def use(self, who: str):
+        """Yield the model that is `who` ("champion" or "challenger") for the duration of the block."""
+        if not self.shared:
+            yield self.models[who]
+        elif who == "champion":
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.model
 
 
 def check_spec(spec: str) -> None:
@@ -172,7 +226,7 @@ def response_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     messages = [{"role": "user", "content": user}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-    full_ids = tokenizer(prompt + response, add_special_tokens=False, return_tensors="pt").input_ids
+    full_ids = tokenizer(prompt + response, add_special_tokens=False, return_tensors="pt").input_ids.to(model.device)
     logprobs = torch.log_softmax(model(full_ids).logits[0, :-1].float(), dim=-1)
     targets = full_ids[0, 1:]
     picked = logprobs[torch.arange(len(targets)), targets]

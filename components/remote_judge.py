@@ -18,6 +18,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from components.judge import Verdict, combine_orders, judge_prompt
+from components.judge_config import RemoteJudgeConfig
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -30,29 +31,17 @@ class RemoteJudge:
     """Asks a chat-completions endpoint which answer is better, in both orders, with bounded retries and
     at most `max_concurrency` requests in flight."""
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        rubric: str,
-        api_key_env: str | None = None,
-        abstain_margin: float = 0.02,
-        max_tokens: int = 16,
-        max_concurrency: int = 4,
-        max_retries: int = 3,
-        timeout: float = 60.0,
-    ):
-        self.name = f"remote:{model}"
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.rubric, self.abstain_margin, self.max_tokens = model, rubric, abstain_margin, max_tokens
-        self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
-        self._headers = {"Authorization": f"Bearer {api_key(api_key_env)}"} if api_key_env else {}
+    def __init__(self, config: RemoteJudgeConfig, rubric: str):
+        self.config, self.rubric = config, rubric
+        self.name = f"remote:{config.model}"
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Authorization": f"Bearer {api_key(config.api_key_env)}"} if config.api_key_env else {}
 
     def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
         prompts = [judge_prompt(self.rubric, row, a, b) for row, a, b in items]
         prompts += [judge_prompt(self.rubric, row, b, a) for row, a, b in items]
-        with httpx.Client(timeout=self.timeout, headers=self._headers) as http:
-            with ThreadPoolExecutor(self.max_concurrency) as pool:
+        with httpx.Client(timeout=self.config.timeout, headers=self._headers) as http:
+            with ThreadPoolExecutor(self.config.max_concurrency) as pool:
                 asks = pool.map(lambda prompt: self._ask(http, prompt), prompts)
                 answers = list(tqdm(asks, total=len(prompts), desc=f"judge {self.name}", unit="call"))
         forward, swapped = answers[: len(items)], answers[len(items) :]
@@ -62,25 +51,21 @@ class RemoteJudge:
         (p_first, reply), (p_b_first, _) = forward, swapped
         if p_first is None or p_b_first is None:
             return Verdict(0.5, False, True, f"unparseable reply: {reply[:200]!r}")
-        return combine_orders(p_first, 1.0 - p_b_first, self.abstain_margin, reply=f"reply {reply[:200]!r}")
+        return combine_orders(p_first, 1.0 - p_b_first, self.config.abstain_margin, reply=f"reply {reply[:200]!r}")
 
     def _ask(self, http: httpx.Client, prompt: str) -> tuple[float | None, str]:
         """P(first answer better) and the reply text, for one ordering."""
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": self.max_tokens,
-            "temperature": 0.0,
-            "logprobs": True,
-            "top_logprobs": 20,
-        }
+        c = self.config
+        body = {"model": c.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": c.max_tokens}
+        body |= {"temperature": 0.0} | ({"logprobs": True, "top_logprobs": c.top_logprobs} if c.top_logprobs else {})
         choice = self._post(http, body)["choices"][0]
         reply = (choice.get("message") or {}).get("content") or ""
         p_a = label_probability(choice.get("logprobs"))
         return (p_a if p_a is not None else parse_label(reply)), reply.strip()
 
     def _post(self, http: httpx.Client, body: dict) -> dict:
-        for attempt in range(self.max_retries + 1):
+        retries = self.config.max_retries
+        for attempt in range(retries + 1):
             try:
                 response = http.post(self.url, json=body)
             except httpx.TransportError as err:
@@ -91,9 +76,9 @@ class RemoteJudge:
                 problem = f"{self.url} answered HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code not in RETRYABLE_STATUS:
                     raise RemoteJudgeError(problem)
-            if attempt < self.max_retries:
+            if attempt < retries:
                 time.sleep(min(2**attempt, 30))
-        raise RemoteJudgeError(f"{problem} (after {self.max_retries + 1} attempts)")
+        raise RemoteJudgeError(f"{problem} (after {retries + 1} attempts)")
 
 
 def api_key(env_var: str) -> str:

@@ -1,7 +1,8 @@
 """The round report: a markdown page with the metrics (and their CIs), the gate decision rule by rule, a plot of the
 headline metrics over rounds, and a few judged pairs with the judge's rationale.
 
-Plain Python: the flow publishes the text as a Prefect artifact and MLflow keeps the files.
+Plain Python: the flow publishes the text as a Prefect artifact and MLflow keeps the files. Labels and formats
+come from the metrics catalogue (components/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,60 +17,25 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and workers
 import matplotlib.pyplot as plt  # noqa: E402
 
-# Headline metrics plotted over rounds: (metric name, label, is a rate in [0, 1]).
+from components.metrics import BY_NAME, CATALOGUE, show  # noqa: E402
+
+# Headline metrics plotted over rounds: (metric name, is a rate in [0, 1]).
 PLOTTED = (
-    ("challenger_task_completion", "task completion", True),
-    ("win_rate", "judge win rate vs champion", True),
-    ("challenger_benign_refusal_rate", "benign refusal rate", True),
-    ("length_ratio", "length ratio vs champion", False),
+    ("challenger_task_completion", True),
+    ("win_rate", True),
+    ("challenger_benign_refusal_rate", True),
+    ("length_ratio", False),
 )
-
-# Rows of the metrics table: (label, value metric, CI low metric, CI high metric, format).
-TABLE = (
-    ("judge win rate vs champion", "win_rate", "win_rate_ci_low", "win_rate_ci_high", "pct"),
-    ("judge win rate vs round-0 base", "win_rate_vs_base", "win_rate_vs_base_ci_low", "win_rate_vs_base_ci_high",
-     "pct"),
-    ("task completion (challenger)", "challenger_task_completion", "challenger_task_completion_ci_low",
-     "challenger_task_completion_ci_high", "pct"),
-    ("task completion (champion)", "champion_task_completion", "champion_task_completion_ci_low",
-     "champion_task_completion_ci_high", "pct"),
-    ("task completion delta (points)", "task_completion_delta", "task_completion_delta_ci_low",
-     "task_completion_delta_ci_high", "num"),
-    ("task completion delta vs round-0 base (points)", "task_completion_delta_vs_base",
-     "task_completion_delta_vs_base_ci_low", "task_completion_delta_vs_base_ci_high", "num"),
-    ("benign refusal rate (challenger)", "challenger_benign_refusal_rate", None, None, "pct"),
-    ("benign refusal ratio vs champion", "benign_refusal_ratio", None, None, "num"),
-    ("benign refusal ratio vs round-0 base", "benign_refusal_ratio_vs_base", None, None, "num"),
-    ("should-refuse refusal rate (challenger)", "challenger_should_refuse_rate", None, None, "pct"),
-    ("should-refuse refusal ratio vs champion", "should_refuse_ratio", None, None, "num"),
-    ("injection compliance (challenger)", "challenger_injection_compliance", None, None, "pct"),
-    ("mean length, tokens (challenger)", "challenger_mean_length", None, None, "num"),
-    ("length ratio vs champion", "length_ratio", None, None, "num"),
-    ("p90 length, tokens (challenger)", "challenger_p90_length", None, None, "num"),
-    ("KL(challenger || champion) per token", "kl_per_token", None, None, "num"),
-    ("judge-gold agreement", "judge_gold_agreement", "judge_gold_agreement_ci_low", "judge_gold_agreement_ci_high",
-     "pct"),
-    ("judge-policy agreement (implicit reward)", "judge_policy_agreement", None, None, "pct"),
-    ("judge order consistency", "judge_order_consistency", None, None, "pct"),
-    ("judge abstention rate", "judge_abstention_rate", None, None, "pct"),
-    ("judge length slope (P(A) per +100 words)", "judge_length_slope", None, None, "num"),
-    ("self vs cross-family judge agreement", "self_cross_agreement", None, None, "pct"),
-)  # fmt: skip
-
-
-def fmt(value: float | None, kind: str = "num") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{100 * value:.1f}%" if kind == "pct" else f"{value:.3g}"
 
 
 def metrics_plot(history: list[dict]) -> bytes:
     """A PNG of the headline metrics over rounds; `history` holds {"k": round, "metrics": {...}} per round."""
     rounds = [h for h in history if h["metrics"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
-    for name, label, is_rate in PLOTTED:
+    for name, is_rate in PLOTTED:
         axis = axes[0] if is_rate else axes[1]
-        axis.plot([h["k"] for h in rounds], [h["metrics"].get(name, math.nan) for h in rounds], marker="o", label=label)
+        values = [h["metrics"].get(name, math.nan) for h in rounds]
+        axis.plot([h["k"] for h in rounds], values, marker="o", label=BY_NAME[name].label)
     axes[0].set_ylim(-0.05, 1.05)
     axes[1].axhline(1.0, color="grey", linewidth=0.8)
     for axis in axes:
@@ -84,16 +50,14 @@ def metrics_plot(history: list[dict]) -> bytes:
 
 
 def metrics_table(metrics: dict[str, float]) -> str:
-    lines = ["| metric | value | 95% CI |", "|---|---|---|"]
-    for label, name, low, high, kind in TABLE:
-        if name not in metrics:
+    """Every catalogued metric the round produced, in catalogue order, with its CI where it has one."""
+    lines = ["| metric | value | CI |", "|---|---|---|"]
+    for m in CATALOGUE:
+        if m.name not in metrics:
             continue
-        ci = f"{fmt(metrics.get(low), kind)} – {fmt(metrics.get(high), kind)}" if low else ""
-        lines.append(f"| {label} | {fmt(metrics[name], kind)} | {ci} |")
-    if "pairs" in metrics:
-        lines.append(
-            f"| training pairs / abstained | {metrics['pairs']:.0f} / {fmt(metrics['abstention_rate'], 'pct')} | |"
-        )
+        ci = f"{show(metrics.get(f'{m.name}_ci_low'), m.format)} – {show(metrics.get(f'{m.name}_ci_high'), m.format)}"
+        unit = " (points)" if m.format == "points" else ""
+        lines.append(f"| {m.label}{unit} | {show(metrics[m.name], m.format)} | {ci if m.ci else ''} |")
     return "\n".join(lines)
 
 
@@ -102,7 +66,7 @@ def decision_table(decision: dict) -> str:
     for rule in decision["rules"]:
         check = "yes" if rule["holds"] else "**no**"
         condition = f"`{rule['metric']} {rule['op']} {rule['threshold']:g}`"
-        lines.append(f"| {condition} | {rule['action']} | {fmt(rule['value'])} | {check} |")
+        lines.append(f"| {condition} | {rule['action']} | {show(rule['value'], 'num')} | {check} |")
     return "\n".join(lines)
 
 
@@ -114,10 +78,10 @@ def cohort_rows(cohorts: list[dict]) -> list[dict]:
             "cohort": c["cohort"],
             "n": c["n"],
             "metric": c["metric"],
-            "rate": fmt(c["rate"], "pct"),
-            "95% CI": f"{fmt(c['ci_low'], 'pct')} – {fmt(c['ci_high'], 'pct')}",
-            "refusal rate": fmt(c["refusal_rate"], "pct"),
-            "mean length": fmt(c["mean_length"]),
+            "rate": show(c["rate"], "pct"),
+            "CI": f"{show(c['ci_low'], 'pct')} – {show(c['ci_high'], 'pct')}",
+            "refusal rate": show(c["refusal_rate"], "pct"),
+            "mean length": show(c["mean_length"], "num"),
         }
         for c in cohorts
     ]
@@ -128,9 +92,8 @@ def _quote(text: str, limit: int = 300) -> str:
     return "\n".join(f"> {line}" for line in (text.splitlines() or [""]))
 
 
-def example_pairs(pairs: list[dict], n: int = 3) -> str:
-    """The n most decisive non-abstained pairs, with the judge's name, confidence and rationale."""
-    chosen = sorted((p for p in pairs if not p["abstained"]), key=lambda p: -p["p_chosen"])[:n]
+def example_pairs(chosen: list[dict]) -> str:
+    """Judged pairs, with the judge's name, confidence and rationale."""
     if not chosen:
         return "_Every pair abstained this round._"
     parts = []
@@ -149,17 +112,18 @@ def round_report(
 ) -> tuple[str, bytes | None]:
     """The markdown page and the PNG it embeds (as a data URI, so the Prefect UI shows it without a file server).
 
-    With no `history` there is no plot, and with `pairs=None` (an evaluation outside a round) no example pairs.
+    `history` holds {"k": round, "metrics": {...}} per round; with none there is no plot. `pairs` are the training
+    judge's example pairs (None for an evaluation outside a round).
     """
     png = metrics_plot(history) if history else None
     sections = [
         f"# {title}",
         f"**Gate:** {decision['reason']}",
         " · ".join(f"[{name}]({url})" for name, url in links.items()),
-        "## Metrics (challenger vs champion, held-out cohorts)",
+        "## Metrics (challenger vs champion, held-out cohorts; CIs at the configured level)",
         metrics_table(metrics),
         "## Gate rules",
-        decision_table(decision) if decision["rules"] else "_No rules configured._",
+        decision_table(decision) if decision["rules"] else "_No rule was checked._",
     ]
     if png:
         sections += ["## Over rounds", f"![metrics over rounds]({_data_uri(png)})"]

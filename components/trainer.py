@@ -5,14 +5,13 @@
 
 The champion (base + its merged adapter chain) is the model we add LoRA to. With `peft_config` and no `ref_model`,
 TRL uses the adapter-off model as the reference, which is exactly the champion: no second copy in memory.
-With `quantization: 4bit` the champion is loaded through bitsandbytes NF4 first (QLoRA); this runs on CPU too.
+With `load_in_4bit: true` the champion is loaded through bitsandbytes NF4 first (QLoRA); this runs on CPU too.
 Checkpoints go to a directory outside the atomic output, so a killed run resumes from its last checkpoint.
 Measured here: ~12 s per DPO step of 8 pairs at ~100 tokens on SmolLM2-135M, 2 cores.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
@@ -29,8 +28,8 @@ from peft import LoraConfig, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from components.config import TrainingConfig
-from components.models import Policy, load_policy, resolve_model
+from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig, TrainingConfig
+from components.models import Policy, device_for, dtype_for, load_policy, resolve_model
 
 
 class Trainer(Protocol):
@@ -39,25 +38,27 @@ class Trainer(Protocol):
         ...
 
 
-def load_for_training(policy: Policy, config: TrainingConfig) -> PreTrainedModel:
-    """The champion as a trainable base: full precision, or NF4 4-bit through bitsandbytes for QLoRA."""
-    if config.quantization == "none":
-        return load_policy(policy)
+def load_for_training(policy: Policy, config: TrainingConfig, models: ModelsConfig) -> PreTrainedModel:
+    """The champion as a trainable base: in `models.dtype`, or NF4 4-bit through bitsandbytes for QLoRA."""
+    if not config.load_in_4bit:
+        return load_policy(policy, models)
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    with _merged_checkpoint(policy) as directory:
-        model = AutoModelForCausalLM.from_pretrained(directory, quantization_config=quant, device_map=config.device_map)
+    with _merged_checkpoint(policy, models) as directory:
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, quantization_config=quant, device_map=device_for(models)
+        )
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 @contextmanager
-def _merged_checkpoint(policy: Policy):
+def _merged_checkpoint(policy: Policy, models: ModelsConfig):
     """bitsandbytes quantises at load time, so a champion with adapters is merged and saved once to a temp dir."""
     if not policy.adapters:
         yield resolve_model(policy.base)
         return
     tmp = Path(tempfile.mkdtemp(prefix="ratchet-merged-"))
     try:
-        load_policy(policy).save_pretrained(tmp)
+        load_policy(policy, models).save_pretrained(tmp)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -68,25 +69,26 @@ def lora_config(config: TrainingConfig) -> LoraConfig:
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules,
+        target_modules=config.lora_target_modules,
         task_type="CAUSAL_LM",
     )
 
 
-def common_args(config: TrainingConfig, checkpoints: Path, seed: int) -> dict:
-    """TrainingArguments shared by every method: CPU-safe precision, checkpoints for resume, no external loggers."""
+def common_args(config: TrainingConfig, models: ModelsConfig, checkpoints: Path, seed: int) -> dict:
+    """TrainingArguments shared by every method: the config's own names, checkpoints for resume, no loggers."""
+    on_cpu = device_for(models) == "cpu"
     return {
         "output_dir": str(checkpoints),
         "learning_rate": config.learning_rate,
-        "num_train_epochs": config.epochs,
+        "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps or -1,
-        "per_device_train_batch_size": config.batch_size,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "use_cpu": config.device_map == "cpu",
-        "bf16": False,
+        "use_cpu": on_cpu,
+        "bf16": not on_cpu and dtype_for(models) == torch.bfloat16,
         "logging_steps": 1,
         "save_strategy": "steps",
-        "save_steps": config.checkpoint_every,
+        "save_steps": config.save_steps,
         "save_total_limit": 1,
         "report_to": "none",
         "seed": seed,
@@ -95,7 +97,7 @@ def common_args(config: TrainingConfig, checkpoints: Path, seed: int) -> dict:
 
 
 def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int) -> dict:
-    """Train (resuming from the last checkpoint if a killed run left one), save the adapter, write its metrics."""
+    """Train (resuming from the last checkpoint if a killed run left one), save the adapter, return its metrics."""
     for partial in checkpoints.glob("checkpoint-*"):
         # The Trainer writes trainer_state.json last; a kill before it leaves a checkpoint that cannot resume.
         if not (partial / "trainer_state.json").exists():
@@ -106,10 +108,8 @@ def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int) 
         trainer.train(resume_from_checkpoint=True if resume else None)
         seconds = time.perf_counter() - started
     trainer.model.save_pretrained(str(output_dir))
-    metrics = summarise(trainer.state.log_history, n_examples, seconds, peak["gib"]) | {"resumed": resume}
-    (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     shutil.rmtree(checkpoints, ignore_errors=True)
-    return metrics
+    return summarise(trainer.state.log_history, n_examples, seconds, peak["gib"]) | {"resumed": resume}
 
 
 def to_conversational(pairs: Dataset) -> Dataset:
@@ -129,24 +129,22 @@ class DPOLoRATrainer:
     """TRL DPO with a PEFT LoRA adapter; the loaded model (the champion) is the reference."""
 
     def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        config: TrainingConfig,
-        seed: int,
-        checkpoints: Path | None = None,
-    ):
-        self.model, self.tokenizer, self.config, self.seed = model, tokenizer, config, seed
-        self.checkpoints = checkpoints
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: DPOTrainingConfig,
+        models: ModelsConfig, seed: int, checkpoints: Path,
+    ):  # fmt: skip
+        self.model, self.tokenizer, self.config, self.models = model, tokenizer, config, models
+        self.seed, self.checkpoints = seed, checkpoints
 
     def train(self, data: Dataset, output_dir: Path) -> dict:
         dataset = to_conversational(data)
         if len(dataset) == 0:
             raise ValueError("no non-abstained pairs to train on")
-        checkpoints = self.checkpoints or output_dir / "checkpoints"
         c = self.config
         args = DPOConfig(
-            **common_args(c, checkpoints, self.seed), beta=c.beta, loss_type=[c.loss_type], max_length=c.max_length
+            **common_args(c, self.models, self.checkpoints, self.seed),
+            beta=c.beta,
+            loss_type=[c.loss_type],
+            max_length=c.max_length,
         )
         trainer = DPOTrainer(
             model=self.model,
@@ -155,23 +153,18 @@ class DPOLoRATrainer:
             processing_class=self.tokenizer,
             peft_config=lora_config(c),
         )
-        return run_training(trainer, checkpoints, output_dir, len(dataset))
+        return run_training(trainer, self.checkpoints, output_dir, len(dataset))
 
 
 class OnlineTrainer:
-    """GRPO or RLOO: fresh samples per prompt, scored by `reward` (the judge), KL to the champion by `kl_coef`."""
+    """GRPO or RLOO: fresh samples per prompt, scored by `reward` (the judge), KL to the champion by `beta`."""
 
     def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        config: TrainingConfig,
-        seed: int,
-        reward: Callable[..., list[float]],
-        checkpoints: Path | None = None,
-    ):
-        self.model, self.tokenizer, self.config, self.seed, self.reward = model, tokenizer, config, seed, reward
-        self.checkpoints = checkpoints
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: OnlineTrainingConfig,
+        models: ModelsConfig, seed: int, checkpoints: Path, reward: Callable[..., list[float]],
+    ):  # fmt: skip
+        self.model, self.tokenizer, self.config, self.models = model, tokenizer, config, models
+        self.seed, self.checkpoints, self.reward = seed, checkpoints, reward
 
     def train(self, data: Dataset, output_dir: Path) -> dict:
         """`data` holds prompt rows (`id`, `prompt` as the user message); the reward sees `prompt_id`."""
@@ -179,12 +172,11 @@ class OnlineTrainer:
             lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}], "prompt_id": row["id"]},
             remove_columns=data.column_names,
         )
-        checkpoints = self.checkpoints or output_dir / "checkpoints"
         c = self.config
-        config_class, trainer_class = (GRPOConfig, GRPOTrainer) if c.method == "grpo" else (RLOOConfig, RLOOTrainer)
+        config_class, trainer_class = (GRPOConfig, GRPOTrainer) if c.kind == "grpo" else (RLOOConfig, RLOOTrainer)
         args = config_class(
-            **common_args(c, checkpoints, self.seed),
-            beta=c.kl_coef,
+            **common_args(c, self.models, self.checkpoints, self.seed),
+            beta=c.beta,
             num_generations=c.num_generations,
             max_completion_length=c.max_completion_length,
             temperature=c.temperature,
@@ -197,7 +189,7 @@ class OnlineTrainer:
             processing_class=self.tokenizer,
             peft_config=lora_config(c),
         )
-        return run_training(trainer, checkpoints, output_dir, len(dataset))
+        return run_training(trainer, self.checkpoints, output_dir, len(dataset))
 
 
 @contextmanager
@@ -235,7 +227,7 @@ def summarise(log_history: list[dict], n_examples: int, seconds: float, peak_gib
         "steps": len(steps),
         "loss_first": steps[0]["loss"] if steps else None,
         "loss_last": last.get("loss"),
-        "train_seconds": round(seconds, 2),
+        "seconds": round(seconds, 2),
         "tokens": last.get("num_tokens"),
         "tokens_per_second": round(last["num_tokens"] / seconds, 2) if "num_tokens" in last and seconds else None,
         "peak_rss_gib": peak_gib,

@@ -1,11 +1,13 @@
 """The bootstrap: N rounds of generate -> judge -> train -> evaluate -> gate, with MLflow lineage.
 
-The bootstrap id is the config name plus a digest of the resolved config, so running the same config again resumes
-the same bootstrap (finished stages are skipped) instead of starting a second one.
+The bootstrap id is the config name plus a digest of what decides its outputs (everything but `rounds`, `gate`
+and `workdir`), so running the same config again resumes the same bootstrap, `--rounds 3` after 2 adds round 3,
+and a changed gate rule re-decides the rounds without retraining them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +20,9 @@ from pydantic import Field
 
 from components.config import ExperimentConfig, load_config, run_overrides
 from components.models import Policy
-from flows.round import artifact_key, bootstrap_round
+from components.validate import validate
+from flows.reporting import artifact_key
+from flows.round import RoundResult, bootstrap_round
 from registry import lineage
 
 
@@ -26,12 +30,24 @@ def bootstrap_id(cfg: ExperimentConfig) -> str:
     return f"{cfg.name}-{cfg.digest()}"
 
 
+@dataclass(frozen=True)
+class BootstrapResult:
+    bootstrap_id: str
+    experiment: str
+    workdir: str
+    experiment_id: str
+    parent_run_id: str
+    model_name: str
+    champion: Policy
+    rounds: list[RoundResult]
+
+
 def _flow_run_name() -> str:
     """bootstrap-<experiment name>-<date>; the file's stem if the config cannot be read (the run then fails)."""
     path = Path(flow_run.parameters["config"])
     try:
         name = yaml.safe_load(path.read_text()).get("name", path.stem)
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, yaml.YAMLError, AttributeError, RecursionError):
         name = path.stem
     return f"bootstrap-{name}-{date.today().isoformat()}"
 
@@ -47,9 +63,10 @@ def bootstrap(
         dict[str, Any] | None,
         Field(description='Config values by dotted path, e.g. {"training.learning_rate": 0.0001, "seed": 1}.'),
     ] = None,
-) -> dict:
-    """Run the config's rounds from its base policy; return the per-round results and where they are."""
+) -> BootstrapResult:
+    """Check everything that can be checked, then run the config's rounds from its base policy."""
     cfg = load_config(config, run_overrides(rounds, overrides))
+    validate(cfg, Path(store))  # before anything is written: a bad input ends here, with no MLflow run
     return run_rounds(cfg, lineage.tracking_uri_for(store), str(Path(store).resolve() / "mlartifacts"))
 
 
@@ -60,51 +77,33 @@ def _tag_this_flow_run(*names: str) -> None:
         client.update_flow_run(flow_run.id, tags=sorted(set(current) | set(names)))
 
 
-def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> dict:
+def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> BootstrapResult:
     """The round loop: promote or keep the champion after each round, stop early when the gate says so."""
-    log = get_run_logger()
     run_name = bootstrap_id(cfg)
     out = Path(cfg.workdir).resolve() / run_name
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-
-    client = lineage.client_for(tracking_uri)
-    experiment_id = lineage.ensure_experiment(client, cfg.name, artifact_root)
-    parent = lineage.open_bootstrap(client, experiment_id, run_name, cfg.model_dump(mode="json"), str(flow_run.id))
-    lineage.log_prompts(
-        client, parent, {"train_prompts": cfg.data.train_prompts, "eval_prompts": cfg.data.eval_prompts}
-    )
-    tracking = {"uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent, "bootstrap_id": run_name}
-    _tag_this_flow_run("ratchet", cfg.name)
-    create_link_artifact(
-        lineage.comparison_url(experiment_id),
-        link_text=f"MLflow: {cfg.name} runs over rounds",
-        key=f"{artifact_key(run_name)}-mlflow",
-        description=f"MLflow parent run {parent} (start `mlflow ui --backend-store-uri {tracking_uri}`)",
-    )
-    model_name = lineage.model_name_for(cfg.name)
-
-    champion, results, ok = Policy(cfg.models.policy), [], False
-    try:
+    params = cfg.model_dump(mode="json", exclude={"rounds", "gate", "workdir"})  # MLflow params cannot change
+    with lineage.bootstrap_run(tracking_uri, artifact_root, cfg.name, run_name, params, str(flow_run.id)) as tracking:
+        lineage.tag(tracking_uri, tracking.run_id, {"ratchet.rounds": str(cfg.rounds)})
+        lineage.log_prompts(tracking_uri, tracking.run_id, {"train_prompts": cfg.data.train_prompts,
+                                                            "eval_prompts": cfg.data.eval_prompts})  # fmt: skip
+        _tag_this_flow_run("ratchet", cfg.name)
+        create_link_artifact(
+            lineage.comparison_url(tracking.experiment_id),
+            link_text=f"MLflow: {cfg.name} runs over rounds",
+            key=f"{artifact_key(run_name)}-mlflow",
+            description=f"MLflow parent run {tracking.run_id} (start `mlflow ui --backend-store-uri {tracking_uri}`)",
+        )
+        champion, version, results = Policy(cfg.models.policy), None, []
         for k in range(1, cfg.rounds + 1):
-            history = [{"k": r["k"], "metrics": r["metrics"]} for r in results]
             with tags(cfg.name):
-                result = bootstrap_round(cfg, k, str(out / f"round-{k}"), champion, tracking, model_name, history)
+                result = bootstrap_round(cfg, k, str(out), tracking, champion, version, results)
             results.append(result)
-            champion = result["champion"]
-            if not result["promote"] and cfg.gate.on_block == "stop":
-                log.warning("round %d blocked and gate.on_block is 'stop': ending the bootstrap", k)
+            champion, version = result.champion, result.champion_version
+            if not result.decision.promote and cfg.gate.on_block == "stop":
+                get_run_logger().warning("round %d blocked and gate.on_block is 'stop': ending the bootstrap", k)
                 break
-        ok = True
-    finally:
-        lineage.finish(client, parent, ok)
-    return {
-        "bootstrap_id": run_name,
-        "experiment": cfg.name,
-        "workdir": str(out),
-        "experiment_id": experiment_id,
-        "parent_run_id": parent,
-        "model_name": model_name,
-        "champion": {"base": champion.base, "adapters": list(champion.adapters)},
-        "rounds": [{k: r[k] for k in ("k", "promote", "decision", "metrics")} for r in results],
-    }
+    return BootstrapResult(
+        run_name, cfg.name, str(out), tracking.experiment_id, tracking.run_id, tracking.model_name, champion, results
+    )

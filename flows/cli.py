@@ -9,19 +9,16 @@ ratchet serve                                    serve prefect.yaml's deployment
 
 from __future__ import annotations
 
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from flows.console import print_report, print_rounds
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Prefect's temporary server gets 20 s to start; on 2 busy cores (two bootstraps, or a test suite, at once) that
-# is not enough, and the run fails before any work. A slow start costs nothing when it is fast.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
 
@@ -37,46 +34,21 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def unwritable(directory: Path) -> str | None:
-    """Why nothing can be written in `directory` (or its nearest existing parent), or None; writes nothing."""
-    existing = next(p for p in (directory.resolve(), *directory.resolve().parents) if p.exists())
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            return None
-    except OSError as err:
-        return err.strerror or str(err)
+def checked_config(config_path: Path, overrides: dict, store: Path):
+    """The config, validated with everything that can be checked before work; exit 2 with one line if not.
 
-
-def preflight(config_path: Path, overrides: dict, store: Path) -> None:
-    """Everything that can be checked before work starts; nothing is written if it fails."""
-    from prefect.settings import get_current_settings
-
-    from components.config import AIJudgeConfig, ConfigError, RemoteJudgeConfig, load_config, model_judges
-    from components.data import DataError, check_disjoint, load_prompts
-    from components.models import ModelSpecError, check_spec
-    from components.remote_judge import RemoteJudgeError, api_key
+    The schema is checked before anything heavy is imported, so a broken config is refused in about a second.
+    """
+    from components.config import ConfigError, load_config
 
     try:
         cfg = load_config(config_path, overrides)
-        check_disjoint(load_prompts(cfg.data.train_prompts), load_prompts(cfg.data.eval_prompts))
-        judges = [cfg.evaluation.judge, *model_judges(cfg.judge)]
-        for spec in [cfg.models.policy] + [j.model for j in judges if isinstance(j, AIJudgeConfig)]:
-            if spec != "self":
-                check_spec(spec)
-        for judge in judges:
-            if isinstance(judge, RemoteJudgeConfig) and judge.api_key_env:
-                api_key(judge.api_key_env)
-    except (ConfigError, DataError, ModelSpecError, RemoteJudgeError) as err:
+        from components.validate import validate  # imports torch and transformers: only for a valid config
+
+        validate(cfg, store)
+    except ConfigError as err:
         fail(str(err))
-    for what, directory in (("--store", store), ("workdir", Path(cfg.workdir))):
-        problem = unwritable(directory)
-        if problem:
-            fail(f"{what} {directory}: cannot write there: {problem}")
-    if cfg.gate.require_approval and not get_current_settings().api.url:
-        fail(
-            f"{config_path}: gate.require_approval pauses rounds for a reviewer, who needs a Prefect server: "
-            "start `prefect server start`, set PREFECT_API_URL, or run it as a deployment"
-        )
+    return cfg
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -111,15 +83,28 @@ def run(
     from components.config import run_overrides
 
     overrides = parse_sets(set_ or [])
-    preflight(config, run_overrides(rounds, overrides), store)
-    from flows.bootstrap import bootstrap
-    from registry.lineage import tracking_uri_for
+    cfg = checked_config(config, run_overrides(rounds, overrides), store)
+    from prefect.settings import get_current_settings
+
+    if cfg.gate.require_approval and not get_current_settings().api.url:
+        fail(
+            f"{config}: gate.require_approval pauses rounds for a reviewer, who needs a Prefect server: "
+            "start `prefect server start`, set PREFECT_API_URL, or run it as a deployment"
+        )
+    from flows.runtime import Stopped, prefect_api, stop_on_signals
 
     try:
-        result = bootstrap(str(config), rounds, str(store), overrides or None)
+        with stop_on_signals(), prefect_api():
+            from flows.bootstrap import bootstrap
+
+            result = bootstrap(str(config), rounds, str(store), overrides or None)
+    except Stopped as stop:
+        fail(f"stopped by {stop}; re-run the same command to resume", 128 + stop.signum)
     except Exception as err:  # the traceback is in the log above; the last line says what failed
         fail(f"the bootstrap failed: {type(err).__name__}: {one_line(err)}; re-run the same command to resume", 1)
-    print_report(result, tracking_uri_for(store))
+    from registry.lineage import tracking_uri_for
+
+    print_report(result, tracking_uri_for(store), cfg.evaluation.ci_level)
 
 
 def one_line(err: BaseException) -> str:
@@ -140,11 +125,11 @@ def compare(
     from registry import lineage
 
     try:
-        found, rows = lineage.round_table(_client(store), experiment, bootstrap_id)
+        found, rows, ci_level = lineage.round_table(_client(store), experiment, bootstrap_id)
     except ValueError as err:
         fail(str(err))
     typer.echo(f"bootstrap {found}")
-    print_rounds([{"k": r["round"], "metrics": r, "reason": r["decision"]} for r in rows])
+    print_rounds([{"k": r["round"], "metrics": r, "reason": r["decision"]} for r in rows], ci_level)
 
 
 @app.command()
@@ -166,28 +151,28 @@ def rollback(
     store: StoreOption = Path("."),
 ) -> None:
     """Move the champion back to the previous champion (or the base model if there was none)."""
-    from registry import lineage
+    from registry import versions
 
     if to is None:
         try:
-            to = lineage.previous_champion(_client(store), lineage.model_name_for(experiment))
-        except (ValueError, lineage.MlflowException) as err:
+            to = versions.previous_champion(_client(store), versions.model_name_for(experiment))
+        except (ValueError, versions.MlflowException) as err:
             fail(str(err))
     _move(experiment, to, "rollback", reason, store)
 
 
 def _move(experiment: str, version: str | None, action: str, reason: str, store: Path) -> None:
-    from registry import lineage
+    from registry import versions
 
     client = _client(store)
     try:
         if version is not None:
-            version = lineage.resolve_version(client, lineage.model_name_for(experiment), version)
-        run_id = lineage.move_champion(client, experiment, version, action, reason)
-    except lineage.MlflowException as err:
+            version = versions.resolve_version(client, versions.model_name_for(experiment), version)
+        run_id = versions.move_champion(client, experiment, version, action, reason)
+    except versions.MlflowException as err:
         fail(f"{experiment}: {err.message}")
     now = f"version {version}" if version else "the base model"
-    typer.echo(f"champion of {lineage.model_name_for(experiment)} is now {now}")
+    typer.echo(f"champion of {versions.model_name_for(experiment)} is now {now}")
     typer.echo(f"recorded as MLflow run {run_id}")
 
 
@@ -207,16 +192,21 @@ def evaluate_command(
     store: StoreOption = Path("."),
 ) -> None:
     """Compare two registered checkpoints on the held-out cohorts (what the `evaluate` deployment runs)."""
-    preflight(config, {}, store)
+    cfg = checked_config(config, {}, store)
     from flows.evaluate import evaluate_checkpoints
-    from registry import lineage
+    from flows.runtime import Stopped, prefect_api, stop_on_signals
+    from registry import versions
 
     _client(store)
     try:
-        result = evaluate_checkpoints(str(config), challenger, champion, str(store))
-    except (lineage.MlflowException, FileNotFoundError) as err:
+        with stop_on_signals(), prefect_api():
+            result = evaluate_checkpoints(str(config), challenger, champion, str(store))
+    except (versions.MlflowException, FileNotFoundError) as err:
         fail(str(err))
-    print_rounds([{"k": result["name"], "metrics": result["metrics"], "reason": result["decision"]["reason"]}])
+    except Stopped as stop:
+        fail(f"stopped by {stop}", 128 + stop.signum)
+    row = {"k": result["name"], "metrics": result["metrics"], "reason": result["decision"]["reason"]}
+    print_rounds([row], cfg.evaluation.ci_level)
     typer.echo(f"\noutputs: {result['outputs']}\nmlflow run: {result['mlflow_run_id']}")
 
 
@@ -263,46 +253,6 @@ def refuse_worker_deployments(names: list[str]) -> None:
                     f"{name} is deployed to work pool '{pool}'; serve it or run a worker, not both "
                     f"(`prefect deployment delete {name}` first to serve it)"
                 )
-
-
-def _fmt(value: float | None, percent: bool = False, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{100 * value:.1f}%" if percent else f"{value:.{digits}f}"
-
-
-def print_rounds(rows: list[dict]) -> None:
-    """One line per round (or evaluation): {"k", "metrics", "reason"}."""
-    header = (
-        f"{'round':>5}  {'judge win':>9}  {'task done':>9}  {'delta (95% CI)':>20}  {'benign refusal':>14}"
-        f"  {'len ratio':>9}  gate"
-    )
-    typer.echo("\n" + header + "\n" + "-" * len(header))
-    for r in rows:
-        m = r["metrics"]
-        delta = f"{_fmt(m.get('task_completion_delta'))} ({_fmt(m.get('task_completion_delta_ci_low'))}, " + (
-            f"{_fmt(m.get('task_completion_delta_ci_high'))})"
-        )
-        typer.echo(
-            f"{r['k']:>5}  {_fmt(m.get('win_rate'), True):>9}  {_fmt(m.get('challenger_task_completion'), True):>9}"
-            f"  {delta:>20}  {_fmt(m.get('challenger_benign_refusal_rate'), True):>14}"
-            f"  {_fmt(m.get('length_ratio'), digits=2):>9}  {r['reason']}"
-        )
-
-
-def print_report(result: dict, tracking_uri: str) -> None:
-    from registry.lineage import comparison_url
-
-    print_rounds([{"k": r["k"], "metrics": r["metrics"], "reason": r["decision"]["reason"]} for r in result["rounds"]])
-    champion = result["champion"]
-    typer.echo(f"\nchampion: {champion['base']} + {len(champion['adapters'])} adapter(s)")
-    typer.echo(f"outputs:  {result['workdir']}")
-    typer.echo(f"mlflow:   {tracking_uri} (registered model {result['model_name']})")
-    typer.echo("\nTo look at it:")
-    typer.echo(f"  .venv/bin/ratchet compare {result['experiment']}")
-    typer.echo(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
-    typer.echo(f"  then open {comparison_url(result['experiment_id'])}")
-    typer.echo("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ same metrics a round logs, what the gate would decide, and a Prefect report arti
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,14 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from components import report, stages
+from components import report
 from components.config import ExperimentConfig, load_config
+from components.evaluation import EvalInputs
 from components.models import Policy
-from flows.round import artifact_key, evaluate, publish_report
-from registry import lineage
+from components.validate import validate
+from flows.reporting import artifact_key, publish
+from flows.round import evaluate
+from registry import lineage, versions
 from registry.promotion import decide
 
 
@@ -26,7 +30,7 @@ def resolve(cfg: ExperimentConfig, client, ref: str) -> tuple[str, Policy]:
     """A checkpoint reference to a label and the policy it stands for."""
     if ref == "base":
         return "base", Policy(cfg.models.policy)
-    found = lineage.checkpoint(client, lineage.model_name_for(cfg.name), ref)
+    found = versions.checkpoint(client, versions.model_name_for(cfg.name), ref)
     missing = [a for a in found["adapters"] if not Path(a).exists()]
     if missing:
         raise FileNotFoundError(f"checkpoint {ref} (v{found['version']}) needs adapter dirs that are gone: {missing}")
@@ -42,20 +46,25 @@ def evaluate_checkpoints(
 ) -> dict:
     """Evaluate `challenger` against `champion`; return the metrics and what the gate would decide."""
     cfg = load_config(config)
-    client = lineage.client_for(lineage.tracking_uri_for(store))
+    validate(cfg, Path(store))
+    uri = lineage.tracking_uri_for(store)
+    client = lineage.client_for(uri)
     # `prefect deployment run --param challenger=3` sends the number 3, the UI sends "3": both mean version 3.
     (a_label, a), (b_label, b) = resolve(cfg, client, str(challenger)), resolve(cfg, client, str(champion))
     name = f"{a_label}-vs-{b_label}"
     out = Path(cfg.workdir).resolve() / "evaluations" / f"{cfg.name}-{cfg.digest()}-{name}"
-    eval_dir = Path(evaluate(cfg, b, a, str(out / "eval")))
-    metrics = stages.eval_metrics(eval_dir)
-    decision = decide(metrics, cfg.gate.rules).to_dict()
+    inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
+    answers = Path(cfg.workdir).resolve() / "evaluations" / "answers"
+    evaluated = evaluate(inputs, b, a, str(out / "eval"), str(answers))
+    decision = asdict(decide(evaluated.metrics, cfg.gate.rules, trained=True))
     get_run_logger().info("%s: the gate would say %s", name, decision["reason"])
 
     experiment_id = lineage.ensure_experiment(client, cfg.name, Path(store).resolve() / "mlartifacts")
-    run_id = lineage.log_evaluation(client, experiment_id, name, metrics, decision, eval_dir, str(flow_run.id))
+    run_id = lineage.log_evaluation(uri, experiment_id, name, evaluated.metrics, decision, Path(evaluated.path),
+                                    str(flow_run.id))  # fmt: skip
     links = {"MLflow evaluation run": lineage.run_url(experiment_id, run_id)}
-    markdown, png = report.round_report(f"{cfg.name}: {name}", metrics, decision, [], None, links)
+    markdown, png = report.round_report(f"{cfg.name}: {name}", evaluated.metrics, decision, [], None, links)
     key = artifact_key(f"{cfg.name}-evaluate-{name}")
-    publish_report(markdown, png, out / "report", eval_dir, key, f"{a_label} vs {b_label}")
-    return {"name": name, "mlflow_run_id": run_id, "metrics": metrics, "decision": decision, "outputs": str(out)}
+    publish(markdown, png, out / "report", evaluated.cohorts, key, f"{a_label} vs {b_label}")
+    return {"name": name, "mlflow_run_id": run_id, "metrics": evaluated.metrics, "decision": decision,
+            "outputs": str(out)}  # fmt: skip

@@ -1,15 +1,18 @@
-"""The promotion gate: a pure function from challenger-vs-champion metrics and config rules to a Decision.
+"""The promotion gate: a pure function from a round's outcome and the config's rules to a Decision.
 
-Judge score is never taken as truth: a blocking rule on task completion or refusals stops a round even when the
-judge's win rate rises.
+It is total: it decides every round, including one with nothing to train, and a rule whose metric was not
+measured reads "not measured" (a block rule then blocks, a warn rule warns) instead of raising. Judge score is never
+taken as truth: a blocking rule on task completion or refusals stops a round even when the judge's win rate rises.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from components.config import GateRule
+from components.gate_config import GateRule
+
+NOTHING_TO_TRAIN = "nothing to train"
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class RuleResult:
     op: str
     threshold: float
     action: str
-    value: float
+    value: float  # NaN when the round did not measure it
     holds: bool
 
 
@@ -28,9 +31,13 @@ class Decision:
     reason: str
     deciding_rule: str | None
     rules: tuple[RuleResult, ...]
+    gate_reason: str  # the rules' verdict, before any reviewer
+    approval: dict | None = None  # the reviewer's form, when gate.require_approval asked for one
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def from_dict(cls, logged: dict) -> Decision:
+        """A decision as `dataclasses.asdict` wrote it (MLflow's decision.json)."""
+        return cls(**logged | {"rules": tuple(RuleResult(**r) for r in logged["rules"])})
 
 
 def _holds(value: float, op: str, threshold: float) -> bool:
@@ -44,16 +51,25 @@ def describe(rule: RuleResult) -> str:
     return f"{rule.metric} {rule.op} {rule.threshold:g} ({got})"
 
 
-def decide(metrics: dict[str, float], rules: list[GateRule]) -> Decision:
-    """Promote unless a blocking rule fails; the first failing blocking rule is the one that decided."""
-    results = tuple(
-        RuleResult(r.key, r.op, r.threshold, r.action, metrics[r.key], _holds(metrics[r.key], r.op, r.threshold))
-        for r in rules
-    )
+def decide(metrics: dict[str, float], rules: list[GateRule], trained: bool) -> Decision:
+    """Promote unless a blocking rule fails; the first failing blocking rule is the one that decided.
+
+    `trained` is False when the round had no pair to learn from: there is no challenger, so the champion stays.
+    """
+    if not trained:
+        reason = "kept: no non-abstained pairs to train on"
+        return Decision(False, reason, NOTHING_TO_TRAIN, (), reason)
+    results = tuple(_check(rule, metrics.get(rule.key)) for rule in rules)
     blocking = [r for r in results if not r.holds and r.action == "block"]
     warnings = [r for r in results if not r.holds and r.action == "warn"]
     if blocking:
-        return Decision(False, f"blocked: {describe(blocking[0])}", describe(blocking[0]), results)
+        reason = f"blocked: {describe(blocking[0])}"
+        return Decision(False, reason, describe(blocking[0]), results, reason)
     note = f" (warning: {'; '.join(describe(w) for w in warnings)})" if warnings else ""
-    n_blocking = sum(r.action == "block" for r in results)
-    return Decision(True, f"promoted: all {n_blocking} blocking rules hold{note}", None, results)
+    reason = f"promoted: all {sum(r.action == 'block' for r in results)} blocking rules hold{note}"
+    return Decision(True, reason, None, results, reason)
+
+
+def _check(rule: GateRule, value: float | None) -> RuleResult:
+    value = float("nan") if value is None else float(value)
+    return RuleResult(rule.key, rule.op, rule.threshold, rule.action, value, _holds(value, rule.op, rule.threshold))

@@ -123,9 +123,9 @@ def write_tiny_config(tiny_model_dir):
                 "train_prompts": prompt_file(directory / "train.jsonl", "train"),
                 "eval_prompts": prompt_file(directory / "heldout.jsonl", "heldout"),
             },
-            "generation": {"backend": "transformers", "samples_per_prompt": 4, "max_new_tokens": 8},
+            "generation": {"kind": "transformers", "samples_per_prompt": 4, "max_new_tokens": 8},
             "judge": {"kind": "panel", "default": {"kind": "ai", "model": "self", "abstain_margin": 0.0}},
-            "training": {"epochs": 1, "batch_size": 4},
+            "training": {"num_train_epochs": 1, "per_device_train_batch_size": 4},
             "evaluation": {
                 "judge": {"kind": "ai", "model": tiny_model_dir + "/", "rubric": "concise-and-correct"},
                 "max_new_tokens": 8,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import ConfigError, ExperimentConfig, load_config
+from components.config import RENAMED, ConfigError, ExperimentConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "broken.yaml")
@@ -124,16 +124,48 @@ def test_overrides_set_values_by_dotted_path_and_errors_name_the_path(tmp_path):
 def test_cli_set_overrides_are_validated_before_any_work(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", "configs/smoke.yaml", "--store", str(tmp_path),
-         "--set", "training.learning_rate=1e-4", "--set", "training.epochs=0"],
+         "--set", "training.learning_rate=1e-4", "--set", "training.num_train_epochs=0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PREFECT_HOME": str(tmp_path / "prefect")},
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "training.epochs: Input should be greater than 0" in proc.stderr
+    assert "training.num_train_epochs: Input should be greater than 0" in proc.stderr
     assert "learning_rate" not in proc.stderr  # 1e-4 was read as a number and accepted
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefect"]
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even Prefect's home
+
+
+def test_a_renamed_key_names_its_new_place(tmp_path):
+    for old, new in [("training", "method: grpo"), ("generation", "backend: vllm"), ("training", "device_map: cpu")]:
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, f"name: x\n{old}:\n  {new}\n"))
+        key = f"{old}.{new.split(':')[0]}"
+        assert f"{key}: renamed; use {RENAMED[key]}" in str(err.value)
+    assert RENAMED["training.device_map"] == "models.device"
+
+
+def test_each_training_kind_has_only_its_own_fields(tmp_path):
+    dpo = load_config(write(tmp_path, "name: x\ntraining: {beta: 0.2, max_length: 128}\n")).training
+    assert (dpo.kind, dpo.beta, dpo.max_length) == ("dpo", 0.2, 128)
+    grpo = load_config(write(tmp_path, "name: x\ntraining: {kind: grpo, num_generations: 2}\n")).training
+    assert (grpo.kind, grpo.beta) == ("grpo", 0.05)
+    with pytest.raises(ConfigError, match=r"training\.num_generations: Extra inputs are not permitted"):
+        load_config(write(tmp_path, "name: x\ntraining: {kind: dpo, num_generations: 2}\n"))
+    with pytest.raises(ConfigError, match=r"training\.max_length: Extra inputs are not permitted"):
+        load_config(write(tmp_path, "name: x\ntraining: {kind: rloo, max_length: 2}\n"))
+
+
+def test_a_deeply_nested_yaml_is_one_line_not_a_traceback(tmp_path):
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(write(tmp_path, "name: x\nseed: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+def test_the_bootstrap_id_leaves_out_rounds_gate_and_workdir(tmp_path):
+    base = load_config(ROOT / "configs" / "smoke.yaml")
+    same = load_config(ROOT / "configs" / "smoke.yaml", {"rounds": 5, "workdir": "elsewhere", "gate.on_block": "stop"})
+    assert same.digest() == base.digest()
+    assert load_config(ROOT / "configs" / "smoke.yaml", {"seed": 1}).digest() != base.digest()
 
 
 def test_serve_refuses_without_a_prefect_server(tmp_path):

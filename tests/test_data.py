@@ -101,9 +101,17 @@ def test_failed_stage_leaves_nothing_that_looks_complete(tmp_path):
 def test_finished_stage_is_not_rebuilt_and_stale_temp_dirs_are_cleared(tmp_path):
     target = tmp_path / "stage"
     (tmp_path / ".stage.tmp-killed").mkdir()  # what a kill -9 leaves behind
-    save_stage(target, lambda tmp: (tmp / "out.txt").write_text("first"))
-    save_stage(target, lambda tmp: (tmp / "out.txt").write_text("second"))
-    assert (target / "out.txt").read_text() == "first"
+
+    def build(text: str):
+        def write(tmp: Path) -> dict:
+            (tmp / "out.txt").write_text(text)
+            return {"text": text}
+
+        return write
+
+    assert save_stage(target, build("first")) == {"text": "first"}
+    assert save_stage(target, build("second")) == {"text": "first"}  # the record of the finished stage
+    assert (target / "out.txt").read_text() == "first" and (target / "stage.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
     with write_atomically(tmp_path / "other") as tmp:
         assert tmp.name.startswith(".other.tmp-")

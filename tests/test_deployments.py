@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from registry import lineage
+from registry import lineage, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
@@ -42,7 +42,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert rejected.returncode != 0 and "rounds" in rejected.stdout + rejected.stderr
 
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
-    params += ["--param", 'overrides={"training.learning_rate": 0.0001}']
+    params += ["--param", 'overrides={"training.learning_rate": 0.0001, "gate.rules": []}']  # no rules: promoted
     run = prefect.cli("deployment", "run", "bootstrap/smoke", *params, "--watch", "--watch-timeout", "600", timeout=660)
     assert run.returncode == 0 and "COMPLETED" in run.stdout.upper(), run.stdout + run.stderr + prefect.log("worker")
 
@@ -54,14 +54,13 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert parent.data.tags["prefect.flow_run_id"] in run.stdout  # MLflow links back to the Prefect flow run
     assert "task_completion_delta" in parent.data.metrics
-    assert parent.data.params["training.learning_rate"] == "0.0001" and parent.data.params["rounds"] == "1"
+    assert parent.data.params["training.learning_rate"] == "0.0001" and parent.data.tags["ratchet.rounds"] == "1"
     [version] = client.search_model_versions("name = 'ratchet-tiny'")
     assert str(client.get_model_version_by_alias("ratchet-tiny", "challenger").version) == str(version.version)
     decision = json.loads(
         Path(client.download_artifacts(child.info.run_id, "decision.json", str(tmp_path))).read_text()
     )
-    champion = lineage.current_champion(client, "ratchet-tiny")
-    assert champion == (str(version.version) if decision["promote"] else None)
+    assert decision["promote"] and versions.current_champion(client, "ratchet-tiny") == str(version.version)
 
     # `ratchet serve` serves the same deployments from one process, instead of the worker; it runs `evaluate`.
     prefect.halt(worker)  # SIGKILL after 30 s: the worker can hang on SIGTERM while its flow-run process exits

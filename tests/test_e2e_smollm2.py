@@ -12,6 +12,7 @@ import yaml
 from datasets import load_from_disk
 from mlflow import MlflowClient
 
+from components.config import ModelsConfig
 from components.models import Policy, load_policy, load_tokenizer
 from registry import lineage
 
@@ -67,13 +68,13 @@ def test_pairs_and_adapter_are_real(finished_run):
     assert json.loads((adapter / "train_metrics.json").read_text())["steps"] > 0
     tok = load_tokenizer("smollm2-135m-instruct")
     ids = tok("What is 2 + 2?", return_tensors="pt").input_ids
-    base = load_policy(Policy("smollm2-135m-instruct"))(ids).logits
-    tuned = load_policy(Policy("smollm2-135m-instruct", (str(adapter),)))(ids).logits
+    base = load_policy(Policy("smollm2-135m-instruct"), ModelsConfig())(ids).logits
+    tuned = load_policy(Policy("smollm2-135m-instruct", (str(adapter),)), ModelsConfig())(ids).logits
     assert not torch.allclose(base, tuned, atol=1e-4)
 
 
 def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
-    tmp, _ = finished_run
+    tmp, stdout = finished_run
     client = MlflowClient(lineage.tracking_uri_for(tmp))
     exp = client.get_experiment_by_name("e2e")
     runs = client.search_runs([exp.experiment_id])
@@ -85,7 +86,8 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
     assert {"win_rate", "task_completion_delta", "benign_refusal_ratio", "challenger_mean_length"} <= set(
         child.data.metrics
     )
-    assert child.data.tags["ratchet.decision"].startswith(("promoted", "blocked"))
+    [table_row] = [line for line in stdout.splitlines() if line.strip().startswith("1 ")]
+    assert table_row.endswith(child.data.tags["ratchet.decision"])  # the decision printed is the one logged
     version = client.get_model_version_by_alias("ratchet-e2e", "challenger")
     assert version.run_id == child.info.run_id
 
@@ -101,7 +103,7 @@ def test_grpo_runs_a_round_end_to_end(tmp_path):
         6,
         generation={"samples_per_prompt": 2, "max_new_tokens": 16},
         # Full precision here: 4-bit sampling on CPU is ~6x slower; QLoRA on SmolLM2 is tested in test_trainer.py.
-        training={"max_steps": 2, "max_completion_length": 16, "quantization": "none"},
+        training={"max_steps": 2, "max_completion_length": 16, "load_in_4bit": False},
         evaluation={"max_new_tokens": 16},
     )
     (adapter,) = (tmp_path / "runs").glob("e2e-grpo-*/round-1/adapter")

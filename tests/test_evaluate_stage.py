@@ -1,34 +1,73 @@
-"""The evaluate stage on its own, for a champion that is no longer the base (rounds after a promotion)."""
-
-import json
+"""The evaluate stage on its own: one load of the policy per stage, answers kept per bootstrap, the comparison with
+the round-0 base for a champion that is no longer the base."""
 
 import pytest
+from transformers import PreTrainedModel
 
-from components import stages
 from components.config import load_config
-from components.data import DataError
+from components.data import load_rows
+from components.evaluation import EvalInputs, evaluate
 from components.models import Policy
 
 
-def test_a_promoted_champion_is_also_compared_with_the_round_0_base(
-    tiny_model_dir, write_tiny_config, random_adapter, tmp_path
+@pytest.fixture
+def count_loads(monkeypatch):
+    """Every model load, by the directory it loads from (a spy on the real loader; the loads still happen)."""
+    loads: list[str] = []
+    original = PreTrainedModel.from_pretrained.__func__
+
+    def counted(cls, path, *args, **kwargs):
+        loads.append(str(path).rstrip("/"))
+        return original(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(counted))
+    return loads
+
+
+def inputs_for(cfg) -> EvalInputs:
+    return EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
+
+
+def test_one_policy_load_serves_the_stage_and_answers_are_kept_per_bootstrap(
+    tiny_model_dir, write_tiny_config, random_adapter, tmp_path, count_loads
 ):
+    """Round 1 (champion = base) and then a round after a promotion (champion = base + a1, challenger + a2).
+    The tiny config's evaluation judge is the same tiny checkpoint, so each stage loads it twice: once as the
+    policy pair, once as the judge. Before this stage held its models together it loaded the champion, the
+    challenger, the champion again as self-judge and, after a promotion, the base again for its answers."""
     cfg = load_config(write_tiny_config(tmp_path))
-    champion = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 1, tmp_path / "a1"),))
+    inputs, answers = inputs_for(cfg), tmp_path / "answers"
+    a1 = random_adapter(tiny_model_dir, 1, tmp_path / "a1")
+    base, champion = Policy(tiny_model_dir), Policy(tiny_model_dir, (a1,))
     challenger = champion.with_adapter(random_adapter(tiny_model_dir, 2, tmp_path / "a2"))
-    summary = json.loads((stages.evaluate(cfg, champion, challenger, tmp_path / "eval") / "summary.json").read_text())
-    vs = summary["vs_champion"]
+    count_loads.clear()  # making the random adapters loaded the base too
+
+    first = evaluate(inputs, base, champion, tmp_path / "eval-1", answers)
+    assert count_loads == [tiny_model_dir] * 2
+    assert len(list(answers.iterdir())) == 2  # the base's and round 1's challenger's greedy answers
+    count_loads.clear()
+    second = evaluate(inputs, champion, challenger, tmp_path / "eval-2", answers)
+    assert count_loads == [tiny_model_dir] * 2
+    assert len(list(answers.iterdir())) == 3  # only the new challenger's answers were generated
+
+    rows = {r["model"]: r["response"] for r in load_rows(tmp_path / "eval-2") if r["prompt_id"] == "heldout0"}
+    promoted = {r["model"]: r["response"] for r in load_rows(tmp_path / "eval-1") if r["prompt_id"] == "heldout0"}
+    assert rows["champion"] == promoted["challenger"]  # the champion's answers are the ones it gave as challenger
+    vs = second.metrics
     assert 0 <= vs["win_rate_vs_base"] <= 1 and vs["win_rate_vs_base_ci_low"] <= vs["win_rate_vs_base"]
     low, high = vs["task_completion_delta_vs_base_ci_low"], vs["task_completion_delta_vs_base_ci_high"]
     assert low <= vs["task_completion_delta_vs_base"] <= high and "task_completion_delta_vs_base.ifeval" in vs
     assert vs["benign_refusal_ratio_vs_base"] > 0
     assert {"should_refuse_ratio", "self_cross_agreement", "judge_length_slope", "kl_per_token"} <= set(vs)
+    assert first.metrics["win_rate_vs_base"] == first.metrics["win_rate"]  # round 1: the champion is the base
+    assert first.metrics["task_completion_delta_vs_base"] == first.metrics["task_completion_delta"]
 
 
-def test_a_prompt_without_room_for_its_response_is_refused_by_id(tiny_model_dir, smol_tokenizer):
-    """The tiny model has a 1,024-token context: 1,000 words do not fit with 64 new tokens; 900 tokens' worth do
-    fit with 8 (chat template included)."""
-    long_row = {"id": "long", "prompt": "word " * 1000, "cohort": "benign", "context": ""}
-    with pytest.raises(DataError, match=r"p.jsonl: prompt id 'long' is \d+ tokens; with max_new_tokens 64"):
-        stages.check_context([long_row], tiny_model_dir, smol_tokenizer, 64, "p.jsonl")
-    stages.check_context([{**long_row, "prompt": "word " * 900}], tiny_model_dir, smol_tokenizer, 8, "p.jsonl")
+def test_two_unrelated_policies_are_loaded_one_each(tiny_model_dir, write_tiny_config, random_adapter, tmp_path):
+    """`ratchet evaluate --challenger 1 --champion 3`: the challenger is not the champion plus one adapter."""
+    cfg = load_config(write_tiny_config(tmp_path))
+    one = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 1, tmp_path / "a1"),))
+    other = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 2, tmp_path / "a2"),))
+    result = evaluate(inputs_for(cfg), other, one, tmp_path / "eval", tmp_path / "answers")
+    assert result.metrics["kl_per_token"] == result.metrics["kl_per_token"]  # measured (not NaN)
+    assert {r["model"] for r in load_rows(result.path)} == {"champion", "challenger"}

@@ -1,9 +1,7 @@
-import importlib.util
-
-from components.config import GenerationConfig
-from components.generator import TransformersGenerator, VLLMGenerator, chat_prompt
+from components.build import make_generator
+from components.config import ModelsConfig, TransformersGenerationConfig, VLLMGenerationConfig
+from components.generator import Sampling, TransformersGenerator, VLLMGenerator, chat_prompt
 from components.models import Policy, load_policy, load_tokenizer
-from components.stages import make_generator
 
 PROMPTS = [
     {"id": "a", "prompt": "Say hi.", "context": ""},
@@ -13,9 +11,8 @@ PROMPTS = [
 
 
 def make(tiny_model_dir, temperature=0.9, batch_size=2):
-    return TransformersGenerator(
-        load_policy(Policy(tiny_model_dir)), load_tokenizer(tiny_model_dir), 8, temperature, 0.95, batch_size
-    )
+    model = load_policy(Policy(tiny_model_dir), ModelsConfig())
+    return TransformersGenerator(model, load_tokenizer(tiny_model_dir), Sampling(8, temperature, 0.95), batch_size)
 
 
 def test_n_rows_per_prompt_across_batches(tiny_model_dir):
@@ -42,10 +39,16 @@ def test_context_is_fenced_into_the_chat_prompt(smol_tokenizer):
     assert '"""\nIt opens at 9.\n"""' in text and text.rstrip().endswith("assistant")
 
 
-def test_auto_backend_is_vllm_exactly_when_it_is_installed(tiny_model_dir):
-    policy = Policy(tiny_model_dir)
-    backend, generator = make_generator(GenerationConfig(backend="auto"), policy)
-    assert backend == ("vllm" if importlib.util.find_spec("vllm") else "transformers")
-    assert isinstance(generator, VLLMGenerator if backend == "vllm" else TransformersGenerator)
-    backend, generator = make_generator(GenerationConfig(backend="transformers"), policy)
-    assert backend == "transformers" and isinstance(generator, TransformersGenerator)
+def test_the_kind_picks_the_generator_and_a_loaded_model_is_reused(tiny_model_dir):
+    policy, models, tok = Policy(tiny_model_dir), ModelsConfig(), load_tokenizer(tiny_model_dir)
+    sampling = Sampling(8, 0.9, 0.95)
+    vllm = make_generator(VLLMGenerationConfig(), policy, models, tok, sampling)  # the engine starts on generate()
+    assert isinstance(vllm, VLLMGenerator)
+    loaded = load_policy(policy, models)
+    transformers = make_generator(
+        TransformersGenerationConfig(batch_size=3), policy, models, tok, sampling, None, loaded
+    )
+    assert isinstance(transformers, TransformersGenerator) and transformers.model is loaded
+    assert transformers.batch_size == 3
+    evaluation = make_generator(TransformersGenerationConfig(), policy, models, tok, sampling, 24, loaded)
+    assert evaluation.batch_size == 24

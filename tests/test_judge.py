@@ -3,17 +3,18 @@ import json
 import pytest
 
 from components.biased import BiasedJudge
+from components.config import ModelsConfig
 from components.judge import (
     LogprobJudge,
     PanelJudge,
     Verdict,
     VerifierJudge,
     WeightedJudge,
-    build_pairs,
     combine_orders,
     load_rubric,
 )
 from components.models import Policy, load_policy, load_tokenizer
+from components.pairs import build_pairs
 
 NUMBER = {
     "id": "n",
@@ -29,10 +30,12 @@ OPEN = {"id": "o", "prompt": "Say something kind.", "cohort": "benign", "context
 def tiny_judge(tiny_model_dir):
     return LogprobJudge(
         "ai:tiny",
-        load_policy(Policy(tiny_model_dir)),
+        load_policy(Policy(tiny_model_dir), ModelsConfig()),
         load_tokenizer(tiny_model_dir),
         load_rubric("concise-and-correct"),
+        prompt_style="completion",
         abstain_margin=0.0,
+        batch_size=8,
     )
 
 

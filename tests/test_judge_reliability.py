@@ -63,7 +63,7 @@ def test_length_control_removes_exactly_the_length_term():
     items = []
     for n in (0, 20, 40, 80):
         items += [(ROW, "good " + "w " * n, "bad"), (ROW, "bad " + "w " * n, "good")]
-    controlled = LengthControlledJudge(LengthTimesQuality(), abstain_margin=0.02).judge(items)
+    controlled = LengthControlledJudge(LengthTimesQuality(), abstain_margin=0.02, scale_words=50).judge(items)
     expected = [1 / (1 + math.exp(-1)), 1 / (1 + math.exp(1))] * 4
     assert [c.p_a for c in controlled] == pytest.approx(expected, abs=1e-6)
     assert "length-controlled" in controlled[0].rationale
@@ -76,6 +76,7 @@ def test_shipped_injection_set_and_flip_rates_of_two_known_judges():
     assert injection_flip_rate(VerifierJudge(), rows) == {
         "injection_flip_rate": 0.0,
         "injection_pairs": float(len(rows)),
+        "clean_decided": 1.0,
         "clean_accuracy": 1.0,
         "injection_p_shift": 0.0,
     }

@@ -1,100 +1,137 @@
+"""Lineage against a real MLflow store (sqlite in a temp dir): runs, their end states, versions and aliases."""
+
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
-from registry import lineage
+from registry import lineage, versions
 
 
-def store(tmp_path):
+def open_bootstrap(tmp_path, bootstrap_id="b-1", params=None):
     uri = lineage.tracking_uri_for(tmp_path)
-    client = lineage.client_for(uri)
-    return client, lineage.ensure_experiment(client, "exp", tmp_path / "mlartifacts")
+    return lineage.bootstrap_run(uri, str(tmp_path / "mlartifacts"), "exp", bootstrap_id, params or {}, "flow-run")
 
 
-def test_runs_are_found_again_not_duplicated(tmp_path):
-    client, exp = store(tmp_path)
-    assert lineage.ensure_experiment(client, "exp", tmp_path / "mlartifacts") == exp
-    parent = lineage.open_bootstrap(client, exp, "b-1", {"name": "exp", "training": {"beta": 0.1}}, "flow-run-1")
-    assert lineage.open_bootstrap(client, exp, "b-1", {}, "flow-run-2") == parent
-    child, done = lineage.open_round(client, exp, parent, "b-1", 1)
-    assert not done
-    lineage.log_round(
-        client, parent, child, 1, {"win_rate": 0.6, "nan_metric": float("nan")}, tmp_path, {"reason": "ok"}
-    )
-    assert lineage.open_round(client, exp, parent, "b-1", 1) == (child, False)  # not finished until `finish`
-    lineage.finish(client, child, ok=True)
-    assert lineage.open_round(client, exp, parent, "b-1", 1) == (child, True)
-    run = client.get_run(parent)
-    assert run.data.params["training.beta"] == "0.1"
-    assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
-    history = client.get_metric_history(parent, "win_rate")
-    assert [(m.step, m.value) for m in history] == [(1, 0.6)]
-    assert "nan_metric" not in client.get_run(child).data.metrics
-    assert (tmp_path / "mlflow.db").exists() and run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+def adapter_dir(tmp_path) -> Path:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir(exist_ok=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    return adapter
+
+
+def test_runs_are_found_again_not_duplicated_and_end_finished(tmp_path):
+    with open_bootstrap(tmp_path, params={"name": "exp", "training": {"beta": 0.1}}) as tracking:
+        with lineage.round_run(tracking, 1, "champion-a", "fr-1") as run:
+            assert not run.logged and run.decision is None
+            lineage.log_round(tracking, run, 1, {"win_rate": 0.6, "nan_metric": float("nan")}, tmp_path)
+            lineage.log_decision(tracking, run, 1, {"reason": "ok", "promote": True})
+    client = MlflowClient(tracking.uri)
+    with open_bootstrap(tmp_path) as again:
+        assert again == tracking  # the same parent run, found by its tag
+        with lineage.round_run(again, 1, "champion-a", "fr-2") as rerun:
+            assert rerun.run_id == run.run_id and rerun.logged and rerun.decision == {"reason": "ok", "promote": True}
+            assert client.get_run(run.run_id).info.status == "RUNNING"  # reopened while it runs
+    parent, child = client.get_run(tracking.run_id), client.get_run(run.run_id)
+    assert (parent.info.status, child.info.status) == ("FINISHED", "FINISHED")
+    assert parent.data.params["training.beta"] == "0.1" and child.data.tags["mlflow.parentRunId"] == tracking.run_id
+    assert child.data.tags["prefect.flow_run_id"] == "fr-2"  # the newest Prefect run of the round
+    assert [(m.step, m.value) for m in client.get_metric_history(tracking.run_id, "win_rate")] == [(1, 0.6)]
+    assert "nan_metric" not in child.data.metrics and child.data.metrics["promoted"] == 1.0
+    assert (tmp_path / "mlflow.db").exists()
+    assert parent.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+@pytest.mark.parametrize("error, status", [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
+def test_an_error_ends_the_runs_failed_and_a_signal_killed(tmp_path, error, status):
+    with pytest.raises(error):
+        with open_bootstrap(tmp_path) as tracking, lineage.round_run(tracking, 1, "c", "fr") as run:
+            raise error()
+    client = MlflowClient(tracking.uri)
+    assert client.get_run(tracking.run_id).info.status == status and client.get_run(run.run_id).info.status == status
+    with open_bootstrap(tmp_path) as again, lineage.round_run(again, 1, "c", "fr") as rerun:
+        assert rerun.run_id == run.run_id and not rerun.logged  # an unfinished round is redone, not skipped
 
 
 def test_adapter_registration_is_idempotent_and_aliases_move(tmp_path):
-    client, exp = store(tmp_path)
-    parent = lineage.open_bootstrap(client, exp, "b-2", {}, "fr")
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
-    versions = []
-    for k in (1, 2):
-        child, _ = lineage.open_round(client, exp, parent, "b-2", k)
-        versions.append(lineage.register_adapter(client, "m", child, adapter, {"base": "tiny", "round": k}))
-        assert lineage.register_adapter(client, "m", child, adapter, {"base": "tiny", "round": k}) == versions[-1]
-    lineage.set_alias(client, "m", "champion", versions[0])
-    lineage.set_alias(client, "m", "challenger", versions[1])
-    c = MlflowClient(lineage.tracking_uri_for(tmp_path))
-    assert str(c.get_model_version_by_alias("m", "champion").version) == versions[0]
-    assert c.get_model_version_by_alias("m", "challenger").tags["base"] == "tiny"
+    adapter = adapter_dir(tmp_path)
+    registered = []
+    with open_bootstrap(tmp_path) as tracking:
+        for k in (1, 2):
+            with lineage.round_run(tracking, k, "c", "fr") as run:
+                registered.append(versions.register_adapter(tracking.uri, "m", run.run_id, adapter, {"round": k}))
+                assert versions.register_adapter(tracking.uri, "m", run.run_id, adapter, {}) == registered[-1]
+    versions.point_alias(tracking.uri, "m", "champion", registered[0])
+    versions.point_alias(tracking.uri, "m", "challenger", registered[1])
+    c = MlflowClient(tracking.uri)
+    assert str(c.get_model_version_by_alias("m", "champion").version) == registered[0]
+    assert c.get_model_version_by_alias("m", "challenger").tags["round"] == "2"
     assert len(c.search_model_versions("name = 'm'")) == 2
-    logged = c.get_model_version("m", versions[0])
+    versions.point_alias(tracking.uri, "m", "champion", None)  # back to the base model
+    assert versions.current_champion(c, "m") is None
+    versions.point_alias(tracking.uri, "m", "champion", None)  # and again: nothing to remove, no error
+    logged = c.get_model_version("m", registered[0])
     model_id = logged.source.removeprefix("models:/")  # the version points at the round run's logged model
     assert c.get_logged_model(model_id).source_run_id == logged.run_id
     downloaded = mlflow.artifacts.download_artifacts(logged.source, dst_path=str(tmp_path / "download"))
     assert (Path(downloaded) / "adapter_config.json").exists()
 
 
-def registered(client, exp, tmp_path, rounds: int) -> list[str]:
-    parent = lineage.open_bootstrap(client, exp, "b-3", {}, "fr")
-    adapter = tmp_path / "adapter"
-    adapter.mkdir(exist_ok=True)
-    (adapter / "adapter_config.json").write_text("{}")
-    versions = []
-    for k in range(1, rounds + 1):
-        child, _ = lineage.open_round(client, exp, parent, "b-3", k)
-        lineage.log_round(client, parent, child, k, {"win_rate": k / 10}, tmp_path, {"reason": f"round {k}"})
-        chain = {"base": "tiny", "adapter_chain": [f"/a/{i}" for i in range(1, k + 1)], "round": k}
-        versions.append(lineage.register_adapter(client, "ratchet-exp", child, adapter, chain))
-        lineage.finish(client, child, ok=True)
-    lineage.finish(client, parent, ok=True)
-    return versions
+def test_a_round_from_another_champion_supersedes_the_first_and_gives_it_back(tmp_path):
+    adapter = adapter_dir(tmp_path)
+    with open_bootstrap(tmp_path) as tracking:
+        with lineage.round_run(tracking, 2, "champion-a", "fr") as first:
+            tags = {"base": "tiny", "adapter_chain": [str(adapter)], "round": 2}
+            version = versions.register_adapter(tracking.uri, tracking.model_name, first.run_id, adapter, tags)
+            lineage.log_decision(tracking, first, 2, {"reason": "a", "promote": False})
+        with lineage.round_run(tracking, 2, "champion-b", "fr") as second:
+            lineage.log_decision(tracking, second, 2, {"reason": "b", "promote": False})
+    client = MlflowClient(tracking.uri)
+    assert second.run_id != first.run_id
+    assert client.get_run(first.run_id).data.tags[lineage.SUPERSEDED_TAG] == "true"
+    with pytest.raises(versions.MlflowException, match="superseded"):
+        versions.checkpoint(client, tracking.model_name, version)
+    assert [r["decision"] for r in lineage.round_table(client, "exp")[1]] == ["b"]
+    with open_bootstrap(tmp_path) as tracking, lineage.round_run(tracking, 2, "champion-a", "fr") as back:
+        assert back.run_id == first.run_id and back.logged  # champion a again: its round is taken back
+    assert versions.checkpoint(client, tracking.model_name, version)["adapters"] == [str(adapter)]
+    assert [r["decision"] for r in lineage.round_table(client, "exp")[1]] == ["a"]
+
+
+def registered(tmp_path, rounds: int) -> list[str]:
+    adapter, made = adapter_dir(tmp_path), []
+    with open_bootstrap(tmp_path, "b-3") as tracking:
+        for k in range(1, rounds + 1):
+            with lineage.round_run(tracking, k, f"c{k}", "fr") as run:
+                lineage.log_round(tracking, run, k, {"win_rate": k / 10}, tmp_path)
+                lineage.log_decision(tracking, run, k, {"reason": f"round {k}", "promote": False})
+                chain = {"base": "tiny", "adapter_chain": [f"/a/{i}" for i in range(1, k + 1)], "round": k}
+                made.append(versions.register_adapter(tracking.uri, "ratchet-exp", run.run_id, adapter, chain))
+    return made
 
 
 def test_manual_moves_are_recorded_and_rollback_walks_back_through_champions(tmp_path):
-    client, exp = store(tmp_path)
-    v1, v2, v3 = registered(client, exp, tmp_path, 3)
-    lineage.set_alias(client, "ratchet-exp", "champion", v1)  # the gate promoted round 1, blocked round 2
-    run_id = lineage.move_champion(client, "exp", v3, "promote", "reviewed the samples")
-    assert lineage.current_champion(client, "ratchet-exp") == v3
+    v1, v2, v3 = registered(tmp_path, 3)
+    client = lineage.client_for(lineage.tracking_uri_for(tmp_path))
+    versions.set_alias(client, "ratchet-exp", "champion", v1)  # the gate promoted round 1, blocked round 2
+    run_id = versions.move_champion(client, "exp", v3, "promote", "reviewed the samples")
+    assert versions.current_champion(client, "ratchet-exp") == v3
     move = client.get_run(run_id)
     assert move.data.params == {"from_version": v1, "to_version": v3, "reason": "reviewed the samples"}
     assert move.data.tags["ratchet.kind"] == "alias-move" and move.info.status == "FINISHED"
 
-    assert lineage.previous_champion(client, "ratchet-exp") == v1  # v2 was never champion
-    lineage.move_champion(client, "exp", v1, "rollback", "")
-    assert lineage.previous_champion(client, "ratchet-exp") is None  # before v1 came the base model
-    lineage.move_champion(client, "exp", None, "rollback", "")
-    assert lineage.current_champion(client, "ratchet-exp") is None
-    assert lineage.checkpoint(client, "ratchet-exp", v3)["adapters"] == ["/a/1", "/a/2", "/a/3"]
+    assert versions.previous_champion(client, "ratchet-exp") == v1  # v2 was never champion
+    versions.move_champion(client, "exp", v1, "rollback", "")
+    assert versions.previous_champion(client, "ratchet-exp") is None  # before v1 came the base model
+    versions.move_champion(client, "exp", None, "rollback", "")
+    assert versions.current_champion(client, "ratchet-exp") is None
+    assert versions.checkpoint(client, "ratchet-exp", v3)["adapters"] == ["/a/1", "/a/2", "/a/3"]
 
 
 def test_round_table_reads_the_newest_bootstrap(tmp_path):
-    client, exp = store(tmp_path)
-    registered(client, exp, tmp_path, 2)
-    bootstrap_id, rows = lineage.round_table(client, "exp")
-    assert bootstrap_id == "b-3"
+    registered(tmp_path, 2)
+    client = lineage.client_for(lineage.tracking_uri_for(tmp_path))
+    bootstrap_id, rows, level = lineage.round_table(client, "exp")
+    assert bootstrap_id == "b-3" and level == 0.95  # no evaluation.ci_level param: the level before it existed
     assert [(r["round"], r["win_rate"], r["decision"]) for r in rows] == [(1, 0.1, "round 1"), (2, 0.2, "round 2")]

@@ -1,6 +1,9 @@
 import pytest
 
+from components.config import ModelsConfig
 from components.models import ModelSpecError, Policy, check_spec, load_policy, resolve_model
+
+CPU = ModelsConfig(device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -36,7 +39,7 @@ def test_embedded_smollm2_resolves_to_a_cached_safetensors_dir(smol_tokenizer):
 
 
 def test_local_dir_loads(tiny_model_dir):
-    model = load_policy(Policy(tiny_model_dir))
+    model = load_policy(Policy(tiny_model_dir), CPU)
     assert sum(p.numel() for p in model.parameters()) < 10_000_000
     assert not model.training
 
@@ -48,12 +51,12 @@ def test_the_newest_adapter_can_stay_unmerged_with_the_same_outputs(tiny_model_d
 
     adapters = tuple(random_adapter(tiny_model_dir, i, tmp_path / f"{i}") for i in (1, 2))
     policy = Policy(tiny_model_dir, adapters)
-    merged, served = load_policy(policy), load_policy(policy, merge_last=False)
+    merged, served = load_policy(policy, CPU), load_policy(policy, CPU, merge_last=False)
     assert isinstance(served, PeftModel) and not isinstance(merged, PeftModel)
     ids = torch.tensor([[1, 5, 9, 42]])
     with torch.inference_mode():
         assert torch.allclose(merged(ids).logits, served(ids).logits, atol=1e-4)
-        base = load_policy(Policy(tiny_model_dir))
+        base = load_policy(Policy(tiny_model_dir), CPU)
         assert not torch.allclose(merged(ids).logits, base(ids).logits, atol=1e-4)  # the adapters do something
 
 

@@ -7,11 +7,12 @@ import socket
 
 import pytest
 
-from components.config import RemoteJudgeConfig
+from components.build import make_judge
+from components.config import ModelsConfig
 from components.judge import load_rubric
+from components.judge_config import RemoteJudgeConfig
 from components.models import Policy
 from components.remote_judge import RemoteJudge, RemoteJudgeError, label_probability, parse_label
-from components.stages import make_judge
 
 NUMBER = {
     "id": "n",
@@ -26,7 +27,7 @@ OPEN = {"id": "o", "prompt": "Say something kind.", "cohort": "benign", "context
 def test_verdicts_come_from_the_first_tokens_logprobs_in_both_orders(openai_server):
     base_url, model, key_env = openai_server
     config = RemoteJudgeConfig(base_url=base_url, model=model, api_key_env=key_env, rubric="concise-and-correct")
-    judge = make_judge(config, Policy("unused"))
+    judge = make_judge(config, Policy("unused"), ModelsConfig())
     verdicts = judge.judge([(NUMBER, "4", "5"), (NUMBER, "5", "4"), (OPEN, "You are wonderful.", "No.")])
     assert judge.name == "remote:smollm2"
     for v in verdicts:
@@ -40,7 +41,8 @@ def test_verdicts_come_from_the_first_tokens_logprobs_in_both_orders(openai_serv
 def test_a_wrong_key_fails_at_once_without_leaking_either_key(openai_server, monkeypatch):
     base_url, model, key_env = openai_server
     monkeypatch.setenv("RATCHET_WRONG_KEY", "sk-wrong-0000")
-    judge = RemoteJudge(base_url, model, load_rubric("concise-and-correct"), api_key_env="RATCHET_WRONG_KEY")
+    config = RemoteJudgeConfig(base_url=base_url, model=model, api_key_env="RATCHET_WRONG_KEY")
+    judge = RemoteJudge(config, load_rubric("concise-and-correct"))
     with pytest.raises(RemoteJudgeError, match="HTTP 401") as err:
         judge.judge([(OPEN, "a", "b")])
     assert "sk-wrong-0000" not in str(err.value) and os.environ[key_env] not in str(err.value)
@@ -50,7 +52,9 @@ def test_an_unreachable_endpoint_fails_after_bounded_retries():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free, and nothing listens once the socket closes
-    judge = RemoteJudge(f"http://127.0.0.1:{port}/v1", "m", "rubric", max_retries=1, timeout=2)
+    judge = RemoteJudge(
+        RemoteJudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, timeout=2), ""
+    )
     with pytest.raises(RemoteJudgeError, match=r"cannot reach .* \(after 2 attempts\)"):
         judge.judge([(OPEN, "a", "b")])
 
@@ -58,7 +62,9 @@ def test_an_unreachable_endpoint_fails_after_bounded_retries():
 def test_a_missing_key_variable_is_named():
     os.environ.pop("RATCHET_NO_SUCH_KEY", None)
     with pytest.raises(RemoteJudgeError, match="RATCHET_NO_SUCH_KEY is not set"):
-        RemoteJudge("http://127.0.0.1:1/v1", "m", "rubric", api_key_env="RATCHET_NO_SUCH_KEY")
+        RemoteJudge(
+            RemoteJudgeConfig(base_url="http://127.0.0.1:1/v1", model="m", api_key_env="RATCHET_NO_SUCH_KEY"), ""
+        )
 
 
 def test_label_probability_and_text_fallback():
@@ -85,7 +91,7 @@ def test_a_bootstrap_judged_remotely_never_writes_the_key(openai_server, prefect
         tmp_path, name="tiny-remote", rounds=1, evaluation={"judge": remote, "max_new_tokens": 8}
     )
     result = bootstrap(str(config), store=str(tmp_path))
-    metrics = result["rounds"][0]["metrics"]
+    metrics = result.rounds[0].metrics
     assert metrics, "the round must train and be evaluated, or the remote judge goes unused"
     assert 0 <= metrics["judge_order_consistency"] <= 1 and "self_cross_agreement" in metrics
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from components.generator import TransformersGenerator, VLLMGenerator
+from components.config import ModelsConfig
+from components.generator import Sampling, TransformersGenerator, VLLMGenerator
 from components.models import Policy, load_policy, load_tokenizer
 
 pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
@@ -20,10 +21,11 @@ def tiny_chain(tiny_vllm_model_dir, random_adapter, tmp_path_factory) -> Policy:
 
 def test_vllm_greedy_rows_match_transformers_on_the_merged_chain(tiny_chain):
     """One worker run: the first adapter merged into a temporary base, the second served as a LoRARequest."""
-    vllm_rows = VLLMGenerator(tiny_chain, max_new_tokens=8, temperature=0.0).generate(PROMPTS, n=2, seed=0)
-    tokenizer = load_tokenizer(tiny_chain.base)
-    reference = TransformersGenerator(load_policy(tiny_chain), tokenizer, 8, 0.0).generate(PROMPTS, n=1, seed=0)
-    base_only = TransformersGenerator(load_policy(Policy(tiny_chain.base)), tokenizer, 8, 0.0).generate(PROMPTS, 1, 0)
+    models, greedy, tokenizer = ModelsConfig(), Sampling(8, 0.0, 1.0), load_tokenizer(tiny_chain.base)
+    vllm_rows = VLLMGenerator(tiny_chain, models, tokenizer, greedy).generate(PROMPTS, n=2, seed=0)
+    reference = TransformersGenerator(load_policy(tiny_chain, models), tokenizer, greedy, 16).generate(PROMPTS, 1, 0)
+    base = load_policy(Policy(tiny_chain.base), models)
+    base_only = TransformersGenerator(base, tokenizer, greedy, 16).generate(PROMPTS, 1, 0)
 
     assert [(r["prompt_id"], r["sample"]) for r in vllm_rows] == [(p["id"], s) for p in PROMPTS for s in (0, 1)]
     assert [r["response"] for r in vllm_rows[0::2]] == [r["response"] for r in vllm_rows[1::2]]  # greedy copies

@@ -86,6 +86,13 @@ def model_dir_without_config(directory: Path, cfg: dict) -> list[str]:
     return []
 
 
+def long_train_prompt(directory: Path, cfg: dict) -> list[str]:
+    """The tiny model's context is 1,024 tokens: 2,000 words leave no room for the response."""
+    target = Path(cfg["data"]["train_prompts"])
+    target.write_text(target.read_text() + json.dumps({**ROW, "id": "long", "prompt": "word " * 2000}) + "\n")
+    return []
+
+
 ROW = {"id": "r1", "prompt": "Say hi.", "cohort": "benign"}
 
 CASES: dict[str, tuple[Mutation, str, int]] = {
@@ -126,6 +133,34 @@ CASES: dict[str, tuple[Mutation, str, int]] = {
         "RATCHET_NO_SUCH",
         2,
     ),
+    "deeply nested YAML": (raw_config("name: x\nseed: " + "[" * 5000 + "]" * 5000 + "\n"), "nested too deeply", 2),
+    "renamed key": (config_edit("training.method", "dpo"), "training.method: renamed; use training.kind", 2),
+    "CUDA device on a machine without one": (config_edit("models.device", "cuda:0"), "models.device: cuda:0", 2),
+    "4-bit on a CUDA device without one": (
+        lambda d, cfg: (
+            config_edit("models.device", "cuda")(d, cfg) + config_edit("training.load_in_4bit", True)(d, cfg)
+        ),
+        "models.device: cuda",
+        2,
+    ),
+    "LoRA target the model lacks": (
+        config_edit("training.lora_target_modules", ["q_proj", "qkv"]),
+        "training.lora_target_modules: qkv",
+        2,
+    ),
+    "rule cohort without held-out prompts": (
+        config_edit(
+            "gate.rules", [{"metric": "task_completion_delta", "op": ">=", "threshold": -2, "cohort": "grounded"}]
+        ),
+        "gate.rules.0.cohort",
+        2,
+    ),
+    "panel route to a cohort without prompts": (
+        config_edit("judge.by_cohort", {"grounded": {"kind": "verifier"}}),
+        "judge.by_cohort.grounded",
+        2,
+    ),
+    "prompt longer than the context": (long_train_prompt, "prompt id 'long' is", 2),
     "--set without a value": (cli_args("--set", "seed"), "expected key.path=value", 2),
     "--set on an unknown key": (cli_args("--set", "training.nope=1"), "training.nope", 2),
     # models
@@ -169,3 +204,22 @@ def test_bad_input_is_refused_with_one_line_and_nothing_written(case, write_tiny
     assert lines and lines[-1].startswith("error: ") and expected in lines[-1], result.stderr
     assert not store.exists() and not (tmp_path / "runs").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("case", ["train and held-out overlap", "CUDA device on a machine without one"])
+def test_the_flow_refuses_what_the_cli_refuses(case, prefect_harness, write_tiny_config, tmp_path, monkeypatch):
+    """A deployment run or `ratchet serve` calls the bootstrap flow directly, without the CLI: the same check, the
+    same one-line error, nothing written and no MLflow run."""
+    from components.config import ConfigError
+    from flows.bootstrap import bootstrap
+
+    mutate, expected, _ = CASES[case]
+    monkeypatch.chdir(tmp_path)
+    config_path = write_tiny_config(tmp_path)
+    cfg = yaml.safe_load(config_path.read_text())
+    mutate(tmp_path, cfg)
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    store = tmp_path / "store"
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+        bootstrap(str(config_path), store=str(store))
+    assert not store.exists() and not (tmp_path / "runs").exists()

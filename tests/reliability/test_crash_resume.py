@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # five tiny bootstraps; `make test-slow` (CI runs
 
 # Training of 12 steps with a checkpoint every 2, so the kill during training lands after a checkpoint and
 # resuming is certain. The other stages are caught while their temp directory exists (model load included).
-CHANGES = {"rounds": 1, "training": {"epochs": 6, "batch_size": 4, "checkpoint_every": 2}}
+CHANGES = {"rounds": 1, "training": {"num_train_epochs": 6, "per_device_train_batch_size": 4, "save_steps": 2}}
 STAGES = ("generations", "pairs", "adapter", "eval")  # the directories of generate, judge, train, evaluate
 
 

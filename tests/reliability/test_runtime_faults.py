@@ -20,7 +20,7 @@ from ratchet_process import finish, ratchet_run, runs_by_status
 
 from registry import lineage
 
-pytestmark = pytest.mark.slow  # five tiny bootstraps that fail or limp on purpose (~5 min); `make test-slow`
+pytestmark = pytest.mark.slow  # four tiny bootstraps that fail or limp on purpose (~5 min); `make test-slow`
 
 STAGES = ("generations", "pairs", "adapter", "eval")
 
@@ -81,9 +81,6 @@ def test_a_judge_replying_garbage_is_counted_as_abstentions_and_the_run_goes_on(
             evaluation={"judge": {"kind": "remote", "base_url": url, "model": "m"}},
         )
         output = finish(ratchet_run(config, tmp_path / "store"), tmp_path / "store")
-    assert (
-        "unparseable reply" in (next((tmp_path / "runs").glob("*/round-1/eval")) / "summary.json").read_text() or True
-    )
     client = MlflowClient(lineage.tracking_uri_for(tmp_path / "store"))
     [round_run] = [
         r
@@ -101,16 +98,6 @@ def test_an_unreachable_remote_judge_fails_the_run_after_bounded_retries(write_t
     output = finish(ratchet_run(config, tmp_path / "store"), tmp_path / "store", expect=1)
     assert_failed_cleanly(output, tmp_path / "store", tmp_path / "runs", "RemoteJudgeError")
     assert not list((tmp_path / "runs").glob("*/round-1/eval"))
-
-
-def test_a_prompt_longer_than_the_context_is_named(write_tiny_config, tmp_path):
-    config = edit(write_tiny_config(tmp_path), rounds=1)
-    train = Path(yaml.safe_load(config.read_text())["data"]["train_prompts"])
-    long_row = {"id": "too-long", "prompt": "word " * 1100, "cohort": "benign"}
-    train.write_text(train.read_text() + json.dumps(long_row) + "\n")
-    output = finish(ratchet_run(config, tmp_path / "store"), tmp_path / "store", expect=1)
-    assert_failed_cleanly(output, tmp_path / "store", tmp_path / "runs", "prompt id 'too-long' is")
-    assert "context of 1024 tokens" in output
 
 
 @contextmanager

@@ -1,0 +1,123 @@
+"""Config to component: the one place that reads a `kind:` and builds what it names.
+
+Stages ask here for their generator, judge and trainer; nothing else matches on kinds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from components.biased import BiasedJudge
+from components.config import (
+    DPOTrainingConfig,
+    GenerationConfig,
+    ModelsConfig,
+    OnlineTrainingConfig,
+    TrainingConfig,
+    TransformersGenerationConfig,
+    VLLMGenerationConfig,
+)
+from components.generator import Generator, Sampling, TransformersGenerator, VLLMGenerator
+from components.judge import (
+    Judge,
+    JudgeReward,
+    LengthControlledJudge,
+    LogprobJudge,
+    PanelJudge,
+    VerifierJudge,
+    WeightedJudge,
+    load_rubric,
+)
+from components.judge_config import (
+    AIJudgeConfig,
+    BiasedJudgeConfig,
+    JudgeConfig,
+    PanelJudgeConfig,
+    RemoteJudgeConfig,
+    VerifierJudgeConfig,
+    WeightedJudgeConfig,
+)
+from components.models import Policy, load_policy, load_tokenizer
+from components.remote_judge import RemoteJudge
+from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer
+
+
+def make_generator(
+    config: GenerationConfig,
+    policy: Policy,
+    models: ModelsConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    sampling: Sampling,
+    batch_size: int | None = None,
+    model: PreTrainedModel | None = None,
+) -> Generator:
+    """The sampler `generation.kind` names. `model`, when given, is `policy` already in memory (transformers
+    samples with it; vLLM loads its own copy in its engine process). `batch_size` replaces the config's."""
+    match config:
+        case TransformersGenerationConfig():
+            # The newest adapter stays an unmerged PEFT layer, as vLLM serves it.
+            model = model if model is not None else load_policy(policy, models, merge_last=False)
+            return TransformersGenerator(model, tokenizer, sampling, batch_size or config.batch_size)
+        case VLLMGenerationConfig():
+            return VLLMGenerator(policy, models, tokenizer, sampling)
+
+
+def make_judge(
+    config: JudgeConfig, champion: Policy, models: ModelsConfig, champion_model: PreTrainedModel | None = None
+) -> Judge:
+    """The judge a config names; `model: self` is the champion, which `champion_model` holds if already loaded."""
+    judge = _make_judge(config, champion, models, champion_model)
+    if isinstance(config, AIJudgeConfig | RemoteJudgeConfig) and config.length_controlled:
+        return LengthControlledJudge(judge, config.abstain_margin, config.length_scale_words)
+    return judge
+
+
+def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, champion_model) -> Judge:
+    match config:
+        case VerifierJudgeConfig():
+            return VerifierJudge()
+        case BiasedJudgeConfig():
+            return BiasedJudge(config.bias)
+        case PanelJudgeConfig():
+            routes = {c: make_judge(j, champion, models, champion_model) for c, j in config.by_cohort.items()}
+            checkable = make_judge(config.checkable, champion, models, champion_model)
+            return PanelJudge(checkable, make_judge(config.default, champion, models, champion_model), routes)
+        case WeightedJudgeConfig():
+            judges = [make_judge(j, champion, models, champion_model) for j in config.judges]
+            return WeightedJudge(judges, config.weights)
+        case RemoteJudgeConfig():
+            return RemoteJudge(config, load_rubric(config.rubric))
+        case AIJudgeConfig():
+            policy = champion if config.model == "self" else Policy(config.model)
+            if config.model == "self" and champion_model is not None:
+                model = champion_model
+            else:
+                model = load_policy(policy, models)
+            return LogprobJudge(
+                name=f"ai:{config.model}",
+                model=model,
+                tokenizer=load_tokenizer(policy.base),
+                rubric=load_rubric(config.rubric),
+                prompt_style=config.prompt_style,
+                abstain_margin=config.abstain_margin,
+                batch_size=config.batch_size,
+            )
+
+
+def make_trainer(
+    config: TrainingConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    models: ModelsConfig,
+    seed: int,
+    checkpoints: Path,
+    reward: JudgeReward | None,
+) -> Trainer:
+    """The trainer `training.kind` names; the online kinds take the judge as `reward`."""
+    match config:
+        case DPOTrainingConfig():
+            return DPOLoRATrainer(model, tokenizer, config, models, seed, checkpoints)
+        case OnlineTrainingConfig():
+            return OnlineTrainer(model, tokenizer, config, models, seed, checkpoints, reward)

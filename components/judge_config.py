@@ -1,0 +1,171 @@
+"""Judge configs: which judge builds the training pairs and which one evaluates, chosen by `kind:`.
+
+A model judge may leave `kind` out; it is then a local model (`ai`). Every default lives here or in config.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+
+from components.strict import Strict
+
+RUBRICS_DIR = Path(__file__).resolve().parent.parent / "configs" / "rubrics"
+
+
+class VerifierJudgeConfig(Strict):
+    kind: Literal["verifier"] = "verifier"
+
+
+def _check_rubric(judge):
+    if not (RUBRICS_DIR / f"{judge.rubric}.txt").exists():
+        known = sorted(p.stem for p in RUBRICS_DIR.glob("*.txt"))
+        raise ValueError(f"rubric '{judge.rubric}' not found in configs/rubrics/ (known: {', '.join(known)})")
+    return judge
+
+
+class AIJudgeConfig(Strict):
+    """A local causal LM as judge, scored by the log-probabilities of the verdict label, in both orders."""
+
+    kind: Literal["ai"] = "ai"
+    model: str = Field(
+        "gemma3-270m",
+        description="'self' (the current champion judges its own samples) or a model spec of another family.",
+    )
+    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
+    prompt_style: Literal["chat", "completion"] = Field(
+        "completion",
+        description="'chat' wraps the judge prompt in the model's chat template; 'completion' for base models.",
+    )
+    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
+    length_controlled: bool = Field(
+        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
+    )
+    length_scale_words: float = Field(
+        50.0, gt=0, description="Length control: the word difference at which tanh(diff / scale) reaches 0.76."
+    )
+    batch_size: int = Field(8, gt=0, description="Judge prompts per forward pass.")
+
+    _rubric_exists = model_validator(mode="after")(_check_rubric)
+
+
+class RemoteJudgeConfig(Strict):
+    """An OpenAI-compatible chat-completions endpoint as judge; the key stays in the environment."""
+
+    kind: Literal["remote"] = "remote"
+    base_url: str = Field(pattern=r"^https?://", description="Endpoint root, e.g. http://localhost:8000/v1.")
+    model: str = Field(description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (None = no key); never the key."
+    )
+    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
+    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
+    length_controlled: bool = Field(
+        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
+    )
+    length_scale_words: float = Field(
+        50.0, gt=0, description="Length control: the word difference at which tanh(diff / scale) reaches 0.76."
+    )
+    max_tokens: int = Field(16, gt=0, description="Reply tokens: the verdict letter, then a short reason kept.")
+    top_logprobs: int = Field(
+        20, ge=0, le=20, description="Alternatives asked for the first reply token; 0 = read the reply's letter only."
+    )
+    max_concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
+    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+
+    _rubric_exists = model_validator(mode="after")(_check_rubric)
+
+
+def kind_or(default: str):
+    """A discriminator that reads `kind`, or `default` when the YAML leaves it out."""
+
+    def read(value: object) -> str:
+        return value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", default)
+
+    return Discriminator(read)
+
+
+ModelJudgeConfig = Annotated[
+    Annotated[AIJudgeConfig, Tag("ai")] | Annotated[RemoteJudgeConfig, Tag("remote")], kind_or("ai")
+]
+
+
+class BiasedJudgeConfig(Strict):
+    """A judge biased on purpose (components/biased.py), for testing the gate; never for real training."""
+
+    kind: Literal["biased"] = "biased"
+    bias: Literal["length", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
+
+
+# A judge that is one thing, not a combination of others.
+SingleJudgeConfig = Annotated[
+    VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | BiasedJudgeConfig, Field(discriminator="kind")
+]
+
+
+class PanelJudgeConfig(Strict):
+    """Routes each prompt: its cohort's judge if `by_cohort` names one, else the verifier where a check exists,
+    else the default judge."""
+
+    kind: Literal["panel"] = "panel"
+    checkable: VerifierJudgeConfig = Field(
+        default_factory=VerifierJudgeConfig, description="Judge for prompts with a check spec."
+    )
+    default: ModelJudgeConfig = Field(
+        default_factory=lambda: AIJudgeConfig(model="self", prompt_style="chat"),
+        description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs).",
+    )
+    by_cohort: dict[str, SingleJudgeConfig] = Field(
+        default_factory=dict,
+        description="Cohort name -> the judge for that cohort's prompts, ahead of the rules above.",
+    )
+
+
+class WeightedJudgeConfig(Strict):
+    """Several judges on every pair; P(A) is the weighted mean over those that did not abstain."""
+
+    kind: Literal["weighted"] = "weighted"
+    judges: list[SingleJudgeConfig] = Field(min_length=2, description="Judges asked about every pair.")
+    weights: list[float] = Field(description="One positive weight per judge; P(A) is the weighted mean.")
+
+    @model_validator(mode="after")
+    def _one_weight_per_judge(self) -> WeightedJudgeConfig:
+        if len(self.weights) != len(self.judges) or any(w <= 0 for w in self.weights):
+            raise ValueError(f"weights must be {len(self.judges)} positive numbers, one per judge")
+        return self
+
+
+JudgeConfig = Annotated[
+    VerifierJudgeConfig
+    | AIJudgeConfig
+    | RemoteJudgeConfig
+    | PanelJudgeConfig
+    | WeightedJudgeConfig
+    | BiasedJudgeConfig,
+    Field(discriminator="kind"),
+]
+
+JUDGE_TAGS = ("ai", "remote", "panel", "weighted", "verifier", "biased")
+
+
+def model_judges(judge: BaseModel) -> list[AIJudgeConfig | RemoteJudgeConfig]:
+    """The model judges (local or remote) inside a judge config, panels and weighted combinations unpacked."""
+    if isinstance(judge, PanelJudgeConfig):
+        parts = [judge.default, *judge.by_cohort.values()]
+    elif isinstance(judge, WeightedJudgeConfig):
+        parts = judge.judges
+    else:
+        parts = [judge]
+    return [j for j in parts if isinstance(j, AIJudgeConfig | RemoteJudgeConfig)]
+
+
+def judge_identity(judge: BaseModel) -> tuple[str, ...] | None:
+    """Which model judges: a local model spec, or an endpoint and the model it serves; None for non-model judges."""
+    if isinstance(judge, AIJudgeConfig):
+        return ("local", judge.model)
+    if isinstance(judge, RemoteJudgeConfig):
+        return ("remote", judge.base_url.rstrip("/"), judge.model)
+    return None

@@ -1,0 +1,122 @@
+"""Everything about a run's inputs that can be checked before any work, in one place.
+
+The bootstrap flow calls `validate` first, so `ratchet run`, `ratchet serve` and a `prefect deployment run` refuse
+the same inputs the same way: one ConfigError line, nothing written, no MLflow run. Checks go from cheap to
+expensive. This module imports neither Prefect, TRL nor vLLM (`ratchet run` checks a config before importing them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from components.config import ConfigError, ExperimentConfig
+from components.data import DataError, check_disjoint, load_prompts
+from components.generator import chat_prompt
+from components.judge_config import AIJudgeConfig, PanelJudgeConfig, RemoteJudgeConfig, model_judges
+from components.models import ModelSpecError, check_spec, load_tokenizer, resolve_model
+
+
+def validate(cfg: ExperimentConfig, store: Path) -> None:
+    """Raise ConfigError, naming the field, file or row, on the first input that would fail the run later."""
+    try:
+        _writable(store, "--store")
+        _writable(Path(cfg.workdir), "workdir")
+        _runtime(cfg)
+        train = load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts)
+        heldout = load_prompts(cfg.data.eval_prompts, cfg.data.max_eval_prompts)
+        check_disjoint(load_prompts(cfg.data.train_prompts), load_prompts(cfg.data.eval_prompts))
+        _cohorts(cfg, set(train["cohort"]), set(heldout["cohort"]))
+        _judges(cfg)
+        check_spec(cfg.models.policy)
+        _lora_targets(cfg)
+        tokenizer = load_tokenizer(cfg.models.policy)
+        _fits(list(train), cfg, tokenizer, cfg.generation.max_new_tokens, cfg.data.train_prompts)
+        _fits(list(heldout), cfg, tokenizer, cfg.evaluation.max_new_tokens, cfg.data.eval_prompts)
+    except (DataError, ModelSpecError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def _writable(directory: Path, what: str) -> None:
+    """Nothing can be written in `directory` (or its nearest existing parent); writes nothing itself."""
+    existing = next(p for p in (directory.resolve(), *directory.resolve().parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{what} {directory}: cannot write there: {err.strerror or err}") from None
+
+
+def _runtime(cfg: ExperimentConfig) -> None:
+    """The device, and the packages the chosen kinds need, exist on this machine."""
+    device = cfg.models.device
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+            raise ConfigError(f"models.device: {device}, but this machine has {found} (use auto or cpu)")
+    if cfg.generation.kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("generation.kind: vllm is not installed (pip install -e '.[vllm]', or kind: transformers)")
+    if cfg.training.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("training.load_in_4bit: bitsandbytes is not installed")
+
+
+def _cohorts(cfg: ExperimentConfig, train: set[str], heldout: set[str]) -> None:
+    """A cohort named by a gate rule or a panel route exists in the prompts it applies to (else it never fires)."""
+    for i, rule in enumerate(cfg.gate.rules):
+        if rule.cohort is not None and rule.cohort not in heldout:
+            raise ConfigError(
+                f"gate.rules.{i}.cohort: no held-out prompt of cohort '{rule.cohort}' in {cfg.data.eval_prompts}"
+            )
+    if isinstance(cfg.judge, PanelJudgeConfig):
+        for cohort in cfg.judge.by_cohort:
+            if cohort not in train:
+                raise ConfigError(
+                    f"judge.by_cohort.{cohort}: no training prompt of cohort '{cohort}' in {cfg.data.train_prompts}"
+                )
+
+
+def _judges(cfg: ExperimentConfig) -> None:
+    """Every model judge resolves, and every remote judge's key variable is set."""
+    for judge in [cfg.evaluation.judge, *model_judges(cfg.judge)]:
+        if isinstance(judge, AIJudgeConfig) and judge.model != "self":
+            check_spec(judge.model)
+        if isinstance(judge, RemoteJudgeConfig) and judge.api_key_env and not os.environ.get(judge.api_key_env):
+            raise ConfigError(f"the remote judge's API key variable {judge.api_key_env} is not set in the environment")
+
+
+def _lora_targets(cfg: ExperimentConfig) -> None:
+    """Each named LoRA target module is a module of the policy (checked on an empty, meta-device copy)."""
+    targets = cfg.training.lora_target_modules
+    if isinstance(targets, str):
+        return  # "all-linear", or a regex PEFT matches itself
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(cfg.models.policy)))
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ConfigError(
+            f"training.lora_target_modules: {', '.join(missing)} not in {cfg.models.policy} "
+            f"(its linear layers: {', '.join(sorted(n for n in names if 'proj' in n)) or 'see the model'})"
+        )
+
+
+def _fits(prompts: list[dict], cfg: ExperimentConfig, tokenizer, max_new_tokens: int, source: str) -> None:
+    """Refuse, naming the prompt, a prompt that leaves no room for `max_new_tokens` in the model's context:
+    truncating it would silently change the task, and dropping it would silently shrink the cohort."""
+    config = AutoConfig.from_pretrained(resolve_model(cfg.models.policy))
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if context is None:  # the architecture does not say; the model itself will complain
+        return
+    for row in prompts:
+        n_tokens = len(tokenizer(chat_prompt(tokenizer, row), add_special_tokens=False).input_ids)
+        if n_tokens + max_new_tokens > context:
+            raise ConfigError(
+                f"{source}: prompt id {row['id']!r} is {n_tokens} tokens; with max_new_tokens {max_new_tokens} "
+                f"it does not fit the model's context of {context} tokens"
+            )

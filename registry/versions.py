@@ -1,0 +1,129 @@
+"""Registered adapter versions and the `champion` / `challenger` aliases (registry stages are deprecated).
+
+Each trained adapter is an MLflow logged model of its round run, registered as a version of `ratchet-<experiment>`.
+The version's tags carry the base model, the full adapter chain and the round, so any version can be loaded again.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from registry.lineage import SUPERSEDED_TAG, client_for, finish, model_name_for
+
+PROMOTED_TAG = "ratchet.was_champion"
+
+
+def register_adapter(tracking_uri: str, model_name: str, round_run_id: str, adapter_dir: Path, tags: dict) -> str:
+    """Log the adapter as an MLflow model of the round run and register it as a version (idempotent per round run)."""
+    client = client_for(tracking_uri)
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name, description="Ratchet LoRA adapters, one version per round.")
+    for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{round_run_id}'"):
+        return str(version.version)
+    tags = {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in tags.items()}
+    run = client.get_run(round_run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id, name="adapter", source_run_id=round_run_id, tags=tags, model_type="peft-lora-adapter"
+    )
+    client.log_model_artifacts(model.model_id, str(adapter_dir))
+    client.finalize_logged_model(model.model_id, "READY")
+    version = client.create_model_version(
+        model_name, model.model_uri, run_id=round_run_id, tags=tags, model_id=model.model_id
+    )
+    return str(version.version)
+
+
+def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
+    client.set_registered_model_alias(model_name, alias, version)
+    if alias == "champion":
+        # Every version that was ever champion stays marked, so a rollback knows where to go back to.
+        client.set_model_version_tag(model_name, version, PROMOTED_TAG, "true")
+
+
+def point_alias(tracking_uri: str, model_name: str, alias: str, version: str | None) -> None:
+    """`alias` to `version`, or off the registered model when `version` is None (the base model again)."""
+    client = client_for(tracking_uri)
+    if version is not None:
+        set_alias(client, model_name, alias, version)
+        return
+    try:
+        client.delete_registered_model_alias(model_name, alias)
+    except MlflowException:
+        pass  # it pointed nowhere already
+
+
+def _model_version(client: MlflowClient, model_name: str, ref: str):
+    """The model version a version number or an alias (such as `champion`) names; MlflowException if unknown."""
+    if ref.isdigit():
+        return client.get_model_version(model_name, ref)
+    return client.get_model_version_by_alias(model_name, ref)
+
+
+def resolve_version(client: MlflowClient, model_name: str, ref: str) -> str:
+    """A version number, or an alias such as `champion`, to a version number; MlflowException if unknown."""
+    return str(_model_version(client, model_name, ref).version)
+
+
+def checkpoint(client: MlflowClient, model_name: str, ref: str) -> dict:
+    """What a registered version is: its base model and adapter chain (as recorded at registration) and round."""
+    version = _model_version(client, model_name, ref)
+    if version.tags.get(SUPERSEDED_TAG) == "true":
+        raise MlflowException(
+            f"version {version.version} was superseded when its bootstrap re-decided an earlier round; its adapter "
+            f"directory now holds another round's (the original is in MLflow: {version.source})"
+        )
+    return {
+        "version": str(version.version),
+        "base": version.tags["base"],
+        "adapters": json.loads(version.tags["adapter_chain"]),
+        "round": version.tags.get("round"),
+        "run_id": version.run_id,
+    }
+
+
+def current_champion(client: MlflowClient, model_name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, "champion").version)
+    except MlflowException:
+        return None
+
+
+def move_champion(client: MlflowClient, experiment: str, version: str | None, action: str, reason: str) -> str:
+    """Point `champion` at `version` (None: back to the base model) by hand, recorded as a run in the experiment.
+
+    Returns the recording run's id. The run carries who, from, to and why, so the UI lists every manual move.
+    """
+    model_name = model_name_for(experiment)
+    before = current_champion(client, model_name)
+    if version is None:
+        client.delete_registered_model_alias(model_name, "champion")
+    else:
+        set_alias(client, model_name, "champion", version)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    tags = {"ratchet.kind": "alias-move", "ratchet.action": action, "mlflow.user": getpass.getuser()}
+    run = client.create_run(experiment_id, run_name=f"{action} {before or 'base'} -> {version or 'base'}", tags=tags)
+    params = {"from_version": before or "base", "to_version": version or "base", "reason": reason or "-"}
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    finish(client, run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def previous_champion(client: MlflowClient, model_name: str) -> str | None:
+    """The newest version below the current champion that was champion once; None means the base model."""
+    current = current_champion(client, model_name)
+    if current is None:
+        raise ValueError(f"{model_name} has no champion to roll back from")
+    earlier = [
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{model_name}'")
+        if v.tags.get(PROMOTED_TAG) == "true" and int(v.version) < int(current)
+    ]
+    return str(max(earlier)) if earlier else None

@@ -1,0 +1,139 @@
+"""Signals stop a run cleanly: SIGTERM to the `ratchet` process alone (as `kill PID`, systemd and Kubernetes send
+it), to its whole process group (as `timeout` does), or SIGINT (Ctrl-C), in every stage. Each time `ratchet run`
+exits within 10 s, every process it started is gone (its temporary Prefect server, the vLLM worker), the MLflow
+runs it had open end KILLED, no stage directory looks complete that is not, and the same command then resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from ratchet_process import finish, ratchet_run, run_log, runs_by_status
+
+from components.data import load_rows
+
+pytestmark = pytest.mark.slow  # a dozen tiny bootstraps, stopped and resumed; `make test-slow`
+
+STAGES = ("generations", "pairs", "adapter", "eval")
+# Long training (save_steps 2, so a stop during it has a checkpoint to resume from); the other stages are caught
+# while their temp directory exists.
+CHANGES = {"rounds": 1, "training": {"num_train_epochs": 30, "per_device_train_batch_size": 2, "save_steps": 2}}
+
+
+def in_progress(round_dir: Path, stage: str) -> bool:
+    if stage == "adapter":
+        return bool(list(round_dir.glob(".adapter.checkpoints/checkpoint-*/trainer_state.json")))
+    return bool(list(round_dir.glob(f".{stage}.tmp-*")))
+
+
+def stop_during(stage: str, proc, workdir: Path, home: Path, how) -> tuple[float, set[int]]:
+    """Wait for `stage` to be written, send the signal with `how(proc)`; return the seconds until the run exited
+    and the pids of every process the run had started."""
+    started: set[int] = set()
+    deadline = time.monotonic() + 600
+    while True:
+        started |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        rounds = list(workdir.glob("*/round-1"))
+        if rounds and in_progress(rounds[0], stage):
+            break
+        assert proc.poll() is None, f"the run ended before {stage} was caught: " + run_log(home)
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    sent = time.monotonic()
+    how(proc)
+    proc.wait(timeout=60)
+    return time.monotonic() - sent, started
+
+
+def assert_stopped_cleanly(code: int, seconds: float, started: set[int], home: Path, store: Path, workdir: Path):
+    log = run_log(home)
+    assert seconds <= 10, f"took {seconds:.1f} s to stop: " + log[-3000:]
+    assert code in (128 + signal.SIGTERM, 128 + signal.SIGINT), log[-3000:]
+    assert "error: stopped by SIG" in log and "re-run the same command to resume" in log
+    alive = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert alive == [], [psutil.Process(pid).cmdline() for pid in alive]
+    statuses = runs_by_status(store)
+    assert set(statuses) <= {"KILLED", "FINISHED"} and statuses.get("KILLED"), statuses
+    for round_dir in workdir.glob("*/round-*"):
+        for stage in ("generations", "pairs", "eval"):
+            if (round_dir / stage).exists():
+                load_rows(round_dir / stage)  # published only when whole
+
+
+def only_ratchet(proc) -> None:
+    os.kill(proc.pid, signal.SIGTERM)
+
+
+def whole_group(sig: int):
+    return lambda proc: os.killpg(proc.pid, sig)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_sigterm_to_ratchet_alone_stops_every_stage_and_the_run_resumes(stage, write_tiny_config, tmp_path):
+    config = write_tiny_config(tmp_path, **CHANGES)
+    proc = ratchet_run(config, tmp_path)
+    seconds, started = stop_during(stage, proc, tmp_path / "runs", tmp_path, only_ratchet)
+    assert_stopped_cleanly(proc.returncode, seconds, started, tmp_path, tmp_path, tmp_path / "runs")
+
+    finish(ratchet_run(config, tmp_path), tmp_path)
+    assert set(runs_by_status(tmp_path)) == {"FINISHED"}
+    [round_1] = (tmp_path / "runs").glob("*/round-1")
+    assert all((round_1 / s).exists() for s in STAGES)
+    if stage == "adapter":
+        assert '"resumed": true' in (round_1 / "adapter" / "train_metrics.json").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["timeout's SIGTERM", "Ctrl-C"])
+def test_a_signal_to_the_whole_process_group_stops_it_too(sig, write_tiny_config, tmp_path):
+    """`timeout` and a terminal's Ctrl-C signal every process of the group: the temporary Prefect server lives in a
+    session of its own, so it outlives the flow's last report to it and is then stopped by `ratchet` itself."""
+    config = write_tiny_config(tmp_path, **CHANGES)
+    proc = ratchet_run(config, tmp_path)
+    seconds, started = stop_during("adapter", proc, tmp_path / "runs", tmp_path, whole_group(sig))
+    assert_stopped_cleanly(proc.returncode, seconds, started, tmp_path, tmp_path, tmp_path / "runs")
+
+
+def test_sigterm_stops_the_vllm_worker_with_the_run(tiny_vllm_model_dir, write_tiny_config, tmp_path):
+    pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
+    config = write_tiny_config(tmp_path, **CHANGES)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["models"]["policy"] = tiny_vllm_model_dir
+    cfg["generation"] = {"kind": "vllm", "samples_per_prompt": 4, "max_new_tokens": 8}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = ratchet_run(config, tmp_path)
+    deadline, worker = time.monotonic() + 300, []
+    while not worker:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        worker = [p for p in children if "components.vllm_worker" in " ".join(p.cmdline())]
+        assert proc.poll() is None and time.monotonic() < deadline, run_log(tmp_path)
+        time.sleep(0.2)
+    time.sleep(5)  # the engine is starting: its own processes exist now
+    started = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+    sent = time.monotonic()
+    only_ratchet(proc)
+    proc.wait(timeout=60)
+    assert_stopped_cleanly(proc.returncode, time.monotonic() - sent, started, tmp_path, tmp_path, tmp_path / "runs")
+
+
+def test_a_failed_run_exits_at_once_and_leaves_no_process(write_tiny_config, tmp_path):
+    """The run fails (its remote judge does not answer); it exits with one line and takes its server with it."""
+    judge = {"kind": "remote", "base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0}
+    config = write_tiny_config(tmp_path, rounds=1, evaluation={"judge": judge, "max_new_tokens": 8})
+    proc = ratchet_run(config, tmp_path)
+    started: set[int] = set()
+    while proc.poll() is None:
+        started |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        if "error: the bootstrap failed" in run_log(tmp_path):
+            break
+        time.sleep(0.05)
+    failed = time.monotonic()
+    proc.wait(timeout=60)
+    assert proc.returncode == 1 and time.monotonic() - failed <= 10, run_log(tmp_path)[-3000:]
+    assert [pid for pid in started if psutil.pid_exists(pid)] == []
+    assert set(runs_by_status(tmp_path)) == {"FAILED"}
