@@ -65,40 +65,44 @@ def make_generator(
 
 
 def make_judge(
-    config: JudgeConfig, champion: Policy, models: ModelsConfig, champion_model: PreTrainedModel | None = None
+    config: JudgeConfig,
+    champion: Policy,
+    models: ModelsConfig,
+    loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
 ) -> Judge:
-    """The judge a config names; `model: self` is the champion, which `champion_model` holds if already loaded."""
-    judge = _make_judge(config, champion, models, champion_model)
+    """The judge a config names; `model: self` is the champion, which `loaded` holds (model, tokenizer) when the
+    stage has it in memory already."""
+    judge = _make_judge(config, champion, models, loaded)
     if isinstance(config, AIJudgeConfig | RemoteJudgeConfig) and config.length_controlled:
         return LengthControlledJudge(judge, config.abstain_margin, config.length_scale_words)
     return judge
 
 
-def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, champion_model) -> Judge:
+def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loaded) -> Judge:
     match config:
         case VerifierJudgeConfig():
             return VerifierJudge()
         case BiasedJudgeConfig():
             return BiasedJudge(config.bias)
         case PanelJudgeConfig():
-            routes = {c: make_judge(j, champion, models, champion_model) for c, j in config.by_cohort.items()}
-            checkable = make_judge(config.checkable, champion, models, champion_model)
-            return PanelJudge(checkable, make_judge(config.default, champion, models, champion_model), routes)
+            routes = {c: make_judge(j, champion, models, loaded) for c, j in config.by_cohort.items()}
+            checkable = make_judge(config.checkable, champion, models, loaded)
+            return PanelJudge(checkable, make_judge(config.default, champion, models, loaded), routes)
         case WeightedJudgeConfig():
-            judges = [make_judge(j, champion, models, champion_model) for j in config.judges]
+            judges = [make_judge(j, champion, models, loaded) for j in config.judges]
             return WeightedJudge(judges, config.weights)
         case RemoteJudgeConfig():
             return RemoteJudge(config, load_rubric(config.rubric))
         case AIJudgeConfig():
             policy = champion if config.model == "self" else Policy(config.model)
-            if config.model == "self" and champion_model is not None:
-                model = champion_model
+            if config.model == "self" and loaded is not None:
+                model, tokenizer = loaded
             else:
-                model = load_policy(policy, models)
+                model, tokenizer = load_policy(policy, models), load_tokenizer(policy.base)
             return LogprobJudge(
                 name=f"ai:{config.model}",
                 model=model,
-                tokenizer=load_tokenizer(policy.base),
+                tokenizer=tokenizer,
                 rubric=load_rubric(config.rubric),
                 prompt_style=config.prompt_style,
                 abstain_margin=config.abstain_margin,

@@ -64,7 +64,7 @@ def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path
         rows = _scored_rows(prompts, greedy, wins)
         found = _vs_champion(rows, verdicts, e)
         found |= _vs_base(prompts, rows, base, eval_judge, champion, e)
-        found |= _reliability(inputs, champion, pair, items, verdicts)
+        found |= _reliability(inputs, champion, pair, tokenizer, items, verdicts)
         found |= _drift(pair, tokenizer, prompts, greedy, wins)
         save_rows(rows, tmp)
         return {"metrics": metrics.checked(found), "cohorts": ev.cohort_table(rows, _ci(e))}
@@ -161,7 +161,7 @@ def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: Eva
     return metrics.with_ci("win_rate_vs_base", float(mean(wins)), ci(wins)) | found
 
 
-def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, items, verdicts) -> dict[str, float]:
+def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokenizer, items, verdicts) -> dict:
     """The evaluation judge's own trustworthiness this round, and (optionally) how often the champion judging
     itself agrees with it: the correlated-error check for self-rewarding. The champion in memory is that judge."""
     found = {
@@ -171,7 +171,7 @@ def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, items, 
     }
     if inputs.evaluation.self_agreement:
         with pair.use("champion") as model:
-            self_judge = make_judge(self_judge_config(inputs), champion, inputs.models, champion_model=model)
+            self_judge = make_judge(self_judge_config(inputs), champion, inputs.models, loaded=(model, tokenizer))
             self_verdicts = self_judge.judge(items)
         found["self_cross_agreement"] = agreement(self_verdicts, verdicts)
         found["self_judge_order_consistency"] = order_consistency(self_verdicts)

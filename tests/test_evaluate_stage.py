@@ -2,7 +2,7 @@
 the round-0 base for a champion that is no longer the base."""
 
 import pytest
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.config import load_config
 from components.data import load_rows
@@ -12,15 +12,16 @@ from components.models import Policy
 
 @pytest.fixture
 def count_loads(monkeypatch):
-    """Every model load, by the directory it loads from (a spy on the real loader; the loads still happen)."""
-    loads: list[str] = []
-    original = PreTrainedModel.from_pretrained.__func__
+    """Every model and tokenizer load, by the directory it reads (a spy on the real loaders; the loads happen)."""
+    loads: dict[str, list[str]] = {"model": [], "tokenizer": []}
+    for kind, cls in (("model", PreTrainedModel), ("tokenizer", PreTrainedTokenizerBase)):
+        original = cls.from_pretrained.__func__
 
-    def counted(cls, path, *args, **kwargs):
-        loads.append(str(path).rstrip("/"))
-        return original(cls, path, *args, **kwargs)
+        def counted(klass, path, *args, _original=original, _kind=kind, **kwargs):
+            loads[_kind].append(str(path).rstrip("/"))
+            return _original(klass, path, *args, **kwargs)
 
-    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(counted))
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(counted))
     return loads
 
 
@@ -32,22 +33,24 @@ def test_one_policy_load_serves_the_stage_and_answers_are_kept_per_bootstrap(
     tiny_model_dir, write_tiny_config, random_adapter, tmp_path, count_loads
 ):
     """Round 1 (champion = base) and then a round after a promotion (champion = base + a1, challenger + a2).
-    The tiny config's evaluation judge is the same tiny checkpoint, so each stage loads it twice: once as the
-    policy pair, once as the judge. Before this stage held its models together it loaded the champion, the
+    The tiny config's evaluation judge is the same tiny checkpoint, so each stage loads it (and its tokenizer)
+    twice: once as the policy pair, once as the judge. Before this stage held its models together it loaded the champion, the
     challenger, the champion again as self-judge and, after a promotion, the base again for its answers."""
     cfg = load_config(write_tiny_config(tmp_path))
     inputs, answers = inputs_for(cfg), tmp_path / "answers"
     a1 = random_adapter(tiny_model_dir, 1, tmp_path / "a1")
     base, champion = Policy(tiny_model_dir), Policy(tiny_model_dir, (a1,))
     challenger = champion.with_adapter(random_adapter(tiny_model_dir, 2, tmp_path / "a2"))
-    count_loads.clear()  # making the random adapters loaded the base too
+    for calls in count_loads.values():
+        calls.clear()  # making the random adapters loaded the base too
 
     first = evaluate(inputs, base, champion, tmp_path / "eval-1", answers)
-    assert count_loads == [tiny_model_dir] * 2
+    assert count_loads == {"model": [tiny_model_dir] * 2, "tokenizer": [tiny_model_dir] * 2}  # policy, judge
     assert len(list(answers.iterdir())) == 2  # the base's and round 1's challenger's greedy answers
-    count_loads.clear()
+    for calls in count_loads.values():
+        calls.clear()
     second = evaluate(inputs, champion, challenger, tmp_path / "eval-2", answers)
-    assert count_loads == [tiny_model_dir] * 2
+    assert count_loads == {"model": [tiny_model_dir] * 2, "tokenizer": [tiny_model_dir] * 2}
     assert len(list(answers.iterdir())) == 3  # only the new challenger's answers were generated
 
     rows = {r["model"]: r["response"] for r in load_rows(tmp_path / "eval-2") if r["prompt_id"] == "heldout0"}
