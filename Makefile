@@ -30,7 +30,7 @@ test: setup  ## lint, then the whole test suite
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-test-slow: setup  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash in every stage (~15 min)
+test-slow: setup  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~25 min)
 	$(BIN)/pytest -m slow
 
 bench: setup  ## the CPU benchmarks side by side (~25 min); their tables belong in docs/benchmarks.md

@@ -110,6 +110,15 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             )
 
 
+def learns_from_pairs(config: TrainingConfig) -> bool:
+    """Whether the kind trains on the judged pairs (DPO), rather than on fresh samples the judge scores online."""
+    match config:
+        case DPOTrainingConfig():
+            return True
+        case OnlineTrainingConfig():
+            return False
+
+
 def make_trainer(
     config: TrainingConfig,
     model: PreTrainedModel,

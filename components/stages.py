@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import metrics
-from components.build import make_generator, make_judge, make_trainer
-from components.config import DataConfig, GenerationConfig, ModelsConfig, OnlineTrainingConfig, TrainingConfig
+from components.build import learns_from_pairs, make_generator, make_judge, make_trainer
+from components.config import DataConfig, GenerationConfig, ModelsConfig, TrainingConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage
 from components.generator import Sampling
 from components.judge import JudgeReward
@@ -96,20 +96,19 @@ def train(
     Checkpoints live beside the output (`.adapter.checkpoints/`), so a killed run resumes from the last one.
     `judge_config` is the reward of the online kinds; DPO learns from `pairs` alone.
     """
-    online = isinstance(training, OnlineTrainingConfig)
-    if not online and pairs.pairs == pairs.abstained:
+    offline = learns_from_pairs(training)
+    if offline and pairs.pairs == pairs.abstained:
         return Trained(None, {"examples": 0})
     checkpoints = out.parent / f".{out.name}.checkpoints"
 
     def build(tmp: Path) -> dict:
         tokenizer = load_tokenizer(champion.base)
-        if online:
-            prompts = load_prompts(data.train_prompts, data.max_train_prompts)
-            anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
-            reward = JudgeReward(make_judge(judge_config, champion, models), list(prompts), anchors)
-            examples = prompts
-        else:
+        if offline:
             reward, examples = None, load_rows(pairs.path)
+        else:
+            examples = load_prompts(data.train_prompts, data.max_train_prompts)
+            anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
+            reward = JudgeReward(make_judge(judge_config, champion, models), list(examples), anchors)
         model = load_for_training(champion, training, models)
         trainer = make_trainer(training, model, tokenizer, models, seed, checkpoints, reward)
         return trainer.train(examples, tmp)

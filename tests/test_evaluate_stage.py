@@ -34,8 +34,8 @@ def test_one_policy_load_serves_the_stage_and_answers_are_kept_per_bootstrap(
 ):
     """Round 1 (champion = base) and then a round after a promotion (champion = base + a1, challenger + a2).
     The tiny config's evaluation judge is the same tiny checkpoint, so each stage loads it (and its tokenizer)
-    twice: once as the policy pair, once as the judge. Before this stage held its models together it loaded the champion, the
-    challenger, the champion again as self-judge and, after a promotion, the base again for its answers."""
+    twice: once as the policy pair, once as the judge. Before this stage held its models together it loaded the
+    champion, the challenger, the champion again as self-judge and, after a promotion, the base for its answers."""
     cfg = load_config(write_tiny_config(tmp_path))
     inputs, answers = inputs_for(cfg), tmp_path / "answers"
     a1 = random_adapter(tiny_model_dir, 1, tmp_path / "a1")
