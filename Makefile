@@ -33,7 +33,8 @@ test: setup  ## lint, then the whole test suite
 test-slow: setup  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~25 min)
 	$(BIN)/pytest -m slow
 
-bench: setup  ## the CPU benchmarks side by side (~25 min); their tables belong in docs/benchmarks.md
+bench: setup  ## the CPU benchmarks side by side (~30 min); their tables belong in docs/benchmarks.md
+	$(BIN)/python benchmarks/round_loads.py
 	$(BIN)/python benchmarks/orchestration.py
 	$(BIN)/python benchmarks/generation_and_judges.py --prompts 32
 	$(BIN)/python benchmarks/train_vs_trl.py --repeats 1 --steps 1
