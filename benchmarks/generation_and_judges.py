@@ -33,6 +33,7 @@ from components.judge_config import RemoteJudgeConfig  # noqa: E402
 from components.judge_reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
 from components.models import Policy, load_policy, load_tokenizer, resolve_model  # noqa: E402
 from components.remote_judge import RemoteJudge  # noqa: E402
+from components.scorers import TransformersScorer  # noqa: E402
 
 POLICY = "smollm2-135m-instruct"
 
@@ -101,10 +102,9 @@ def judges(remote: bool) -> list[dict]:
 
 
 def _local(spec: str, rubric: str, style: str) -> LogprobJudge:
-    model = load_policy(Policy(spec), ModelsConfig())
-    return LogprobJudge(
-        spec, model, load_tokenizer(spec), rubric, prompt_style=style, abstain_margin=0.02, batch_size=8
-    )
+    tokenizer = load_tokenizer(spec)
+    scorer = TransformersScorer(load_policy(Policy(spec), ModelsConfig()), tokenizer, 8, spec)
+    return LogprobJudge(spec, scorer, tokenizer, rubric, style, "prefilled", abstain_margin=0.02)
 
 
 def vllm_available() -> bool:

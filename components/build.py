@@ -19,6 +19,7 @@ from components.config import (
     TransformersGenerationConfig,
     VLLMGenerationConfig,
 )
+from components.embedded import gguf_file, gguf_tokenizer
 from components.generator import Generator, Sampling, TransformersGenerator, VLLMGenerator
 from components.judge import (
     Judge,
@@ -35,12 +36,15 @@ from components.judge_config import (
     BiasedJudgeConfig,
     JudgeConfig,
     PanelJudgeConfig,
+    RefusalJudgeConfig,
     RemoteJudgeConfig,
     VerifierJudgeConfig,
     WeightedJudgeConfig,
 )
 from components.models import Policy, load_policy, load_tokenizer
+from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
+from components.scorers import LlamaCppScorer, TransformersScorer
 from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer
 
 
@@ -84,6 +88,8 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             return VerifierJudge()
         case BiasedJudgeConfig():
             return BiasedJudge(config.bias)
+        case RefusalJudgeConfig():
+            return RefusalJudge()
         case PanelJudgeConfig():
             routes = {c: make_judge(j, champion, models, loaded) for c, j in config.by_cohort.items()}
             checkable = make_judge(config.checkable, champion, models, loaded)
@@ -94,20 +100,27 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
         case RemoteJudgeConfig():
             return RemoteJudge(config, load_rubric(config.rubric))
         case AIJudgeConfig():
+            name = f"ai:{config.model}" + ("" if config.verdict == "prefilled" else f":{config.verdict}")
+            scorer, tokenizer = _scorer(config, champion, models, loaded, name)
+            rubric = load_rubric(config.rubric)
+            return LogprobJudge(
+                name, scorer, tokenizer, rubric, config.prompt_style, config.verdict, config.abstain_margin
+            )
+
+
+def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loaded, name: str):
+    """The model behind an AI judge, and its tokenizer (for the chat template and the label tokens)."""
+    match config.runtime:
+        case "llama_cpp":
+            tokenizer = gguf_tokenizer(config.model)
+            return LlamaCppScorer(gguf_file(config.model), tokenizer, config.context_tokens, name), tokenizer
+        case "transformers":
             policy = champion if config.model == "self" else Policy(config.model)
             if config.model == "self" and loaded is not None:
                 model, tokenizer = loaded
             else:
                 model, tokenizer = load_policy(policy, models), load_tokenizer(policy.base)
-            return LogprobJudge(
-                name=f"ai:{config.model}",
-                model=model,
-                tokenizer=tokenizer,
-                rubric=load_rubric(config.rubric),
-                prompt_style=config.prompt_style,
-                abstain_margin=config.abstain_margin,
-                batch_size=config.batch_size,
-            )
+            return TransformersScorer(model, tokenizer, config.batch_size, name), tokenizer
 
 
 def learns_from_pairs(config: TrainingConfig) -> bool:

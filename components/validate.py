@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from components.config import ConfigError, ExperimentConfig
 from components.data import DataError, check_disjoint, load_prompts
+from components.embedded import check_gguf
 from components.generator import chat_prompt
 from components.judge_config import AIJudgeConfig, PanelJudgeConfig, RemoteJudgeConfig, model_judges
 from components.models import ModelSpecError, check_spec, load_tokenizer, resolve_model
@@ -84,7 +85,11 @@ def _cohorts(cfg: ExperimentConfig, train: set[str], heldout: set[str]) -> None:
 def _judges(cfg: ExperimentConfig) -> None:
     """Every model judge resolves, and every remote judge's key variable is set."""
     for judge in [cfg.evaluation.judge, *model_judges(cfg.judge)]:
-        if isinstance(judge, AIJudgeConfig) and judge.model != "self":
+        if isinstance(judge, AIJudgeConfig) and judge.runtime == "llama_cpp":
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise ConfigError("runtime llama_cpp: llama-cpp-python is not installed (pip install -e '.[judge]')")
+            check_gguf(judge.model)
+        elif isinstance(judge, AIJudgeConfig) and judge.model != "self":
             check_spec(judge.model)
         if isinstance(judge, RemoteJudgeConfig) and judge.api_key_env and not os.environ.get(judge.api_key_env):
             raise ConfigError(f"the remote judge's API key variable {judge.api_key_env} is not set in the environment")

@@ -1,7 +1,7 @@
 """Write the shipped prompt cohorts (data/train.jsonl, data/heldout.jsonl), the judge injection set
 (data/judge_injection.jsonl) and the gate-scenario cohorts (data/gate_train.jsonl, data/gate_heldout.jsonl).
 
-Run: python data/make_cohorts.py   (deterministic; tests check that the committed files match its output)
+Run: python data/make_cohorts.py [OUT_DIR]   (deterministic; tests check that the committed files match its output)
 The prompt texts live in data/prompt_tables.yaml; this script samples, checks and splits them.
 
 Each row: id, prompt, cohort, check (JSON string, "" when not checkable), context ("" when none).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from itertools import zip_longest
 from pathlib import Path
 
@@ -170,12 +171,16 @@ def write(rows: list[dict], path: Path) -> None:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
 
 
-if __name__ == "__main__":
+def main(out: Path) -> None:
     train, heldout = build()
-    write(train, HERE / "train.jsonl")
-    write(heldout, HERE / "heldout.jsonl")
-    write(judge_injection(), HERE / "judge_injection.jsonl")
+    write(train, out / "train.jsonl")
+    write(heldout, out / "heldout.jsonl")
+    write(judge_injection(), out / "judge_injection.jsonl")
     gate_train, gate_heldout = build_gate(train, heldout)
-    write(gate_train, HERE / "gate_train.jsonl")
-    write(gate_heldout, HERE / "gate_heldout.jsonl")
+    write(gate_train, out / "gate_train.jsonl")
+    write(gate_heldout, out / "gate_heldout.jsonl")
     print(f"wrote {len(train)} train and {len(heldout)} held-out prompts, the judge injection set and the gate cohorts")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)

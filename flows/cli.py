@@ -210,6 +210,47 @@ def evaluate_command(
     typer.echo(f"\noutputs: {result['outputs']}\nmlflow run: {result['mlflow_run_id']}")
 
 
+@app.command("judge-check")
+def judge_check(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose judges to measure.")],
+    only: Annotated[
+        list[str] | None, typer.Option("--judge", help="Only this judge: training, evaluation, training.default...")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value, e.g. --set evaluation.judge.verdict=letter."),
+    ] = None,
+    store: StoreOption = Path("."),
+) -> None:
+    """Measure every judge in CONFIG on the calibration set (data/judge_calibration.jsonl: 160 pairs whose better
+    answer is known): accuracy on the pairs it decided, decided share, order consistency and length slope, per
+    category, with CIs. Logged to MLflow as a `judge-check` run of the experiment."""
+    cfg = checked_config(config, parse_sets(set_ or []), store)
+    from components import judge_check as jc
+    from components.build import make_judge
+    from components.evaluator import mean_ci
+    from components.models import Policy
+    from flows.console import print_judge_check
+    from registry import lineage
+
+    judges = jc.judges_in(cfg)
+    unknown = sorted(set(only or []) - set(judges))
+    if unknown:
+        fail(f"--judge {', '.join(unknown)}: not a judge of {config} (its judges: {', '.join(judges)})")
+    rows = jc.load_calibration()
+    ci = lambda values: mean_ci(values, cfg.evaluation.ci_level, cfg.evaluation.ci_resamples)  # noqa: E731
+    results = {}
+    for label, (judge_config, cohort) in judges.items():
+        if not only or label in only:
+            judge = make_judge(judge_config, Policy(cfg.models.policy), cfg.models)
+            asked = [r for r in rows if cohort in (None, r["cohort"])]  # a panel's route sees its cohort only
+            results[label] = (judge.name, *jc.check(judge, asked, ci))
+            print_judge_check(label, *results[label], jc.meets_goal(results[label][1]))
+    uri = lineage.tracking_uri_for(store)
+    run_id = lineage.log_judge_check(uri, str(store.resolve() / "mlartifacts"), cfg.name, results)
+    typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")
+
+
 @app.command()
 def serve(
     project: Annotated[Path, typer.Option(help="Directory with prefect.yaml.")] = Path("."),

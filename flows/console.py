@@ -53,3 +53,21 @@ def print_report(result, tracking_uri: str, ci_level: float) -> None:
     typer.echo(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
     typer.echo(f"  then open {comparison_url(result.experiment_id)}")
     typer.echo("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs")
+
+
+def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]], _rows, shortfalls: list[str]):
+    """One judge's calibration table: a line per category and one for all pairs, then whether it meets the goal."""
+    typer.echo(f"\n{label}: {name}")
+    header = (
+        f"{'category':>14}  {'n':>4}  {'accuracy (CI)':>22}  {'decided':>8}  {'orders agree':>12}  {'len slope':>9}"
+    )
+    typer.echo(header + "\n" + "-" * len(header))
+    for category, s in sorted(scores.items(), key=lambda kv: (kv[0] == "all", kv[0])):
+        accuracy = (
+            f"{show(s['accuracy'], 'pct')} ({show(s['accuracy_ci_low'], 'pct')}, {show(s['accuracy_ci_high'], 'pct')})"
+        )
+        typer.echo(
+            f"{category:>14}  {s['n']:>4.0f}  {accuracy:>22}  {show(s['decided'], 'pct'):>8}"
+            f"  {show(s['order_consistency'], 'pct'):>12}  {show(s['length_slope'], 'num'):>9}"
+        )
+    typer.echo("meets the goal" if not shortfalls else f"short of the goal: {'; '.join(shortfalls)}")

@@ -1,9 +1,8 @@
 """Lineage in MLflow: the runs of a bootstrap and what they log. With versions.py, the only code that imports mlflow.
 
 One experiment per config name, a parent run per bootstrap and a child run per round, each opened by a context
-manager that ends it FINISHED, FAILED (an exception) or KILLED (a signal or Ctrl-C). Runs are found again by tags, so
-a resumed bootstrap reuses its runs instead of duplicating them. The MLflow client is used explicitly (not the
-thread-local active run), because Prefect may run us in worker threads.
+manager that ends it FINISHED, FAILED (an exception) or KILLED (a signal or Ctrl-C), and found again by tags on a
+resume. The MLflow client is used explicitly (not the thread-local active run): Prefect may run us in threads.
 """
 
 from __future__ import annotations
@@ -242,6 +241,21 @@ def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: s
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, source=source, name=name)._to_mlflow_entity()
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset)])
+
+
+def log_judge_check(tracking_uri: str, artifact_root: str, experiment: str, results: dict) -> str:
+    """A finished `judge-check` run: per judge, its scores per category as metrics (`<judge>/<category>/<score>`)
+    and its verdict on every calibration pair as a table; the judges' names as tags."""
+    client = client_for(tracking_uri)
+    experiment_id = ensure_experiment(client, experiment, artifact_root)
+    run_id = client.create_run(experiment_id, run_name="judge-check", tags={"ratchet.kind": "judge-check"}).info.run_id
+    for label, (name, scores, rows) in results.items():
+        client.set_tag(run_id, f"judge.{label}", name)
+        flat = {f"{label}/{category}/{key}": v for category, s in scores.items() for key, v in s.items()}
+        client.log_batch(run_id, metrics=_metrics(flat, step=0))
+        _log_frame(client, run_id, pd.DataFrame(rows), "data/judge_calibration.jsonl", f"judge-check-{label}")
+    finish(client, run_id, "FINISHED")
+    return run_id
 
 
 def log_files(tracking_uri: str, run_id: str, directory: Path, artifact_path: str) -> None:

@@ -10,22 +10,35 @@ from components.data import COHORTS, DataError, check_disjoint, load_prompts, sa
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_shipped_cohorts_match_their_generator(tmp_path):
-    script = (
-        (ROOT / "data" / "make_cohorts.py")
-        .read_text()
-        .replace("HERE = Path(__file__).resolve().parent", f"HERE = Path({str(tmp_path)!r})")
-    )
-    (tmp_path / "gen.py").write_text(script)
-    subprocess.run([sys.executable, str(tmp_path / "gen.py")], check=True, capture_output=True)
-    for name in ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl", "gate_train.jsonl", "gate_heldout.jsonl"):
+@pytest.mark.parametrize(
+    "script, files",
+    [
+        ("make_cohorts.py", ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl", "gate_train.jsonl",
+                             "gate_heldout.jsonl")),
+        ("make_calibration.py", ("judge_calibration.jsonl",)),
+    ],
+)  # fmt: skip
+def test_shipped_data_match_their_generator(script, files, tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "data" / script), str(tmp_path)], check=True, capture_output=True)
+    for name in files:
         assert (tmp_path / name).read_text() == (ROOT / "data" / name).read_text()
+
+
+def test_the_calibration_set_has_160_known_pairs_in_eight_categories():
+    from components.judge_check import load_calibration
+
+    rows = load_calibration()
+    categories = {r["category"] for r in rows}
+    assert len(rows) == 160 and len(categories) == 8 and len({r["id"] for r in rows}) == 160
+    assert all(r["cohort"] in COHORTS + ("false_premise",) for r in rows)
+    assert sum(len(r["worse"].split()) > len(r["better"].split()) for r in rows) >= 40  # the longer one is worse
 
 
 def test_shipped_train_and_heldout_are_disjoint_and_cover_every_cohort():
     train, heldout = load_prompts(ROOT / "data/train.jsonl"), load_prompts(ROOT / "data/heldout.jsonl")
     check_disjoint(train, heldout)
-    assert set(train["cohort"]) == set(heldout["cohort"]) == set(COHORTS)
+    shipped = {"arithmetic", "ifeval", "grounded", "benign", "should_refuse", "injection"}
+    assert set(train["cohort"]) == set(heldout["cohort"]) == shipped and shipped <= set(COHORTS)
     checkable = [r for r in heldout if r["cohort"] in ("arithmetic", "ifeval", "grounded", "injection")]
     assert all(r["check"] for r in checkable)
 
@@ -40,7 +53,8 @@ def test_gate_scenario_cohorts_are_disjoint_and_hold_what_each_bias_needs():
 
 
 def test_limit_keeps_all_cohorts_because_files_interleave():
-    assert set(load_prompts(ROOT / "data/train.jsonl", limit=12)["cohort"]) == set(COHORTS)
+    every = set(load_prompts(ROOT / "data/train.jsonl")["cohort"])
+    assert set(load_prompts(ROOT / "data/train.jsonl", limit=12)["cohort"]) == every
 
 
 def rows_file(tmp_path, rows) -> Path:

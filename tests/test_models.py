@@ -62,23 +62,23 @@ def test_the_newest_adapter_can_stay_unmerged_with_the_same_outputs(tiny_model_d
 
 def test_a_run_that_loses_the_conversion_race_uses_the_winners_copy(tmp_path):
     """Two runs on a fresh cache both convert; the second rename hits the first's dir and must not fail."""
-    from components.models import EMBEDDED_MODELS, _convert_gguf
+    from components.embedded import EMBEDDED_MODELS, convert_gguf
 
     winner = tmp_path / "smollm2-135m-instruct"
     winner.mkdir()
     (winner / "config.json").write_text("{}")
-    _convert_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"](), winner)
+    convert_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"](), winner)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2-135m-instruct"]
     assert sorted(p.name for p in winner.iterdir()) == ["config.json"]
 
 
 @pytest.mark.slow
 def test_a_failed_conversion_leaves_no_temp_dir(tmp_path):
-    from components.models import EMBEDDED_MODELS, _convert_gguf
+    from components.embedded import EMBEDDED_MODELS, convert_gguf
 
     blocker = tmp_path / "smollm2-135m-instruct"
     blocker.mkdir()
     (blocker / "something-else").write_text("not a checkpoint")
     with pytest.raises(OSError):
-        _convert_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"](), blocker)
+        convert_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"](), blocker)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2-135m-instruct"]

@@ -157,16 +157,11 @@ def test_online_trainer_uses_the_judge_as_reward(tiny_model_dir, tmp_path, metho
 
 def test_judge_reward_routes_checks_and_ai_verdicts(tiny_model_dir):
     from components.judge import LogprobJudge, load_rubric
+    from components.scorers import TransformersScorer
 
-    ai = LogprobJudge(
-        "ai:tiny",
-        load_policy(Policy(tiny_model_dir), CPU),
-        load_tokenizer(tiny_model_dir),
-        load_rubric("constitution"),
-        prompt_style="completion",
-        abstain_margin=0.0,
-        batch_size=8,
-    )
+    tok = load_tokenizer(tiny_model_dir)
+    scorer = TransformersScorer(load_policy(Policy(tiny_model_dir), CPU), tok, 8, "tiny")
+    ai = LogprobJudge("ai:tiny", scorer, tok, load_rubric("constitution"), "completion", "prefilled", 0.0)
     prompts = [
         {"id": "n", "prompt": "2+2?", "check": json.dumps({"kind": "number", "answer": 4})},
         {"id": "o", "prompt": "Be kind.", "check": ""},

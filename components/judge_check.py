@@ -1,0 +1,107 @@
+"""How well a judge tells answers apart, measured on pairs whose better answer is known (data/judge_calibration.jsonl).
+
+Each pair is shown to the judge with the better answer as A on even rows and as B on odd rows (the judge itself
+also swaps the order). Per category and overall: accuracy on the pairs it decided, the share it decided, how often
+its two orders agreed, and its length slope (P(A) per +100 words of A over B; positive = it likes length).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean
+
+from components.config import ExperimentConfig
+from components.evaluator import CI
+from components.judge import Judge, Verdict
+from components.judge_config import JudgeConfig, PanelJudgeConfig, WeightedJudgeConfig
+from components.judge_reliability import length_slope
+
+CALIBRATION_SET = Path(__file__).resolve().parent.parent / "data" / "judge_calibration.jsonl"
+
+# The bar a judge should clear to be trusted with training pairs (issue 27); every category must clear CATEGORY_FLOOR.
+GOAL = {"accuracy": 0.75, "decided": 0.60, "order_consistency": 0.70}
+CATEGORY_FLOOR = 0.60
+
+
+def load_calibration(path: Path = CALIBRATION_SET) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def presented(rows: list[dict]) -> list[tuple[dict, str, str]]:
+    """The judge items: (row, A, B) with the better answer as A on even rows and as B on odd rows."""
+    return [(r, r["better"], r["worse"]) if i % 2 == 0 else (r, r["worse"], r["better"]) for i, r in enumerate(rows)]
+
+
+def verdict_rows(rows: list[dict], verdicts: list[Verdict]) -> list[dict]:
+    """One row per pair: what the judge said and whether it was right (None when it abstained)."""
+    out = []
+    for i, (row, verdict) in enumerate(zip(rows, verdicts, strict=True)):
+        better_is_a = i % 2 == 0
+        right = None if verdict.abstained else (verdict.p_a > 0.5) == better_is_a
+        out.append(
+            {
+                "id": row["id"],
+                "category": row["category"],
+                "p_better": verdict.p_a if better_is_a else 1 - verdict.p_a,
+                "abstained": verdict.abstained,
+                "order_consistent": verdict.order_consistent,
+                "right": right,
+                "rationale": verdict.rationale,
+            }
+        )
+    return out
+
+
+def summarise(items: list[tuple[dict, str, str]], verdicts: list[Verdict], ci: CI) -> dict[str, dict[str, float]]:
+    """{"all": {...}, "<category>": {...}}: accuracy (with CI), decided, order_consistency, length_slope, n."""
+    rows = verdict_rows([row for row, _, _ in items], verdicts)
+    groups = {"all": list(range(len(rows)))}
+    for i, row in enumerate(rows):
+        groups.setdefault(row["category"], []).append(i)
+    return {name: _scores([items[i] for i in idx], [verdicts[i] for i in idx], [rows[i] for i in idx], ci)
+            for name, idx in groups.items()}  # fmt: skip
+
+
+def _scores(items, verdicts: list[Verdict], rows: list[dict], ci: CI) -> dict[str, float]:
+    right = [float(r["right"]) for r in rows if r["right"] is not None]
+    low, high = ci(right)
+    return {
+        "accuracy": float(mean(right)) if right else float("nan"),
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "decided": float(mean(not r["abstained"] for r in rows)),
+        "order_consistency": float(mean(r["order_consistent"] for r in rows)),
+        "length_slope": round(length_slope(items, verdicts), 4),  # a judge that abstains on all: 0, not 1e-16
+        "n": float(len(rows)),
+    }
+
+
+def meets_goal(scores: dict[str, dict[str, float]]) -> list[str]:
+    """What keeps a judge from the goal; empty when it meets it overall and in every category."""
+    shortfalls = [
+        f"{key} {scores['all'][key]:.2f} < {bar}" for key, bar in GOAL.items() if not scores["all"][key] >= bar
+    ]
+    for category, s in scores.items():
+        if category != "all" and not s["accuracy"] >= CATEGORY_FLOOR:
+            shortfalls.append(f"{category} accuracy {s['accuracy']:.2f} < {CATEGORY_FLOOR}")
+    return shortfalls
+
+
+def check(judge: Judge, rows: list[dict], ci: CI) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Run `judge` on the calibration rows: its scores and its verdict on every pair."""
+    items = presented(rows)
+    verdicts = judge.judge(items)
+    return summarise(items, verdicts, ci), verdict_rows(rows, verdicts)
+
+
+def judges_in(config: ExperimentConfig) -> dict[str, tuple[JudgeConfig, str | None]]:
+    """Every judge an experiment config names, by where it sits, with the one cohort it is asked about (None: all):
+    `training` (as configured, panel and all), each judge inside a training panel or combination, `evaluation`."""
+    judges = {"training": (config.judge, None)}
+    if isinstance(config.judge, PanelJudgeConfig):
+        judges["training.default"] = (config.judge.default, None)
+        judges |= {f"training.by_cohort.{c}": (j, c) for c, j in config.judge.by_cohort.items()}
+    if isinstance(config.judge, WeightedJudgeConfig):
+        judges |= {f"training.judges.{i}": (j, None) for i, j in enumerate(config.judge.judges)}
+    return judges | {"evaluation": (config.evaluation.judge, None)}

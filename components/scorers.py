@@ -1,0 +1,82 @@
+"""Next-token scorers for AI judges: given prompt texts and two label strings, P(first label) against the second.
+
+- `TransformersScorer`: a loaded transformers model, in batches, logits of the last position only.
+- `LlamaCppScorer`: a GGUF file run as it is by llama.cpp (`llama-cpp-python`): quantised, so a 1.5B judge loads in
+  seconds and scores a pair in both orders in about 2 s on 2 cores. Prompts are evaluated one at a time, and the
+  tokens a prompt shares with the previous one (the rubric, the request) are not evaluated again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class Scorer(Protocol):
+    def two_way(self, texts: list[str], labels: tuple[str, str]) -> list[float]:
+        """For each text, P(labels[0]) / (P(labels[0]) + P(labels[1])) as the token right after it."""
+        ...
+
+
+def label_id(tokenizer: PreTrainedTokenizerBase, label: str) -> int:
+    # Tokenizers differ on whether a leading space is its own token; the label is the last piece.
+    return tokenizer.encode(label, add_special_tokens=False)[-1]
+
+
+class TransformersScorer:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int, name: str):
+        self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
+
+    @torch.inference_mode()
+    def two_way(self, texts: list[str], labels: tuple[str, str]) -> list[float]:
+        ids = [label_id(self.tokenizer, label) for label in labels]
+        self.tokenizer.padding_side = "left"
+        probs: list[float] = []
+        for start in tqdm(range(0, len(texts), self.batch_size), desc=f"judge {self.name}", unit="batch"):
+            batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True)
+            batch = batch.to(self.model.device)
+            # Only the last position matters; full logits over Gemma's 262k vocab would be GBs per batch.
+            logits = self.model(**batch, logits_to_keep=1).logits[:, -1, ids]
+            probs += torch.softmax(logits.float(), dim=-1)[:, 0].tolist()
+        return probs
+
+
+class LlamaCppScorer:
+    def __init__(self, gguf: Path, tokenizer: PreTrainedTokenizerBase, context_tokens: int, name: str):
+        from llama_cpp import Llama
+
+        # logits_all=False: only the last position's logits are kept (all of them would be n_ctx x 152k floats).
+        self.llm = Llama(
+            model_path=str(gguf), n_ctx=context_tokens, n_threads=os.cpu_count(), logits_all=False, verbose=False
+        )
+        self.tokenizer, self.name = tokenizer, name
+
+    def two_way(self, texts: list[str], labels: tuple[str, str]) -> list[float]:
+        ids = [label_id(self.tokenizer, label) for label in labels]
+        probs = []
+        for text in tqdm(texts, desc=f"judge {self.name}", unit="prompt"):
+            logits = self._last_logits(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+            probs.append(1.0 / (1.0 + math.exp(float(logits[ids[1]] - logits[ids[0]]))))
+        return probs
+
+    def _last_logits(self, tokens: list[int]) -> np.ndarray:
+        """Logits after `tokens`, evaluating only what follows the prefix already in the model's KV cache."""
+        import llama_cpp
+
+        if len(tokens) > self.llm.n_ctx():
+            raise ValueError(f"a judge prompt of {len(tokens)} tokens exceeds context_tokens ({self.llm.n_ctx()})")
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        shared = 0
+        while shared < min(len(cached), len(tokens) - 1) and cached[shared] == tokens[shared]:
+            shared += 1
+        self.llm.n_tokens = shared  # eval() drops the cache beyond this point
+        self.llm.eval(tokens[shared:])
+        row = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(self.llm.n_vocab(),))

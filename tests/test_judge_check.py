@@ -1,0 +1,100 @@
+"""The judge calibration check: its arithmetic on hand-built verdicts, the shipped set through real judges, and
+`ratchet judge-check` end to end into a real MLflow store."""
+
+import math
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from components import judge_check as jc
+from components.evaluator import mean_ci
+from components.judge import PanelJudge, Verdict, VerifierJudge
+from components.refusal_judge import RefusalJudge
+from registry import lineage
+
+
+def ci(values):
+    return mean_ci(values, 0.95, 2000)
+
+
+def test_scores_count_accuracy_on_decided_pairs_only():
+    """Four pairs, the better answer shown as A, B, A, B. Verdicts: A (right), A (wrong: B was better), abstained,
+    B (right). Accuracy 2/3 on the 3 decided; decided 3/4; orders agreed on 3 of 4 (the abstention disagreed)."""
+    rows = [{"id": str(i), "category": "x", "better": "good " * (i + 1), "worse": "bad"} for i in range(4)]
+    verdicts = [
+        Verdict(0.9, True, False, ""),
+        Verdict(0.8, True, False, ""),
+        Verdict(0.5, False, True, ""),
+        Verdict(0.2, True, False, ""),
+    ]
+    scores = jc.summarise(jc.presented(rows), verdicts, ci)
+    assert scores["all"]["accuracy"] == pytest.approx(2 / 3) and scores["all"]["decided"] == 0.75
+    assert scores["all"]["order_consistency"] == 0.75 and scores["x"]["n"] == 4
+    assert [r["right"] for r in jc.verdict_rows(rows, verdicts)] == [True, False, None, True]
+    assert jc.meets_goal(scores) == ["accuracy 0.67 < 0.75"]
+
+
+def test_the_verifier_and_the_refusal_classifier_separate_every_shipped_pair():
+    """Every calibration pair has a check or is a refusal pair: the panel the efficacy config trains with decides
+    all 160 and is right on all of them, in both presentation orders."""
+    panel = PanelJudge(VerifierJudge(), RefusalJudge())
+    scores, rows = jc.check(panel, jc.load_calibration(), ci)
+    assert scores["all"]["accuracy"] == 1.0 and scores["all"]["decided"] == 1.0 and jc.meets_goal(scores) == []
+    assert len(scores) == 9 and all(r["right"] for r in rows)
+
+
+def test_the_refusal_judge_prefers_refusing_only_what_should_be_refused():
+    harmful, benign = {"cohort": "should_refuse"}, {"cohort": "benign"}
+    refusal, answer = "I'm sorry, I can't help with that.", "Run `kill -9 <pid>`."
+    verdicts = RefusalJudge().judge([(harmful, refusal, answer), (benign, refusal, answer), (benign, answer, answer)])
+    assert [v.p_a for v in verdicts[:2]] == [1.0, 0.0] and verdicts[2].abstained
+
+
+def test_judge_check_measures_every_judge_and_logs_them_to_mlflow(write_tiny_config, tmp_path):
+    config = write_tiny_config(tmp_path)
+    out = CliRunner().invoke(app(), ["judge-check", str(config), "--store", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    for label in ("training", "training.default", "evaluation"):
+        assert f"\n{label}: " in out.output
+    client = MlflowClient(lineage.tracking_uri_for(tmp_path))
+    [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert run.data.tags["ratchet.kind"] == "judge-check" and run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert math.isfinite(metrics["training/arithmetic/accuracy"])  # the verifier decides every arithmetic pair
+    assert metrics["training/arithmetic/accuracy"] == 1.0 and metrics["training/all/n"] == 160
+    assert {"evaluation/all/decided", "evaluation/padded/length_slope"} <= set(metrics)
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert "tables/judge-check-evaluation.parquet" in tables
+    wrong = CliRunner().invoke(app(), ["judge-check", str(config), "--judge", "oracle", "--store", str(tmp_path)])
+    assert wrong.exit_code == 2 and "--judge oracle: not a judge of" in wrong.output
+
+
+def app():
+    from flows.cli import app
+
+    return app
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
+    """`ratchet judge-check configs/efficacy.yaml` as the README shows it, on the embedded Qwen2.5-Coder-1.5B through
+    llama.cpp (~9 min): the training panel (verifier, refusal classifier, Qwen) meets the goal; Qwen alone is
+    better than chance on the pairs it decides (docs/experiments.md has its table)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "flows.cli", "judge-check", "configs/efficacy.yaml", "--store", str(tmp_path)]
+    command += ["--judge", "training", "--judge", "training.default"]
+    proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(lineage.tracking_uri_for(tmp_path))
+    [run] = client.search_runs([client.get_experiment_by_name("efficacy").experiment_id])
+    m = run.data.metrics
+    assert m["training/all/accuracy"] == 1.0 and m["training/all/decided"] == 1.0
+    assert "training: panel(" in proc.stdout and "meets the goal" in proc.stdout
+    assert m["training.default/all/accuracy_ci_low"] > 0.5 and m["training.default/all/decided"] >= 0.6
+    assert run.data.tags["judge.training.default"] == "ai:qwen2.5-coder-1.5b-instruct:pointwise"
