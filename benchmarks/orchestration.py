@@ -42,7 +42,7 @@ def plain_round(config: str, workdir: Path) -> None:
     champion, out, seed, m, d = Policy(cfg.models.policy), workdir / "round-1", cfg.seed + 1, cfg.models, cfg.data
     started = time.perf_counter()
     generated = stages.generate(m, d, cfg.generation, champion, out / "generations", seed)
-    judged = stages.judge(m, d, cfg.judge, champion, generated.path, out / "pairs")
+    judged = stages.judge(m, d, cfg.judge, cfg.pairs, champion, generated.path, out / "pairs")
     trained = stages.train(m, d, cfg.training, cfg.judge, champion, generated.path, judged, out / "adapter", seed)
     if trained.path is None:
         raise SystemExit("every pair abstained: nothing to compare; pick a config whose round trains")

@@ -96,7 +96,7 @@ def _after(cfg, champion, out, seed, workdir, timed) -> str:
 
     m, d = cfg.models, cfg.data
     generated = timed("generate", lambda: stages.generate(m, d, cfg.generation, champion, out / "generations", seed))
-    judged = timed("judge", lambda: stages.judge(m, d, cfg.judge, champion, generated.path, out / "pairs"))
+    judged = timed("judge", lambda: stages.judge(m, d, cfg.judge, cfg.pairs, champion, generated.path, out / "pairs"))
     trained = timed(
         "train",
         lambda: stages.train(m, d, cfg.training, cfg.judge, champion, generated.path, judged, out / "adapter", seed),

@@ -93,7 +93,8 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
         case PanelJudgeConfig():
             routes = {c: make_judge(j, champion, models, loaded) for c, j in config.by_cohort.items()}
             checkable = make_judge(config.checkable, champion, models, loaded)
-            return PanelJudge(checkable, make_judge(config.default, champion, models, loaded), routes)
+            default = make_judge(config.default, champion, models, loaded)
+            return PanelJudge(checkable, default, routes, config.ties_to_default)
         case WeightedJudgeConfig():
             judges = [make_judge(j, champion, models, loaded) for j in config.judges]
             return WeightedJudge(judges, config.weights)

@@ -79,6 +79,19 @@ GenerationConfig = Annotated[
 ]
 
 
+class PairsConfig(Strict):
+    """How a prompt's judged samples become training pairs."""
+
+    kind: Literal["best_vs_worst"] = Field(
+        "best_vs_worst",
+        description="Each sample's strength is its mean P(better) over its comparisons; the best "
+        "is chosen against the worst (RLHFlow's iterative DPO).",
+    )
+    per_prompt: int = Field(
+        1, ge=1, description="Pairs per prompt: then the second best against the second worst, and so on."
+    )
+
+
 class _Training(Strict):
     """What every training method shares; the names are those of TRL's TrainingArguments and ModelConfig."""
 
@@ -159,6 +172,7 @@ class ExperimentConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     generation: GenerationConfig = Field(default_factory=TransformersGenerationConfig)
     judge: JudgeConfig = Field(default_factory=PanelJudgeConfig, description="Training judge.")
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
     training: TrainingConfig = Field(default_factory=DPOTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from components.checks import passes
+from components.checks import instructions, score
 from components.data import user_message
 from components.scorers import Scorer
 
@@ -38,7 +38,8 @@ class Judge(Protocol):
 
 
 class VerifierJudge:
-    """Gold signal from the prompt's check spec: a passing response beats a failing one; otherwise abstain."""
+    """Gold signal from the prompt's check spec: the response that satisfies more of it is better (all of a
+    number or contains check, the share of a prompt's IFEval instructions); equal scores abstain."""
 
     name = "verifier"
 
@@ -49,11 +50,14 @@ class VerifierJudge:
         if not row.get("check"):
             return Verdict(0.5, True, True, "no check spec for this prompt")
         spec = json.loads(row["check"])
-        pass_a, pass_b = passes(spec, a), passes(spec, b)
-        label = f"{spec['kind']}" + (f":{spec['instruction_id']}" if spec["kind"] == "ifeval" else "")
-        if pass_a == pass_b:
-            return Verdict(0.5, True, True, f"{label}: both {'pass' if pass_a else 'fail'}")
-        return Verdict(float(pass_a), True, False, f"{label}: {'A' if pass_a else 'B'} passes, the other fails")
+        score_a, score_b = score(spec, a), score(spec, b)
+        label = spec["kind"] + "".join(
+            f":{i['instruction_id']}" for i in instructions(spec) if spec["kind"] == "ifeval"
+        )
+        scores = f"A {score_a:.2g}, B {score_b:.2g}"
+        if score_a == score_b:
+            return Verdict(0.5, True, True, f"{label}: {scores}, a tie")
+        return Verdict(float(score_a > score_b), True, False, f"{label}: {scores}")
 
 
 JUDGE_INSTRUCTIONS = """You are judging two answers to the same request, following the rubric below.
@@ -154,10 +158,10 @@ class LogprobJudge:
 
     def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
         if self.verdict == "pointwise":
-            labels = self._labels("Yes", "No")
-            yes_a = self.scorer.two_way([self._pointwise_text(row, a) for row, a, _ in items], labels)
-            yes_b = self.scorer.two_way([self._pointwise_text(row, b) for row, _, b in items], labels)
-            return [pointwise_verdict(pa, pb, self.abstain_margin) for pa, pb in zip(yes_a, yes_b, strict=True)]
+            texts = [(self._pointwise_text(row, a), self._pointwise_text(row, b)) for row, a, b in items]
+            distinct = list(dict.fromkeys(t for pair in texts for t in pair))  # n samples compared pairwise: n scores
+            p_yes = dict(zip(distinct, self.scorer.two_way(distinct, self._labels("Yes", "No")), strict=True))
+            return [pointwise_verdict(p_yes[a], p_yes[b], self.abstain_margin) for a, b in texts]
         labels = self._labels("A", "B")
         forward = self.scorer.two_way([self._pairwise_text(row, a, b) for row, a, b in items], labels)
         swapped = self.scorer.two_way([self._pairwise_text(row, b, a) for row, a, b in items], labels)
@@ -186,12 +190,17 @@ class LogprobJudge:
 
 class PanelJudge:
     """Routes each item: a cohort's own judge where `by_cohort` names one, else the checkable judge where the
-    prompt has a check spec, else the default judge."""
+    prompt has a check spec, else the default judge. With `ties_to_default`, an item the checkable judge ties on
+    (both answers satisfy the check equally) goes on to the default judge, which may still prefer one."""
 
-    def __init__(self, checkable: Judge, default: Judge, by_cohort: dict[str, Judge] | None = None):
+    def __init__(
+        self, checkable: Judge, default: Judge, by_cohort: dict[str, Judge] | None = None, ties_to_default=False
+    ):
         self.checkable, self.default, self.by_cohort = checkable, default, by_cohort or {}
+        self.ties_to_default = ties_to_default
         routes = "".join(f"|{cohort}:{judge.name}" for cohort, judge in self.by_cohort.items())
-        self.name = f"panel({checkable.name}|{default.name}{routes})"
+        ties = ",ties->default" if ties_to_default else ""
+        self.name = f"panel({checkable.name}|{default.name}{routes}{ties})"
 
     def route(self, row: dict) -> Judge:
         if row.get("cohort") in self.by_cohort:
@@ -205,6 +214,13 @@ class PanelJudge:
             picked = [i for i, r in enumerate(routed) if r is judge]
             for i, verdict in zip(picked, judge.judge([items[i] for i in picked]), strict=True):
                 verdicts[i] = verdict
+        if self.ties_to_default:
+            tied = [i for i, r in enumerate(routed) if r is self.checkable and verdicts[i].abstained]
+            for i, verdict in zip(tied, self.default.judge([items[i] for i in tied]) if tied else [], strict=True):
+                rationale = (
+                    f"{self.checkable.name} tie ({verdicts[i].rationale}); {self.default.name}: {verdict.rationale}"
+                )
+                verdicts[i] = Verdict(verdict.p_a, verdict.order_consistent, verdict.abstained, rationale)
         return verdicts  # type: ignore[return-value]
 
     def judge_name(self, row: dict) -> str:
@@ -257,8 +273,8 @@ class LengthControlledJudge:
 
 
 class JudgeReward:
-    """A judge as an online reward: the verifier's pass/fail where a check exists, otherwise P(completion beats
-    the champion's own sample for that prompt), an abstention counting 0.5."""
+    """A judge as an online reward: the verifier's graded score where a check exists (RLVR), otherwise P(completion
+    beats the champion's own sample for that prompt), an abstention counting 0.5."""
 
     __name__ = "judge"  # TRL names the logged reward column (`rewards/judge/mean`) after the reward function
 
@@ -270,7 +286,7 @@ class JudgeReward:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         rows = [self.prompts[pid] for pid in prompt_id]
         rewards: list[float | None] = [
-            float(passes(json.loads(row["check"]), text)) if row.get("check") else None
+            score(json.loads(row["check"]), text) if row.get("check") else None
             for row, text in zip(rows, texts, strict=True)
         ]
         open_ended = [i for i, r in enumerate(rewards) if r is None]

@@ -146,6 +146,11 @@ class PanelJudgeConfig(Strict):
         default_factory=dict,
         description="Cohort name -> the judge for that cohort's prompts, ahead of the rules above.",
     )
+    ties_to_default: bool = Field(
+        False,
+        description="When the checkable judge ties (both answers satisfy the check equally), ask the default judge "
+        "too: more pairs from prompts whose samples all pass, at the default judge's accuracy.",
+    )
 
 
 class WeightedJudgeConfig(Strict):

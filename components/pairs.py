@@ -1,4 +1,4 @@
-"""Preference pairs: a prompt's samples, judged against each other, become one (chosen, rejected) row.
+"""Preference pairs: a prompt's samples, judged against each other, become (chosen, rejected) rows.
 
 Rows: prompt_id, cohort, prompt, chosen, rejected, judge, p_chosen, order_consistent, abstained, rationale.
 """
@@ -11,29 +11,55 @@ from components.data import user_message
 from components.judge import Judge, PanelJudge, Verdict
 
 
-def build_pairs(judge: Judge, prompts: list[dict], generations: list[dict]) -> list[dict]:
-    """One pair row per prompt: the most decisive non-abstained comparison among its samples.
+def build_pairs(judge: Judge, prompts: list[dict], generations: list[dict], per_prompt: int) -> list[dict]:
+    """Up to `per_prompt` pair rows per prompt: its best sample against its worst, then the second best against
+    the second worst, and so on (as RLHFlow's iterative DPO builds pairs from best-of-n and worst-of-n).
 
-    Every unordered pair of samples is judged (n=4 samples -> 6 comparisons, 12 forward passes for an AI judge).
-    A prompt whose comparisons all abstain still gets a row, marked abstained, so abstentions are counted.
+    Every unordered pair of distinct samples is judged (n=4 samples -> 6 comparisons, 12 forward passes for a
+    pairwise AI judge). A sample's strength is its mean P(better) over its comparisons, an abstention counting 0.5;
+    a pair row keeps the judge's own verdict on those two samples. A prompt with nothing to prefer (all samples
+    equal, or equally strong) still gets one row, marked abstained, so abstentions are counted.
     """
     by_prompt: dict[str, list[str]] = {}
     for g in sorted(generations, key=lambda g: (g["prompt_id"], g["sample"])):
         by_prompt.setdefault(g["prompt_id"], []).append(g["response"])
-    items, owners = [], []
+    items, index = [], {}
     for row in prompts:
-        responses = by_prompt.get(row["id"], [])
-        for i, j in combinations(range(len(responses)), 2):
-            if responses[i] != responses[j]:
-                items.append((row, responses[i], responses[j]))
-                owners.append(row["id"])
+        samples = list(dict.fromkeys(by_prompt.get(row["id"], [])))  # distinct, in sample order
+        for i, j in combinations(range(len(samples)), 2):
+            index[row["id"], i, j] = len(items)
+            items.append((row, samples[i], samples[j]))
     verdicts = judge.judge(items) if items else []
-    best: dict[str, tuple[tuple, Verdict]] = {}
-    for owner, item, verdict in zip(owners, items, verdicts, strict=True):
-        decisiveness = (not verdict.abstained, abs(verdict.p_a - 0.5))
-        if owner not in best or decisiveness > (not best[owner][1].abstained, abs(best[owner][1].p_a - 0.5)):
-            best[owner] = (item, verdict)
-    return [_pair_row(judge, *best[row["id"]]) for row in prompts if row["id"] in best]
+    rows = []
+    for row in prompts:
+        verdict_of = {(i, j): verdicts[k] for (owner, i, j), k in index.items() if owner == row["id"]}
+        if verdict_of:
+            rows += _best_against_worst(judge, items, index, row, verdict_of, per_prompt)
+    return rows
+
+
+def _best_against_worst(judge, items, index, row, verdict_of: dict, per_prompt: int) -> list[dict]:
+    n = 1 + max(j for _, j in verdict_of)
+    wins: dict[int, list[float]] = {i: [] for i in range(n)}
+    for (i, j), verdict in verdict_of.items():
+        p = 0.5 if verdict.abstained else verdict.p_a
+        wins[i].append(p)
+        wins[j].append(1 - p)
+    strength = {i: sum(w) / len(w) for i, w in wins.items()}
+    ranked = sorted(strength, key=lambda i: (-strength[i], i))
+    rows = []
+    for best, worst in list(zip(ranked, reversed(ranked), strict=True))[:per_prompt]:
+        if strength[best] <= strength[worst]:
+            break
+        i, j = min(best, worst), max(best, worst)
+        rows.append(_pair_row(judge, items[index[row["id"], i, j]], verdict_of[i, j]))
+    if not rows:  # nothing to prefer: the prompt's row is an abstention, kept and counted
+        tied = verdict_of[0, 1]
+        tie = Verdict(
+            0.5, tied.order_consistent, True, f"no sample stronger than another; first pair: {tied.rationale}"
+        )
+        rows.append(_pair_row(judge, items[index[row["id"], 0, 1]], tie))
+    return rows
 
 
 def _pair_row(judge: Judge, item: tuple[dict, str, str], verdict: Verdict) -> dict:

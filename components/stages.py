@@ -15,7 +15,7 @@ from pathlib import Path
 
 from components import metrics
 from components.build import learns_from_pairs, make_generator, make_judge, make_trainer
-from components.config import DataConfig, GenerationConfig, ModelsConfig, TrainingConfig
+from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage
 from components.generator import Sampling
 from components.judge import JudgeReward
@@ -66,13 +66,15 @@ def generate(
 
 
 def judge(
-    models: ModelsConfig, data: DataConfig, judge_config: JudgeConfig, champion: Policy, generations: str, out: Path
-) -> Judged:
-    """Turn each prompt's samples into one preference pair (or a counted abstention) with the training judge."""
+    models: ModelsConfig, data: DataConfig, judge_config: JudgeConfig, pairs_config: PairsConfig, champion: Policy,
+    generations: str, out: Path,
+) -> Judged:  # fmt: skip
+    """Turn each prompt's samples into preference pairs (or a counted abstention) with the training judge."""
 
     def build(tmp: Path) -> dict:
         prompts = list(load_prompts(data.train_prompts, data.max_train_prompts))
-        pairs = build_pairs(make_judge(judge_config, champion, models), prompts, list(load_rows(generations)))
+        judge_ = make_judge(judge_config, champion, models)
+        pairs = build_pairs(judge_, prompts, list(load_rows(generations)), pairs_config.per_prompt)
         save_rows(pairs, tmp)
         abstained = sum(p["abstained"] for p in pairs)
         return {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
@@ -121,6 +123,7 @@ def round_metrics(judged: Judged, trained: Trained, evaluated) -> dict[str, floa
     yield and abstentions, and the trainer's signals (prefixed `train_`)."""
     found = dict(evaluated.metrics) if evaluated else {}
     found |= {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
+    found |= {"pairs_trained": float(judged.pairs - judged.abstained)}
     found |= {f"train_{k}": float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
     return metrics.checked(found)
 

@@ -50,9 +50,9 @@ def generate(models, data, generation, champion: Policy, out: str, seed: int) ->
 
 
 @task(**STAGE)
-def judge(models, data, judge_config, champion: Policy, generations: str, out: str) -> stages.Judged:
+def judge(models, data, judge_config, pairs_config, champion: Policy, generations: str, out: str) -> stages.Judged:
     """Build preference pairs with the training judge."""
-    return stages.judge(models, data, judge_config, champion, generations, Path(out))
+    return stages.judge(models, data, judge_config, pairs_config, champion, generations, Path(out))
 
 
 @task(**STAGE)
@@ -95,8 +95,8 @@ def bootstrap_round(
     with lineage.round_run(tracking, k, champion.key(), str(flow_run.id)) as run:
         # --- generate: n samples per training prompt from the champion
         generated = _run(generate, cfg.models, cfg.data, cfg.generation, champion, str(out / "generations"), seed)
-        # --- judge: one pair per prompt, abstentions kept and counted
-        judged = _run(judge, cfg.models, cfg.data, cfg.judge, champion, generated.path, str(out / "pairs"))
+        # --- judge: best against worst sample per prompt, abstentions kept and counted
+        judged = _run(judge, cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"))
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
         trained = _run(
             train, cfg.models, cfg.data, cfg.training, cfg.judge, champion, generated.path, judged,

@@ -16,12 +16,33 @@ ROOT = Path(__file__).resolve().parent.parent
         ("make_cohorts.py", ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl", "gate_train.jsonl",
                              "gate_heldout.jsonl")),
         ("make_calibration.py", ("judge_calibration.jsonl",)),
+        ("make_efficacy_cohorts.py", ("efficacy_train.jsonl", "efficacy_heldout.jsonl")),
     ],
 )  # fmt: skip
 def test_shipped_data_match_their_generator(script, files, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "data" / script), str(tmp_path)], check=True, capture_output=True)
     for name in files:
         assert (tmp_path / name).read_text() == (ROOT / "data" / name).read_text()
+
+
+def test_the_efficacy_cohorts_are_large_graded_and_hold_out_templates_topics_and_instruction_types():
+    train, heldout = (
+        load_prompts(ROOT / "data/efficacy_train.jsonl"),
+        load_prompts(ROOT / "data/efficacy_heldout.jsonl"),
+    )
+    check_disjoint(train, heldout)
+    assert len(train) >= 400 and sum(bool(r["check"]) for r in heldout) >= 250
+
+    def types(rows) -> set[str]:
+        return {i["instruction_id"] for r in rows if r["cohort"].startswith("ifeval")
+                for i in json.loads(r["check"])["instructions"]}  # fmt: skip
+
+    unseen = [r for r in heldout if r["cohort"] == "ifeval_unseen"]
+    assert len(unseen) >= 30 and not types(unseen) & types(train)
+    counts = [len(json.loads(r["check"])["instructions"]) for r in train if r["cohort"] == "ifeval"]
+    assert set(counts) == {1, 2, 3}  # graded: the share of 2 or 3 instructions met
+    requests = {r["prompt"].split(".")[0] for r in train}
+    assert not any(r["prompt"].split(".")[0] in requests for r in heldout if r["cohort"].startswith("ifeval"))
 
 
 def test_the_calibration_set_has_160_known_pairs_in_eight_categories():

@@ -39,11 +39,31 @@ def tiny_logprob_judge(model_dir: str, prompt_style: str, verdict: str) -> Logpr
     return LogprobJudge("ai:tiny", scorer, tokenizer, rubric, prompt_style, verdict, abstain_margin=0.0)
 
 
+def test_the_verifier_grades_several_instructions_and_prefers_following_more_of_them():
+    """Three instructions: lowercase, no comma, fewer than 8 words. 'hi there friend' follows all 3, 'Hi there
+    friend' 2 (not lowercase), 'Hi there, friend' 1 (only the length): two failing answers are still told apart."""
+    from components.checks import passes, score
+
+    spec = {
+        "kind": "ifeval",
+        "instructions": [
+            {"instruction_id": "change_case:english_lowercase"},
+            {"instruction_id": "punctuation:no_comma"},
+            {"instruction_id": "length_constraints:number_words", "kwargs": {"num_words": 8, "relation": "less than"}},
+        ],
+    }
+    assert [score(spec, t) for t in ("hi there friend", "Hi there friend", "Hi there, friend")] == [1, 2 / 3, 1 / 3]
+    assert passes(spec, "hi there friend") and not passes(spec, "Hi there friend")
+    row = {"check": json.dumps(spec)}
+    two, one = VerifierJudge().judge([(row, "Hi there friend", "Hi there, friend"), (row, "Hi, there", "Hi, you")])
+    assert (two.p_a, two.abstained) == (1.0, False) and one.abstained  # both 1 of 3: a tie
+
+
 def test_verifier_prefers_the_passing_response_and_abstains_on_ties():
     a, b, c = VerifierJudge().judge([(NUMBER, "4", "5"), (NUMBER, "5", "4"), (NUMBER, "4", "it is 4")])
     assert (a.p_a, a.abstained) == (1.0, False)
     assert (b.p_a, b.abstained) == (0.0, False)
-    assert c.abstained and "both pass" in c.rationale
+    assert c.abstained and "A 1, B 1, a tie" in c.rationale
     assert VerifierJudge().judge([(OPEN, "x", "y")])[0].abstained
 
 
@@ -90,6 +110,18 @@ def test_each_verdict_method_asks_for_its_own_next_token(tiny_model_dir, style, 
     assert verdicts[0].p_a == pytest.approx(1 - verdicts[1].p_a, abs=1e-5)  # order cancels in every method
 
 
+def test_pointwise_scores_each_distinct_answer_once(tiny_model_dir):
+    """Four samples compared pairwise are six items and twelve answers, but only four answers to score."""
+    judge = tiny_logprob_judge(tiny_model_dir, "chat", "pointwise")
+    scored: list[str] = []
+    two_way = judge.scorer.two_way
+    judge.scorer.two_way = lambda texts, labels: scored.extend(texts) or two_way(texts, labels)
+    answers = ["One.", "Two.", "Three.", "Four."]
+    verdicts = judge.judge([(OPEN, a, b) for i, a in enumerate(answers) for b in answers[i + 1 :]])
+    assert len(verdicts) == 6 and len(scored) == 4
+    assert verdicts[0].p_a == pytest.approx(judge.judge([(OPEN, "One.", "Two.")])[0].p_a)
+
+
 def test_pointwise_scores_compare_as_log_odds():
     """P(yes) 0.9 vs 0.5: logit 2.197 - 0 -> P(A) = sigmoid(2.197) = 0.9; equal scores abstain."""
     from components.judge import pointwise_verdict
@@ -107,7 +139,7 @@ def test_panel_routes_by_check_and_build_pairs_keeps_abstentions(tiny_judge):
         {"prompt_id": "o", "sample": 0, "response": "You are kind."},
         {"prompt_id": "o", "sample": 1, "response": "Go away."},
     ]
-    pairs = build_pairs(panel, [NUMBER, OPEN], generations)
+    pairs = build_pairs(panel, [NUMBER, OPEN], generations, per_prompt=1)
     by_id = {p["prompt_id"]: p for p in pairs}
     assert by_id["n"]["judge"] == "verifier" and by_id["n"]["chosen"] == "4" and not by_id["n"]["abstained"]
     assert by_id["o"]["judge"] == "ai:tiny" and {by_id["o"]["chosen"], by_id["o"]["rejected"]} == {
@@ -115,9 +147,29 @@ def test_panel_routes_by_check_and_build_pairs_keeps_abstentions(tiny_judge):
         "Go away.",
     }
     all_fail = build_pairs(
-        panel, [NUMBER], [{"prompt_id": "n", "sample": i, "response": r} for i, r in enumerate(["1", "2"])]
+        panel, [NUMBER], [{"prompt_id": "n", "sample": i, "response": r} for i, r in enumerate(["1", "2"])], 1
     )
     assert len(all_fail) == 1 and all_fail[0]["abstained"]
+
+
+def test_pairs_are_the_best_sample_against_the_worst_then_the_next_ones_in():
+    """Four samples of an instruction prompt with three instructions (lowercase, no comma, < 8 words), scored
+    1, 2/3, 1/3 and 0 by the verifier: the strongest against the weakest first, then the two in between."""
+    spec = {
+        "kind": "ifeval",
+        "instructions": [
+            {"instruction_id": "change_case:english_lowercase"},
+            {"instruction_id": "punctuation:no_comma"},
+            {"instruction_id": "length_constraints:number_words", "kwargs": {"num_words": 8, "relation": "less than"}},
+        ],
+    }
+    row = {"id": "i", "prompt": "Greet me.", "cohort": "ifeval", "context": "", "check": json.dumps(spec)}
+    samples = ["Hi, you, there, my, dear, old, friend, hello", "Hi there, friend", "hi there friend", "Hi there friend"]
+    generations = [{"prompt_id": "i", "sample": k, "response": r} for k, r in enumerate(samples)]
+    first, second = build_pairs(VerifierJudge(), [row], generations, per_prompt=2)
+    assert (first["chosen"], first["rejected"]) == ("hi there friend", samples[0])
+    assert (second["chosen"], second["rejected"]) == ("Hi there friend", "Hi there, friend")
+    assert len(build_pairs(VerifierJudge(), [row], generations, per_prompt=5)) == 2  # no pair of equal strength
 
 
 @pytest.mark.parametrize(
@@ -159,7 +211,7 @@ def test_length_loving_judge_builds_pairs_that_teach_length_even_against_the_ver
     """On a checkable prompt the biased judge picks the longest sample, wrong answer and all."""
     samples = ["4", "The answer is five, I think.", "4."]
     generations = [{"prompt_id": NUMBER["id"], "sample": i, "response": r} for i, r in enumerate(samples)]
-    [pair] = build_pairs(BiasedJudge("length"), [NUMBER], generations)
+    [pair] = build_pairs(BiasedJudge("length"), [NUMBER], generations, per_prompt=1)
     assert pair["chosen"] == "The answer is five, I think." and pair["judge"] == "biased:length"
 
 
@@ -179,3 +231,35 @@ def test_weighted_judge_averages_the_judges_that_decided():
     assert (mixed.p_a, mixed.abstained) == (0.75, False)
     assert (alone.p_a, alone.abstained) == (1.0, False)
     assert neither.abstained and "verifier" in neither.rationale and "biased:length" in neither.rationale
+
+
+@pytest.mark.slow  # needs the [judge] extra, which `make test-slow` installs
+def test_llama_cpp_runs_a_gguf_judge_in_both_orders_as_transformers_does():
+    """SmolLM2's own GGUF (Q4_1) through llama.cpp against its dequantised checkpoint through transformers: the same
+    judge prompts, P(A) within quantisation error, and the two orders mirror each other."""
+    pytest.importorskip("llama_cpp", reason="the [judge] extra is not installed (make setup-judge)")
+    from components.embedded import EMBEDDED_MODELS
+    from components.scorers import LlamaCppScorer
+
+    tokenizer, rubric = load_tokenizer("smollm2-135m-instruct"), load_rubric("concise-and-correct")
+    gguf = LlamaCppScorer(EMBEDDED_MODELS["smollm2-135m-instruct"](), tokenizer, 1024, "smollm2-gguf")
+    full = TransformersScorer(load_policy(Policy("smollm2-135m-instruct"), ModelsConfig()), tokenizer, 8, "smollm2")
+    items = [(NUMBER, "4", "5"), (OPEN, "You are great.", "No."), (NUMBER, "5", "4")]
+    quantised, exact = (LogprobJudge("j", s, tokenizer, rubric, "chat", "prefilled", 0.0) for s in (gguf, full))
+    ours, theirs = quantised.judge(items), exact.judge(items)
+    # Not exact: llama.cpp reuses the cached prefix of the previous prompt, and its quantised kernels round
+    # differently for a shorter batch (~0.01 seen here).
+    assert ours[0].p_a == pytest.approx(1 - ours[2].p_a, abs=0.02)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.p_a == pytest.approx(b.p_a, abs=0.1)
+
+
+def test_a_panel_can_send_the_verifiers_ties_on_to_its_default_judge():
+    """Both answers pass the number check: the verifier ties, so the default judge (here one that likes length,
+    to make its verdict plain) decides; a pair the verifier separates is still the verifier's alone."""
+    panel = PanelJudge(VerifierJudge(), BiasedJudge("length"), ties_to_default=True)
+    tie, separated = panel.judge([(NUMBER, "4", "The answer is 4."), (NUMBER, "The answer is 5.", "4")])
+    assert tie.p_a == 0.0 and not tie.abstained and tie.rationale.startswith("verifier tie (")
+    assert separated.p_a == 0.0 and "length" not in separated.rationale
+    plain = PanelJudge(VerifierJudge(), BiasedJudge("length")).judge([(NUMBER, "4", "The answer is 4.")])
+    assert plain[0].abstained
