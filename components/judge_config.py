@@ -19,14 +19,27 @@ class VerifierJudgeConfig(Strict):
     kind: Literal["verifier"] = "verifier"
 
 
-def _check_rubric(judge):
-    if not (RUBRICS_DIR / f"{judge.rubric}.txt").exists():
-        known = sorted(p.stem for p in RUBRICS_DIR.glob("*.txt"))
-        raise ValueError(f"rubric '{judge.rubric}' not found in configs/rubrics/ (known: {', '.join(known)})")
-    return judge
+class _ModelJudge(Strict):
+    """What a model judge shares, local or remote: the rubric it follows and how its verdicts are read."""
+
+    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
+    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
+    length_controlled: bool = Field(
+        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
+    )
+    length_scale_words: float = Field(
+        50.0, gt=0, description="Length control: the word difference at which tanh(diff / scale) reaches 0.76."
+    )
+
+    @model_validator(mode="after")
+    def _rubric_exists(self) -> _ModelJudge:
+        if not (RUBRICS_DIR / f"{self.rubric}.txt").exists():
+            known = sorted(p.stem for p in RUBRICS_DIR.glob("*.txt"))
+            raise ValueError(f"rubric '{self.rubric}' not found in configs/rubrics/ (known: {', '.join(known)})")
+        return self
 
 
-class AIJudgeConfig(Strict):
+class AIJudgeConfig(_ModelJudge):
     """A local causal LM as judge, scored by the log-probabilities of the verdict label, in both orders."""
 
     kind: Literal["ai"] = "ai"
@@ -44,22 +57,12 @@ class AIJudgeConfig(Strict):
         description="prefilled: the reply begun as 'The better answer is Answer', P(A) vs P(B); letter: the reply's "
         "own first token; pointwise: each answer scored alone by P(Yes) (no position to be biased by).",
     )
-    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
     prompt_style: Literal["chat", "completion"] = Field(
         "completion",
         description="'chat' wraps the judge prompt in the model's chat template; 'completion' for base models.",
     )
-    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
-    length_controlled: bool = Field(
-        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
-    )
-    length_scale_words: float = Field(
-        50.0, gt=0, description="Length control: the word difference at which tanh(diff / scale) reaches 0.76."
-    )
     batch_size: int = Field(8, gt=0, description="transformers: judge prompts per forward pass.")
     context_tokens: int = Field(2048, ge=256, description="llama_cpp: the context window, prompt included.")
-
-    _rubric_exists = model_validator(mode="after")(_check_rubric)
 
     @model_validator(mode="after")
     def _self_is_a_checkpoint(self) -> AIJudgeConfig:
@@ -68,7 +71,7 @@ class AIJudgeConfig(Strict):
         return self
 
 
-class RemoteJudgeConfig(Strict):
+class RemoteJudgeConfig(_ModelJudge):
     """An OpenAI-compatible chat-completions endpoint as judge; the key stays in the environment."""
 
     kind: Literal["remote"] = "remote"
@@ -77,14 +80,6 @@ class RemoteJudgeConfig(Strict):
     api_key_env: str | None = Field(
         None, description="Name of the environment variable holding the API key (None = no key); never the key."
     )
-    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
-    abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
-    length_controlled: bool = Field(
-        False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
-    )
-    length_scale_words: float = Field(
-        50.0, gt=0, description="Length control: the word difference at which tanh(diff / scale) reaches 0.76."
-    )
     max_tokens: int = Field(16, gt=0, description="Reply tokens: the verdict letter, then a short reason kept.")
     top_logprobs: int = Field(
         20, ge=0, le=20, description="Alternatives asked for the first reply token; 0 = read the reply's letter only."
@@ -92,8 +87,6 @@ class RemoteJudgeConfig(Strict):
     max_concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
     max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
     timeout: float = Field(60.0, gt=0, description="Seconds per request.")
-
-    _rubric_exists = model_validator(mode="after")(_check_rubric)
 
 
 def kind_or(default: str):

@@ -39,22 +39,25 @@ def tiny_logprob_judge(model_dir: str, prompt_style: str, verdict: str) -> Logpr
     return LogprobJudge("ai:tiny", scorer, tokenizer, rubric, prompt_style, verdict, abstain_margin=0.0)
 
 
+THREE_INSTRUCTIONS = {  # lowercase, no comma, fewer than 8 words
+    "kind": "ifeval",
+    "instructions": [
+        {"instruction_id": "change_case:english_lowercase"},
+        {"instruction_id": "punctuation:no_comma"},
+        {"instruction_id": "length_constraints:number_words", "kwargs": {"num_words": 8, "relation": "less than"}},
+    ],
+}
+
+
 def test_the_verifier_grades_several_instructions_and_prefers_following_more_of_them():
     """Three instructions: lowercase, no comma, fewer than 8 words. 'hi there friend' follows all 3, 'Hi there
     friend' 2 (not lowercase), 'Hi there, friend' 1 (only the length): two failing answers are still told apart."""
     from components.checks import passes, score
 
-    spec = {
-        "kind": "ifeval",
-        "instructions": [
-            {"instruction_id": "change_case:english_lowercase"},
-            {"instruction_id": "punctuation:no_comma"},
-            {"instruction_id": "length_constraints:number_words", "kwargs": {"num_words": 8, "relation": "less than"}},
-        ],
-    }
+    spec = THREE_INSTRUCTIONS
     assert [score(spec, t) for t in ("hi there friend", "Hi there friend", "Hi there, friend")] == [1, 2 / 3, 1 / 3]
     assert passes(spec, "hi there friend") and not passes(spec, "Hi there friend")
-    row = {"check": json.dumps(spec)}
+    row = {"check": json.dumps(THREE_INSTRUCTIONS)}
     two, one = VerifierJudge().judge([(row, "Hi there friend", "Hi there, friend"), (row, "Hi, there", "Hi, you")])
     assert (two.p_a, two.abstained) == (1.0, False) and one.abstained  # both 1 of 3: a tie
 
@@ -155,15 +158,7 @@ def test_panel_routes_by_check_and_build_pairs_keeps_abstentions(tiny_judge):
 def test_pairs_are_the_best_sample_against_the_worst_then_the_next_ones_in():
     """Four samples of an instruction prompt with three instructions (lowercase, no comma, < 8 words), scored
     1, 2/3, 1/3 and 0 by the verifier: the strongest against the weakest first, then the two in between."""
-    spec = {
-        "kind": "ifeval",
-        "instructions": [
-            {"instruction_id": "change_case:english_lowercase"},
-            {"instruction_id": "punctuation:no_comma"},
-            {"instruction_id": "length_constraints:number_words", "kwargs": {"num_words": 8, "relation": "less than"}},
-        ],
-    }
-    row = {"id": "i", "prompt": "Greet me.", "cohort": "ifeval", "context": "", "check": json.dumps(spec)}
+    row = {"id": "i", "prompt": "Greet me.", "cohort": "ifeval", "context": "", "check": json.dumps(THREE_INSTRUCTIONS)}
     samples = ["Hi, you, there, my, dear, old, friend, hello", "Hi there, friend", "hi there friend", "Hi there friend"]
     generations = [{"prompt_id": "i", "sample": k, "response": r} for k, r in enumerate(samples)]
     first, second = build_pairs(VerifierJudge(), [row], generations, per_prompt=2)
