@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +57,9 @@ class LlamaCppScorer:
         self.llm = Llama(
             model_path=str(gguf), n_ctx=context_tokens, n_threads=os.cpu_count(), logits_all=False, verbose=False
         )
+        # Freed with the scorer, or at exit before interpreter teardown, where Llama.__del__ finds llama_cpp's
+        # globals gone and prints an error.
+        weakref.finalize(self, self.llm.close)
         self.tokenizer, self.name = tokenizer, name
 
     def two_way(self, texts: list[str], labels: tuple[str, str]) -> list[float]:
