@@ -29,7 +29,7 @@ def ratchet_run(config: Path, store: Path, home: Path | None = None, **env: str)
         env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # a kill takes its temporary Prefect server down with it
+        start_new_session=True,  # a group kill reaches the run; its Prefect server follows (parent-death signal)
     )
 
 

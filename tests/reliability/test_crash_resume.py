@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -46,8 +47,11 @@ def kill_during(stage: str, proc: subprocess.Popen, workdir: Path, store: Path) 
         assert not (rounds and (rounds[0] / stage).exists()), f"{stage} finished before the kill could land"
         assert time.monotonic() < deadline
         time.sleep(0.005)
+    started = psutil.Process(proc.pid).children(recursive=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(started, timeout=15)  # the temporary Prefect server, in its own session, too
+    assert alive == [], [p.cmdline() for p in alive]
     return rounds[0]
 
 

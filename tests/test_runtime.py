@@ -1,0 +1,38 @@
+"""The temporary Prefect server that `ratchet run` starts lives in a session of its own (so a terminal's Ctrl-C
+reaches the run first). It must still not outlive the run when the run is killed outright."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+HOLD_A_SERVER = """
+import time
+from flows.runtime import prefect_api
+with prefect_api():
+    print("up", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_temporary_server_dies_with_a_sigkilled_run(tmp_path):
+    env = {"PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PATH": "/usr/bin:/bin"}
+    run = subprocess.Popen([sys.executable, "-c", HOLD_A_SERVER], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert run.stdout.readline().strip() == "up"
+        [server] = psutil.Process(run.pid).children()
+        assert "server" in server.cmdline()
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 15
+        while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    finally:
+        run.kill()
