@@ -123,6 +123,14 @@ SingleJudgeConfig = Annotated[
 ]
 
 
+PanelDefaultConfig = Annotated[
+    Annotated[AIJudgeConfig, Tag("ai")]
+    | Annotated[RemoteJudgeConfig, Tag("remote")]
+    | Annotated[RefusalJudgeConfig, Tag("refusal")],
+    kind_or("ai"),
+]
+
+
 class PanelJudgeConfig(Strict):
     """Routes each prompt: its cohort's judge if `by_cohort` names one, else the verifier where a check exists,
     else the default judge."""
@@ -131,9 +139,10 @@ class PanelJudgeConfig(Strict):
     checkable: VerifierJudgeConfig = Field(
         default_factory=VerifierJudgeConfig, description="Judge for prompts with a check spec."
     )
-    default: ModelJudgeConfig = Field(
+    default: PanelDefaultConfig = Field(
         default_factory=lambda: AIJudgeConfig(model="self", prompt_style="chat"),
-        description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs).",
+        description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs); "
+        "`kind: refusal` where every such prompt is a refusal cohort's.",
     )
     by_cohort: dict[str, SingleJudgeConfig] = Field(
         default_factory=dict,

@@ -79,8 +79,8 @@ def app():
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
-    """`ratchet judge-check configs/efficacy.yaml` as the README shows it, on the embedded Qwen2.5-Coder-1.5B through
-    llama.cpp (~9 min): the training panel (verifier, refusal classifier, Qwen) meets the goal; Qwen alone is
+    """`ratchet judge-check configs/efficacy.yaml` as the README shows it (~6 min): the training panel (verifier and
+    refusal classifier) meets the goal; the evaluation judge, the embedded Qwen2.5-Coder-1.5B through llama.cpp, is
     better than chance on the pairs it decides (docs/experiments.md has its table)."""
     import subprocess
     import sys
@@ -88,7 +88,7 @@ def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "flows.cli", "judge-check", "configs/efficacy.yaml", "--store", str(tmp_path)]
-    command += ["--judge", "training", "--judge", "training.default"]
+    command += ["--judge", "training", "--judge", "evaluation"]
     proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(lineage.tracking_uri_for(tmp_path))
@@ -96,5 +96,5 @@ def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
     m = run.data.metrics
     assert m["training/all/accuracy"] == 1.0 and m["training/all/decided"] == 1.0
     assert "training: panel(" in proc.stdout and "meets the goal" in proc.stdout
-    assert m["training.default/all/accuracy_ci_low"] > 0.5 and m["training.default/all/decided"] >= 0.6
-    assert run.data.tags["judge.training.default"] == "ai:qwen2.5-coder-1.5b-instruct:pointwise"
+    assert m["evaluation/all/accuracy_ci_low"] > 0.5 and m["evaluation/all/decided"] >= 0.6
+    assert run.data.tags["judge.evaluation"] == "ai:qwen2.5-coder-1.5b-instruct:pointwise"
