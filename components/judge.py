@@ -155,13 +155,16 @@ class LogprobJudge:
     ):  # fmt: skip
         self.name, self.scorer, self.tokenizer, self.rubric = name, scorer, tokenizer, rubric
         self.prompt_style, self.verdict, self.abstain_margin = prompt_style, verdict, abstain_margin
+        self._p_yes: dict[str, float] = {}  # pointwise: P(Yes) by judge prompt
 
     def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
         if self.verdict == "pointwise":
             texts = [(self._pointwise_text(row, a), self._pointwise_text(row, b)) for row, a, b in items]
-            distinct = list(dict.fromkeys(t for pair in texts for t in pair))  # n samples compared pairwise: n scores
-            p_yes = dict(zip(distinct, self.scorer.two_way(distinct, self._labels("Yes", "No")), strict=True))
-            return [pointwise_verdict(p_yes[a], p_yes[b], self.abstain_margin) for a, b in texts]
+            # Each answer is scored once per judge: n samples compared pairwise, or the challenger's answers
+            # against the champion's and then against the base's.
+            new = [t for t in dict.fromkeys(t for pair in texts for t in pair) if t not in self._p_yes]
+            self._p_yes |= dict(zip(new, self.scorer.two_way(new, self._labels("Yes", "No")), strict=True))
+            return [pointwise_verdict(self._p_yes[a], self._p_yes[b], self.abstain_margin) for a, b in texts]
         labels = self._labels("A", "B")
         forward = self.scorer.two_way([self._pairwise_text(row, a, b) for row, a, b in items], labels)
         swapped = self.scorer.two_way([self._pairwise_text(row, b, a) for row, a, b in items], labels)

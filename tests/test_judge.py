@@ -114,7 +114,8 @@ def test_each_verdict_method_asks_for_its_own_next_token(tiny_model_dir, style, 
 
 
 def test_pointwise_scores_each_distinct_answer_once(tiny_model_dir):
-    """Four samples compared pairwise are six items and twelve answers, but only four answers to score."""
+    """Four samples compared pairwise are six items and twelve answers, but only four answers to score; a later
+    call scores only the answers the judge has not seen."""
     judge = tiny_logprob_judge(tiny_model_dir, "chat", "pointwise")
     scored: list[str] = []
     two_way = judge.scorer.two_way
@@ -122,7 +123,8 @@ def test_pointwise_scores_each_distinct_answer_once(tiny_model_dir):
     answers = ["One.", "Two.", "Three.", "Four."]
     verdicts = judge.judge([(OPEN, a, b) for i, a in enumerate(answers) for b in answers[i + 1 :]])
     assert len(verdicts) == 6 and len(scored) == 4
-    assert verdicts[0].p_a == pytest.approx(judge.judge([(OPEN, "One.", "Two.")])[0].p_a)
+    assert judge.judge([(OPEN, "One.", "Five.")])[0].p_a != 0.5 and scored[4:] == [judge._pointwise_text(OPEN, "Five.")]
+    assert verdicts[0].p_a == judge.judge([(OPEN, "One.", "Two.")])[0].p_a and len(scored) == 5
 
 
 def test_pointwise_scores_compare_as_log_odds():
