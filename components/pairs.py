@@ -23,25 +23,29 @@ def build_pairs(judge: Judge, prompts: list[dict], generations: list[dict], per_
     by_prompt: dict[str, list[str]] = {}
     for g in sorted(generations, key=lambda g: (g["prompt_id"], g["sample"])):
         by_prompt.setdefault(g["prompt_id"], []).append(g["response"])
-    items, index = [], {}
+    items, owners = [], []
     for row in prompts:
         samples = list(dict.fromkeys(by_prompt.get(row["id"], [])))  # distinct, in sample order
         for i, j in combinations(range(len(samples)), 2):
-            index[row["id"], i, j] = len(items)
             items.append((row, samples[i], samples[j]))
+            owners.append((row["id"], i, j))
     verdicts = judge.judge(items) if items else []
-    rows = []
-    for row in prompts:
-        verdict_of = {(i, j): verdicts[k] for (owner, i, j), k in index.items() if owner == row["id"]}
-        if verdict_of:
-            rows += _best_against_worst(judge, items, index, row, verdict_of, per_prompt)
-    return rows
+    compared: dict[str, dict[tuple[int, int], tuple[tuple, Verdict]]] = {}
+    for (owner, i, j), item, verdict in zip(owners, items, verdicts, strict=True):
+        compared.setdefault(owner, {})[i, j] = (item, verdict)
+    return [
+        pair
+        for row in prompts
+        if row["id"] in compared
+        for pair in _best_against_worst(judge, compared[row["id"]], per_prompt)
+    ]
 
 
-def _best_against_worst(judge, items, index, row, verdict_of: dict, per_prompt: int) -> list[dict]:
-    n = 1 + max(j for _, j in verdict_of)
+def _best_against_worst(judge: Judge, compared: dict[tuple[int, int], tuple], per_prompt: int) -> list[dict]:
+    """A prompt's pair rows from its comparisons, keyed by the (i, j) sample indices compared."""
+    n = 1 + max(j for _, j in compared)
     wins: dict[int, list[float]] = {i: [] for i in range(n)}
-    for (i, j), verdict in verdict_of.items():
+    for (i, j), (_, verdict) in compared.items():
         p = 0.5 if verdict.abstained else verdict.p_a
         wins[i].append(p)
         wins[j].append(1 - p)
@@ -51,14 +55,13 @@ def _best_against_worst(judge, items, index, row, verdict_of: dict, per_prompt: 
     for best, worst in list(zip(ranked, reversed(ranked), strict=True))[:per_prompt]:
         if strength[best] <= strength[worst]:
             break
-        i, j = min(best, worst), max(best, worst)
-        rows.append(_pair_row(judge, items[index[row["id"], i, j]], verdict_of[i, j]))
+        rows.append(_pair_row(judge, *compared[min(best, worst), max(best, worst)]))
     if not rows:  # nothing to prefer: the prompt's row is an abstention, kept and counted
-        tied = verdict_of[0, 1]
+        item, tied = compared[0, 1]
         tie = Verdict(
             0.5, tied.order_consistent, True, f"no sample stronger than another; first pair: {tied.rationale}"
         )
-        rows.append(_pair_row(judge, items[index[row["id"], 0, 1]], tie))
+        rows.append(_pair_row(judge, item, tie))
     return rows
 
 
