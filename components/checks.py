@@ -16,6 +16,11 @@ from __future__ import annotations
 import re
 
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
+from langdetect import DetectorFactory
+
+# IFEval's language and case checkers call langdetect, which samples: unseeded, "simple 20 words." is English on one
+# call and Afrikaans on the next, so the gold verifier would score the same answer differently from run to run.
+DetectorFactory.seed = 0
 
 # needs NLTK's punkt_tab data, which cannot be downloaded here (design.md)
 UNSUPPORTED_IFEVAL = {"length_constraints:number_sentences"}

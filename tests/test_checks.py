@@ -1,6 +1,6 @@
 import pytest
 
-from components.checks import passes, validate_check
+from components.checks import passes, score, validate_check
 from components.evaluator import is_refusal
 
 
@@ -72,3 +72,9 @@ def test_bad_check_specs_are_rejected(spec):
 )
 def test_refusal_classifier(text, refused):
     assert is_refusal(text) is refused
+
+
+def test_the_language_behind_a_case_check_is_decided_the_same_way_every_time():
+    """langdetect samples; unseeded, "simple 20 words." came out English or Afrikaans from call to call."""
+    spec = {"kind": "ifeval", "instruction_id": "change_case:english_lowercase"}
+    assert len({score(spec, "simple 20 words.") for _ in range(40)}) == 1
