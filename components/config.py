@@ -99,6 +99,12 @@ class _Training(Strict):
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate for the LoRA weights.")
     num_train_epochs: int = Field(2, gt=0, description="Passes over the round's pairs (dpo) or prompts (grpo/rloo).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps (None = epochs).")
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Stop after the first optimiser step that ends past this many seconds of training (wall "
+        "clock; None = no limit). A run resumed after a crash counts from its own start.",
+    )
     per_device_train_batch_size: int = Field(4, gt=0, description="Examples per device step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Steps per optimiser update.")
     save_steps: int = Field(10, gt=0, description="Save a resumable checkpoint every N steps.")

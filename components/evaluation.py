@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
+from tqdm.auto import tqdm
+
 from components import evaluator as ev
 from components import metrics
 from components.build import make_generator, make_judge
@@ -190,13 +192,15 @@ def _drift(pair: PolicyPair, tokenizer, prompts: list[dict], greedy: dict, wins:
     """KL(challenger || champion) on the challenger's answers, and how often the challenger's DPO implicit reward
     (log-ratio to the champion, its reference) orders each held-out pair the way the judge did."""
     logp = {}
+    progress = tqdm(total=4 * len(prompts), desc="drift log-probs", unit="answer")
     for model_name in ("challenger", "champion"):
         with pair.use(model_name) as model:
             for author in ("challenger", "champion"):
-                logp[model_name, author] = [
-                    response_logprob(model, tokenizer, user_message(p), g["response"])
-                    for p, g in zip(prompts, greedy[author], strict=True)
-                ]
+                logp[model_name, author] = []
+                for p, g in zip(prompts, greedy[author], strict=True):
+                    logp[model_name, author].append(response_logprob(model, tokenizer, user_message(p), g["response"]))
+                    progress.update()
+    progress.close()
 
     def reward(author: str) -> list[float]:
         return [c - r for c, r in zip(logp["challenger", author], logp["champion", author], strict=True)]

@@ -25,7 +25,13 @@ import psutil
 import torch
 from datasets import Dataset
 from peft import LoraConfig, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+)
 from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig, TrainingConfig
@@ -96,8 +102,24 @@ def common_args(config: TrainingConfig, models: ModelsConfig, checkpoints: Path,
     }
 
 
-def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int) -> dict:
-    """Train (resuming from the last checkpoint if a killed run left one), save the adapter, return its metrics."""
+class TimeBudget(TrainerCallback):
+    """Ends training after the first optimiser step that takes the elapsed time past `seconds`."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds, self.started = seconds, time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.seconds is not None and time.perf_counter() - self.started >= self.seconds:
+            control.should_training_stop = True
+
+
+def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int, max_seconds: float | None) -> dict:
+    """Train (resuming from the last checkpoint if a killed run left one) within `max_seconds`, save the adapter,
+    return its metrics."""
+    trainer.add_callback(TimeBudget(max_seconds))
     for partial in checkpoints.glob("checkpoint-*"):
         # The Trainer writes trainer_state.json last; a kill before it leaves a checkpoint that cannot resume.
         if not (partial / "trainer_state.json").exists():
@@ -153,7 +175,7 @@ class DPOLoRATrainer:
             processing_class=self.tokenizer,
             peft_config=lora_config(c),
         )
-        return run_training(trainer, self.checkpoints, output_dir, len(dataset))
+        return run_training(trainer, self.checkpoints, output_dir, len(dataset), c.max_seconds)
 
 
 class OnlineTrainer:
@@ -189,7 +211,7 @@ class OnlineTrainer:
             processing_class=self.tokenizer,
             peft_config=lora_config(c),
         )
-        return run_training(trainer, self.checkpoints, output_dir, len(dataset))
+        return run_training(trainer, self.checkpoints, output_dir, len(dataset), c.max_seconds)
 
 
 @contextmanager

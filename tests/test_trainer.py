@@ -96,6 +96,12 @@ def test_adapter_dir_contract_and_metrics(trained):
     assert metrics["resumed"] is False
 
 
+def test_time_budget_ends_training_after_the_step_that_spends_it(tiny_model_dir, tmp_path):
+    metrics = train_dpo(tiny_model_dir, tmp_path / "adapter", max_seconds=1e-3)
+    assert metrics["steps"] == 1  # of the 6 the epochs ask for
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
 def test_all_abstained_is_an_error(tiny_model_dir, tmp_path):
     model, tok = load_policy(Policy(tiny_model_dir), CPU), load_tokenizer(tiny_model_dir)
     trainer = DPOLoRATrainer(model, tok, DPOTrainingConfig(), CPU, 0, tmp_path / "checkpoints")
