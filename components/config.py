@@ -102,8 +102,9 @@ class _Training(Strict):
     max_seconds: float | None = Field(
         None,
         gt=0,
-        description="Stop after the first optimiser step that ends past this many seconds of training (wall "
-        "clock; None = no limit). A run resumed after a crash counts from its own start.",
+        description="Stop before an optimiser step that would end past this many seconds of training (wall "
+        "clock, judged by the mean step so far; None = no limit). A run resumed after a crash counts from its own "
+        "start.",
     )
     per_device_train_batch_size: int = Field(4, gt=0, description="Examples per device step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Steps per optimiser update.")

@@ -103,16 +103,19 @@ def common_args(config: TrainingConfig, models: ModelsConfig, checkpoints: Path,
 
 
 class TimeBudget(TrainerCallback):
-    """Ends training after the first optimiser step that takes the elapsed time past `seconds`."""
+    """Ends training before a step that would end past `seconds`, judged by the mean step so far (the first step
+    always runs)."""
 
     def __init__(self, seconds: float | None):
-        self.seconds, self.started = seconds, time.perf_counter()
+        self.seconds, self.started, self.steps = seconds, time.perf_counter(), 0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
+        self.started, self.steps = time.perf_counter(), 0
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.seconds is not None and time.perf_counter() - self.started >= self.seconds:
+        self.steps += 1
+        elapsed = time.perf_counter() - self.started
+        if self.seconds is not None and elapsed + elapsed / self.steps > self.seconds:
             control.should_training_stop = True
 
 

@@ -96,7 +96,7 @@ def test_adapter_dir_contract_and_metrics(trained):
     assert metrics["resumed"] is False
 
 
-def test_time_budget_ends_training_after_the_step_that_spends_it(tiny_model_dir, tmp_path):
+def test_time_budget_ends_training_before_a_step_that_would_overrun_it(tiny_model_dir, tmp_path):
     metrics = train_dpo(tiny_model_dir, tmp_path / "adapter", max_seconds=1e-3)
     assert metrics["steps"] == 1  # of the 6 the epochs ask for
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
