@@ -82,25 +82,25 @@ def run(cfg, work: Path) -> list[dict]:
         lambda: stages.judge(models, data, cfg.judge, cfg.pairs, champion, generated.path, work / "pairs")
     )
     dpo, dpo_s = timed(lambda: train(cfg.training, "dpo", generated, judged))
-    budget = gen_s + judge_s + dpo_s
-    grpo, grpo_s = timed(lambda: train(grpo_config(cfg, budget), "grpo", generated, judged))
+    grpo_training = grpo_config(cfg, gen_s + judge_s + dpo_s)
+    grpo, grpo_s = timed(lambda: train(grpo_training, "grpo", generated, judged))
 
     evaluation = cfg.evaluation.model_copy(update={"judge": VerifierJudgeConfig(), "self_agreement": False})
     inputs = EvalInputs(models, data, cfg.generation, evaluation, cfg.judge, seed)
     n_prompts = len(load_prompts(data.train_prompts))
     rows = []
-    for method, trained, seconds in (("dpo", dpo, budget), ("grpo", grpo, grpo_s)):
+    for method, trained, seconds in (("dpo", dpo, grpo_training.max_seconds), ("grpo", grpo, grpo_s)):
         challenger = champion.with_adapter(trained.path)
-        evaluated, eval_s = timed(
-            lambda: evaluate(inputs, champion, challenger, work / f"eval-{method}", work / "answers")  # noqa: B023
-        )
+        started = time.perf_counter()
+        evaluated = evaluate(inputs, champion, challenger, work / f"eval-{method}", work / "answers")
+        eval_s = round(time.perf_counter() - started, 1)
         if method == "dpo":
             seen = {"prompts": n_prompts, "pairs": judged.pairs - judged.abstained}
         else:
             steps = trained.metrics["steps"]
             seen = {
                 "prompts": steps * GRPO_PROMPTS_PER_STEP,
-                "samples_scored": steps * grpo_config(cfg, 1).per_device_train_batch_size,
+                "samples_scored": steps * grpo_training.per_device_train_batch_size,
             }
         rows.append(
             {

@@ -106,8 +106,8 @@ class TimeBudget(TrainerCallback):
     """Ends training before a step that would end past `seconds`, judged by the mean step so far (the first step
     always runs)."""
 
-    def __init__(self, seconds: float | None):
-        self.seconds, self.started, self.steps = seconds, time.perf_counter(), 0
+    def __init__(self, seconds: float):
+        self.seconds = seconds
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started, self.steps = time.perf_counter(), 0
@@ -115,14 +115,15 @@ class TimeBudget(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.steps += 1
         elapsed = time.perf_counter() - self.started
-        if self.seconds is not None and elapsed + elapsed / self.steps > self.seconds:
+        if elapsed + elapsed / self.steps > self.seconds:
             control.should_training_stop = True
 
 
 def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int, max_seconds: float | None) -> dict:
     """Train (resuming from the last checkpoint if a killed run left one) within `max_seconds`, save the adapter,
     return its metrics."""
-    trainer.add_callback(TimeBudget(max_seconds))
+    if max_seconds is not None:
+        trainer.add_callback(TimeBudget(max_seconds))
     for partial in checkpoints.glob("checkpoint-*"):
         # The Trainer writes trainer_state.json last; a kill before it leaves a checkpoint that cannot resume.
         if not (partial / "trainer_state.json").exists():
