@@ -116,9 +116,10 @@ def run(cfg, work: Path) -> list[dict]:
 
 def outcome(train: dict, found: dict) -> dict:
     keys = (
-        "task_completion_delta", "task_completion_delta_ci_low", "task_completion_delta_ci_high",
-        "task_completion_delta.ifeval", "task_completion_delta.ifeval_unseen", "champion_task_completion",
-        "challenger_task_completion", "benign_refusal_delta", "length_ratio", "kl_per_token",
+        "task/task_completion_delta", "task/task_completion_delta_ci_low", "task/task_completion_delta_ci_high",
+        "task/task_completion_delta.ifeval", "task/task_completion_delta.ifeval_unseen",
+        "task/champion_task_completion", "task/challenger_task_completion", "refusal/benign_refusal_delta",
+        "length/length_ratio", "drift/kl_per_token",
     )  # fmt: skip
     return {"steps": train["steps"], "train_seconds": train["seconds"]} | {k: found.get(k) for k in keys}
 
@@ -139,12 +140,12 @@ def table(rows: list[dict]) -> str:
         scored = f"{r['pairs']} pairs" if "pairs" in r else f"{r['samples_scored']} samples"
         lines.append(
             f"| {r['method']} | {r['round_seconds']:.0f} | {r['prompts']} | {scored} | {r['steps']} "
-            f"| {r['kl_per_token']:.4f} "
-            f"| {pct(r['champion_task_completion'])} → {pct(r['challenger_task_completion'])} "
-            f"| {pts(r['task_completion_delta'])} ({pts(r['task_completion_delta_ci_low'])} to "
-            f"{pts(r['task_completion_delta_ci_high'])}) | {pts(r['task_completion_delta.ifeval'])} "
-            f"| {pts(r['task_completion_delta.ifeval_unseen'])} | {pts(r['benign_refusal_delta'])} "
-            f"| {r['length_ratio']:.2f} |"
+            f"| {r['drift/kl_per_token']:.4f} "
+            f"| {pct(r['task/champion_task_completion'])} → {pct(r['task/challenger_task_completion'])} "
+            f"| {pts(r['task/task_completion_delta'])} ({pts(r['task/task_completion_delta_ci_low'])} to "
+            f"{pts(r['task/task_completion_delta_ci_high'])}) | {pts(r['task/task_completion_delta.ifeval'])} "
+            f"| {pts(r['task/task_completion_delta.ifeval_unseen'])} | {pts(r['refusal/benign_refusal_delta'])} "
+            f"| {r['length/length_ratio']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -69,7 +69,7 @@ def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path
         found |= _reliability(inputs, champion, pair, tokenizer, items, verdicts)
         found |= _drift(pair, tokenizer, prompts, greedy, wins)
         save_rows(rows, tmp)
-        return {"metrics": metrics.checked(found), "cohorts": ev.cohort_table(rows, _ci(e))}
+        return {"metrics": metrics.grouped(found), "cohorts": ev.cohort_table(rows, _ci(e))}
 
     return Evaluated(str(out), **save_stage(out, build, record="summary.json"))
 

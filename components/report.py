@@ -17,14 +17,14 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and workers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from components.metrics import BY_NAME, CATALOGUE, show  # noqa: E402
+from components.metrics import BY_KEY, CATALOGUE, show  # noqa: E402
 
 # Headline metrics plotted over rounds: (metric name, is a rate in [0, 1]).
 PLOTTED = (
-    ("challenger_task_completion", True),
-    ("win_rate", True),
-    ("challenger_benign_refusal_rate", True),
-    ("length_ratio", False),
+    ("task/challenger_task_completion", True),
+    ("judge/win_rate", True),
+    ("refusal/challenger_benign_refusal_rate", True),
+    ("length/length_ratio", False),
 )
 
 
@@ -35,7 +35,7 @@ def metrics_plot(history: list[dict]) -> bytes:
     for name, is_rate in PLOTTED:
         axis = axes[0] if is_rate else axes[1]
         values = [h["metrics"].get(name, math.nan) for h in rounds]
-        axis.plot([h["k"] for h in rounds], values, marker="o", label=BY_NAME[name].label)
+        axis.plot([h["k"] for h in rounds], values, marker="o", label=BY_KEY[name].label)
     axes[0].set_ylim(-0.05, 1.05)
     axes[1].axhline(1.0, color="grey", linewidth=0.8)
     for axis in axes:
@@ -49,15 +49,21 @@ def metrics_plot(history: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
+def _row(*cells: object) -> str:
+    """A markdown table row whose cells cannot split it: a `|` inside a cell is escaped, a line break flattened."""
+    escaped = (" ".join(str(c).split()).replace("|", "\\|") for c in cells)
+    return "| " + " | ".join(escaped) + " |"
+
+
 def metrics_table(metrics: dict[str, float]) -> str:
     """Every catalogued metric the round produced, in catalogue order, with its CI where it has one."""
     lines = ["| metric | value | CI |", "|---|---|---|"]
     for m in CATALOGUE:
-        if m.name not in metrics:
+        if m.key not in metrics:
             continue
-        ci = f"{show(metrics.get(f'{m.name}_ci_low'), m.format)} – {show(metrics.get(f'{m.name}_ci_high'), m.format)}"
+        ci = f"{show(metrics.get(f'{m.key}_ci_low'), m.format)} – {show(metrics.get(f'{m.key}_ci_high'), m.format)}"
         unit = " (points)" if m.format == "points" else ""
-        lines.append(f"| {m.label}{unit} | {show(metrics[m.name], m.format)} | {ci if m.ci else ''} |")
+        lines.append(_row(f"{m.label}{unit}", show(metrics[m.key], m.format), ci if m.ci else ""))
     return "\n".join(lines)
 
 
@@ -66,7 +72,7 @@ def decision_table(decision: dict) -> str:
     for rule in decision["rules"]:
         check = "yes" if rule["holds"] else "**no**"
         condition = f"`{rule['metric']} {rule['op']} {rule['threshold']:g}`"
-        lines.append(f"| {condition} | {rule['action']} | {show(rule['value'], 'num')} | {check} |")
+        lines.append(_row(condition, rule["action"], show(rule["value"], "num"), check))
     return "\n".join(lines)
 
 

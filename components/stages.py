@@ -119,13 +119,12 @@ def train(
 
 
 def round_metrics(judged: Judged, trained: Trained, evaluated) -> dict[str, float]:
-    """Everything a round reports: the evaluation's metrics (none when nothing trained), the training judge's
-    yield and abstentions, and the trainer's signals (prefixed `train_`)."""
-    found = dict(evaluated.metrics) if evaluated else {}
-    found |= {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
+    """Everything a round reports, by grouped name: the evaluation's metrics (none when nothing trained), the
+    training judge's yield and abstentions, and the trainer's signals (named `train_…`)."""
+    found = {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
     found |= {"pairs_trained": float(judged.pairs - judged.abstained)}
     found |= {f"train_{k}": float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
-    return metrics.checked(found)
+    return (dict(evaluated.metrics) if evaluated else {}) | metrics.grouped(found)
 
 
 def claim_round(round_dir: Path, champion: Policy) -> None:

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import typer
 
-from components.metrics import BY_NAME, show
+from components.metrics import BY_KEY, show
 
-# The table's columns: metric -> header. The first metric with a CI shows it beside its value.
+DELTA = "task/task_completion_delta"  # the one column shown with its CI
+# The table's columns: metric -> header.
 COLUMNS = {
-    "win_rate": "judge win",
-    "judge_abstention_rate": "judge abstained",
-    "challenger_task_completion": "task done",
-    "task_completion_delta": "delta",
-    "challenger_benign_refusal_rate": "benign refusal",
-    "length_ratio": "len ratio",
+    "judge/win_rate": "judge win",
+    "judge/judge_abstention_rate": "judge abstained",
+    "task/challenger_task_completion": "task done",
+    DELTA: "delta",
+    "refusal/challenger_benign_refusal_rate": "benign refusal",
+    "length/length_ratio": "len ratio",
 }
 
 
 def _cell(metrics: dict, name: str) -> str:
-    m = BY_NAME[name]
+    m = BY_KEY[name]
     value = show(metrics.get(name), m.format)
-    if name != "task_completion_delta":
+    if name != DELTA:
         return value
     return (
         f"{value} ({show(metrics.get(f'{name}_ci_low'), m.format)}, {show(metrics.get(f'{name}_ci_high'), m.format)})"
@@ -30,8 +31,8 @@ def _cell(metrics: dict, name: str) -> str:
 def print_rounds(rows: list[dict], ci_level: float) -> None:
     """One line per round (or evaluation): {"k", "metrics", "reason"}."""
     headers = dict(COLUMNS)
-    headers["task_completion_delta"] = f"delta ({ci_level:.0%} CI)"
-    widths = {name: max(len(h), 20 if name == "task_completion_delta" else 9) for name, h in headers.items()}
+    headers[DELTA] = f"delta ({ci_level:.0%} CI)"
+    widths = {name: max(len(h), 20 if name == DELTA else 9) for name, h in headers.items()}
     header = f"{'round':>5}  " + "  ".join(f"{h:>{widths[n]}}" for n, h in headers.items()) + "  gate"
     typer.echo("\n" + header + "\n" + "-" * len(header))
     for r in rows:

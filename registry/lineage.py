@@ -23,6 +23,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
+from components.metrics import migrated
+
 BOOTSTRAP_TAG = "ratchet.bootstrap_id"
 ROUND_TAG = "ratchet.round"
 CHAMPION_TAG = "ratchet.champion"  # the key of the policy a round started from
@@ -187,12 +189,12 @@ def log_round(bootstrap: BootstrapRun, run: RoundRun, k: int, metrics: dict[str,
 
 
 def log_decision(bootstrap: BootstrapRun, run: RoundRun, k: int, decision: dict) -> None:
-    """The gate's decision as the round's tag and decision.json, and as a 0/1 `promoted` metric over rounds."""
+    """The gate's decision as the round's tag and decision.json, and as a 0/1 `gate/promoted` metric over rounds."""
     client = client_for(bootstrap.uri)
     client.set_tag(run.run_id, "ratchet.decision", decision["reason"][:5000])
     client.log_dict(run.run_id, decision, "decision.json")
     for run_id in (run.run_id, bootstrap.run_id):
-        client.log_batch(run_id, metrics=_metrics({"promoted": float(decision["promote"])}, step=k))
+        client.log_batch(run_id, metrics=_metrics({"gate/promoted": float(decision["promote"])}, step=k))
 
 
 def tag(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
@@ -279,12 +281,18 @@ def round_table(
     parent = parents[0]
     children = client.search_runs([found.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     rows = [
-        {"round": int(c.data.tags[ROUND_TAG]), "decision": c.data.tags.get("ratchet.decision", "-")} | c.data.metrics
+        {"round": int(c.data.tags[ROUND_TAG]), "decision": c.data.tags.get("ratchet.decision", "-")}
+        | _named_now(c.data.metrics)
         for c in children
         if c.data.tags.get(SUPERSEDED_TAG) != "true"
     ]
     level = float(parent.data.params.get("evaluation.ci_level", 0.95))  # bootstraps before the field: 95%
     return parent.data.tags[BOOTSTRAP_TAG], sorted(rows, key=lambda r: r["round"]), level
+
+
+def _named_now(logged: dict[str, float]) -> dict[str, float]:
+    """A run's metrics by today's names; runs from before the metric groups logged bare names."""
+    return {migrated(key) or key: value for key, value in logged.items()}
 
 
 def finish(client: MlflowClient, run_id: str, status: str) -> None:

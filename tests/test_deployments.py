@@ -53,7 +53,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert parent.info.status == child.info.status == "FINISHED"
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert parent.data.tags["prefect.flow_run_id"] in run.stdout  # MLflow links back to the Prefect flow run
-    assert "task_completion_delta" in parent.data.metrics
+    assert "task/task_completion_delta" in parent.data.metrics
     assert parent.data.params["training.learning_rate"] == "0.0001" and parent.data.tags["ratchet.rounds"] == "1"
     [version] = client.search_model_versions("name = 'ratchet-tiny'")
     assert str(client.get_model_version_by_alias("ratchet-tiny", "challenger").version) == str(version.version)
@@ -84,4 +84,6 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert evaluation.returncode == 0, evaluation.stdout + evaluation.stderr + prefect.log("serve")
     [run] = client.search_runs([experiment.experiment_id], "tags.`ratchet.kind` = 'evaluation'")
     assert run.info.run_name == f"evaluate v{version.version}-vs-base"
-    assert run.data.metrics["task_completion_delta"] == pytest.approx(parent.data.metrics["task_completion_delta"])
+    assert run.data.metrics["task/task_completion_delta"] == pytest.approx(
+        parent.data.metrics["task/task_completion_delta"]
+    )

@@ -83,9 +83,12 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
     assert len(parents) == 1 and len(children) == 1
     child = children[0]
     assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-    assert {"win_rate", "task_completion_delta", "benign_refusal_ratio", "challenger_mean_length"} <= set(
-        child.data.metrics
-    )
+    assert {
+        "judge/win_rate",
+        "task/task_completion_delta",
+        "refusal/benign_refusal_ratio",
+        "length/challenger_mean_length",
+    } <= set(child.data.metrics)
     [table_row] = [line for line in stdout.splitlines() if line.strip().startswith("1 ")]
     assert table_row.endswith(child.data.tags["ratchet.decision"])  # the decision printed is the one logged
     version = client.get_model_version_by_alias("ratchet-e2e", "challenger")

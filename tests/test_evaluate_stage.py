@@ -57,13 +57,22 @@ def test_one_policy_load_serves_the_stage_and_answers_are_kept_per_bootstrap(
     promoted = {r["model"]: r["response"] for r in load_rows(tmp_path / "eval-1") if r["prompt_id"] == "heldout0"}
     assert rows["champion"] == promoted["challenger"]  # the champion's answers are the ones it gave as challenger
     vs = second.metrics
-    assert 0 <= vs["win_rate_vs_base"] <= 1 and vs["win_rate_vs_base_ci_low"] <= vs["win_rate_vs_base"]
-    low, high = vs["task_completion_delta_vs_base_ci_low"], vs["task_completion_delta_vs_base_ci_high"]
-    assert low <= vs["task_completion_delta_vs_base"] <= high and "task_completion_delta_vs_base.ifeval" in vs
-    assert vs["benign_refusal_ratio_vs_base"] > 0
-    assert {"should_refuse_ratio", "self_cross_agreement", "judge_length_slope", "kl_per_token"} <= set(vs)
-    assert first.metrics["win_rate_vs_base"] == first.metrics["win_rate"]  # round 1: the champion is the base
-    assert first.metrics["task_completion_delta_vs_base"] == first.metrics["task_completion_delta"]
+    assert (
+        0 <= vs["judge/win_rate_vs_base"] <= 1 and vs["judge/win_rate_vs_base_ci_low"] <= vs["judge/win_rate_vs_base"]
+    )
+    low, high = vs["task/task_completion_delta_vs_base_ci_low"], vs["task/task_completion_delta_vs_base_ci_high"]
+    assert low <= vs["task/task_completion_delta_vs_base"] <= high and "task/task_completion_delta_vs_base.ifeval" in vs
+    assert vs["refusal/benign_refusal_ratio_vs_base"] > 0
+    assert {
+        "refusal/should_refuse_ratio",
+        "judge/self_cross_agreement",
+        "judge/judge_length_slope",
+        "drift/kl_per_token",
+    } <= set(vs)
+    assert (
+        first.metrics["judge/win_rate_vs_base"] == first.metrics["judge/win_rate"]
+    )  # round 1: the champion is the base
+    assert first.metrics["task/task_completion_delta_vs_base"] == first.metrics["task/task_completion_delta"]
 
 
 def test_two_unrelated_policies_are_loaded_one_each(tiny_model_dir, write_tiny_config, random_adapter, tmp_path):
@@ -72,5 +81,5 @@ def test_two_unrelated_policies_are_loaded_one_each(tiny_model_dir, write_tiny_c
     one = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 1, tmp_path / "a1"),))
     other = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 2, tmp_path / "a2"),))
     result = evaluate(inputs_for(cfg), other, one, tmp_path / "eval", tmp_path / "answers")
-    assert result.metrics["kl_per_token"] == result.metrics["kl_per_token"]  # measured (not NaN)
+    assert result.metrics["drift/kl_per_token"] == result.metrics["drift/kl_per_token"]  # measured (not NaN)
     assert {r["model"] for r in load_rows(result.path)} == {"champion", "challenger"}

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from test_report import assert_tables_are_whole
 
 from registry import lineage, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RULES = {"rules": []}  # every trained round is promoted
-ALWAYS_BLOCK = {"rules": [{"metric": "length_ratio", "op": "<=", "threshold": -1}]}  # a ratio is never negative
+ALWAYS_BLOCK = {"rules": [{"metric": "length/length_ratio", "op": "<=", "threshold": -1}]}  # a ratio is never negative
 
 
 def run(config_path: Path, store: Path, **kw):
@@ -43,15 +44,21 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
     for r in result.rounds:
         stages = sorted(p.name for p in (out / f"round-{r.k}").iterdir())
         assert stages == ["adapter", "champion.json", "eval", "generations", "pairs", "report"]
-        assert "## Gate rules" in (out / f"round-{r.k}" / "report" / "report.md").read_text()
+        markdown = (out / f"round-{r.k}" / "report" / "report.md").read_text()
+        assert "## Gate rules" in markdown
+        assert_tables_are_whole(markdown)
     assert result.rounds[1].champion.adapters == (str(out / "round-1" / "adapter"), str(out / "round-2" / "adapter"))
     drift = result.rounds[0].metrics
-    assert math.isfinite(drift["kl_per_token"]) and math.isfinite(drift["challenger_p90_length"])
-    assert {"judge_policy_agreement", "judge_gold_agreement", "train_steps", "pairs"} <= set(drift)
-    assert 0 <= drift["judge_order_consistency"] <= 1 and 0 <= drift["judge_abstention_rate"] <= 1
-    assert {"judge_length_slope", "self_cross_agreement", "self_judge_order_consistency"} <= set(drift)
-    assert drift["win_rate_vs_base"] == drift["win_rate"]  # round 1: the champion is the base
-    assert drift["task_completion_delta_vs_base"] == drift["task_completion_delta"]
+    assert math.isfinite(drift["drift/kl_per_token"]) and math.isfinite(drift["length/challenger_p90_length"])
+    assert {"judge/judge_policy_agreement", "judge/judge_gold_agreement", "train/train_steps", "train/pairs"} <= set(
+        drift
+    )
+    assert 0 <= drift["judge/judge_order_consistency"] <= 1 and 0 <= drift["judge/judge_abstention_rate"] <= 1
+    assert {"judge/judge_length_slope", "judge/self_cross_agreement", "judge/self_judge_order_consistency"} <= set(
+        drift
+    )
+    assert drift["judge/win_rate_vs_base"] == drift["judge/win_rate"]  # round 1: the champion is the base
+    assert drift["task/task_completion_delta_vs_base"] == drift["task/task_completion_delta"]
 
     client = MlflowClient(lineage.tracking_uri_for(store))
     runs = client.search_runs([result.experiment_id])
@@ -62,7 +69,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
     assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {"train_prompts", "eval_prompts"}
     round_1 = client.search_runs([result.experiment_id], "tags.`ratchet.round` = '1'")[0]
     assert {d.dataset.name for d in round_1.inputs.dataset_inputs} == {"generations", "pairs", "eval"}
-    history = client.get_metric_history(parent.info.run_id, "task_completion_delta")
+    history = client.get_metric_history(parent.info.run_id, "task/task_completion_delta")
     assert sorted(m.step for m in history) == [1, 2]
     for child in (r for r in runs if r.info.run_name.startswith("round-")):
         assert child.data.tags["ratchet.decision"].startswith("promoted")
@@ -103,7 +110,7 @@ def assert_prefect_side(result, mlflow_client: MlflowClient) -> None:
             assert found and found[0].type == "markdown"
             round_run = mlflow_client.search_runs([result.experiment_id], f"tags.`ratchet.round` = '{r.k}'")[0]
             assert round_run.info.run_id in found[0].data and "data:image/png;base64," in found[0].data
-            assert "KL(challenger ‖ champion) per token |" in found[0].data  # one table row, not split by `||`
+            assert_tables_are_whole(found[0].data)  # as Prefect holds it, not only as written
             table = client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{key}-cohorts"]))
             )
@@ -148,7 +155,7 @@ def test_a_changed_gate_rule_re_decides_without_retraining(prefect_harness, writ
     assert json.loads((out / "round-2" / "champion.json").read_text())["adapters"] == []
     assert versions.current_champion(client, "ratchet-tiny-gate") is None  # round 1's promotion was taken back
     [run_1] = client.search_runs([promoted.experiment_id], "tags.`ratchet.round` = '1'")
-    assert run_1.data.tags["ratchet.decision"].startswith("blocked: length_ratio <= -1")
+    assert run_1.data.tags["ratchet.decision"].startswith("blocked: length/length_ratio <= -1")
     assert [r["decision"][:7] for r in lineage.round_table(client, "tiny-gate")[1]] == ["blocked", "blocked"]
 
     config.write_text(config.read_text().replace(f"rules: {json.dumps(ALWAYS_BLOCK['rules'])}", "rules: []"))
@@ -164,7 +171,7 @@ def test_a_round_with_nothing_to_train_is_kept_by_the_gate(prefect_harness, writ
     config = write_tiny_config(tmp_path, name="tiny-idle", rounds=1, judge={"kind": "biased", "bias": "refusal"})
     [idle] = run(config, tmp_path).rounds
     assert not idle.decision.promote and idle.decision.deciding_rule == "nothing to train"
-    assert idle.metrics["abstention_rate"] == 1.0 and "win_rate" not in idle.metrics
+    assert idle.metrics["train/abstention_rate"] == 1.0 and "judge/win_rate" not in idle.metrics
     round_dir = next((tmp_path / "runs").glob("tiny-idle-*/round-1"))
     assert sorted(p.name for p in round_dir.iterdir()) == ["champion.json", "generations", "pairs", "report"]
 
@@ -182,7 +189,7 @@ def test_compare_prints_the_rounds_mlflow_holds(tiny_run):
     assert len(lines) == 2
     for line, r in zip(lines, result.rounds, strict=True):
         assert line.split()[0] == str(r.k) and r.decision.reason in line
-        assert f"{100 * r.metrics['win_rate']:.1f}%" in line
+        assert f"{100 * r.metrics['judge/win_rate']:.1f}%" in line
     missing = CliRunner().invoke(app, ["compare", "nope", "--store", str(store)])
     assert missing.exit_code == 2 and "no MLflow experiment named 'nope'" in missing.output
 
@@ -197,8 +204,8 @@ def test_evaluate_compares_two_registered_checkpoints(tiny_run):
     assert run_.info.run_name == "evaluate v1-vs-base" and run_.info.status == "FINISHED"
     round_1 = result.rounds[0].metrics
     # The same two policies as round 1's evaluation, greedy: the same numbers.
-    assert evaluation["metrics"]["task_completion_delta"] == pytest.approx(round_1["task_completion_delta"])
-    assert run_.data.metrics["challenger_mean_length"] == pytest.approx(round_1["challenger_mean_length"])
+    assert evaluation["metrics"]["task/task_completion_delta"] == pytest.approx(round_1["task/task_completion_delta"])
+    assert run_.data.metrics["length/challenger_mean_length"] == pytest.approx(round_1["length/challenger_mean_length"])
     with pytest.raises(versions.MlflowException):
         evaluate_checkpoints(str(config), "99", "base", str(store))
 

@@ -25,7 +25,7 @@ def test_runs_are_found_again_not_duplicated_and_end_finished(tmp_path):
     with open_bootstrap(tmp_path, params={"name": "exp", "training": {"beta": 0.1}}) as tracking:
         with lineage.round_run(tracking, 1, "champion-a", "fr-1") as run:
             assert not run.logged and run.decision is None
-            lineage.log_round(tracking, run, 1, {"win_rate": 0.6, "nan_metric": float("nan")}, tmp_path)
+            lineage.log_round(tracking, run, 1, {"judge/win_rate": 0.6, "nan_metric": float("nan")}, tmp_path)
             lineage.log_decision(tracking, run, 1, {"reason": "ok", "promote": True})
     client = MlflowClient(tracking.uri)
     with open_bootstrap(tmp_path) as again:
@@ -37,8 +37,8 @@ def test_runs_are_found_again_not_duplicated_and_end_finished(tmp_path):
     assert (parent.info.status, child.info.status) == ("FINISHED", "FINISHED")
     assert parent.data.params["training.beta"] == "0.1" and child.data.tags["mlflow.parentRunId"] == tracking.run_id
     assert child.data.tags["prefect.flow_run_id"] == "fr-2"  # the newest Prefect run of the round
-    assert [(m.step, m.value) for m in client.get_metric_history(tracking.run_id, "win_rate")] == [(1, 0.6)]
-    assert "nan_metric" not in child.data.metrics and child.data.metrics["promoted"] == 1.0
+    assert [(m.step, m.value) for m in client.get_metric_history(tracking.run_id, "judge/win_rate")] == [(1, 0.6)]
+    assert "nan_metric" not in child.data.metrics and child.data.metrics["gate/promoted"] == 1.0
     assert (tmp_path / "mlflow.db").exists()
     assert parent.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
 
@@ -104,7 +104,8 @@ def registered(tmp_path, rounds: int) -> list[str]:
     with open_bootstrap(tmp_path, "b-3") as tracking:
         for k in range(1, rounds + 1):
             with lineage.round_run(tracking, k, f"c{k}", "fr") as run:
-                lineage.log_round(tracking, run, k, {"win_rate": k / 10}, tmp_path)
+                name = "win_rate" if k == 1 else "judge/win_rate"  # round 1 as runs before the metric groups
+                lineage.log_round(tracking, run, k, {name: k / 10}, tmp_path)
                 lineage.log_decision(tracking, run, k, {"reason": f"round {k}", "promote": False})
                 chain = {"base": "tiny", "adapter_chain": [f"/a/{i}" for i in range(1, k + 1)], "round": k}
                 made.append(versions.register_adapter(tracking.uri, "ratchet-exp", run.run_id, adapter, chain))
@@ -134,4 +135,7 @@ def test_round_table_reads_the_newest_bootstrap(tmp_path):
     client = lineage.client_for(lineage.tracking_uri_for(tmp_path))
     bootstrap_id, rows, level = lineage.round_table(client, "exp")
     assert bootstrap_id == "b-3" and level == 0.95  # no evaluation.ci_level param: the level before it existed
-    assert [(r["round"], r["win_rate"], r["decision"]) for r in rows] == [(1, 0.1, "round 1"), (2, 0.2, "round 2")]
+    assert [(r["round"], r["judge/win_rate"], r["decision"]) for r in rows] == [
+        (1, 0.1, "round 1"),
+        (2, 0.2, "round 2"),
+    ]

@@ -93,7 +93,7 @@ def test_a_bootstrap_judged_remotely_never_writes_the_key(openai_server, prefect
     result = bootstrap(str(config), store=str(tmp_path))
     metrics = result.rounds[0].metrics
     assert metrics, "the round must train and be evaluated, or the remote judge goes unused"
-    assert 0 <= metrics["judge_order_consistency"] <= 1 and "self_cross_agreement" in metrics
+    assert 0 <= metrics["judge/judge_order_consistency"] <= 1 and "judge/self_cross_agreement" in metrics
 
     key = os.environ[key_env].encode()
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and key in p.read_bytes()]

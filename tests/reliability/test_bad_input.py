@@ -118,7 +118,9 @@ CASES: dict[str, tuple[Mutation, str, int]] = {
         2,
     ),
     "CI bound on a metric without one": (
-        config_edit("gate.rules", [{"metric": "length_ratio", "bound": "ci_high", "op": "<=", "threshold": 1.5}]),
+        config_edit(
+            "gate.rules", [{"metric": "length/length_ratio", "bound": "ci_high", "op": "<=", "threshold": 1.5}]
+        ),
         "needs a metric with a CI",
         2,
     ),
@@ -150,7 +152,7 @@ CASES: dict[str, tuple[Mutation, str, int]] = {
     ),
     "rule cohort without held-out prompts": (
         config_edit(
-            "gate.rules", [{"metric": "task_completion_delta", "op": ">=", "threshold": -2, "cohort": "grounded"}]
+            "gate.rules", [{"metric": "task/task_completion_delta", "op": ">=", "threshold": -2, "cohort": "grounded"}]
         ),
         "gate.rules.0.cohort",
         2,

@@ -87,8 +87,8 @@ def test_a_judge_replying_garbage_is_counted_as_abstentions_and_the_run_goes_on(
         for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
         if r.info.run_name == "round-1"
     ]
-    assert round_run.data.metrics["judge_abstention_rate"] == 1.0  # every held-out verdict: counted, not guessed
-    assert round_run.data.metrics["win_rate"] == 0.5
+    assert round_run.data.metrics["judge/judge_abstention_rate"] == 1.0  # every held-out verdict: counted, not guessed
+    assert round_run.data.metrics["judge/win_rate"] == 0.5
     assert "round 1:" in output
 
 
