@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, Field, Tag, ValidationError, model_validator
 
 from components.gate_config import GateConfig
 from components.judge_config import (
@@ -147,6 +147,7 @@ class OnlineTrainingConfig(_Training):
         return self
 
 
+TRAINING_KINDS = {"dpo": DPOTrainingConfig, "grpo": OnlineTrainingConfig, "rloo": OnlineTrainingConfig}
 TrainingConfig = Annotated[
     Annotated[DPOTrainingConfig, Tag("dpo")]
     | Annotated[OnlineTrainingConfig, Tag("grpo")]
@@ -179,7 +180,11 @@ class ExperimentConfig(Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     generation: GenerationConfig = Field(default_factory=TransformersGenerationConfig)
-    judge: JudgeConfig = Field(default_factory=PanelJudgeConfig, description="Training judge.")
+    judge: JudgeConfig = Field(
+        default_factory=PanelJudgeConfig,
+        description="Training judge, by kind: verifier, ai (a model, its rubric and verdict method), refusal, remote "
+        "(an OpenAI-compatible endpoint), or panel (a checkable judge where a check exists, a default elsewhere).",
+    )
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     training: TrainingConfig = Field(default_factory=DPOTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -237,6 +242,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config fields")
     for dotted, value in (overrides or {}).items():
+        if dotted == "training.kind":
+            _switch_training_kind(raw, value)
         _set_path(raw, dotted, value, path)
     _refuse_renamed(raw, path)
     try:
@@ -245,6 +252,26 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         raise ConfigError(f"{path}: invalid config: {format_errors(err)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid config: nested too deeply to validate") from None
+
+
+def _switch_training_kind(raw: dict, kind: object) -> None:
+    """Another training method keeps the values of the YAML's `training` that it has too (learning rate, epochs,
+    LoRA) and takes its own defaults for the rest: DPO's loss_type means nothing to GRPO, and its `beta` (the
+    preference temperature) is not GRPO's `beta` (a KL penalty)."""
+    section = raw.get("training")
+    if isinstance(section, dict) and section.get("kind", "dpo") != kind and kind in TRAINING_KINDS:
+        fields = TRAINING_KINDS[kind].model_fields
+        raw["training"] = {key: value for key, value in section.items() if key in fields and key != "beta"}
+
+
+def knob(model: type[BaseModel], field: str, description: str | None = None) -> Any:
+    """The type of an optional run parameter (a field of the Prefect deployment form) for one config field: the
+    field's type, constraints and description, and None for "the YAML's value". So Prefect refuses a bad value
+    before the run starts, with the config's own rule."""
+    info = model.model_fields[field]
+    value_type = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    text = description or info.description or field
+    return Annotated[value_type | None, Field(description=f"{text} Empty: the config's value.")]
 
 
 def _refuse_renamed(raw: dict, path: Path) -> None:

@@ -12,6 +12,7 @@ Measured here: ~12 s per DPO step of 8 pairs at ~100 tokens on SmolLM2-135M, 2 c
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import threading
@@ -25,17 +26,21 @@ import psutil
 import torch
 from datasets import Dataset
 from peft import LoraConfig, prepare_model_for_kbit_training
+from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
     BitsAndBytesConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     TrainerCallback,
 )
 from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig, TrainingConfig
 from components.models import Policy, device_for, dtype_for, load_policy, resolve_model
+
+log = logging.getLogger(__name__)
 
 
 class Trainer(Protocol):
@@ -98,7 +103,7 @@ def common_args(config: TrainingConfig, models: ModelsConfig, checkpoints: Path,
         "save_total_limit": 1,
         "report_to": "none",
         "seed": seed,
-        "disable_tqdm": False,
+        "disable_tqdm": True,  # StepProgress draws the bar and logs each step's numbers instead
     }
 
 
@@ -119,9 +124,31 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
 
 
+class StepProgress(TrainerCallback):
+    """A progress bar over the optimiser steps, and each logged step's numbers as a log line rather than a dict
+    printed on the terminal (the Trainer's PrinterCallback, which this replaces)."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step", leave=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        log.info("%s step %d/%d: %s", self.desc, state.global_step, state.max_steps, logs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
+
+
 def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int, max_seconds: float | None) -> dict:
     """Train (resuming from the last checkpoint if a killed run left one) within `max_seconds`, save the adapter,
     return its metrics."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StepProgress(f"train {type(trainer).__name__.removesuffix('Trainer').lower()}"))
     if max_seconds is not None:
         trainer.add_callback(TimeBudget(max_seconds))
     for partial in checkpoints.glob("checkpoint-*"):

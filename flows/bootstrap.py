@@ -10,17 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from prefect import flow, get_client, get_run_logger, tags
 from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from components.config import ExperimentConfig, load_config, run_overrides
+from components.config import (
+    DPOTrainingConfig,
+    ExperimentConfig,
+    ModelsConfig,
+    OnlineTrainingConfig,
+    TransformersGenerationConfig,
+    knob,
+    load_config,
+)
+from components.gate_config import GateConfig
 from components.models import Policy
 from components.validate import validate
+from flows.forms import described
 from flows.reporting import artifact_key
 from flows.round import RoundResult, bootstrap_round
 from registry import lineage
@@ -52,22 +62,62 @@ def _flow_run_name() -> str:
     return f"bootstrap-{name}-{date.today().isoformat()}"
 
 
+# The deployment form's experiment fields: flow parameter -> the config value it replaces when it is not empty.
+KNOBS = {
+    "rounds": "rounds",
+    "seed": "seed",
+    "policy": "models.policy",
+    "training_judge": "judge",
+    "samples_per_prompt": "generation.samples_per_prompt",
+    "method": "training.kind",
+    "learning_rate": "training.learning_rate",
+    "beta": "training.beta",
+    "num_train_epochs": "training.num_train_epochs",
+    "max_steps": "training.max_steps",
+    "lora_r": "training.lora_r",
+    "on_block": "gate.on_block",
+}
+METHOD = (
+    "Training method: dpo on the judge's pairs, or grpo / rloo online with the judge as the reward. Another method "
+    "than the config's keeps its learning rate, epochs and LoRA settings and takes its own defaults for the rest."
+)
+
+
 @flow(name="bootstrap", flow_run_name=_flow_run_name)
+@described
 def bootstrap(
     config: Annotated[
-        str, Field(description="Experiment YAML, relative to the project directory.")
+        str, Field(description="Experiment YAML, relative to the project directory (configs/*.yaml).")
     ] = "configs/smoke.yaml",
-    rounds: Annotated[int | None, Field(gt=0, description="Override the config's number of rounds.")] = None,
+    rounds: knob(ExperimentConfig, "rounds") = None,
+    seed: knob(ExperimentConfig, "seed") = None,
+    policy: knob(ModelsConfig, "policy") = None,
+    training_judge: knob(ExperimentConfig, "judge") = None,
+    samples_per_prompt: knob(TransformersGenerationConfig, "samples_per_prompt") = None,
+    method: Annotated[Literal["dpo", "grpo", "rloo"] | None, Field(description=METHOD)] = None,
+    learning_rate: knob(DPOTrainingConfig, "learning_rate") = None,
+    beta: knob(OnlineTrainingConfig, "beta", "KL strength: DPO's preference temperature, GRPO's KL penalty.") = None,
+    num_train_epochs: knob(DPOTrainingConfig, "num_train_epochs") = None,
+    max_steps: knob(DPOTrainingConfig, "max_steps") = None,
+    lora_r: knob(DPOTrainingConfig, "lora_r") = None,
+    on_block: knob(GateConfig, "on_block") = None,
     store: Annotated[str, Field(description="Directory holding mlflow.db and mlartifacts/.")] = ".",
     overrides: Annotated[
         dict[str, Any] | None,
-        Field(description='Config values by dotted path, e.g. {"training.learning_rate": 0.0001, "seed": 1}.'),
+        Field(description='Any other config value by dotted path, e.g. {"pairs.per_prompt": 2}.'),
     ] = None,
 ) -> BootstrapResult:
     """Check everything that can be checked, then run the config's rounds from its base policy."""
-    cfg = load_config(config, run_overrides(rounds, overrides))
+    chosen = {name: value for name, value in locals().items() if name in KNOBS and value is not None}
+    cfg = load_config(config, knob_overrides(chosen) | (overrides or {}))
     validate(cfg, Path(store))  # before anything is written: a bad input ends here, with no MLflow run
     return run_rounds(cfg, lineage.tracking_uri_for(store), str(Path(store).resolve() / "mlartifacts"))
+
+
+def knob_overrides(chosen: dict[str, Any]) -> dict[str, Any]:
+    """The form's filled-in fields as config overrides by dotted path (a judge as the plain mapping YAML has)."""
+    plain = {name: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for name, v in chosen.items()}
+    return {KNOBS[name]: value for name, value in plain.items()}
 
 
 def _tag_this_flow_run(*names: str) -> None:

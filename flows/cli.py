@@ -15,10 +15,17 @@ from typing import Annotated
 
 import typer
 
-from flows.console import print_report, print_rounds
+from flows.console import print_report, print_rounds, quiet_terminal
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
+os.environ.setdefault("DO_NOT_TRACK", "1")  # nor client telemetry (and no notice about it)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "components")  # their log lines reach the Prefect UI
+
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="Show every log line, library progress bar and warning on the terminal.")
+]
+TRACE = " (the traceback: the flow run in the Prefect UI, or --verbose)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
 
@@ -34,15 +41,18 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def checked_config(config_path: Path, overrides: dict, store: Path):
+def checked_config(config_path: Path, overrides: dict, store: Path, verbose: bool = True):
     """The config, validated with everything that can be checked before work; exit 2 with one line if not.
 
     The schema is checked before anything heavy is imported, so a broken config is refused in about a second.
+    Unless `verbose`, the terminal is made quiet before those imports.
     """
     from components.config import ConfigError, load_config
 
     try:
         cfg = load_config(config_path, overrides)
+        if not verbose:
+            quiet_terminal()
         from components.validate import validate  # imports torch and transformers: only for a valid config
 
         validate(cfg, store)
@@ -78,12 +88,13 @@ def run(
         list[str] | None,
         typer.Option("--set", help="Override a config value by dotted path, e.g. --set training.learning_rate=1e-4."),
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run a bootstrap: N rounds of generate, judge, train, evaluate and gate."""
     from components.config import run_overrides
 
     overrides = parse_sets(set_ or [])
-    cfg = checked_config(config, run_overrides(rounds, overrides), store)
+    cfg = checked_config(config, run_overrides(rounds, overrides), store, verbose)
     from prefect.settings import get_current_settings
 
     if cfg.gate.require_approval and not get_current_settings().api.url:
@@ -97,11 +108,13 @@ def run(
         with stop_on_signals(), prefect_api():
             from flows.bootstrap import bootstrap
 
-            result = bootstrap(str(config), rounds, str(store), overrides or None)
+            result = bootstrap(str(config), rounds=rounds, store=str(store), overrides=overrides or None)
     except Stopped as stop:
         fail(f"stopped by {stop}; re-run the same command to resume", 128 + stop.signum)
     except Exception as err:  # the traceback is in the log above; the last line says what failed
-        fail(f"the bootstrap failed: {type(err).__name__}: {one_line(err)}; re-run the same command to resume", 1)
+        fail(
+            f"the bootstrap failed: {type(err).__name__}: {one_line(err)}; re-run the same command to resume{TRACE}", 1
+        )
     from registry.lineage import tracking_uri_for
 
     print_report(result, tracking_uri_for(store), cfg.evaluation.ci_level)
@@ -190,9 +203,10 @@ def evaluate_command(
     challenger: Annotated[str, typer.Option(help="Version number, alias, or 'base'.")] = "challenger",
     champion: Annotated[str, typer.Option(help="Version number, alias, or 'base'.")] = "champion",
     store: StoreOption = Path("."),
+    verbose: VerboseOption = False,
 ) -> None:
     """Compare two registered checkpoints on the held-out cohorts (what the `evaluate` deployment runs)."""
-    cfg = checked_config(config, {}, store)
+    cfg = checked_config(config, {}, store, verbose)
     from flows.evaluate import evaluate_checkpoints
     from flows.runtime import Stopped, prefect_api, stop_on_signals
     from registry import versions
@@ -221,11 +235,12 @@ def judge_check(
         typer.Option("--set", help="Override a config value, e.g. --set evaluation.judge.verdict=letter."),
     ] = None,
     store: StoreOption = Path("."),
+    verbose: VerboseOption = False,
 ) -> None:
     """Measure every judge in CONFIG on the calibration set (data/judge_calibration.jsonl: 160 pairs whose better
     answer is known): accuracy on the pairs it decided, decided share, order consistency and length slope, per
     category, with CIs. Logged to MLflow as a `judge-check` run of the experiment."""
-    cfg = checked_config(config, parse_sets(set_ or []), store)
+    cfg = checked_config(config, parse_sets(set_ or []), store, verbose)
     from components import judge_check as jc
     from components.build import make_judge
     from components.evaluator import mean_ci

@@ -1,6 +1,12 @@
-"""What `ratchet` prints: the round table (columns and formats from the metrics catalogue) and where to look."""
+"""What `ratchet` prints: a quiet terminal while it works, then the round table (columns and formats from the
+metrics catalogue) and where to look."""
 
 from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
 
 import typer
 
@@ -16,6 +22,46 @@ COLUMNS = {
     "refusal/challenger_benign_refusal_rate": "benign refusal",
     "length/length_ratio": "len ratio",
 }
+
+
+# Library progress bars and chatter a user cannot act on; the vLLM worker process inherits these too.
+QUIET_ENV = {
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # "Map", "Filter", "Saving the dataset", TRL's "Tokenizing"
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" follows this one
+    "TRANSFORMERS_VERBOSITY": "error",
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # "Creating initial MLflow database tables..."
+}
+QUIET_LOGGERS = ("bitsandbytes", "vllm", "torch", "alembic")
+
+
+class ConsoleFilter(logging.Filter):
+    """What the quiet terminal keeps: lines a flow marks `extra={"console": True}`, and warnings and errors from
+    Ratchet's own code and its Prefect runs, without tracebacks (those stay in the Prefect UI)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "console", False):
+            return True
+        ours = record.name.startswith(("flows", "components", "prefect.flow_runs", "prefect.task_runs"))
+        return ours and record.levelno >= logging.WARNING and record.exc_info is None
+
+
+def quiet_terminal() -> None:
+    """Silence library progress bars, warnings and INFO logs on the terminal, before those libraries are imported.
+    What stays: one live bar at a time for the stage at work (on a terminal only; each vanishes when done) and a
+    line per finished stage. Prefect's handler that sends logs to its API is untouched: every line still reaches
+    the Prefect UI."""
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    if not sys.stderr.isatty():  # a log file or CI: the stages' own bars would be hundreds of lines there
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore")  # e.g. TRL on the vLLM version, deprecations inside libraries
+    import prefect.main  # noqa: F401  (sets up Prefect's logging: its console handler is on the root logger)
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ConsoleFilter())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _cell(metrics: dict, name: str) -> str:

@@ -20,6 +20,7 @@ from components.config import ExperimentConfig, load_config
 from components.evaluation import EvalInputs
 from components.models import Policy
 from components.validate import validate
+from flows.forms import described
 from flows.reporting import artifact_key, publish
 from flows.round import evaluate
 from registry import lineage, versions
@@ -38,6 +39,7 @@ def resolve(cfg: ExperimentConfig, client, ref: str) -> tuple[str, Policy]:
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{challenger}-vs-{champion}")
+@described
 def evaluate_checkpoints(
     config: Annotated[str, Field(description="The experiment YAML whose cohorts, judge and gate to use.")],
     challenger: Annotated[str | int, Field(description="Version number, alias, or 'base'.")] = "challenger",

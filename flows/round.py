@@ -9,6 +9,8 @@ path that no longer exists is recomputed.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,6 +41,9 @@ def _code_version() -> str:
 
 
 CODE_VERSION = _code_version()
+# The components' own INFO lines (e.g. each training step's loss) reach the Prefect UI through
+# PREFECT_LOGGING_EXTRA_LOGGERS=components (`ratchet` and prefect.yaml set it); the quiet terminal leaves them out.
+logging.getLogger("components").setLevel(logging.INFO)
 CACHE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=lambda *_: CODE_VERSION)
 STAGE = {"cache_policy": CACHE, "persist_result": True, "result_serializer": "json"}
 
@@ -67,12 +72,34 @@ def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: str,
     return evaluate_stage(inputs, champion, challenger, Path(out), Path(answers))
 
 
-def _run(stage, *args):
-    """Call a stage task; if its cached result points at a directory that is gone, recompute it."""
+def _run(stage, k: int, *args):
+    """Call a stage task; if its cached result points at a directory that is gone, recompute it. One line on the
+    terminal when it is done."""
+    started = time.perf_counter()
     result = stage(*args)
     if result.path is not None and not Path(result.path).exists():
         result = stage.with_options(refresh_cache=True)(*args)
+    say("round %d · %-8s done in %s%s", k, stage.name, _clock(time.perf_counter() - started), _summary(result))
     return result
+
+
+def say(message: str, *args) -> None:
+    """An INFO line for the Prefect UI that the quiet terminal shows too (flows/console.ConsoleFilter)."""
+    get_run_logger().info(message, *args, extra={"console": True})
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _summary(result) -> str:
+    if isinstance(result, stages.Generated):
+        return f": {result.samples} samples ({result.kind})"
+    if isinstance(result, stages.Judged):
+        return f": {result.pairs - result.abstained} pairs, {result.abstained} abstained"
+    if isinstance(result, stages.Trained) and "steps" in result.metrics:
+        return f": {result.metrics['steps']} steps"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -94,12 +121,16 @@ def bootstrap_round(
     stages.claim_round(out, champion)
     with lineage.round_run(tracking, k, champion.key(), str(flow_run.id)) as run:
         # --- generate: n samples per training prompt from the champion
-        generated = _run(generate, cfg.models, cfg.data, cfg.generation, champion, str(out / "generations"), seed)
+        adapters = f" + {len(champion.adapters)} adapter(s), version {champion_version}" if champion.adapters else ""
+        say("round %d of %d: champion %s%s", k, cfg.rounds, champion.base, adapters)
+        generated = _run(generate, k, cfg.models, cfg.data, cfg.generation, champion, str(out / "generations"), seed)
         # --- judge: best against worst sample per prompt, abstentions kept and counted
-        judged = _run(judge, cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"))
+        judged = _run(
+            judge, k, cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs")
+        )
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
         trained = _run(
-            train, cfg.models, cfg.data, cfg.training, cfg.judge, champion, generated.path, judged,
+            train, k, cfg.models, cfg.data, cfg.training, cfg.judge, champion, generated.path, judged,
             str(out / "adapter"), seed,
         )  # fmt: skip
         challenger = champion.with_adapter(trained.path) if trained.path else None
@@ -107,7 +138,9 @@ def bootstrap_round(
         evaluated = None
         if challenger:
             inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-            evaluated = _run(evaluate, inputs, champion, challenger, str(out / "eval"), str(Path(workdir) / "answers"))
+            evaluated = _run(
+                evaluate, k, inputs, champion, challenger, str(out / "eval"), str(Path(workdir) / "answers")
+            )
         metrics = stages.round_metrics(judged, trained, evaluated)
         # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
         decision = decide(metrics, cfg.gate.rules, trained=challenger is not None)
@@ -115,7 +148,7 @@ def bootstrap_round(
             decision = Decision.from_dict(run.decision)  # decided before, on the same rules: keep it (and its review)
         elif decision.promote and cfg.gate.require_approval:
             decision = _ask_approval(decision, cfg.gate.approval_timeout)
-        get_run_logger().info("round %d: %s (sampled with %s)", k, decision.reason, generated.kind)
+        say("round %d: %s", k, decision.reason)
         # --- record: lineage, aliases and the report, for what this run has not logged yet
         version = record(cfg, k, tracking, run, metrics, decision, challenger, out, generated, champion_version)
         if not run.logged or _redecided(run, decision):

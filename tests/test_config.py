@@ -96,6 +96,33 @@ def test_prefect_yaml_deployments_load_their_flow_with_valid_parameters():
         load_config(ROOT / deployment["parameters"]["config"])
 
 
+def test_the_deployment_form_shows_the_experiments_knobs_typed_and_described():
+    """The form Prefect renders is this schema: a field per knob, with the config's description and its rule."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    from flows.bootstrap import KNOBS
+
+    form = load_flow_from_entrypoint(str(ROOT / "flows/bootstrap.py:bootstrap")).parameters.model_dump()
+    fields = form["properties"]
+    assert set(KNOBS) < set(fields) and all(fields[name].get("description") for name in fields)
+    assert fields["learning_rate"]["description"].startswith("AdamW learning rate")
+    assert {"exclusiveMinimum": 0, "type": "number"} in fields["learning_rate"]["anyOf"]
+    assert {"enum": ["dpo", "grpo", "rloo"], "type": "string"} in fields["method"]["anyOf"]
+    judges = [kind.get("$ref") for kind in fields["training_judge"]["anyOf"]]
+    assert "#/definitions/AIJudgeConfig" in judges and "AIJudgeConfig" in form["definitions"]  # typed, per kind
+
+
+def test_knobs_left_empty_keep_the_yaml_and_another_method_keeps_what_it_shares():
+    from flows.bootstrap import knob_overrides
+
+    overrides = knob_overrides({"method": "grpo", "learning_rate": 3e-4, "samples_per_prompt": 6})
+    assert overrides == {"training.kind": "grpo", "training.learning_rate": 3e-4, "generation.samples_per_prompt": 6}
+    shipped, cfg = load_config(ROOT / "configs" / "smoke.yaml"), load_config(ROOT / "configs" / "smoke.yaml", overrides)
+    assert (cfg.training.kind, cfg.training.learning_rate, cfg.generation.samples_per_prompt) == ("grpo", 3e-4, 6)
+    assert cfg.training.num_train_epochs == shipped.training.num_train_epochs  # shared: the YAML's
+    assert cfg.training.beta == 0.05 and cfg.rounds == shipped.rounds  # GRPO's own default; rounds left empty
+
+
 def test_cli_refuses_approval_without_a_reachable_prefect_server(tmp_path):
     config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
     config["gate"]["require_approval"] = True

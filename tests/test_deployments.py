@@ -37,12 +37,14 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
         assert name in deployed
     worker = prefect.start("worker", str(BIN / "prefect"), "worker", "start", "--pool", "ratchet")
 
-    # Prefect validates parameters against the flow's typed signature before anything runs.
-    rejected = prefect.cli("deployment", "run", "bootstrap/smoke", "--param", "rounds=0")
-    assert rejected.returncode != 0 and "rounds" in rejected.stdout + rejected.stderr
+    # Prefect validates the form's fields against the flow's typed signature (the config's rules) before any run.
+    for bad in ("rounds=0", "learning_rate=-1", "method=ppo", "on_block=pause"):
+        rejected = prefect.cli("deployment", "run", "bootstrap/smoke", "--param", bad)
+        assert rejected.returncode != 0 and bad.split("=")[0] in rejected.stdout + rejected.stderr, bad
 
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
-    params += ["--param", 'overrides={"training.learning_rate": 0.0001, "gate.rules": []}']  # no rules: promoted
+    params += ["--param", "learning_rate=0.0001", "--param", "samples_per_prompt=3"]  # knobs; the rest: the YAML's
+    params += ["--param", 'overrides={"gate.rules": []}']  # no rules: promoted
     run = prefect.cli("deployment", "run", "bootstrap/smoke", *params, "--watch", "--watch-timeout", "600", timeout=660)
     assert run.returncode == 0 and "COMPLETED" in run.stdout.upper(), run.stdout + run.stderr + prefect.log("worker")
 
@@ -55,6 +57,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     assert parent.data.tags["prefect.flow_run_id"] in run.stdout  # MLflow links back to the Prefect flow run
     assert "task/task_completion_delta" in parent.data.metrics
     assert parent.data.params["training.learning_rate"] == "0.0001" and parent.data.tags["ratchet.rounds"] == "1"
+    assert parent.data.params["generation.samples_per_prompt"] == "3" and parent.data.params["seed"] == "0"
     [version] = client.search_model_versions("name = 'ratchet-tiny'")
     assert str(client.get_model_version_by_alias("ratchet-tiny", "challenger").version) == str(version.version)
     decision = json.loads(

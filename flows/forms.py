@@ -1,0 +1,25 @@
+"""What the Prefect UI's deployment run form shows for a flow's parameters.
+
+Prefect builds the form from the flow's signature: the type of each field (and the constraints it checks before a
+run starts) from the annotation, but its description from the docstring's Google-style "Args:" section, not from
+the annotation's `Field(description=...)`. `described` writes that section from the annotations, so the
+descriptions have one home: the Field, which for experiment knobs comes from the config model (`config.knob`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from pydantic.fields import FieldInfo
+
+
+def described(fn: Callable) -> Callable:
+    """`fn` with an "Args:" section in its docstring holding each parameter's Field description."""
+    lines = []
+    for name, parameter in inspect.signature(fn, eval_str=True).parameters.items():
+        fields = [m for m in getattr(parameter.annotation, "__metadata__", ()) if isinstance(m, FieldInfo)]
+        if fields and fields[-1].description:
+            lines.append(f"    {name}: {fields[-1].description}")
+    fn.__doc__ = f"{inspect.getdoc(fn) or ''}\n\nArgs:\n" + "\n".join(lines)
+    return fn
