@@ -172,6 +172,17 @@ class EvaluationConfig(Strict):
     ci_resamples: int = Field(2000, ge=100, description="Percentile-bootstrap resamples per interval.")
 
 
+UNDIGESTED = {"rounds", "gate", "review", "workdir"}  # may change within a bootstrap: not in its id
+
+
+class ReviewConfig(Strict):
+    """The review queue in MLflow's Traces view (components/review.py)."""
+
+    max_pairs: int = Field(
+        10, ge=0, description="Pairs queued for a person's review per round, of training and of held-out pairs each."
+    )
+
+
 class ExperimentConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name (MLflow experiment).")
     seed: int = Field(0, description="Seed for sampling and training.")
@@ -189,6 +200,7 @@ class ExperimentConfig(Strict):
     training: TrainingConfig = Field(default_factory=DPOTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @model_validator(mode="after")
     def _eval_judge_differs(self) -> ExperimentConfig:
@@ -203,9 +215,9 @@ class ExperimentConfig(Strict):
         return self
 
     def digest(self) -> str:
-        """A short hash of what decides the round outputs: everything but `rounds`, `gate` and `workdir`. More
-        rounds extend the same bootstrap, and a changed gate re-decides its rounds without retraining them."""
-        outputs = self.model_dump(mode="json", exclude={"rounds", "gate", "workdir"})
+        """A short hash of what decides the round outputs: everything but `rounds`, `gate`, `review` and `workdir`.
+        More rounds extend the same bootstrap, and a changed gate re-decides its rounds without retraining them."""
+        outputs = self.model_dump(mode="json", exclude=UNDIGESTED)
         return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:8]
 
 

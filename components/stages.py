@@ -13,10 +13,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from components import metrics
+from components import metrics, review
 from components.build import learns_from_pairs, make_generator, make_judge, make_trainer
 from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
-from components.data import load_prompts, load_rows, save_rows, save_stage
+from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
 from components.judge import JudgeReward
 from components.judge_config import JudgeConfig
@@ -67,14 +67,16 @@ def generate(
 
 def judge(
     models: ModelsConfig, data: DataConfig, judge_config: JudgeConfig, pairs_config: PairsConfig, champion: Policy,
-    generations: str, out: Path,
+    generations: str, out: Path, gold: str | None = None,
 ) -> Judged:  # fmt: skip
-    """Turn each prompt's samples into preference pairs (or a counted abstention) with the training judge."""
+    """Turn each prompt's samples into preference pairs (or a counted abstention) with the training judge, and add
+    the gold pairs people labelled in the review queue (`gold`: a JSON list of pair rows)."""
 
     def build(tmp: Path) -> dict:
         prompts = list(load_prompts(data.train_prompts, data.max_train_prompts))
         judge_ = make_judge(judge_config, champion, models)
         pairs = build_pairs(judge_, prompts, list(load_rows(generations)), pairs_config.per_prompt)
+        pairs = review.with_gold(pairs, json.loads(Path(gold).read_text()) if gold else [])
         save_rows(pairs, tmp)
         abstained = sum(p["abstained"] for p in pairs)
         return {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
@@ -125,6 +127,16 @@ def round_metrics(judged: Judged, trained: Trained, evaluated) -> dict[str, floa
     found |= {"pairs_trained": float(judged.pairs - judged.abstained)}
     found |= {f"train_{k}": float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
     return (dict(evaluated.metrics) if evaluated else {}) | metrics.grouped(found)
+
+
+def review_items(pairs: str, evaluated: str | None, data: DataConfig, judge_name: str, limit: int) -> list:
+    """The round's pairs for a person's review: doubtful training pairs, and held-out prompts where the evaluation
+    judge and the verifier disagree (none when nothing was evaluated)."""
+    items = review.training_items(list(load_rows(pairs)), limit)
+    if evaluated:
+        texts = {p["id"]: user_message(p) for p in load_prompts(data.eval_prompts, data.max_eval_prompts)}
+        items += review.heldout_items(texts, list(load_rows(evaluated)), judge_name, limit)
+    return items
 
 
 def claim_round(round_dir: Path, champion: Policy) -> None:

@@ -1,7 +1,7 @@
 """The bootstrap: N rounds of generate -> judge -> train -> evaluate -> gate, with MLflow lineage.
 
-The bootstrap id is the config name plus a digest of what decides its outputs (everything but `rounds`, `gate`
-and `workdir`), so running the same config again resumes the same bootstrap, `--rounds 3` after 2 adds round 3,
+The bootstrap id is the config name plus a digest of what decides its outputs (everything but `rounds`, `gate`,
+`review` and `workdir`), so running the same config again resumes the same bootstrap, `--rounds 3` after 2 adds round 3,
 and a changed gate rule re-decides the rounds without retraining them.
 """
 
@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from components.config import (
+    UNDIGESTED,
     DPOTrainingConfig,
     ExperimentConfig,
     ModelsConfig,
@@ -133,7 +134,7 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> 
     out = Path(cfg.workdir).resolve() / run_name
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    params = cfg.model_dump(mode="json", exclude={"rounds", "gate", "workdir"})  # MLflow params cannot change
+    params = cfg.model_dump(mode="json", exclude=UNDIGESTED)  # MLflow params cannot change
     with lineage.bootstrap_run(tracking_uri, artifact_root, cfg.name, run_name, params, str(flow_run.id)) as tracking:
         lineage.tag(tracking_uri, tracking.run_id, {"ratchet.rounds": str(cfg.rounds)})
         lineage.log_prompts(tracking_uri, tracking.run_id, {"train_prompts": cfg.data.train_prompts,

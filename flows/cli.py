@@ -266,6 +266,32 @@ def judge_check(
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")
 
 
+@app.command("review")
+def review_command(
+    experiment: Annotated[str, typer.Argument(help="Experiment (config) name, e.g. smoke.")],
+    bootstrap_id: Annotated[str | None, typer.Option("--bootstrap", help="A bootstrap id; default the newest.")] = None,
+    store: StoreOption = Path("."),
+) -> None:
+    """Read the review queue's human labels back from MLflow: human-judge agreement per judge, and the gold pairs
+    the bootstrap's next round adds to its training pairs."""
+    from components import review as review_items
+    from registry import lineage, review
+
+    client = _client(store)
+    try:
+        found, _, _ = lineage.round_table(client, experiment, bootstrap_id)
+    except ValueError as err:
+        fail(str(err))
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    labelled = review.labelled(lineage.tracking_uri_for(store), experiment_id, found)
+    typer.echo(f"bootstrap {found}: {len(labelled)} pair(s) labelled by a person")
+    for judge, (share, n) in sorted(review_items.agreement([(h, i.verdicts) for h, i in labelled]).items()):
+        typer.echo(f"  {judge:<40} agrees with the person on {share:6.1%} of {n}")
+    gold = review_items.gold_pairs(labelled)
+    typer.echo(f"gold pairs for the next round: {len(gold)} (people's labels over the judges')")
+    typer.echo(f"label more: open {lineage.traces_url(experiment_id)}, a `review ...` trace, and add feedback `better`")
+
+
 @app.command()
 def serve(
     project: Annotated[Path, typer.Option(help="Directory with prefect.yaml.")] = Path("."),

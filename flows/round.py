@@ -9,6 +9,7 @@ path that no longer exists is recomputed.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -20,13 +21,15 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from components import review as review_items
 from components import stages
 from components.config import ExperimentConfig
 from components.evaluation import EvalInputs, Evaluated
 from components.evaluation import evaluate as evaluate_stage
+from components.metrics import grouped
 from components.models import Policy
 from flows.reporting import publish_round_report
-from registry import lineage, versions
+from registry import lineage, review, versions
 from registry.promotion import Decision, decide
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,9 +58,11 @@ def generate(models, data, generation, champion: Policy, out: str, seed: int) ->
 
 
 @task(**STAGE)
-def judge(models, data, judge_config, pairs_config, champion: Policy, generations: str, out: str) -> stages.Judged:
-    """Build preference pairs with the training judge."""
-    return stages.judge(models, data, judge_config, pairs_config, champion, generations, Path(out))
+def judge(
+    models, data, judge_config, pairs_config, champion: Policy, generations: str, out: str, gold: str
+) -> stages.Judged:
+    """Build preference pairs with the training judge, plus the gold pairs people labelled."""
+    return stages.judge(models, data, judge_config, pairs_config, champion, generations, Path(out), gold)
 
 
 @task(**STAGE)
@@ -125,9 +130,10 @@ def bootstrap_round(
         say("round %d of %d: champion %s%s", k, cfg.rounds, champion.base, adapters)
         generated = _run(generate, k, cfg.models, cfg.data, cfg.generation, champion, str(out / "generations"), seed)
         # --- judge: best against worst sample per prompt, abstentions kept and counted
+        gold = snapshot_gold(tracking, out)
         judged = _run(
-            judge, k, cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs")
-        )
+            judge, k, cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"), gold
+        )  # fmt: skip
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
         trained = _run(
             train, k, cfg.models, cfg.data, cfg.training, cfg.judge, champion, generated.path, judged,
@@ -141,7 +147,7 @@ def bootstrap_round(
             evaluated = _run(
                 evaluate, k, inputs, champion, challenger, str(out / "eval"), str(Path(workdir) / "answers")
             )
-        metrics = stages.round_metrics(judged, trained, evaluated)
+        metrics = stages.round_metrics(judged, trained, evaluated) | human_agreement(cfg, tracking)
         # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
         decision = decide(metrics, cfg.gate.rules, trained=challenger is not None)
         if run.decision and run.decision["gate_reason"] == decision.gate_reason:
@@ -178,6 +184,30 @@ def _ask_approval(decision: Decision, timeout: int) -> Decision:
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def snapshot_gold(tracking: lineage.BootstrapRun, out: Path) -> str:
+    """The pairs people have labelled so far, as round k's gold (gold.json), written once: a resumed round trains
+    on the same pairs as its first run, and labels added later go to the next round."""
+    path = out / "gold.json"
+    if not path.exists():
+        labelled = review.labelled(tracking.uri, tracking.experiment_id, tracking.bootstrap_id)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(review_items.gold_pairs(labelled)))
+        partial.rename(path)
+    return str(path)
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def human_agreement(cfg: ExperimentConfig, tracking: lineage.BootstrapRun) -> dict[str, float]:
+    """How often the judges agreed with the people who labelled this bootstrap's review queue, so far."""
+    labelled = review.labelled(tracking.uri, tracking.experiment_id, tracking.bootstrap_id)
+    return grouped(review_items.agreement_metrics(labelled, evaluation_judge_name(cfg)))
+
+
+def evaluation_judge_name(cfg: ExperimentConfig) -> str:
+    return f"evaluation:{cfg.evaluation.judge.model}"
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def record(
     cfg: ExperimentConfig, k: int, tracking: lineage.BootstrapRun, run: lineage.RoundRun, metrics: dict,
     decision: Decision, challenger: Policy | None, out: Path, generated: stages.Generated, previous: str | None,
@@ -188,6 +218,10 @@ def record(
     if not run.logged:
         lineage.log_round(tracking, run, k, metrics, out)
         lineage.tag(tracking.uri, run.run_id, {"ratchet.generation_backend": generated.kind})
+        evaluated = str(out / "eval") if (out / "eval").exists() else None
+        items = stages.review_items(str(out / "pairs"), evaluated, cfg.data, evaluation_judge_name(cfg),
+                                    cfg.review.max_pairs)  # fmt: skip
+        review.queue(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, k, items)
     if challenger:
         # The version's tags lead back to what made it: base, adapter chain, round, training judge, bootstrap.
         provenance = {"base": challenger.base, "adapter_chain": list(challenger.adapters), "round": k}

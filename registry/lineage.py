@@ -303,6 +303,11 @@ def run_url(experiment_id: str, run_id: str, port: int = 5000) -> str:
     return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def traces_url(experiment_id: str, port: int = 5000) -> str:
+    """The experiment's Traces view, where the review queue is."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/traces"
+
+
 def comparison_url(experiment_id: str, port: int = 5000) -> str:
     """The runs chart view (metrics over rounds), not the GenAI landing page the UI opens by default."""
     return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?compareRunsMode=CHART"

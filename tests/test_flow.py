@@ -43,7 +43,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
     assert [(r.k, r.decision.promote) for r in result.rounds] == [(1, True), (2, True)]
     for r in result.rounds:
         stages = sorted(p.name for p in (out / f"round-{r.k}").iterdir())
-        assert stages == ["adapter", "champion.json", "eval", "generations", "pairs", "report"]
+        assert stages == ["adapter", "champion.json", "eval", "generations", "gold.json", "pairs", "report"]
         markdown = (out / f"round-{r.k}" / "report" / "report.md").read_text()
         assert "## Gate rules" in markdown
         assert_tables_are_whole(markdown)
@@ -173,7 +173,13 @@ def test_a_round_with_nothing_to_train_is_kept_by_the_gate(prefect_harness, writ
     assert not idle.decision.promote and idle.decision.deciding_rule == "nothing to train"
     assert idle.metrics["train/abstention_rate"] == 1.0 and "judge/win_rate" not in idle.metrics
     round_dir = next((tmp_path / "runs").glob("tiny-idle-*/round-1"))
-    assert sorted(p.name for p in round_dir.iterdir()) == ["champion.json", "generations", "pairs", "report"]
+    assert sorted(p.name for p in round_dir.iterdir()) == [
+        "champion.json",
+        "generations",
+        "gold.json",
+        "pairs",
+        "report",
+    ]
 
 
 def test_compare_prints_the_rounds_mlflow_holds(tiny_run):

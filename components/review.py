@@ -1,0 +1,154 @@
+"""The review queue: which of a round's pairs deserve a person's eye, and what the people's answers mean.
+
+Queued each round, at most `limit` of each:
+- `train`: training pairs the training judge abstained on, or decided with its two orders disagreeing. A person's
+  label makes the pair gold: it joins the next round's training pairs, over any judge's verdict on it.
+- `heldout`: held-out prompts where the evaluation judge and the verifier disagree on challenger vs champion. A
+  person's label says which of the two was right; it never trains anything (the prompts are held out).
+
+An item shows its two answers in an order fixed by the prompt id, not by any judge's verdict, so the person is
+not nudged. Verdicts are "A", "B" or "tie".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+HUMAN = "human"  # the judge name of a pair a person labelled
+VERIFIER = "verifier"
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    split: Literal["train", "heldout"]
+    prompt_id: str
+    cohort: str
+    prompt: str
+    answer_a: str
+    answer_b: str
+    why: str
+    verdicts: dict[str, str] = field(default_factory=dict)  # judge name -> "A" | "B" | "tie"
+    rationales: dict[str, str] = field(default_factory=dict)
+
+
+def _swapped(prompt_id: str) -> bool:
+    return hashlib.sha256(prompt_id.encode()).digest()[0] % 2 == 1
+
+
+def _ordered(prompt_id: str, first: str, second: str, first_wins: bool | None) -> tuple[str, str, str]:
+    """(answer A, answer B, the verdict for `first_wins`) with the answers in the prompt's fixed order."""
+    swap = _swapped(prompt_id)
+    a, b = (second, first) if swap else (first, second)
+    verdict = "tie" if first_wins is None else ("A" if first_wins != swap else "B")
+    return a, b, verdict
+
+
+def training_items(pairs: list[dict], limit: int) -> list[ReviewItem]:
+    """Abstained pairs first, then pairs whose judge's two orders disagreed; never a pair of identical answers."""
+    doubtful = [p for p in pairs if p["chosen"] != p["rejected"] and (p["abstained"] or not p["order_consistent"])]
+    doubtful.sort(key=lambda p: (not p["abstained"], p["prompt_id"]))
+    items = []
+    for p in doubtful[:limit]:
+        a, b, verdict = _ordered(p["prompt_id"], p["chosen"], p["rejected"], None if p["abstained"] else True)
+        why = "the training judge abstained" if p["abstained"] else "the training judge's two orders disagreed"
+        items.append(
+            ReviewItem(
+                "train",
+                p["prompt_id"],
+                p["cohort"],
+                p["prompt"],
+                a,
+                b,
+                why,
+                {p["judge"]: verdict},
+                {p["judge"]: p["rationale"] or ""},
+            )  # fmt: skip
+        )
+    return items
+
+
+def heldout_items(prompts: dict[str, str], rows: list[dict], judge_name: str, limit: int) -> list[ReviewItem]:
+    """Held-out prompts where the verifier separates challenger and champion and the evaluation judge picked the
+    other one, or abstained. `rows` are the evaluation's rows (prompt_id, cohort, model, response, task_ok,
+    judge_win); `prompts` maps a prompt id to its text."""
+    by_prompt: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt_id"], {})[r["model"]] = r
+    items = []
+    for prompt_id, pair in sorted(by_prompt.items()):
+        challenger, champion = pair.get("challenger"), pair.get("champion")
+        if not challenger or not champion or challenger["task_ok"] is None or champion["task_ok"] is None:
+            continue
+        if challenger["task_ok"] == champion["task_ok"] or challenger["response"] == champion["response"]:
+            continue
+        score = challenger["judge_win"]
+        judge_says = None if score is None or score == 0.5 else score > 0.5
+        if judge_says == challenger["task_ok"]:
+            continue
+        a, b, by_verifier = _ordered(prompt_id, challenger["response"], champion["response"], challenger["task_ok"])
+        by_judge = _ordered(prompt_id, challenger["response"], champion["response"], judge_says)[2]
+        items.append(
+            ReviewItem(
+                "heldout",
+                prompt_id,
+                challenger["cohort"],
+                prompts[prompt_id],
+                a,
+                b,
+                "the evaluation judge and the verifier disagree",
+                {judge_name: by_judge, VERIFIER: by_verifier},
+            )  # fmt: skip
+        )
+    return items[:limit]
+
+
+def agreement(labelled: list[tuple[str, dict[str, str]]]) -> dict[str, tuple[float, int]]:
+    """Per judge: the share of the human-labelled items on which its verdict matched the person's, and on how
+    many items it gave one. `labelled` holds (the person's verdict, the judges' verdicts) per item."""
+    counts: dict[str, list[int]] = {}
+    for human, verdicts in labelled:
+        for judge, verdict in verdicts.items():
+            counts.setdefault(judge, []).append(int(verdict == human))
+    return {judge: (sum(hits) / len(hits), len(hits)) for judge, hits in counts.items()}
+
+
+def agreement_metrics(labelled: list[tuple[str, ReviewItem]], evaluation_judge: str) -> dict[str, float]:
+    """The round's human-judge metrics (bare names): the training judge on reviewed training pairs, the evaluation
+    judge on reviewed held-out pairs, each left out while nobody has labelled such a pair (a gate rule on it then
+    reads "not measured")."""
+    found = {"human_labels": float(len(labelled))}
+    for name, split, keep in (
+        ("human_agreement_training", "train", lambda judge: True),
+        ("human_agreement_evaluation", "heldout", lambda judge: judge == evaluation_judge),
+    ):
+        hits = [verdict == human for human, item in labelled if item.split == split
+                for judge, verdict in item.verdicts.items() if keep(judge)]  # fmt: skip
+        if hits:
+            found[name] = sum(hits) / len(hits)
+    return found
+
+
+def gold_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
+    """Pair rows (components/pairs.py's columns) from human-labelled training items; a "tie" is no pair."""
+    rows = []
+    for human, item in labelled:
+        if human == "tie" or item.split != "train":
+            continue
+        chosen, rejected = (item.answer_a, item.answer_b) if human == "A" else (item.answer_b, item.answer_a)
+        rows.append(
+            {
+                "prompt_id": item.prompt_id, "cohort": item.cohort, "prompt": item.prompt, "chosen": chosen,
+                "rejected": rejected, "judge": HUMAN, "p_chosen": 1.0, "order_consistent": True,
+                "abstained": False, "rationale": "labelled by a person in the review queue",
+            }
+        )  # fmt: skip
+    return rows
+
+
+def with_gold(pairs: list[dict], gold: list[dict]) -> list[dict]:
+    """The judge's pairs with the gold pairs added; a judge's row on the same prompt and answers gives way."""
+    labelled = {(g["prompt_id"], frozenset((g["chosen"], g["rejected"]))) for g in gold}
+    kept = [p for p in pairs if (p["prompt_id"], frozenset((p["chosen"], p["rejected"]))) not in labelled]
+    return kept + gold

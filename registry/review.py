@@ -1,0 +1,90 @@
+"""The review queue in MLflow: each queued pair is a trace in the experiment's Traces view, the judges' verdicts
+are LLM-judge (or code) assessments named `better` on it, and a person answers by adding their own `better`
+feedback there: "A", "B" or "tie". Reading those human assessments back gives the gold pairs and the
+human-judge agreement (components/review.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import AssessmentSource, Feedback
+from mlflow.tracing.client import TracingClient
+
+from components.review import VERIFIER, ReviewItem
+
+REVIEW_TAG = "ratchet.review"  # the item's split: train or heldout
+LABEL = "better"
+VERDICTS = {"a": "A", "b": "B", "tie": "tie"}
+
+
+@contextmanager
+def _tracing_to(uri: str) -> Iterator[None]:
+    """MLflow exports a trace to the process's tracking URI, not to a client's: point it at the store meanwhile."""
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.flush_trace_async_logging()
+        mlflow.set_tracking_uri(before)
+
+
+def queue(uri: str, experiment_id: str, bootstrap_id: str, k: int, items: list[ReviewItem]) -> list[str]:
+    """Log each item as a trace of the experiment, with its judges' verdicts as assessments; return the trace ids."""
+    client, ids = MlflowClient(uri), []
+    with _tracing_to(uri):
+        for item in items:
+            tags = {REVIEW_TAG: item.split, "ratchet.bootstrap_id": bootstrap_id, "ratchet.round": str(k)}
+            inputs = {"prompt": item.prompt, "answer_a": item.answer_a, "answer_b": item.answer_b}
+            inputs |= {"prompt_id": item.prompt_id, "cohort": item.cohort}
+            span = client.start_trace(f"review {item.prompt_id}", inputs=inputs, tags=tags, experiment_id=experiment_id)
+            client.end_trace(span.trace_id, outputs={"why": item.why, "judges": item.verdicts})
+            ids.append(span.trace_id)
+    tracing = TracingClient(uri)
+    for trace_id, item in zip(ids, items, strict=True):
+        for judge, verdict in item.verdicts.items():
+            kind = "CODE" if judge == VERIFIER else "LLM_JUDGE"
+            source = AssessmentSource(source_type=kind, source_id=judge)
+            rationale = item.rationales.get(judge) or None
+            tracing.log_assessment(trace_id, Feedback(name=LABEL, value=verdict, source=source, rationale=rationale))
+    return ids
+
+
+def labelled(uri: str, experiment_id: str, bootstrap_id: str) -> list[tuple[str, ReviewItem]]:
+    """(the person's verdict, the item) for every queued item of the bootstrap a person has labelled; the newest
+    human `better` assessment counts, and one that is not A, B or tie is left out."""
+    query = f"tag.`ratchet.bootstrap_id` = '{bootstrap_id}'"
+    found = []
+    for trace in _all_traces(MlflowClient(uri), experiment_id, query):
+        human = [
+            a for a in trace.info.assessments
+            if a.name == LABEL and a.source.source_type == "HUMAN" and str(a.value).lower() in VERDICTS
+        ]  # fmt: skip
+        if not human or REVIEW_TAG not in trace.info.tags:
+            continue
+        newest = max(human, key=lambda a: a.last_update_time_ms or 0)
+        found.append((VERDICTS[str(newest.value).lower()], _item(trace)))
+    return found
+
+
+def _all_traces(client: MlflowClient, experiment_id: str, query: str):
+    token = None
+    while True:
+        page = client.search_traces(locations=[experiment_id], filter_string=query, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _item(trace) -> ReviewItem:
+    inputs = trace.data.spans[0].inputs
+    judges = [a for a in trace.info.assessments if a.name == LABEL and a.source.source_type != "HUMAN"]
+    return ReviewItem(
+        trace.info.tags[REVIEW_TAG], inputs["prompt_id"], inputs["cohort"], inputs["prompt"], inputs["answer_a"],
+        inputs["answer_b"], trace.data.spans[0].outputs["why"], {a.source.source_id: a.value for a in judges},
+        {a.source.source_id: a.rationale or "" for a in judges},
+    )  # fmt: skip
