@@ -97,6 +97,7 @@ def print_report(result, tracking_uri: str, ci_level: float) -> None:
     typer.echo(f"mlflow:   {tracking_uri} (registered model {result.model_name})")
     typer.echo("\nTo look at it:")
     typer.echo(f"  .venv/bin/ratchet compare {result.experiment}")
+    typer.echo(f"  .venv/bin/ratchet review {result.experiment}    # the judges' hard cases, for a person to label")
     typer.echo(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
     typer.echo(f"  then open {comparison_url(result.experiment_id)}")
     typer.echo("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs")
