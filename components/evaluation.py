@@ -192,7 +192,7 @@ def _drift(pair: PolicyPair, tokenizer, prompts: list[dict], greedy: dict, wins:
     """KL(challenger || champion) on the challenger's answers, and how often the challenger's DPO implicit reward
     (log-ratio to the champion, its reference) orders each held-out pair the way the judge did."""
     logp = {}
-    progress = tqdm(total=4 * len(prompts), desc="drift log-probs", unit="answer", leave=False)
+    progress = tqdm(total=4 * len(prompts), desc="drift log-probs", unit="answer", leave=False, disable=None)
     for model_name in ("challenger", "champion"):
         with pair.use(model_name) as model:
             for author in ("challenger", "champion"):

@@ -56,7 +56,7 @@ class TransformersGenerator:
         torch.manual_seed(seed)
         rows = []
         batches = range(0, len(prompts), self.batch_size)
-        for start in tqdm(batches, desc=f"generate x{n}", unit="batch", leave=False):
+        for start in tqdm(batches, desc=f"generate x{n}", unit="batch", leave=False, disable=None):
             rows += self._generate_batch(prompts[start : start + self.batch_size], n)
         return rows
 

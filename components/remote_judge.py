@@ -43,7 +43,9 @@ class RemoteJudge:
         with httpx.Client(timeout=self.config.timeout, headers=self._headers) as http:
             with ThreadPoolExecutor(self.config.max_concurrency) as pool:
                 asks = pool.map(lambda prompt: self._ask(http, prompt), prompts)
-                answers = list(tqdm(asks, total=len(prompts), desc=f"judge {self.name}", unit="call", leave=False))
+                answers = list(
+                    tqdm(asks, total=len(prompts), desc=f"judge {self.name}", unit="call", leave=False, disable=None)
+                )
         forward, swapped = answers[: len(items)], answers[len(items) :]
         return [self._verdict(f, s) for f, s in zip(forward, swapped, strict=True)]
 

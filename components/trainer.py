@@ -132,7 +132,9 @@ class StepProgress(TrainerCallback):
         self.desc = desc
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step", leave=False)
+        self.bar = tqdm(
+            total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step", leave=False, disable=None
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         self.bar.update(state.global_step - self.bar.n)

@@ -54,7 +54,7 @@ def main(request_path: str, outputs_path: str) -> None:
     )
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_token_ids"]]
     lora = LoRARequest("champion", 1, adapter) if adapter else None
-    results = llm.generate(prompts, sampling, lora_request=lora, use_tqdm=True)
+    results = llm.generate(prompts, sampling, lora_request=lora, use_tqdm=sys.stderr.isatty())
     timing = {"startup_seconds": ready - started, "generate_seconds": time.perf_counter() - ready}
     eos = request["eos_token_id"]
     outputs = [

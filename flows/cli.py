@@ -21,6 +21,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network
 os.environ.setdefault("DO_NOT_TRACK", "1")  # nor client telemetry (and no notice about it)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "components")  # their log lines reach the Prefect UI
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # e.g. judge-check, outside a flow
 
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", help="Show every log line, library progress bar and warning on the terminal.")

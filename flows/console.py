@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 
 import typer
@@ -48,13 +47,11 @@ class ConsoleFilter(logging.Filter):
 
 def quiet_terminal() -> None:
     """Silence library progress bars, warnings and INFO logs on the terminal, before those libraries are imported.
-    What stays: one live bar at a time for the stage at work (on a terminal only; each vanishes when done) and a
-    line per finished stage. Prefect's handler that sends logs to its API is untouched: every line still reaches
-    the Prefect UI."""
+    What stays: one live bar at a time for the stage at work (on a terminal only, `tqdm(disable=None)`; each
+    vanishes when done) and a line per finished stage. Prefect's handler that sends logs to its API is untouched:
+    every line still reaches the Prefect UI."""
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
-    if not sys.stderr.isatty():  # a log file or CI: the stages' own bars would be hundreds of lines there
-        os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore")  # e.g. TRL on the vLLM version, deprecations inside libraries
     import prefect.main  # noqa: F401  (sets up Prefect's logging: its console handler is on the root logger)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -235,3 +237,22 @@ def prefect_server(tmp_path):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cli_process_state():
+    """`ratchet run` in this process (CliRunner) quiets the terminal for the whole process, as it should for a real
+    command: environment, warning filters, the root handlers' filters, library logger levels. Put them back after."""
+    from flows.console import QUIET_LOGGERS
+
+    env, filters = dict(os.environ), list(warnings.filters)
+    handlers = {handler: list(handler.filters) for handler in logging.getLogger().handlers}
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    warnings.filters[:] = filters
+    for handler in logging.getLogger().handlers:
+        handler.filters[:] = handlers.get(handler, [])
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)

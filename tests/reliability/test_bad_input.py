@@ -185,7 +185,9 @@ CASES: dict[str, tuple[Mutation, str, int]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_bad_input_is_refused_with_one_line_and_nothing_written(case, write_tiny_config, tmp_path, monkeypatch):
+def test_bad_input_is_refused_with_one_line_and_nothing_written(
+    case, write_tiny_config, tmp_path, monkeypatch, cli_process_state
+):
     mutate, expected, code = CASES[case]
     monkeypatch.chdir(tmp_path)
     config_path = write_tiny_config(tmp_path)
