@@ -66,7 +66,9 @@ def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path
         rows = _scored_rows(prompts, greedy, wins)
         found = _vs_champion(rows, verdicts, e)
         found |= _vs_base(prompts, rows, base, eval_judge, champion, e)
-        found |= _reliability(inputs, champion, pair, tokenizer, items, verdicts)
+        reliability, self_wins = _reliability(inputs, champion, pair, tokenizer, items, verdicts)
+        found |= reliability
+        _add_self_wins(rows, self_wins)
         found |= _drift(pair, tokenizer, prompts, greedy, wins)
         save_rows(rows, tmp)
         return {"metrics": metrics.grouped(found), "cohorts": ev.cohort_table(rows, _ci(e))}
@@ -163,9 +165,10 @@ def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: Eva
     return metrics.with_ci("win_rate_vs_base", float(mean(wins)), ci(wins)) | found
 
 
-def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokenizer, items, verdicts) -> dict:
+def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokenizer, items, verdicts) -> tuple:
     """The evaluation judge's own trustworthiness this round, and (optionally) how often the champion judging
-    itself agrees with it: the correlated-error check for self-rewarding. The champion in memory is that judge."""
+    itself agrees with it: the correlated-error check for self-rewarding. The champion in memory is that judge.
+    Also the self-judge's score of each challenger answer (None without self_agreement), for the review queue."""
     found = {
         "judge_order_consistency": order_consistency(verdicts),
         "judge_abstention_rate": abstention_rate(verdicts),
@@ -177,7 +180,18 @@ def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokeniz
             self_verdicts = self_judge.judge(items)
         found["self_cross_agreement"] = agreement(self_verdicts, verdicts)
         found["self_judge_order_consistency"] = order_consistency(self_verdicts)
-    return found
+        return found, ev.win_rate(self_verdicts)[1]
+    return found, None
+
+
+def _add_self_wins(rows: list[dict], self_wins: list[float] | None) -> None:
+    """The self-judge's score beside the evaluation judge's on each challenger row (None elsewhere)."""
+    challenger_rows = [r for r in rows if r["model"] == "challenger"]
+    for row in rows:
+        row["self_win"] = None
+    if self_wins is not None:
+        for row, win in zip(challenger_rows, self_wins, strict=True):
+            row["self_win"] = win
 
 
 def self_judge_config(inputs: EvalInputs) -> AIJudgeConfig:

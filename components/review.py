@@ -3,8 +3,9 @@
 Queued each round, at most `limit` of each:
 - `train`: training pairs the training judge abstained on, or decided with its two orders disagreeing. A person's
   label makes the pair gold: it joins the next round's training pairs, over any judge's verdict on it.
-- `heldout`: held-out prompts where the evaluation judge and the verifier disagree on challenger vs champion. A
-  person's label says which of the two was right; it never trains anything (the prompts are held out).
+- `heldout`: held-out prompts where the evaluation judge and the verifier disagree on challenger vs champion, or
+  the evaluation judge and the champion judging itself do (with `evaluation.self_agreement`). A person's label
+  says which was right; it never trains anything (the prompts are held out).
 
 An item shows its two answers in an order fixed by the prompt id, not by any judge's verdict, so the person is
 not nudged. Verdicts are "A", "B" or "tie".
@@ -18,6 +19,7 @@ from typing import Literal
 
 HUMAN = "human"  # the judge name of a pair a person labelled
 VERIFIER = "verifier"
+SELF = "self"  # the champion judging itself, beside the evaluation judge
 
 
 @dataclass(frozen=True)
@@ -69,38 +71,39 @@ def training_items(pairs: list[dict], limit: int) -> list[ReviewItem]:
     return items
 
 
+def _says(score: float | None) -> bool | None:
+    """Whether a judge's score says the challenger is better; None when it abstained or did not judge."""
+    return None if score is None or score == 0.5 else score > 0.5
+
+
 def heldout_items(prompts: dict[str, str], rows: list[dict], judge_name: str, limit: int) -> list[ReviewItem]:
     """Held-out prompts where the verifier separates challenger and champion and the evaluation judge picked the
-    other one, or abstained. `rows` are the evaluation's rows (prompt_id, cohort, model, response, task_ok,
-    judge_win); `prompts` maps a prompt id to its text."""
+    other one (or abstained), or where the evaluation judge and the self-judge decided opposite ways. `rows` are
+    the evaluation's rows (prompt_id, cohort, model, response, task_ok, judge_win, self_win); `prompts` maps a
+    prompt id to its text."""
     by_prompt: dict[str, dict[str, dict]] = {}
     for r in rows:
         by_prompt.setdefault(r["prompt_id"], {})[r["model"]] = r
     items = []
     for prompt_id, pair in sorted(by_prompt.items()):
         challenger, champion = pair.get("challenger"), pair.get("champion")
-        if not challenger or not champion or challenger["task_ok"] is None or champion["task_ok"] is None:
+        if not challenger or not champion or challenger["response"] == champion["response"]:
             continue
-        if challenger["task_ok"] == champion["task_ok"] or challenger["response"] == champion["response"]:
+        checked = challenger["task_ok"] is not None and champion["task_ok"] is not None
+        separated = checked and challenger["task_ok"] != champion["task_ok"]
+        says = {judge_name: _says(challenger["judge_win"]), SELF: _says(challenger.get("self_win"))}
+        if separated and says[judge_name] != challenger["task_ok"]:
+            why = "the evaluation judge and the verifier disagree"
+        elif None not in says.values() and says[judge_name] != says[SELF]:
+            why = "the evaluation judge and the self-judge disagree"
+        else:
             continue
-        score = challenger["judge_win"]
-        judge_says = None if score is None or score == 0.5 else score > 0.5
-        if judge_says == challenger["task_ok"]:
-            continue
-        a, b, by_verifier = _ordered(prompt_id, challenger["response"], champion["response"], challenger["task_ok"])
-        by_judge = _ordered(prompt_id, challenger["response"], champion["response"], judge_says)[2]
-        items.append(
-            ReviewItem(
-                "heldout",
-                prompt_id,
-                challenger["cohort"],
-                prompts[prompt_id],
-                a,
-                b,
-                "the evaluation judge and the verifier disagree",
-                {judge_name: by_judge, VERIFIER: by_verifier},
-            )  # fmt: skip
-        )
+        says = {judge: verdict for judge, verdict in says.items() if judge != SELF or verdict is not None}
+        says |= {VERIFIER: challenger["task_ok"]} if separated else {}
+        texts = (challenger["response"], champion["response"])
+        verdicts = {judge: _ordered(prompt_id, *texts, verdict)[2] for judge, verdict in says.items()}
+        a, b, _ = _ordered(prompt_id, *texts, None)
+        items.append(ReviewItem("heldout", prompt_id, challenger["cohort"], prompts[prompt_id], a, b, why, verdicts))
     return items[:limit]
 
 

@@ -38,19 +38,23 @@ def test_doubtful_training_pairs_are_queued_abstentions_first_in_a_fixed_order()
 
 
 def test_heldout_prompts_are_queued_where_the_evaluation_judge_and_the_verifier_disagree():
-    def rows(prompt_id, challenger_ok, champion_ok, judge_win):
+    def rows(prompt_id, challenger_ok, champion_ok, judge_win, self_win=None):
         return [
             {"prompt_id": prompt_id, "cohort": "arithmetic", "model": "challenger", "response": f"{prompt_id} new",
-             "task_ok": challenger_ok, "judge_win": judge_win},
+             "task_ok": challenger_ok, "judge_win": judge_win, "self_win": self_win},
             {"prompt_id": prompt_id, "cohort": "arithmetic", "model": "champion", "response": f"{prompt_id} old",
-             "task_ok": champion_ok, "judge_win": None},
+             "task_ok": champion_ok, "judge_win": None, "self_win": None},
         ]  # fmt: skip
 
     evaluated = rows("agree", True, False, 1.0) + rows("disagree", True, False, 0.0) + rows("abstain", False, True, 0.5)
-    evaluated += rows("unchecked", None, None, 0.0) + rows("both-pass", True, True, 0.0)
-    texts = {p: f"question {p}" for p in ("agree", "disagree", "abstain", "unchecked", "both-pass")}
+    evaluated += rows("unchecked", None, None, 0.0) + rows("both-pass", True, True, 0.0, self_win=0.0)
+    evaluated += rows("self-splits", None, None, 1.0, self_win=0.0) + rows("self-abstains", None, None, 1.0, 0.5)
+    names = ("agree", "disagree", "abstain", "unchecked", "both-pass", "self-splits", "self-abstains")
+    texts = {p: f"question {p}" for p in names}
     items = review.heldout_items(texts, evaluated, "evaluation:qwen", limit=5)
-    assert [i.prompt_id for i in items] == ["abstain", "disagree"]
+    assert [i.prompt_id for i in items] == ["abstain", "disagree", "self-splits"]
+    self_split = items[2].verdicts
+    assert set(self_split) == {"evaluation:qwen", "self"} and self_split["self"] != self_split["evaluation:qwen"]
     disagree = items[1]
     challenger_letter = "A" if disagree.answer_a == "disagree new" else "B"
     assert (
