@@ -4,7 +4,8 @@ Queued each round, at most `limit` of each:
 - `train`: training pairs the training judge abstained on, or decided with its two orders disagreeing. A person's
   label makes the pair gold: it joins the next round's training pairs, over any judge's verdict on it.
 - `heldout`: held-out prompts where the evaluation judge and the verifier disagree on challenger vs champion, or
-  the evaluation judge and the champion judging itself do (with `evaluation.self_agreement`). A person's label
+  the evaluation judge and the champion judging itself do (with `evaluation.self_agreement`), and, in a round
+  the gate blocked on task completion, the prompts whose failed check lowered it. A person's label
   says which was right; it never trains anything (the prompts are held out).
 
 An item shows its two answers in an order fixed by the prompt id, not by any judge's verdict, so the person is
@@ -76,11 +77,14 @@ def _says(score: float | None) -> bool | None:
     return None if score is None or score == 0.5 else score > 0.5
 
 
-def heldout_items(prompts: dict[str, str], rows: list[dict], judge_name: str, limit: int) -> list[ReviewItem]:
+def heldout_items(
+    prompts: dict[str, str], rows: list[dict], judge_name: str, limit: int, blocked_on_tasks: bool = False
+) -> list[ReviewItem]:
     """Held-out prompts where the verifier separates challenger and champion and the evaluation judge picked the
-    other one (or abstained), or where the evaluation judge and the self-judge decided opposite ways. `rows` are
-    the evaluation's rows (prompt_id, cohort, model, response, task_ok, judge_win, self_win); `prompts` maps a
-    prompt id to its text."""
+    other one (or abstained); where the challenger failed a check the champion passed, in a round the gate blocked
+    on task completion (those prompts changed its outcome); or where the evaluation judge and the self-judge
+    decided opposite ways. `rows` are the evaluation's rows (prompt_id, cohort, model, response, task_ok,
+    judge_win, self_win); `prompts` maps a prompt id to its text."""
     by_prompt: dict[str, dict[str, dict]] = {}
     for r in rows:
         by_prompt.setdefault(r["prompt_id"], {})[r["model"]] = r
@@ -94,6 +98,8 @@ def heldout_items(prompts: dict[str, str], rows: list[dict], judge_name: str, li
         says = {judge_name: _says(challenger["judge_win"]), SELF: _says(challenger.get("self_win"))}
         if separated and says[judge_name] != challenger["task_ok"]:
             why = "the evaluation judge and the verifier disagree"
+        elif separated and blocked_on_tasks and not challenger["task_ok"]:
+            why = "the gate blocked the round on task completion, and this prompt lowered it"
         elif None not in says.values() and says[judge_name] != says[SELF]:
             why = "the evaluation judge and the self-judge disagree"
         else:

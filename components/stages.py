@@ -129,13 +129,15 @@ def round_metrics(judged: Judged, trained: Trained, evaluated) -> dict[str, floa
     return (dict(evaluated.metrics) if evaluated else {}) | metrics.grouped(found)
 
 
-def review_items(pairs: str, evaluated: str | None, data: DataConfig, judge_name: str, limit: int) -> list:
-    """The round's pairs for a person's review: doubtful training pairs, and held-out prompts where the evaluation
-    judge and the verifier disagree (none when nothing was evaluated)."""
+def review_items(
+    pairs: str, evaluated: str | None, data: DataConfig, judge_name: str, limit: int, blocked_on_tasks: bool
+) -> list:
+    """The round's pairs for a person's review: doubtful training pairs, and the held-out prompts where the judges
+    disagree or that made the gate block (none when nothing was evaluated)."""
     items = review.training_items(list(load_rows(pairs)), limit)
     if evaluated:
         texts = {p["id"]: user_message(p) for p in load_prompts(data.eval_prompts, data.max_eval_prompts)}
-        items += review.heldout_items(texts, list(load_rows(evaluated)), judge_name, limit)
+        items += review.heldout_items(texts, list(load_rows(evaluated)), judge_name, limit, blocked_on_tasks)
     return items
 
 

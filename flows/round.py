@@ -219,8 +219,9 @@ def record(
         lineage.log_round(tracking, run, k, metrics, out)
         lineage.tag(tracking.uri, run.run_id, {"ratchet.generation_backend": generated.kind})
         evaluated = str(out / "eval") if (out / "eval").exists() else None
+        on_tasks = not decision.promote and (decision.deciding_rule or "").startswith("task/task_completion")
         items = stages.review_items(str(out / "pairs"), evaluated, cfg.data, evaluation_judge_name(cfg),
-                                    cfg.review.max_pairs)  # fmt: skip
+                                    cfg.review.max_pairs, on_tasks)  # fmt: skip
         review.queue(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, k, items)
     if challenger:
         # The version's tags lead back to what made it: base, adapter chain, round, training judge, bootstrap.

@@ -55,6 +55,10 @@ def test_heldout_prompts_are_queued_where_the_evaluation_judge_and_the_verifier_
     assert [i.prompt_id for i in items] == ["abstain", "disagree", "self-splits"]
     self_split = items[2].verdicts
     assert set(self_split) == {"evaluation:qwen", "self"} and self_split["self"] != self_split["evaluation:qwen"]
+    lost = rows("lost", False, True, 0.0)  # the judge agrees with the verifier: queued only when the gate blocked
+    assert review.heldout_items({"lost": "q"}, lost, "evaluation:qwen", limit=5) == []
+    [blocked] = review.heldout_items({"lost": "q"}, lost, "evaluation:qwen", limit=5, blocked_on_tasks=True)
+    assert blocked.why.startswith("the gate blocked") and set(blocked.verdicts) == {"evaluation:qwen", "verifier"}
     disagree = items[1]
     challenger_letter = "A" if disagree.answer_a == "disagree new" else "B"
     assert (
