@@ -67,7 +67,7 @@ def training_items(pairs: list[dict], limit: int) -> list[ReviewItem]:
                 why,
                 {p["judge"]: verdict},
                 {p["judge"]: p["rationale"] or ""},
-            )  # fmt: skip
+            )
         )
     return items
 
