@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from components.config import load_config  # noqa: E402
 from flows.bootstrap import bootstrap_id  # noqa: E402
 from flows.cli import parse_sets  # noqa: E402
-from registry import lineage  # noqa: E402
+from registry import compare, lineage  # noqa: E402
 
 # The four configs differ only in the training judge (tests/test_config.py checks it); clean = verifier + self.
 SCENARIOS = {
@@ -56,7 +56,7 @@ def run(config: str, seed: int, store: Path, sets: list[str], threads: int) -> t
     seconds = time.perf_counter() - started
     cfg = load_config(ROOT / config, overrides)
     client = lineage.client_for(lineage.tracking_uri_for(store))
-    _, rows, _ = lineage.round_table(client, cfg.name, bootstrap_id(cfg))
+    _, rows, _ = compare.round_table(client, cfg.name, bootstrap_id(cfg))
     return rows, seconds
 
 

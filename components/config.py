@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, Tag, ValidationError, model_validator
+from pydantic import Field, Tag, ValidationError, model_validator
 
 from components.gate_config import GateConfig
 from components.judge_config import (
@@ -274,16 +274,6 @@ def _switch_training_kind(raw: dict, kind: object) -> None:
     if isinstance(section, dict) and section.get("kind", "dpo") != kind and kind in TRAINING_KINDS:
         fields = TRAINING_KINDS[kind].model_fields
         raw["training"] = {key: value for key, value in section.items() if key in fields and key != "beta"}
-
-
-def knob(model: type[BaseModel], field: str, description: str | None = None) -> Any:
-    """The type of an optional run parameter (a field of the Prefect deployment form) for one config field: the
-    field's type, constraints and description, and None for "the YAML's value". So Prefect refuses a bad value
-    before the run starts, with the config's own rule."""
-    info = model.model_fields[field]
-    value_type = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-    text = description or info.description or field
-    return Annotated[value_type | None, Field(description=f"{text} Empty: the config's value.")]
 
 
 def _refuse_renamed(raw: dict, path: Path) -> None:

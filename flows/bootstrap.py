@@ -25,13 +25,12 @@ from components.config import (
     ModelsConfig,
     OnlineTrainingConfig,
     TransformersGenerationConfig,
-    knob,
     load_config,
 )
 from components.gate_config import GateConfig
 from components.models import Policy
 from components.validate import validate
-from flows.forms import described
+from flows.forms import described, knob
 from flows.reporting import artifact_key
 from flows.round import RoundResult, bootstrap_round
 from registry import lineage

@@ -4,6 +4,8 @@ ratchet run configs/smoke.yaml [--rounds 3]      a bootstrap, then where to look
 ratchet compare smoke                            the round-over-round table, from MLflow
 ratchet promote smoke 3 / ratchet rollback smoke move the champion alias by hand (recorded in MLflow)
 ratchet evaluate configs/smoke.yaml --challenger 3 --champion base
+ratchet review smoke                             people's labels on the review queue, human-judge agreement
+ratchet judge-check configs/efficacy.yaml        every judge of a config on the calibration set
 ratchet serve                                    serve prefect.yaml's deployments from this process
 """
 
@@ -136,10 +138,10 @@ def compare(
     store: StoreOption = Path("."),
 ) -> None:
     """Print the round-over-round table of a bootstrap from MLflow (the numbers the MLflow compare view shows)."""
-    from registry import lineage
+    from registry import compare
 
     try:
-        found, rows, ci_level = lineage.round_table(_client(store), experiment, bootstrap_id)
+        found, rows, ci_level = compare.round_table(_client(store), experiment, bootstrap_id)
     except ValueError as err:
         fail(str(err))
     typer.echo(f"bootstrap {found}")
@@ -275,22 +277,16 @@ def review_command(
 ) -> None:
     """Read the review queue's human labels back from MLflow: human-judge agreement per judge, and the gold pairs
     the bootstrap's next round adds to its training pairs."""
-    from components import review as review_items
-    from registry import lineage, review
+    from flows.console import print_review
+    from registry import compare, lineage, review
 
     client = _client(store)
     try:
-        found, _, _ = lineage.round_table(client, experiment, bootstrap_id)
+        found, _, _ = compare.round_table(client, experiment, bootstrap_id)
     except ValueError as err:
         fail(str(err))
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    labelled = review.labelled(lineage.tracking_uri_for(store), experiment_id, found)
-    typer.echo(f"bootstrap {found}: {len(labelled)} pair(s) labelled by a person")
-    for judge, (share, n) in sorted(review_items.agreement([(h, i.verdicts) for h, i in labelled]).items()):
-        typer.echo(f"  {judge:<40} agrees with the person on {share:6.1%} of {n}")
-    gold = review_items.gold_pairs(labelled)
-    typer.echo(f"gold pairs for the next round: {len(gold)} (people's labels over the judges')")
-    typer.echo(f"label more: open {lineage.traces_url(experiment_id)}, a `review ...` trace, and add feedback `better`")
+    print_review(found, review.labelled(lineage.tracking_uri_for(store), experiment_id, found), experiment_id)
 
 
 @app.command()
@@ -298,44 +294,18 @@ def serve(
     project: Annotated[Path, typer.Option(help="Directory with prefect.yaml.")] = Path("."),
 ) -> None:
     """Serve the deployments declared in prefect.yaml from this process (needs a Prefect server: PREFECT_API_URL)."""
-    import yaml
     from prefect import serve as prefect_serve
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
         fail("ratchet serve needs a Prefect server: start `prefect server start` and set PREFECT_API_URL")
+    from flows.serving import declared_deployments, worker_conflict
 
-    from flows.bootstrap import bootstrap
-    from flows.evaluate import evaluate_checkpoints
-
-    flows = {"flows/bootstrap.py:bootstrap": bootstrap, "flows/evaluate.py:evaluate_checkpoints": evaluate_checkpoints}
-    declared = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
-    refuse_worker_deployments([f"{flows[d['entrypoint']].name}/{d['name']}" for d in declared])
-    deployments = [
-        flows[d["entrypoint"]].to_deployment(
-            name=d["name"], parameters=d.get("parameters", {}), description=d.get("description"), tags=d.get("tags")
-        )
-        for d in declared
-    ]
+    deployments = declared_deployments(project)
+    conflict = worker_conflict(deployments)
+    if conflict:
+        fail(conflict)
     prefect_serve(*deployments)
-
-
-def refuse_worker_deployments(names: list[str]) -> None:
-    """Served and worker deployments of the same name replace each other; refuse rather than half-replace one."""
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        for name in names:
-            try:
-                pool = client.read_deployment_by_name(name).work_pool_name
-            except ObjectNotFound:
-                continue
-            if pool:
-                fail(
-                    f"{name} is deployed to work pool '{pool}'; serve it or run a worker, not both "
-                    f"(`prefect deployment delete {name}` first to serve it)"
-                )
 
 
 if __name__ == "__main__":

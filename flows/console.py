@@ -116,3 +116,15 @@ def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]]
             f"  {show(s['order_consistency'], 'pct'):>12}  {show(s['length_slope'], 'num'):>9}"
         )
     typer.echo("meets the goal" if not shortfalls else f"short of the goal: {'; '.join(shortfalls)}")
+
+
+def print_review(bootstrap_id: str, labelled: list, experiment_id: str) -> None:
+    """`ratchet review`: how often each judge agreed with the people's labels, and the gold pairs they make."""
+    from components.review import agreement, gold_pairs
+    from registry.lineage import traces_url
+
+    typer.echo(f"bootstrap {bootstrap_id}: {len(labelled)} pair(s) labelled by a person")
+    for judge, (share, n) in sorted(agreement([(human, item.verdicts) for human, item in labelled]).items()):
+        typer.echo(f"  {judge:<40} agrees with the person on {share:6.1%} of {n}")
+    typer.echo(f"gold pairs for the next round: {len(gold_pairs(labelled))} (people's labels over the judges')")
+    typer.echo(f"label more: open {traces_url(experiment_id)}, a `review ...` trace, and add feedback `better`")

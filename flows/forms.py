@@ -3,14 +3,16 @@
 Prefect builds the form from the flow's signature: the type of each field (and the constraints it checks before a
 run starts) from the annotation, but its description from the docstring's Google-style "Args:" section, not from
 the annotation's `Field(description=...)`. `described` writes that section from the annotations, so the
-descriptions have one home: the Field, which for experiment knobs comes from the config model (`config.knob`).
+descriptions have one home: the Field, which for experiment knobs comes from the config model (`knob`).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Annotated, Any
 
+from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
 
@@ -23,3 +25,13 @@ def described(fn: Callable) -> Callable:
             lines.append(f"    {name}: {fields[-1].description}")
     fn.__doc__ = f"{inspect.getdoc(fn) or ''}\n\nArgs:\n" + "\n".join(lines)
     return fn
+
+
+def knob(model: type[BaseModel], field: str, description: str | None = None) -> Any:
+    """The type of an optional run parameter (a field of the Prefect deployment form) for one config field: the
+    field's type, constraints and description, and None for "the YAML's value". So Prefect refuses a bad value
+    before the run starts, with the config's own rule."""
+    info = model.model_fields[field]
+    value_type = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    text = description or info.description or field
+    return Annotated[value_type | None, Field(description=f"{text} Empty: the config's value.")]

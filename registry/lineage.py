@@ -23,8 +23,6 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from components.metrics import migrated
-
 BOOTSTRAP_TAG = "ratchet.bootstrap_id"
 ROUND_TAG = "ratchet.round"
 CHAMPION_TAG = "ratchet.champion"  # the key of the policy a round started from
@@ -262,37 +260,6 @@ def log_judge_check(tracking_uri: str, artifact_root: str, experiment: str, resu
 
 def log_files(tracking_uri: str, run_id: str, directory: Path, artifact_path: str) -> None:
     client_for(tracking_uri).log_artifacts(run_id, str(directory), artifact_path)
-
-
-def round_table(
-    client: MlflowClient, experiment: str, bootstrap_id: str | None = None
-) -> tuple[str, list[dict], float]:
-    """The newest (or the named) bootstrap of an experiment, one row per round (its metrics and gate decision),
-    and the confidence level of its intervals."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ValueError(f"no MLflow experiment named '{experiment}'")
-    query = "tags.`ratchet.kind` = 'bootstrap'"
-    if bootstrap_id:
-        query += f" and tags.`{BOOTSTRAP_TAG}` = '{bootstrap_id}'"
-    parents = client.search_runs([found.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
-        raise ValueError(f"experiment '{experiment}' has no bootstrap run{f' {bootstrap_id}' if bootstrap_id else ''}")
-    parent = parents[0]
-    children = client.search_runs([found.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    rows = [
-        {"round": int(c.data.tags[ROUND_TAG]), "decision": c.data.tags.get("ratchet.decision", "-")}
-        | _named_now(c.data.metrics)
-        for c in children
-        if c.data.tags.get(SUPERSEDED_TAG) != "true"
-    ]
-    level = float(parent.data.params.get("evaluation.ci_level", 0.95))  # bootstraps before the field: 95%
-    return parent.data.tags[BOOTSTRAP_TAG], sorted(rows, key=lambda r: r["round"]), level
-
-
-def _named_now(logged: dict[str, float]) -> dict[str, float]:
-    """A run's metrics by today's names; runs from before the metric groups logged bare names."""
-    return {migrated(key) or key: value for key, value in logged.items()}
 
 
 def finish(client: MlflowClient, run_id: str, status: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from test_report import assert_tables_are_whole
 
-from registry import lineage, versions
+from registry import compare, lineage, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RULES = {"rules": []}  # every trained round is promoted
@@ -156,7 +156,7 @@ def test_a_changed_gate_rule_re_decides_without_retraining(prefect_harness, writ
     assert versions.current_champion(client, "ratchet-tiny-gate") is None  # round 1's promotion was taken back
     [run_1] = client.search_runs([promoted.experiment_id], "tags.`ratchet.round` = '1'")
     assert run_1.data.tags["ratchet.decision"].startswith("blocked: length/length_ratio <= -1")
-    assert [r["decision"][:7] for r in lineage.round_table(client, "tiny-gate")[1]] == ["blocked", "blocked"]
+    assert [r["decision"][:7] for r in compare.round_table(client, "tiny-gate")[1]] == ["blocked", "blocked"]
 
     config.write_text(config.read_text().replace(f"rules: {json.dumps(ALWAYS_BLOCK['rules'])}", "rules: []"))
     again = run(config, tmp_path)

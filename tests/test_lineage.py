@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from registry import lineage, versions
+from registry import compare, lineage, versions
 
 
 def open_bootstrap(tmp_path, bootstrap_id="b-1", params=None):
@@ -92,11 +92,11 @@ def test_a_round_from_another_champion_supersedes_the_first_and_gives_it_back(tm
     assert client.get_run(first.run_id).data.tags[lineage.SUPERSEDED_TAG] == "true"
     with pytest.raises(versions.MlflowException, match="superseded"):
         versions.checkpoint(client, tracking.model_name, version)
-    assert [r["decision"] for r in lineage.round_table(client, "exp")[1]] == ["b"]
+    assert [r["decision"] for r in compare.round_table(client, "exp")[1]] == ["b"]
     with open_bootstrap(tmp_path) as tracking, lineage.round_run(tracking, 2, "champion-a", "fr") as back:
         assert back.run_id == first.run_id and back.logged  # champion a again: its round is taken back
     assert versions.checkpoint(client, tracking.model_name, version)["adapters"] == [str(adapter)]
-    assert [r["decision"] for r in lineage.round_table(client, "exp")[1]] == ["a"]
+    assert [r["decision"] for r in compare.round_table(client, "exp")[1]] == ["a"]
 
 
 def registered(tmp_path, rounds: int) -> list[str]:
@@ -133,7 +133,7 @@ def test_manual_moves_are_recorded_and_rollback_walks_back_through_champions(tmp
 def test_round_table_reads_the_newest_bootstrap(tmp_path):
     registered(tmp_path, 2)
     client = lineage.client_for(lineage.tracking_uri_for(tmp_path))
-    bootstrap_id, rows, level = lineage.round_table(client, "exp")
+    bootstrap_id, rows, level = compare.round_table(client, "exp")
     assert bootstrap_id == "b-3" and level == 0.95  # no evaluation.ci_level param: the level before it existed
     assert [(r["round"], r["judge/win_rate"], r["decision"]) for r in rows] == [
         (1, 0.1, "round 1"),
