@@ -101,7 +101,10 @@ def bootstrap(
     max_steps: knob(DPOTrainingConfig, "max_steps") = None,
     lora_r: knob(DPOTrainingConfig, "lora_r") = None,
     on_block: knob(GateConfig, "on_block") = None,
-    store: Annotated[str, Field(description="Directory holding mlflow.db and mlartifacts/.")] = ".",
+    store: Annotated[
+        str,
+        Field(description="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
+    ] = ".",
     overrides: Annotated[
         dict[str, Any] | None,
         Field(description='Any other config value by dotted path, e.g. {"pairs.per_prompt": 2}.'),
@@ -112,7 +115,7 @@ def bootstrap(
     chosen = {name: value for name, value in arguments.items() if name in KNOBS and value is not None}
     cfg = load_config(config, knob_overrides(chosen) | (overrides or {}))
     validate(cfg, Path(store))  # before anything is written: a bad input ends here, with no MLflow run
-    return run_rounds(cfg, lineage.tracking_uri_for(store), str(Path(store).resolve() / "mlartifacts"))
+    return run_rounds(cfg, lineage.tracking_uri_for(store), lineage.artifact_root_for(store))
 
 
 def knob_overrides(chosen: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +131,7 @@ def _tag_this_flow_run(*names: str) -> None:
         client.update_flow_run(flow_run.id, tags=sorted(set(current) | set(names)))
 
 
-def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> BootstrapResult:
+def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str | None) -> BootstrapResult:
     """The round loop: promote or keep the champion after each round, stop early when the gate says so."""
     run_name = bootstrap_id(cfg)
     out = Path(cfg.workdir).resolve() / run_name
@@ -144,7 +147,7 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str) -> 
             lineage.comparison_url(tracking.experiment_id),
             link_text=f"MLflow: {cfg.name} runs over rounds",
             key=f"{artifact_key(run_name)}-mlflow",
-            description=f"MLflow parent run {tracking.run_id} (start `mlflow ui --backend-store-uri {tracking_uri}`)",
+            description=f"MLflow parent run {tracking.run_id} in {tracking_uri}",
         )
         champion, version, results = Policy(cfg.models.policy), None, []
         for k in range(1, cfg.rounds + 1):

@@ -7,6 +7,7 @@ ratchet evaluate configs/smoke.yaml --challenger 3 --champion base
 ratchet review smoke                             people's labels on the review queue, human-judge agreement
 ratchet judge-check configs/efficacy.yaml        every judge of a config on the calibration set
 ratchet serve                                    serve prefect.yaml's deployments from this process
+ratchet stack up|down|status|migrate             a team's PostgreSQL-backed Prefect and MLflow servers, and a worker
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Annotated
 import typer
 
 from flows.console import print_report, print_rounds, quiet_terminal
+from stack.cli import app as stack_app
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
 os.environ.setdefault("DO_NOT_TRACK", "1")  # nor client telemetry (and no notice about it)
@@ -31,6 +33,7 @@ VerboseOption = Annotated[
 TRACE = " (the traceback: the flow run in the Prefect UI, or --verbose)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
+app.add_typer(stack_app, name="stack")
 
 
 @app.callback()
@@ -86,7 +89,10 @@ def parse_sets(items: list[str]) -> dict:
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/smoke.yaml.")],
     rounds: Annotated[int | None, typer.Option(min=1, help="Override the config's number of rounds.")] = None,
-    store: Annotated[Path, typer.Option(help="Directory holding mlflow.db and mlartifacts/.")] = Path("."),
+    store: Annotated[
+        Path,
+        typer.Option(help="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
+    ] = Path("."),
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config value by dotted path, e.g. --set training.learning_rate=1e-4."),
@@ -128,7 +134,10 @@ def one_line(err: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-StoreOption = Annotated[Path, typer.Option(help="Directory holding mlflow.db and mlartifacts/.")]
+StoreOption = Annotated[
+    Path,
+    typer.Option(help="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
+]
 
 
 @app.command()
@@ -195,7 +204,7 @@ def _move(experiment: str, version: str | None, action: str, reason: str, store:
 def _client(store: Path):
     from registry import lineage
 
-    if not (store / "mlflow.db").exists():
+    if not lineage.tracking_server() and not (store / "mlflow.db").exists():
         fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)")
     return lineage.client_for(lineage.tracking_uri_for(store))
 
@@ -265,7 +274,7 @@ def judge_check(
             results[label] = (judge.name, *jc.check(judge, asked, ci))
             print_judge_check(label, *results[label], jc.meets_goal(results[label][1]))
     uri = lineage.tracking_uri_for(store)
-    run_id = lineage.log_judge_check(uri, str(store.resolve() / "mlartifacts"), cfg.name, results)
+    run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results)
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")
 
 

@@ -85,7 +85,9 @@ def print_rounds(rows: list[dict], ci_level: float) -> None:
 
 def print_report(result, tracking_uri: str, ci_level: float) -> None:
     """The bootstrap's round table, then where its outputs are and how to look at them."""
-    from registry.lineage import comparison_url
+    from prefect.settings import get_current_settings
+
+    from registry.lineage import comparison_url, tracking_server
 
     print_rounds([{"k": r.k, "metrics": r.metrics, "reason": r.decision.reason} for r in result.rounds], ci_level)
     champion = result.champion
@@ -95,9 +97,14 @@ def print_report(result, tracking_uri: str, ci_level: float) -> None:
     typer.echo("\nTo look at it:")
     typer.echo(f"  .venv/bin/ratchet compare {result.experiment}")
     typer.echo(f"  .venv/bin/ratchet review {result.experiment}    # the judges' hard cases, for a person to label")
-    typer.echo(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
-    typer.echo(f"  then open {comparison_url(result.experiment_id)}")
-    typer.echo("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs")
+    if not tracking_server():
+        typer.echo(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
+    typer.echo(f"  open {comparison_url(result.experiment_id)}")
+    prefect_api = get_current_settings().api.url
+    if prefect_api:
+        typer.echo(f"  open {prefect_api.removesuffix('/api')}/runs")
+    else:
+        typer.echo("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs")
 
 
 def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]], _rows, shortfalls: list[str]):

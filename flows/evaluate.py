@@ -44,7 +44,10 @@ def evaluate_checkpoints(
     config: Annotated[str, Field(description="The experiment YAML whose cohorts, judge and gate to use.")],
     challenger: Annotated[str | int, Field(description="Version number, alias, or 'base'.")] = "challenger",
     champion: Annotated[str | int, Field(description="Version number, alias, or 'base'.")] = "champion",
-    store: Annotated[str, Field(description="Directory holding mlflow.db and mlartifacts/.")] = ".",
+    store: Annotated[
+        str,
+        Field(description="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
+    ] = ".",
 ) -> dict:
     """Evaluate `challenger` against `champion`; return the metrics and what the gate would decide."""
     cfg = load_config(config)
@@ -61,7 +64,7 @@ def evaluate_checkpoints(
     decision = asdict(decide(evaluated.metrics, cfg.gate.rules, trained=True))
     get_run_logger().info("%s: the gate would say %s", name, decision["reason"])
 
-    experiment_id = lineage.ensure_experiment(client, cfg.name, Path(store).resolve() / "mlartifacts")
+    experiment_id = lineage.ensure_experiment(client, cfg.name, lineage.artifact_root_for(store))
     run_id = lineage.log_evaluation(uri, experiment_id, name, evaluated.metrics, decision, Path(evaluated.path),
                                     str(flow_run.id))  # fmt: skip
     links = {"MLflow evaluation run": lineage.run_url(experiment_id, run_id)}

@@ -11,6 +11,7 @@ import fcntl
 import functools
 import json
 import math
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -29,9 +30,23 @@ CHAMPION_TAG = "ratchet.champion"  # the key of the policy a round started from
 SUPERSEDED_TAG = "ratchet.superseded"  # a round run whose champion a re-decided earlier round replaced
 
 
+def tracking_server() -> str | None:
+    """The MLflow tracking server that MLFLOW_TRACKING_URI names (http or https), if any: it then takes the place of
+    the store directory (`ratchet stack up` writes the variable into .stack/env)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri if uri.startswith(("http://", "https://")) else None
+
+
 def tracking_uri_for(directory: str | Path) -> str:
-    """An absolute sqlite URI, so a worker in another directory does not start a second store."""
-    return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+    """The tracking server if one is configured; else an absolute sqlite URI in `directory`, so a worker in another
+    directory does not start a second store."""
+    return tracking_server() or f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+
+
+def artifact_root_for(directory: str | Path) -> str | None:
+    """Where new experiments keep artifacts: `directory`/mlartifacts beside mlflow.db; None on a tracking server,
+    whose artifact proxy (mlflow-artifacts:/) holds them, so no worker needs the server's disk."""
+    return None if tracking_server() else str(Path(directory).resolve() / "mlartifacts")
 
 
 def model_name_for(experiment: str) -> str:
@@ -57,13 +72,14 @@ def _initialise_sqlite_store(tracking_uri: str) -> None:
         MlflowClient(tracking_uri).search_registered_models(max_results=1)  # the registry initialises on first use
 
 
-def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path) -> str:
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     # Explicit artifact location: with sqlite, MLflow would otherwise put artifacts under ./mlruns of the cwd.
+    location = (Path(artifact_root).resolve() / name).as_uri() if artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=(Path(artifact_root).resolve() / name).as_uri())
+        return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # another bootstrap of the same experiment created it first
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -128,7 +144,7 @@ def _status(client: MlflowClient, run_id: str) -> Iterator[None]:
 
 @contextmanager
 def bootstrap_run(
-    tracking_uri: str, artifact_root: str, experiment: str, bootstrap_id: str, params: dict, prefect_run: str
+    tracking_uri: str, artifact_root: str | None, experiment: str, bootstrap_id: str, params: dict, prefect_run: str
 ) -> Iterator[BootstrapRun]:
     """The parent run of a bootstrap: found by tag on a resume, created with `params` otherwise."""
     client = client_for(tracking_uri)
@@ -243,7 +259,7 @@ def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: s
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset)])
 
 
-def log_judge_check(tracking_uri: str, artifact_root: str, experiment: str, results: dict) -> str:
+def log_judge_check(tracking_uri: str, artifact_root: str | None, experiment: str, results: dict) -> str:
     """A finished `judge-check` run: per judge, its scores per category as metrics (`<judge>/<category>/<score>`)
     and its verdict on every calibration pair as a table; the judges' names as tags."""
     client = client_for(tracking_uri)
@@ -270,11 +286,16 @@ def run_url(experiment_id: str, run_id: str, port: int = 5000) -> str:
     return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def traces_url(experiment_id: str, port: int = 5000) -> str:
+def ui_url() -> str:
+    """The MLflow UI: the tracking server's, or `mlflow ui` started by hand on its default port."""
+    return (tracking_server() or "http://127.0.0.1:5000").rstrip("/")
+
+
+def traces_url(experiment_id: str) -> str:
     """The experiment's Traces view, where the review queue is."""
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/traces"
+    return f"{ui_url()}/#/experiments/{experiment_id}/traces"
 
 
-def comparison_url(experiment_id: str, port: int = 5000) -> str:
+def comparison_url(experiment_id: str) -> str:
     """The runs chart view (metrics over rounds), not the GenAI landing page the UI opens by default."""
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?compareRunsMode=CHART"
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs?compareRunsMode=CHART"

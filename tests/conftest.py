@@ -15,6 +15,13 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for _variable in (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "PREFECT_API_AUTH_STRING",
+):
+    os.environ.pop(_variable, None)  # a shell with a stack's .stack/env sourced; tests choose their own stores
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

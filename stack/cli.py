@@ -1,0 +1,109 @@
+"""`ratchet stack up|down|status|migrate`: the team's PostgreSQL-backed Prefect and MLflow servers and a worker."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    no_args_is_help=True, help="A shared Prefect server, MLflow tracking server and worker on PostgreSQL."
+)
+
+DirectoryOption = Annotated[
+    Path | None, typer.Option(help="Where the stack keeps its database, secrets and logs; default PROJECT/.stack.")
+]
+ProjectOption = Annotated[Path, typer.Option(help="The project directory, with prefect.yaml.")]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def up(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Interface the servers listen on; any but loopback turns credentials on. Default 127.0.0.1."),
+    ] = None,
+    auth: Annotated[bool | None, typer.Option("--auth/--no-auth", help="Credentials on both servers.")] = None,
+    prefect_port: Annotated[int | None, typer.Option(help="Default 4200.")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="Default 5000.")] = None,
+    postgres_port: Annotated[int | None, typer.Option(help="Default 55432 (on 127.0.0.1 only).")] = None,
+    project: ProjectOption = Path("."),
+    directory: DirectoryOption = None,
+) -> None:
+    """Start whatever part of the stack is not running (all of it the first time), then deploy prefect.yaml."""
+    from stack.stack import Stack, StackError
+
+    current = Stack(project, directory)
+    given = {"host": host, "auth": auth, "prefect_port": prefect_port, "mlflow_port": mlflow_port}
+    given["postgres_port"] = postgres_port
+    changes = {key: value for key, value in given.items() if value is not None}
+    stack = Stack(project, directory, dataclasses.replace(current.settings, **changes))
+    try:
+        stack.up(typer.echo)
+    except (StackError, RuntimeError) as err:
+        _fail(str(err))
+    typer.echo(f"\nup. In every shell that uses it:  source {_shown(stack.env_file())}")
+    typer.echo(f"  Prefect UI  {stack.prefect_url.removesuffix('/api')}")
+    typer.echo(f"  MLflow UI   {stack.mlflow_url}")
+    if stack.settings.auth:
+        typer.echo(
+            f"  credentials in {_shown(stack.env_file())} (PREFECT_API_AUTH_STRING, MLFLOW_TRACKING_USERNAME/PASSWORD)"
+        )
+
+
+@app.command()
+def down(project: ProjectOption = Path("."), directory: DirectoryOption = None) -> None:
+    """Stop the worker, the MLflow server, the Prefect server and PostgreSQL, in that order. Data stays."""
+    from stack.stack import Stack
+
+    Stack(project, directory).down(typer.echo)
+
+
+@app.command()
+def status(project: ProjectOption = Path("."), directory: DirectoryOption = None) -> None:
+    """Each part's health, address and log; exits 1 if any part is down."""
+    from stack.stack import Stack
+
+    parts = Stack(project, directory).status()
+    typer.echo(f"{'part':15} {'state':6} {'address':28} log")
+    for part in parts:
+        typer.echo(f"{part.name:15} {'up' if part.healthy else 'down':6} {part.address:28} {_shown(part.log)}")
+    if not all(part.healthy for part in parts):
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    store: Annotated[Path, typer.Option(help="Directory holding the mlflow.db and mlartifacts/ to copy.")] = Path("."),
+    project: ProjectOption = Path("."),
+    directory: DirectoryOption = None,
+) -> None:
+    """Copy a local MLflow store (mlflow.db and mlartifacts/) into the stack's MLflow, ids and all, so that past
+    bootstraps stay comparable. The stack's MLflow must hold no runs or models yet."""
+    from registry.migrate import MigrationError, migrate_store
+    from stack.stack import Stack
+
+    stack = Stack(project, directory)
+    if not stack.status()[2].healthy:
+        _fail("the stack's MLflow server is not up: `ratchet stack up` first")
+    if not (store / "mlflow.db").exists():
+        _fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)")
+    try:
+        counts = migrate_store(store, stack.mlflow_database_url(), stack.mlflow_url, stack.client_env())
+    except MigrationError as err:
+        _fail(str(err))
+    typer.echo(", ".join(f"{n} {table}" for table, n in counts.items()))
+    typer.echo(f"copied into {stack.mlflow_url}")
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

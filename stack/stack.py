@@ -1,0 +1,319 @@
+"""A team's stack on one machine: PostgreSQL, the Prefect server and the MLflow tracking server on it, and the
+`ratchet` work pool's process worker with prefect.yaml's deployments.
+
+Everything lives under one directory (`.stack/` of the project by default, ignored by git): the settings it was
+brought up with (stack.json), the generated secrets (secrets.json, readable by its owner only), the environment a
+client needs (env, also owner-only, to `source`), the database, the artifacts, and a log per part.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stack.postgres import Postgres
+from stack.processes import Process
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+POOL = "ratchet"
+
+
+class StackError(RuntimeError):
+    """A part did not come up; the message says which and where its log is."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"  # where the Prefect and MLflow servers listen; PostgreSQL listens on 127.0.0.1 only
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    postgres_port: int = 55432  # not 5432, which a system PostgreSQL may hold
+    auth: bool = False  # credentials on both servers; always on when `host` is not a loopback address
+
+    def __post_init__(self):
+        if self.host not in LOOPBACK and not self.auth:
+            object.__setattr__(self, "auth", True)
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    healthy: bool
+    address: str
+    log: Path
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    address: str
+    log: Path
+    healthy: Callable[[], bool]
+    start: Callable[[], None]
+    stop: Callable[[], None]
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create or replace `path` with mode 0600 from the start, so the secret is never readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+class Stack:
+    def __init__(self, project: Path, directory: Path | None = None, settings: Settings | None = None):
+        self.project = project.resolve()
+        self.directory = (directory or self.project / ".stack").resolve()
+        saved = self.directory / "stack.json"
+        if settings is None:
+            settings = Settings(**json.loads(saved.read_text())) if saved.exists() else Settings()
+        self.settings = settings
+        self.postgres = Postgres(self.directory, settings.postgres_port, self.directory / "logs" / "postgres.log")
+        self.prefect = Process("prefect-server", self.directory)
+        self.mlflow = Process("mlflow-server", self.directory)
+        self.worker = Process("worker", self.directory)
+
+    # -- what a client needs -------------------------------------------------------------------------------------
+
+    @property
+    def client_host(self) -> str:
+        host = self.settings.host
+        return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://{self.client_host}:{self.settings.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.client_host}:{self.settings.mlflow_port}"
+
+    def secrets(self) -> dict[str, str]:
+        """The stack's generated secrets, created on first use and kept in secrets.json (mode 0600)."""
+        path = self.directory / "secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        generated = {
+            "postgres_password": secrets.token_urlsafe(24),
+            "prefect_auth_string": f"ratchet:{secrets.token_urlsafe(24)}",
+            "mlflow_username": "ratchet",
+            "mlflow_password": secrets.token_urlsafe(24),
+        }
+        _write_private(path, json.dumps(generated, indent=2))
+        return generated
+
+    def client_env(self) -> dict[str, str]:
+        """What `ratchet`, `prefect` and `mlflow` need in their environment to use the stack."""
+        env = {"PREFECT_API_URL": self.prefect_url, "MLFLOW_TRACKING_URI": self.mlflow_url}
+        if self.settings.auth:
+            found = self.secrets()
+            env["PREFECT_API_AUTH_STRING"] = found["prefect_auth_string"]
+            env["MLFLOW_TRACKING_USERNAME"] = found["mlflow_username"]
+            env["MLFLOW_TRACKING_PASSWORD"] = found["mlflow_password"]
+        return env
+
+    def mlflow_database_url(self) -> str:
+        return self.postgres.url(self.secrets()["postgres_password"], "mlflow")
+
+    def env_file(self) -> Path:
+        return self.directory / "env"
+
+    # -- the parts, in the order they start ------------------------------------------------------------------------
+
+    def parts(self) -> list[Part]:
+        pg = self.postgres
+        return [
+            Part("postgres", f"127.0.0.1:{pg.port}", pg.log, self._postgres_ready, self._start_postgres, pg.stop),
+            Part(
+                "prefect-server",
+                self.prefect_url.removesuffix("/api"),
+                self.prefect.log,
+                self._prefect_healthy,
+                self._start_prefect,
+                self.prefect.stop,
+            ),
+            Part(
+                "mlflow-server",
+                self.mlflow_url,
+                self.mlflow.log,
+                self._mlflow_healthy,
+                self._start_mlflow,
+                self.mlflow.stop,
+            ),
+            Part(
+                "worker",
+                f"pool {POOL}",
+                self.worker.log,
+                lambda: self.worker.pid() is not None,
+                self._start_worker,
+                self.worker.stop,
+            ),
+        ]
+
+    def up(self, say: Callable[[str], None] = print) -> None:
+        """Start, in order, every part that is not healthy; then deploy prefect.yaml. Safe to repeat: after a crash
+        it starts what is missing."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        running = Stack(self.project, self.directory)
+        if running.settings != self.settings and any(part.healthy for part in running.status()):
+            raise StackError(
+                f"the stack in {self.directory} runs with other settings ({running.settings}); "
+                "`ratchet stack down` first"
+            )
+        _write_private(self.directory / "stack.json", json.dumps(asdict(self.settings), indent=2))
+        for part in self.parts():
+            if part.healthy():
+                say(f"{part.name:15} already up  {part.address}")
+                continue
+            say(f"{part.name:15} starting    {part.address}  (log: {part.log})")
+            part.start()
+        self._deploy()
+        env = "".join(f"export {key}={value}\n" for key, value in self.client_env().items())
+        _write_private(self.env_file(), env)
+        say(f"deployments    from {self.project / 'prefect.yaml'} on pool {POOL}")
+
+    def down(self, say: Callable[[str], None] = print) -> None:
+        for part in reversed(self.parts()):
+            was_up = part.healthy()
+            part.stop()
+            say(f"{part.name:15} {'stopped' if was_up else 'was not running'}")
+
+    def status(self) -> list[PartStatus]:
+        return [PartStatus(p.name, p.healthy(), p.address, p.log) for p in self.parts()]
+
+    # -- starting each part ----------------------------------------------------------------------------------------
+
+    def _start_postgres(self) -> None:
+        password = self.secrets()["postgres_password"]
+        if not self.postgres.initialised():
+            self.postgres.init(password)
+        if not self.postgres.running():
+            self.postgres.start()
+        self.postgres.create_databases(password)
+
+    def _server_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "MLFLOW_TRACKING_"))}
+        return env | {
+            "PREFECT_HOME": str(self.directory / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+        }
+
+    def _start_prefect(self) -> None:
+        found = self.secrets()
+        env = self._server_env()
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.postgres.url(
+            found["postgres_password"], "prefect", "+asyncpg"
+        )
+        if self.settings.auth:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = found["prefect_auth_string"]
+        command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.settings.host]
+        command += ["--port", str(self.settings.prefect_port), "--log-level", "WARNING"]
+        self.prefect.start(command, env, self.directory)
+        self._wait(self.prefect, self._prefect_healthy, 180)
+
+    def _start_mlflow(self) -> None:
+        found = self.secrets()
+        env = self._server_env()
+        env["MLFLOW_BACKEND_STORE_URI"] = self.mlflow_database_url()
+        artifacts = self.directory / "mlflow-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "mlflow", "server", "--host", self.settings.host]
+        command += ["--port", str(self.settings.mlflow_port), "--workers", "2"]
+        command += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
+        if self.settings.auth:
+            auth_config = self.directory / "mlflow-auth.ini"
+            _write_private(auth_config, self._mlflow_auth_ini(found))
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = found["mlflow_password"]
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = found["mlflow_password"]
+            command += ["--app-name", "basic-auth"]
+        self.mlflow.start(command, env, self.directory)
+        self._wait(self.mlflow, self._mlflow_healthy, 300)  # the first start creates MLflow's schema
+
+    def _mlflow_auth_ini(self, found: dict[str, str]) -> str:
+        return (
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = {self.postgres.url(found['postgres_password'], 'mlflow_auth')}\n"
+            f"admin_username = {found['mlflow_username']}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+
+    def _client_process_env(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        return (
+            self._server_env()
+            | self.client_env()
+            | {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "PREFECT_LOGGING_EXTRA_LOGGERS": "components"}
+        )
+
+    def _start_worker(self) -> None:
+        env = self._client_process_env()
+        if self._prefect(["work-pool", "inspect", POOL], env).returncode != 0:
+            self._prefect(["work-pool", "create", POOL, "--type", "process"], env, check=True)
+        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"]
+        self.worker.start(command, env, self.project)
+        time.sleep(1)
+        if self.worker.pid() is None:
+            raise StackError(f"the worker exited at once; see {self.worker.log}")
+
+    def _deploy(self) -> None:
+        self._prefect(["--no-prompt", "deploy", "--all"], self._client_process_env(), check=True)
+
+    def _prefect(self, args: list[str], env: dict[str, str], check: bool = False) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", *args], env=env, cwd=self.project, capture_output=True, text=True
+        )
+        if check and done.returncode != 0:
+            raise StackError(f"`prefect {' '.join(args)}` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return done
+
+    # -- health ----------------------------------------------------------------------------------------------------
+
+    def _postgres_ready(self) -> bool:
+        return self.postgres.ready(self.secrets()["postgres_password"])
+
+    def _prefect_healthy(self) -> bool:
+        headers = {}
+        if self.settings.auth:
+            token = base64.b64encode(self.secrets()["prefect_auth_string"].encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return _answers(f"{self.prefect_url}/health", headers)
+
+    def _mlflow_healthy(self) -> bool:
+        return _answers(f"{self.mlflow_url}/health", {})
+
+    def _wait(self, process: Process, healthy: Callable[[], bool], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if healthy():
+                return
+            if process.pid() is None:
+                raise StackError(f"{process.name} exited while starting; see {process.log}:\n{_tail(process.log)}")
+            time.sleep(0.5)
+        raise StackError(f"{process.name} did not answer within {seconds:.0f} s; see {process.log}")
+
+
+def _answers(url: str, headers: dict[str, str]) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=3) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
