@@ -24,6 +24,7 @@ from stack.cli import app as stack_app
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
 os.environ.setdefault("DO_NOT_TRACK", "1")  # nor client telemetry (and no notice about it)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "1")  # "View run ... at" on a server; we print links
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "components")  # their log lines reach the Prefect UI
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # e.g. judge-check, outside a flow
 

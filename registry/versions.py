@@ -33,7 +33,15 @@ def register_adapter(tracking_uri: str, model_name: str, round_run_id: str, adap
     model = client.create_logged_model(
         run.info.experiment_id, name="adapter", source_run_id=round_run_id, tags=tags, model_type="peft-lora-adapter"
     )
-    client.log_model_artifacts(model.model_id, str(adapter_dir))
+    try:
+        client.log_model_artifacts(model.model_id, str(adapter_dir))
+    except MlflowException as err:
+        client.finalize_logged_model(model.model_id, "FAILED")
+        raise MlflowException(
+            f"the adapter of round run {round_run_id} could not be stored in MLflow's artifact store "
+            f"({model.artifact_location}), so no version was registered; a full disk or a stopped artifact server is "
+            f"the usual cause (see the tracking server's log). MLflow said: {err.message}"
+        ) from err
     client.finalize_logged_model(model.model_id, "READY")
     version = client.create_model_version(
         model_name, model.model_uri, run_id=round_run_id, tags=tags, model_id=model.model_id

@@ -26,6 +26,31 @@ from stack.processes import Process
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 POOL = "ratchet"
+HEARTBEAT_SECONDS = 30  # flow runs' heartbeat events (Prefect's minimum); the automation below waits three of them
+# Prefect's documented answer to a flow run whose machine or worker died mid-run ("zombie flows"): without
+# heartbeats for 90 s, mark it Crashed, so it does not stay Running forever; re-running the deployment resumes it.
+ZOMBIE_AUTOMATION = {
+    "name": "ratchet: crash flow runs that stopped sending heartbeats",
+    "trigger": {
+        "type": "event",
+        "posture": "Proactive",
+        "after": ["prefect.flow-run.heartbeat"],
+        "expect": [
+            "prefect.flow-run.heartbeat",
+            "prefect.flow-run.Completed",
+            "prefect.flow-run.Failed",
+            "prefect.flow-run.Cancelled",
+            "prefect.flow-run.Crashed",
+        ],
+        "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+        "for_each": ["prefect.resource.id"],
+        "threshold": 1,
+        "within": 3 * HEARTBEAT_SECONDS,
+    },
+    "actions": [
+        {"type": "change-flow-run-state", "state": "CRASHED", "message": "No heartbeat: its worker or machine died."}
+    ],
+}
 
 
 class StackError(RuntimeError):
@@ -257,7 +282,12 @@ class Stack:
         return (
             self._server_env()
             | self.client_env()
-            | {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "PREFECT_LOGGING_EXTRA_LOGGERS": "components"}
+            | {
+                "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+                "PREFECT_LOGGING_EXTRA_LOGGERS": "components",
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "1",
+            }
         )
 
     def _start_worker(self) -> None:
@@ -271,7 +301,10 @@ class Stack:
             raise StackError(f"the worker exited at once; see {self.worker.log}")
 
     def _deploy(self) -> None:
-        self._prefect(["--no-prompt", "deploy", "--all"], self._client_process_env(), check=True)
+        env = self._client_process_env()
+        self._prefect(["--no-prompt", "deploy", "--all"], env, check=True)
+        if self._prefect(["automation", "inspect", ZOMBIE_AUTOMATION["name"]], env).returncode != 0:
+            self._prefect(["automation", "create", "--from-json", json.dumps(ZOMBIE_AUTOMATION)], env, check=True)
 
     def _prefect(self, args: list[str], env: dict[str, str], check: bool = False) -> subprocess.CompletedProcess:
         done = subprocess.run(
