@@ -128,16 +128,19 @@ class Stack:
     def secrets(self) -> dict[str, str]:
         """The stack's generated secrets, created on first use and kept in secrets.json (mode 0600)."""
         path = self.directory / "secrets.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        generated = {
-            "postgres_password": secrets.token_urlsafe(24),
-            "prefect_auth_string": f"ratchet:{secrets.token_urlsafe(24)}",
-            "mlflow_username": "ratchet",
-            "mlflow_password": secrets.token_urlsafe(24),
+        found = json.loads(path.read_text()) if path.exists() else {}
+        wanted = {
+            "postgres_password": lambda: secrets.token_urlsafe(24),
+            "prefect_auth_string": lambda: f"ratchet:{secrets.token_urlsafe(24)}",
+            "mlflow_username": lambda: "ratchet",
+            "mlflow_password": lambda: secrets.token_urlsafe(24),
+            "mlflow_flask_secret_key": lambda: secrets.token_urlsafe(32),  # signs the auth app's CSRF tokens
         }
-        _write_private(path, json.dumps(generated, indent=2))
-        return generated
+        missing = {key: make() for key, make in wanted.items() if key not in found}
+        if missing:
+            found |= missing
+            _write_private(path, json.dumps(found, indent=2))
+        return found
 
     def client_env(self) -> dict[str, str]:
         """What `ratchet`, `prefect` and `mlflow` need in their environment to use the stack."""
@@ -263,7 +266,7 @@ class Stack:
             _write_private(auth_config, self._mlflow_auth_ini(found))
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
             env["MLFLOW_AUTH_ADMIN_PASSWORD"] = found["mlflow_password"]
-            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = found["mlflow_password"]
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = found["mlflow_flask_secret_key"]
             command += ["--app-name", "basic-auth"]
         self.mlflow.start(command, env, self.directory)
         self._wait(self.mlflow, self._mlflow_healthy, 300)  # the first start creates MLflow's schema

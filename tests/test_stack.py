@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from conftest import BIN, ROOT, free_port
 
-from stack.stack import Stack
+from stack.stack import Settings, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -40,19 +40,25 @@ def ok(done: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """A stack with credentials, on free ports, brought up and down with the `ratchet stack` commands."""
+    """A stack on all interfaces (which turns credentials on), on free ports, brought up and down with the
+    `ratchet stack` commands."""
     directory = tmp_path_factory.mktemp("stack") / ".stack"
     ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--postgres-port", str(free_port())]
     try:
-        up = ok(ratchet("stack", "up", "--auth", *ports, "--directory", str(directory)))
-        assert f"source {directory / 'env'}" in up
+        up = ok(ratchet("stack", "up", "--host", "0.0.0.0", *ports, "--directory", str(directory)))
+        assert f"source {directory / 'env'}" in up and "credentials in" in up
         yield Stack(ROOT, directory)
     finally:
         ratchet("stack", "down", "--directory", str(directory))
 
 
 def client_env(stack: Stack) -> dict[str, str]:
-    return without_stack_env() | stack.client_env()
+    """The environment of a shell that ran `source .stack/env`, as the README says."""
+    exported = dict(
+        line.removeprefix("export ").split("=", 1) for line in (stack.directory / "env").read_text().splitlines()
+    )
+    assert exported == stack.client_env()
+    return without_stack_env() | exported
 
 
 def status_of(url: str, headers: dict | None = None, body: bytes | None = None) -> int:
@@ -66,6 +72,11 @@ def status_of(url: str, headers: dict | None = None, body: bytes | None = None) 
 
 def basic(user_and_password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(user_and_password.encode()).decode()}
+
+
+def test_listening_beyond_loopback_turns_credentials_on():
+    assert Settings(host="0.0.0.0").auth and Settings(host="10.1.2.3", auth=False).auth
+    assert not Settings().auth and Settings(auth=True).auth
 
 
 def test_status_then_requests_without_credentials_are_refused(stack):
@@ -128,8 +139,9 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
 
 def test_no_secret_in_ps_logs_mlflow_or_prefect(stack):
     """After the runs above: the generated secrets appear in no command line, log, MLflow run or Prefect artifact."""
-    secrets = [value for key, value in stack.secrets().items() if key != "mlflow_username"]
-    secrets.append(secrets[1].split(":", 1)[1])  # the Prefect password without its user name
+    found = stack.secrets()
+    secrets = [value for key, value in found.items() if key != "mlflow_username"]
+    secrets.append(found["prefect_auth_string"].split(":", 1)[1])  # the Prefect password without its user name
 
     def leaked(text: str) -> list[str]:
         return [f"...{s[-4:]}" for s in secrets if s in text]
@@ -168,5 +180,5 @@ def test_up_again_starts_only_what_is_missing(stack):
     stack.worker.stop()
     again = ok(ratchet("stack", "up", "--directory", str(stack.directory)))
     assert "postgres        already up" in again and "worker          starting" in again
-    refused = ratchet("stack", "up", "--no-auth", "--directory", str(stack.directory))
+    refused = ratchet("stack", "up", "--host", "127.0.0.1", "--directory", str(stack.directory))
     assert refused.returncode == 1 and "`ratchet stack down` first" in refused.stderr

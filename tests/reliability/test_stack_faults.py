@@ -192,7 +192,9 @@ def test_full_artifact_disk_fails_clearly_and_registers_no_version(write_tiny_co
         config = write_tiny_config(tmp_path, name="tiny-full", rounds=1, gate={"rules": []})
         env = stack.client_env() | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
         output = finish(ratchet_run(config, tmp_path, **env), tmp_path, expect=1)
-        assert "error: the bootstrap failed" in output and "could not be stored in MLflow's artifact store" in output, output[-3000:]
+        assert "error: the bootstrap failed" in output and "could not be stored in MLflow's artifact store" in output, (
+            output[-3000:]
+        )
         assert mlflow_lineage(stack, "tiny-full")["versions"] == []
     finally:
         if stack:
