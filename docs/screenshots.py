@@ -7,6 +7,9 @@ against a finished `make run` whose UIs are up:
     a `better` feedback added to one `review ...` trace (README, "Reviewing the judges' hard cases")
 
     /tmp/pw/bin/python docs/screenshots.py --deployment <id of bootstrap/smoke> --experiment 1 --trace <trace id>
+
+The team stack's image (README, "Team setup"), after `ratchet stack up` and a `bootstrap/smoke` deployment run on it:
+    /tmp/pw/bin/python docs/screenshots.py --stack-model ratchet-smoke
 """
 
 from __future__ import annotations
@@ -34,15 +37,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefect", default="http://127.0.0.1:4200")
     parser.add_argument("--mlflow", default="http://127.0.0.1:5000")
-    parser.add_argument("--deployment", required=True, help="The id of the bootstrap/smoke deployment.")
-    parser.add_argument("--experiment", required=True, help="The MLflow experiment id of the run.")
-    parser.add_argument("--trace", required=True, help="A review trace that has a person's feedback.")
+    parser.add_argument("--deployment", help="The id of the bootstrap/smoke deployment.")
+    parser.add_argument("--experiment", help="The MLflow experiment id of the run.")
+    parser.add_argument("--trace", help="A review trace that has a person's feedback.")
+    parser.add_argument("--stack-model", help="Only the stack's image: this registered model's versions.")
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        if args.stack_model:
+            page.goto(f"{args.mlflow}/#/models/{args.stack_model}")
+            page.wait_for_timeout(7000)
+            close_mlflow_assistant(page)
+            page.screenshot(path=args.out / "stack-mlflow-versions.png")
+            browser.close()
+            return
 
         page.goto(f"{args.prefect}/deployments/deployment/{args.deployment}/run")
         page.wait_for_timeout(6000)

@@ -30,9 +30,9 @@ def up(
         typer.Option(help="Interface the servers listen on; any but loopback turns credentials on. Default 127.0.0.1."),
     ] = None,
     auth: Annotated[bool | None, typer.Option("--auth/--no-auth", help="Credentials on both servers.")] = None,
-    prefect_port: Annotated[int | None, typer.Option(help="Default 4200.")] = None,
-    mlflow_port: Annotated[int | None, typer.Option(help="Default 5000.")] = None,
-    postgres_port: Annotated[int | None, typer.Option(help="Default 55432 (on 127.0.0.1 only).")] = None,
+    prefect_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default 4200.")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default 5000.")] = None,
+    postgres_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default 55432 (127.0.0.1 only).")] = None,
     project: ProjectOption = Path("."),
     directory: DirectoryOption = None,
 ) -> None:
@@ -90,7 +90,7 @@ def migrate(
     from stack.stack import Stack
 
     stack = Stack(project, directory)
-    if not stack.status()[2].healthy:
+    if not stack.mlflow_healthy():
         _fail("the stack's MLflow server is not up: `ratchet stack up` first")
     if not (store / "mlflow.db").exists():
         _fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)")

@@ -176,7 +176,7 @@ class Stack:
                 "mlflow-server",
                 self.mlflow_url,
                 self.mlflow.log,
-                self._mlflow_healthy,
+                self.mlflow_healthy,
                 self._start_mlflow,
                 self.mlflow.stop,
             ),
@@ -269,7 +269,7 @@ class Stack:
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = found["mlflow_flask_secret_key"]
             command += ["--app-name", "basic-auth"]
         self.mlflow.start(command, env, self.directory)
-        self._wait(self.mlflow, self._mlflow_healthy, 300)  # the first start creates MLflow's schema
+        self._wait(self.mlflow, self.mlflow_healthy, 300)  # the first start creates MLflow's schema
 
     def _mlflow_auth_ini(self, found: dict[str, str]) -> str:
         return (
@@ -329,7 +329,7 @@ class Stack:
             headers["Authorization"] = f"Basic {token}"
         return _answers(f"{self.prefect_url}/health", headers)
 
-    def _mlflow_healthy(self) -> bool:
+    def mlflow_healthy(self) -> bool:
         return _answers(f"{self.mlflow_url}/health", {})
 
     def _wait(self, process: Process, healthy: Callable[[], bool], seconds: float) -> None:
