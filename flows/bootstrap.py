@@ -30,7 +30,7 @@ from components.config import (
 from components.gate_config import GateConfig
 from components.models import Policy
 from components.validate import validate
-from flows.forms import described, knob
+from flows.forms import STORE_HELP, described, knob
 from flows.reporting import artifact_key
 from flows.round import RoundResult, bootstrap_round
 from registry import lineage
@@ -101,10 +101,7 @@ def bootstrap(
     max_steps: knob(DPOTrainingConfig, "max_steps") = None,
     lora_r: knob(DPOTrainingConfig, "lora_r") = None,
     on_block: knob(GateConfig, "on_block") = None,
-    store: Annotated[
-        str,
-        Field(description="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
-    ] = ".",
+    store: Annotated[str, Field(description=STORE_HELP)] = ".",
     overrides: Annotated[
         dict[str, Any] | None,
         Field(description='Any other config value by dotted path, e.g. {"pairs.per_prompt": 2}.'),

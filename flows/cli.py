@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from flows.console import print_report, print_rounds, quiet_terminal
+from flows.forms import STORE_HELP
 from stack.cli import app as stack_app
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
@@ -31,6 +32,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # e
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", help="Show every log line, library progress bar and warning on the terminal.")
 ]
+StoreOption = Annotated[Path, typer.Option(help=STORE_HELP)]
 TRACE = " (the traceback: the flow run in the Prefect UI, or --verbose)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
@@ -90,10 +92,7 @@ def parse_sets(items: list[str]) -> dict:
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/smoke.yaml.")],
     rounds: Annotated[int | None, typer.Option(min=1, help="Override the config's number of rounds.")] = None,
-    store: Annotated[
-        Path,
-        typer.Option(help="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
-    ] = Path("."),
+    store: StoreOption = Path("."),
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config value by dotted path, e.g. --set training.learning_rate=1e-4."),
@@ -133,12 +132,6 @@ def run(
 def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-StoreOption = Annotated[
-    Path,
-    typer.Option(help="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
-]
 
 
 @app.command()

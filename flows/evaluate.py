@@ -20,7 +20,7 @@ from components.config import ExperimentConfig, load_config
 from components.evaluation import EvalInputs
 from components.models import Policy
 from components.validate import validate
-from flows.forms import described
+from flows.forms import STORE_HELP, described
 from flows.reporting import artifact_key, publish
 from flows.round import evaluate
 from registry import lineage, versions
@@ -44,10 +44,7 @@ def evaluate_checkpoints(
     config: Annotated[str, Field(description="The experiment YAML whose cohorts, judge and gate to use.")],
     challenger: Annotated[str | int, Field(description="Version number, alias, or 'base'.")] = "challenger",
     champion: Annotated[str | int, Field(description="Version number, alias, or 'base'.")] = "champion",
-    store: Annotated[
-        str,
-        Field(description="Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."),
-    ] = ".",
+    store: Annotated[str, Field(description=STORE_HELP)] = ".",
 ) -> dict:
     """Evaluate `challenger` against `champion`; return the metrics and what the gate would decide."""
     cfg = load_config(config)

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
+STORE_HELP = "Directory holding mlflow.db and mlartifacts/ (unless MLFLOW_TRACKING_URI names a server)."
+
 
 def described(fn: Callable) -> Callable:
     """`fn` with an "Args:" section in its docstring holding each parameter's Field description."""

@@ -282,8 +282,8 @@ def finish(client: MlflowClient, run_id: str, status: str) -> None:
     client.set_terminated(run_id, RunStatus.to_string(getattr(RunStatus, status)))
 
 
-def run_url(experiment_id: str, run_id: str, port: int = 5000) -> str:
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}"
+def run_url(experiment_id: str, run_id: str) -> str:
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def ui_url() -> str:
