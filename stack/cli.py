@@ -37,8 +37,10 @@ def up(
     directory: DirectoryOption = None,
 ) -> None:
     """Start whatever part of the stack is not running (all of it the first time), then deploy prefect.yaml."""
-    from stack.stack import Stack, StackError
+    from stack.stack import Stack
 
+    if not (project / "prefect.yaml").exists():
+        _fail(f"no prefect.yaml in {project.resolve()} (pass --project)")
     current = Stack(project, directory)
     given = {"host": host, "auth": auth, "prefect_port": prefect_port, "mlflow_port": mlflow_port}
     given["postgres_port"] = postgres_port
@@ -46,7 +48,7 @@ def up(
     stack = Stack(project, directory, dataclasses.replace(current.settings, **changes))
     try:
         stack.up(typer.echo)
-    except (StackError, RuntimeError) as err:
+    except RuntimeError as err:  # a part that did not come up (StackError), PostgreSQL's start included
         _fail(str(err))
     typer.echo(f"\nup. In every shell that uses it:  source {_shown(stack.env_file())}")
     typer.echo(f"  Prefect UI  {stack.prefect_url.removesuffix('/api')}")

