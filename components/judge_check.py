@@ -8,6 +8,7 @@ its two orders agreed, and its length slope (P(A) per +100 words of A over B; po
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
@@ -105,3 +106,21 @@ def judges_in(config: ExperimentConfig) -> dict[str, tuple[JudgeConfig, str | No
     if isinstance(config.judge, WeightedJudgeConfig):
         judges |= {f"training.judges.{i}": (j, None) for i, j in enumerate(config.judge.judges)}
     return judges | {"evaluation": (config.evaluation.judge, None)}
+
+
+def check_judges(config: ExperimentConfig, labels: list[str], report: Callable[[str, tuple], None]) -> dict[str, tuple]:
+    """Each judge of `config` named in `labels` on the calibration set (a panel's route sees its cohort's pairs
+    only): label -> (judge name, scores, verdict rows), each passed to `report` as soon as it is measured."""
+    from components.build import make_judge
+    from components.evaluator import mean_ci
+    from components.models import Policy
+
+    rows = load_calibration()
+    ci = lambda values: mean_ci(values, config.evaluation.ci_level, config.evaluation.ci_resamples)  # noqa: E731
+    results = {}
+    for label, (judge_config, cohort) in judges_in(config).items():
+        if label in labels:
+            judge = make_judge(judge_config, Policy(config.models.policy), config.models)
+            results[label] = (judge.name, *check(judge, [r for r in rows if cohort in (None, r["cohort"])], ci))
+            report(label, results[label])
+    return results

@@ -33,7 +33,7 @@ from components.validate import validate
 from flows.forms import STORE_HELP, described, knob
 from flows.reporting import artifact_key
 from flows.round import RoundResult, bootstrap_round
-from registry import lineage
+from registry import lineage, links
 
 
 def bootstrap_id(cfg: ExperimentConfig) -> str:
@@ -141,7 +141,7 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str | No
                                                             "eval_prompts": cfg.data.eval_prompts})  # fmt: skip
         _tag_this_flow_run("ratchet", cfg.name)
         create_link_artifact(
-            lineage.comparison_url(tracking.experiment_id),
+            links.comparison_url(tracking.experiment_id),
             link_text=f"MLflow: {cfg.name} runs over rounds",
             key=f"{artifact_key(run_name)}-mlflow",
             description=f"MLflow parent run {tracking.run_id} in {tracking_uri}",

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from flows.console import print_report, print_rounds, quiet_terminal
+from flows.console import fail, print_report, print_rounds, quiet_terminal
 from flows.forms import STORE_HELP
 from stack.cli import app as stack_app
 
@@ -42,12 +42,6 @@ app.add_typer(stack_app, name="stack")
 @app.callback()
 def main() -> None:
     """Ratchet: iterative self-improvement by AI feedback, on Prefect and MLflow."""
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One line on stderr and a non-zero exit: 2 for input refused before any work, 1 for a run that failed."""
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(code)
 
 
 def checked_config(config_path: Path, overrides: dict, store: Path, verbose: bool = True):
@@ -248,9 +242,6 @@ def judge_check(
     category, with CIs. Logged to MLflow as a `judge-check` run of the experiment."""
     cfg = checked_config(config, parse_sets(set_ or []), store, verbose)
     from components import judge_check as jc
-    from components.build import make_judge
-    from components.evaluator import mean_ci
-    from components.models import Policy
     from flows.console import print_judge_check
     from registry import lineage
 
@@ -258,15 +249,8 @@ def judge_check(
     unknown = sorted(set(only or []) - set(judges))
     if unknown:
         fail(f"--judge {', '.join(unknown)}: not a judge of {config} (its judges: {', '.join(judges)})")
-    rows = jc.load_calibration()
-    ci = lambda values: mean_ci(values, cfg.evaluation.ci_level, cfg.evaluation.ci_resamples)  # noqa: E731
-    results = {}
-    for label, (judge_config, cohort) in judges.items():
-        if not only or label in only:
-            judge = make_judge(judge_config, Policy(cfg.models.policy), cfg.models)
-            asked = [r for r in rows if cohort in (None, r["cohort"])]  # a panel's route sees its cohort only
-            results[label] = (judge.name, *jc.check(judge, asked, ci))
-            print_judge_check(label, *results[label], jc.meets_goal(results[label][1]))
+    printed = lambda label, result: print_judge_check(label, *result, jc.meets_goal(result[1]))  # noqa: E731
+    results = jc.check_judges(cfg, only or list(judges), printed)
     uri = lineage.tracking_uri_for(store)
     run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results)
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")

@@ -23,6 +23,12 @@ COLUMNS = {
 }
 
 
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and a non-zero exit: 2 for input refused before any work, 1 for a run that failed."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
 # Library progress bars and chatter a user cannot act on; the vLLM worker process inherits these too.
 QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # "Map", "Filter", "Saving the dataset", TRL's "Tokenizing"
@@ -87,7 +93,8 @@ def print_report(result, tracking_uri: str, ci_level: float) -> None:
     """The bootstrap's round table, then where its outputs are and how to look at them."""
     from prefect.settings import get_current_settings
 
-    from registry.lineage import comparison_url, tracking_server
+    from registry.lineage import tracking_server
+    from registry.links import comparison_url
 
     print_rounds([{"k": r.k, "metrics": r.metrics, "reason": r.decision.reason} for r in result.rounds], ci_level)
     champion = result.champion
@@ -128,7 +135,7 @@ def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]]
 def print_review(bootstrap_id: str, labelled: list, experiment_id: str) -> None:
     """`ratchet review`: how often each judge agreed with the people's labels, and the gold pairs they make."""
     from components.review import agreement, gold_pairs
-    from registry.lineage import traces_url
+    from registry.links import traces_url
 
     typer.echo(f"bootstrap {bootstrap_id}: {len(labelled)} pair(s) labelled by a person")
     for judge, (share, n) in sorted(agreement([(human, item.verdicts) for human, item in labelled]).items()):

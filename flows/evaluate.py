@@ -24,6 +24,7 @@ from flows.forms import STORE_HELP, described
 from flows.reporting import artifact_key, publish
 from flows.round import evaluate
 from registry import lineage, versions
+from registry.links import run_url
 from registry.promotion import decide
 
 
@@ -64,7 +65,7 @@ def evaluate_checkpoints(
     experiment_id = lineage.ensure_experiment(client, cfg.name, lineage.artifact_root_for(store))
     run_id = lineage.log_evaluation(uri, experiment_id, name, evaluated.metrics, decision, Path(evaluated.path),
                                     str(flow_run.id))  # fmt: skip
-    links = {"MLflow evaluation run": lineage.run_url(experiment_id, run_id)}
+    links = {"MLflow evaluation run": run_url(experiment_id, run_id)}
     markdown, png = report.round_report(f"{cfg.name}: {name}", evaluated.metrics, decision, [], None, links)
     key = artifact_key(f"{cfg.name}-evaluate-{name}")
     publish(markdown, png, out / "report", evaluated.cohorts, key, f"{a_label} vs {b_label}")

@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from components import report
 from components.config import ExperimentConfig
 from registry import lineage
+from registry.links import run_url
 
 
 def artifact_key(name: str) -> str:
@@ -23,7 +24,7 @@ def publish_round_report(
     cfg: ExperimentConfig, k, tracking, run_id, metrics, decision, history, judged, evaluated, out
 ):
     """Round k's report and cohort table as artifacts of the round's flow run, and the files in its MLflow run."""
-    links = {"MLflow round run": lineage.run_url(tracking.experiment_id, run_id)}
+    links = {"MLflow round run": run_url(tracking.experiment_id, run_id)}
     past = [{"k": r.k, "metrics": r.metrics} for r in history] + [{"k": k, "metrics": metrics}]
     markdown, png = report.round_report(
         f"{cfg.name}: round {k}", metrics, asdict(decision), past, judged.examples, links

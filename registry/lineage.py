@@ -280,22 +280,3 @@ def log_files(tracking_uri: str, run_id: str, directory: Path, artifact_path: st
 
 def finish(client: MlflowClient, run_id: str, status: str) -> None:
     client.set_terminated(run_id, RunStatus.to_string(getattr(RunStatus, status)))
-
-
-def run_url(experiment_id: str, run_id: str) -> str:
-    return f"{ui_url()}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def ui_url() -> str:
-    """The MLflow UI: the tracking server's, or `mlflow ui` started by hand on its default port."""
-    return (tracking_server() or "http://127.0.0.1:5000").rstrip("/")
-
-
-def traces_url(experiment_id: str) -> str:
-    """The experiment's Traces view, where the review queue is."""
-    return f"{ui_url()}/#/experiments/{experiment_id}/traces"
-
-
-def comparison_url(experiment_id: str) -> str:
-    """The runs chart view (metrics over rounds), not the GenAI landing page the UI opens by default."""
-    return f"{ui_url()}/#/experiments/{experiment_id}/runs?compareRunsMode=CHART"

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from flows.console import fail
+
 app = typer.Typer(
     no_args_is_help=True, help="A shared Prefect server, MLflow tracking server and worker on PostgreSQL."
 )
@@ -16,11 +18,6 @@ DirectoryOption = Annotated[
     Path | None, typer.Option(help="Where the stack keeps its database, secrets and logs; default PROJECT/.stack.")
 ]
 ProjectOption = Annotated[Path, typer.Option(help="The project directory, with prefect.yaml.")]
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -40,7 +37,7 @@ def up(
     from stack.stack import Stack
 
     if not (project / "prefect.yaml").exists():
-        _fail(f"no prefect.yaml in {project.resolve()} (pass --project)")
+        fail(f"no prefect.yaml in {project.resolve()} (pass --project)", 1)
     current = Stack(project, directory)
     given = {"host": host, "auth": auth, "prefect_port": prefect_port, "mlflow_port": mlflow_port}
     given["postgres_port"] = postgres_port
@@ -49,7 +46,7 @@ def up(
     try:
         stack.up(typer.echo)
     except RuntimeError as err:  # a part that did not come up (StackError), PostgreSQL's start included
-        _fail(str(err))
+        fail(str(err), 1)
     typer.echo(f"\nup. In every shell that uses it:  source {_shown(stack.env_file())}")
     typer.echo(f"  Prefect UI  {stack.prefect_url.removesuffix('/api')}")
     typer.echo(f"  MLflow UI   {stack.mlflow_url}")
@@ -93,13 +90,13 @@ def migrate(
 
     stack = Stack(project, directory)
     if not stack.mlflow_healthy():
-        _fail("the stack's MLflow server is not up: `ratchet stack up` first")
+        fail("the stack's MLflow server is not up: `ratchet stack up` first", 1)
     if not (store / "mlflow.db").exists():
-        _fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)")
+        fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)", 1)
     try:
         counts = migrate_store(store, stack.mlflow_database_url(), stack.mlflow_url, stack.client_env())
     except MigrationError as err:
-        _fail(str(err))
+        fail(str(err), 1)
     typer.echo(", ".join(f"{n} {table}" for table, n in counts.items()))
     typer.echo(f"copied into {stack.mlflow_url}")
 
