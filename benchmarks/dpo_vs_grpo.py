@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import stages  # noqa: E402
-from components.config import OnlineTrainingConfig, load_config  # noqa: E402
+from components.config import OnlineTrainingConfig  # noqa: E402
+from components.config_loading import load_config  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.evaluation import EvalInputs, evaluate  # noqa: E402
 from components.judge_config import VerifierJudgeConfig  # noqa: E402

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 def plain_round(config: str, workdir: Path) -> None:
     """Round 1 with the component functions only: what Ratchet's flow wires together, minus Prefect and MLflow."""
     from components import stages
-    from components.config import load_config
+    from components.config_loading import load_config
     from components.evaluation import EvalInputs, evaluate
     from components.models import Policy
     from registry.promotion import decide

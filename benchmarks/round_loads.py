@@ -65,7 +65,7 @@ class StageTimer:
 def drive(version: str, config: str, workdir: Path) -> list[dict]:
     """Two rounds through `version`'s stage functions ("before": the old single `cfg` signatures)."""
     loads = count_loads()
-    from components.config import load_config
+    from components.config_loading import load_config
     from components.models import Policy, resolve_model
 
     cfg = load_config(config)

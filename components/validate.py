@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from components.config import ConfigError, ExperimentConfig
+from components.config import ExperimentConfig
+from components.config_loading import ConfigError
 from components.data import DataError, check_disjoint, load_prompts
 from components.embedded import check_gguf
 from components.generator import chat_prompt

@@ -25,8 +25,8 @@ from components.config import (
     ModelsConfig,
     OnlineTrainingConfig,
     TransformersGenerationConfig,
-    load_config,
 )
+from components.config_loading import load_config
 from components.gate_config import GateConfig
 from components.models import Policy
 from components.validate import validate

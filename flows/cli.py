@@ -50,7 +50,7 @@ def checked_config(config_path: Path, overrides: dict, store: Path, verbose: boo
     The schema is checked before anything heavy is imported, so a broken config is refused in about a second.
     Unless `verbose`, the terminal is made quiet before those imports.
     """
-    from components.config import ConfigError, load_config
+    from components.config_loading import ConfigError, load_config
 
     try:
         cfg = load_config(config_path, overrides)
@@ -94,7 +94,7 @@ def run(
     verbose: VerboseOption = False,
 ) -> None:
     """Run a bootstrap: N rounds of generate, judge, train, evaluate and gate."""
-    from components.config import run_overrides
+    from components.config_loading import run_overrides
 
     overrides = parse_sets(set_ or [])
     cfg = checked_config(config, run_overrides(rounds, overrides), store, verbose)

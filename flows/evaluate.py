@@ -16,7 +16,8 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from components import report
-from components.config import ExperimentConfig, load_config
+from components.config import ExperimentConfig
+from components.config_loading import load_config
 from components.evaluation import EvalInputs
 from components.models import Policy
 from components.validate import validate

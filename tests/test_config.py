@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import RENAMED, ConfigError, ExperimentConfig, load_config
+from components.config import ExperimentConfig
+from components.config_loading import RENAMED, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "broken.yaml")

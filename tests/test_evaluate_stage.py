@@ -4,7 +4,7 @@ the round-0 base for a champion that is no longer the base."""
 import pytest
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components.config import load_config
+from components.config_loading import load_config
 from components.data import load_rows
 from components.evaluation import EvalInputs, evaluate
 from components.models import Policy
