@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+_STARTED: dict[Path, subprocess.Popen] = {}  # this process's children, by pid file: their exit status
+
 
 @dataclass(frozen=True)
 class Process:
@@ -43,8 +45,18 @@ class Process:
             process = subprocess.Popen(
                 command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+        _STARTED[self.pid_file] = process
         self.pid_file.write_text(json.dumps({"pid": process.pid, "command": command}))
         return process.pid
+
+    def exit_status(self) -> str:
+        """How the process this object started has ended ("exit code 1", "killed by SIGKILL"), or "" if it runs
+        or was started elsewhere."""
+        started = _STARTED.get(self.pid_file)
+        code = None if started is None else started.poll()
+        if code is None:
+            return ""
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
     def pid(self) -> int | None:
         """The pid of this process if it runs; None if it never started, exited, or its pid now names another."""

@@ -57,6 +57,10 @@ class StackError(RuntimeError):
     """A part did not come up; the message says which and where its log is."""
 
 
+class PartExited(StackError):
+    """A server process ended before it answered."""
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"  # where the Prefect and MLflow servers listen; PostgreSQL listens on 127.0.0.1 only
@@ -145,6 +149,9 @@ class Stack:
     def client_env(self) -> dict[str, str]:
         """What `ratchet`, `prefect` and `mlflow` need in their environment to use the stack."""
         env = {"PREFECT_API_URL": self.prefect_url, "MLFLOW_TRACKING_URI": self.mlflow_url}
+        # With its database away, Prefect's server answers 500 on some routes (a task's concurrency slots) and 503
+        # on others; the client retries 503 by default, and with this 500 too (5 times, ~1 min with backoff).
+        env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] = "500"
         if self.settings.auth:
             found = self.secrets()
             env["PREFECT_API_AUTH_STRING"] = found["prefect_auth_string"]
@@ -206,7 +213,11 @@ class Stack:
                 say(f"{part.name:15} already up  {part.address}")
                 continue
             say(f"{part.name:15} starting    {part.address}  (log: {part.log})")
-            part.start()
+            try:
+                part.start()
+            except PartExited as exited:  # seen once in CI: MLflow's first start ended with no output
+                say(f"{part.name:15} {exited}\n{part.name:15} starting again")
+                part.start()
         self._deploy()
         env = "".join(f"export {key}={value}\n" for key, value in self.client_env().items())
         _write_private(self.env_file(), env)
@@ -338,7 +349,10 @@ class Stack:
             if healthy():
                 return
             if process.pid() is None:
-                raise StackError(f"{process.name} exited while starting; see {process.log}:\n{_tail(process.log)}")
+                how = process.exit_status() or "exited"
+                raise PartExited(
+                    f"{process.name} exited while starting ({how}); see {process.log}:\n{_tail(process.log)}"
+                )
             time.sleep(0.5)
         raise StackError(f"{process.name} did not answer within {seconds:.0f} s; see {process.log}")
 
