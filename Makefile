@@ -6,6 +6,8 @@ HASH   := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 STAMP  := $(VENV)/.installed-$(HASH)
 JUDGE  := $(VENV)/.judge-installed-$(HASH)
 CONFIG ?= configs/smoke.yaml
+RAY_PORT ?= 6390
+RAY      := RAY_USAGE_STATS_ENABLED=0 $(BIN)/ray
 # pip says errors only: its warnings here are about the machine's package index (PIP_QUIET=-q shows them).
 PIP_QUIET ?= -qq
 PIP    := $(BIN)/python -m pip $(PIP_QUIET)
@@ -14,7 +16,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup setup-judge run test test-slow bench lint format clean
+.PHONY: setup setup-judge run test test-slow bench cluster cluster-down lint format clean
 
 setup: $(STAMP)
 setup-judge: $(JUDGE)
@@ -55,6 +57,16 @@ bench: setup setup-judge  ## the CPU benchmarks side by side (~30 min); their ta
 	$(BIN)/python benchmarks/orchestration.py
 	$(BIN)/python benchmarks/generation_and_judges.py --prompts 32
 	$(BIN)/python benchmarks/train_vs_trl.py --repeats 1 --steps 1
+
+# A Ray cluster on this machine: a head and one worker node, a CPU each. `execution: {engine: ray, address:
+# 127.0.0.1:6390}` in a config runs its generate and judge shards there (docs/scaling.md).
+cluster: setup  ## a local Ray cluster (head + worker node) for `execution.engine: ray`
+	$(RAY) start --head --node-ip-address 127.0.0.1 --port $(RAY_PORT) --num-cpus 1 --include-dashboard false
+	$(RAY) start --address 127.0.0.1:$(RAY_PORT) --node-ip-address 127.0.0.1 --num-cpus 1
+	@echo "Ray cluster at 127.0.0.1:$(RAY_PORT); stop it with: make cluster-down"
+
+cluster-down:  ## stop every Ray process on this machine (Ray's own `ray stop`)
+	$(RAY) stop
 
 lint format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -169,7 +169,28 @@ class EvaluationConfig(Strict):
     ci_resamples: int = Field(2000, ge=100, description="Percentile-bootstrap resamples per interval.")
 
 
-UNDIGESTED = {"rounds", "gate", "review", "workdir"}  # may change within a bootstrap: not in its id
+class StageResources(Strict):
+    """What each shard task of a stage asks the Ray cluster for (Ray's num_cpus, num_gpus and memory)."""
+
+    cpus: float = Field(1, ge=0, description="CPU cores per shard task.")
+    gpus: float = Field(0, ge=0, description="GPUs per shard task (a fraction shares one).")
+    memory_gb: float | None = Field(None, gt=0, description="Memory per shard task, for Ray's scheduling (None = any).")
+
+
+class ExecutionConfig(Strict):
+    """Where generation and judging run: in the flow's process (local), or as shard tasks on a Ray cluster through
+    prefect-ray. Sharding does not change the outputs, so this is not part of the bootstrap's id."""
+
+    engine: Literal["local", "ray"] = Field("local", description="local: the flow's process; ray: a Ray cluster.")
+    address: str | None = Field(
+        None, description="The Ray cluster to join (`auto`, host:6379 or ray://host:10001); None = a local Ray."
+    )
+    shards: int = Field(1, ge=1, le=4096, description="Tasks the generate and judge stages each split into.")
+    generate: StageResources = Field(default_factory=StageResources)
+    judge: StageResources = Field(default_factory=StageResources)
+
+
+UNDIGESTED = {"rounds", "gate", "review", "workdir", "execution"}  # may change within a bootstrap: not in its id
 
 
 class ReviewConfig(Strict):
@@ -198,6 +219,16 @@ class ExperimentConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _shards_judge_alone(self) -> ExperimentConfig:
+        if self.execution.shards > 1 and any(j.length_controlled for j in model_judges(self.judge)):
+            raise ValueError(
+                "execution.shards > 1 with judge.length_controlled: length control fits over all of a round's "
+                "verdicts at once, so its judging cannot be split; use 1 shard or turn length control off"
+            )
+        return self
 
     @model_validator(mode="after")
     def _eval_judge_differs(self) -> ExperimentConfig:
@@ -212,7 +243,8 @@ class ExperimentConfig(Strict):
         return self
 
     def digest(self) -> str:
-        """A short hash of what decides the round outputs: everything but `rounds`, `gate`, `review` and `workdir`.
-        More rounds extend the same bootstrap, and a changed gate re-decides its rounds without retraining them."""
+        """A short hash of what decides the round outputs: everything but `rounds`, `gate`, `review`, `workdir` and
+        `execution`. More rounds extend the same bootstrap, a changed gate re-decides its rounds without retraining
+        them, and more shards or a cluster resume it where it stopped."""
         outputs = self.model_dump(mode="json", exclude=UNDIGESTED)
         return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:8]

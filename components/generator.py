@@ -2,10 +2,14 @@
 
 Output rows: prompt_id, sample, response, n_tokens, finish_reason.
 64 prompts x 4 samples x 64 tokens = 16k tokens, about 5 min at the ~55 tok/s measured here on 2 cores.
+
+Each prompt's samples are drawn from a random stream of their own, seeded by the prompt's id and the round's seed
+(`prompt_seed`), so a prompt gets the same samples whichever batch or shard it is generated in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,7 +22,7 @@ from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.config import ModelsConfig
 from components.data import user_message
@@ -40,6 +44,34 @@ class Generator(Protocol):
         ...
 
 
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """The seed of one prompt's samples: a function of the round's seed and the prompt's id only."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{prompt_id}".encode()).digest()[:7], "big")
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature and nucleus sampling with one random stream per row, by the Gumbel-max trick: the chosen token
+    is argmax(logits / T + Gumbel noise) over the nucleus, and every other token is masked, so `generate` running
+    greedily over these scores emits the sample. Row r's noise comes from `seeds[r]` alone, so what other prompts
+    share its batch does not change its samples (`generate`'s own sampling draws all rows from one global stream).
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        self.streams = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float().cpu() / self.temperature
+        ordered, order = logits.sort(dim=-1, descending=True)
+        mass_before = ordered.softmax(dim=-1).cumsum(dim=-1) - ordered.softmax(dim=-1)
+        outside = (mass_before >= self.top_p).scatter(-1, order, mass_before >= self.top_p)
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.streams])
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1 - 1e-7)))
+        chosen = (logits + gumbel).masked_fill(outside, float("-inf")).argmax(dim=-1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(-1, chosen.unsqueeze(-1).to(scores.device), 0.0)
+
+
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, row: dict) -> str:
     """The prompt string the policy completes: the user message in the model's chat template."""
     messages = [{"role": "user", "content": user_message(row)}]
@@ -53,26 +85,29 @@ class TransformersGenerator:
         self.model, self.tokenizer, self.sampling, self.batch_size = model, tokenizer, sampling, batch_size
 
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
-        torch.manual_seed(seed)
         rows = []
         batches = range(0, len(prompts), self.batch_size)
         for start in tqdm(batches, desc=f"generate x{n}", unit="batch", leave=False, disable=None):
-            rows += self._generate_batch(prompts[start : start + self.batch_size], n)
+            rows += self._generate_batch(prompts[start : start + self.batch_size], n, seed)
         return rows
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[dict], n: int) -> list[dict]:
+    def _generate_batch(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
         tok = self.tokenizer
         tok.padding_side = "left"
         texts = [chat_prompt(tok, p) for p in prompts]
         inputs = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        inputs = {k: v.repeat_interleave(n, dim=0) for k, v in inputs.items()}  # a row per sample
         s = self.sampling
-        sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
+        processors = LogitsProcessorList()
+        if s.temperature > 0:  # rows run prompt by prompt, each prompt's n samples in a row
+            seeds = [prompt_seed(seed, p["id"]) + j for p in prompts for j in range(n)]
+            processors.append(SeededSampler(seeds, s.temperature, s.top_p))
         out = self.model.generate(
             **inputs,
-            **(sampling if s.temperature > 0 else {"do_sample": False}),
+            do_sample=False,
+            logits_processor=processors,
             max_new_tokens=s.max_new_tokens,
-            num_return_sequences=n,
             pad_token_id=tok.pad_token_id,
         )
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
@@ -116,6 +151,7 @@ class VLLMGenerator:
                 ],
                 "n": n,
                 "seed": seed,
+                "prompt_seeds": [prompt_seed(seed, p["id"]) for p in prompts],
                 "temperature": self.sampling.temperature,
                 "top_p": self.sampling.top_p,
                 "max_tokens": self.sampling.max_new_tokens,

@@ -28,6 +28,23 @@ EXAMPLE_PAIRS = 3  # shown in the round report
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: a contiguous run of the stage's prompts. Shards are cut at whole batches of
+    `batch` prompts, so every batch is the one an unsharded run makes, and the merged output is the same."""
+
+    index: int = 0
+    count: int = 1
+
+    def select(self, prompts: list[dict], batch: int = 1) -> list[dict]:
+        batches = (len(prompts) + batch - 1) // batch
+        start, end = (round(i * batches / self.count) * batch for i in (self.index, self.index + 1))
+        return prompts[start:end]
+
+
+WHOLE = Shard()
+
+
+@dataclass(frozen=True)
 class Generated:
     path: str
     kind: str  # the generator that sampled them: transformers or vllm
@@ -49,12 +66,13 @@ class Trained:
 
 
 def generate(
-    models: ModelsConfig, data: DataConfig, generation: GenerationConfig, champion: Policy, out: Path, seed: int
-) -> Generated:
-    """Sample `samples_per_prompt` responses per training prompt from the champion."""
+    models: ModelsConfig, data: DataConfig, generation: GenerationConfig, champion: Policy, out: Path, seed: int,
+    shard: Shard = WHOLE,
+) -> Generated:  # fmt: skip
+    """Sample `samples_per_prompt` responses per training prompt (of the shard) from the champion."""
 
     def build(tmp: Path) -> dict:
-        prompts = list(load_prompts(data.train_prompts, data.max_train_prompts))
+        prompts = shard.select(list(load_prompts(data.train_prompts, data.max_train_prompts)), _batch(generation))
         tokenizer = load_tokenizer(champion.base)
         sampling = Sampling(generation.max_new_tokens, generation.temperature, generation.top_p)
         generator = make_generator(generation, champion, models, tokenizer, sampling)
@@ -67,21 +85,54 @@ def generate(
 
 def judge(
     models: ModelsConfig, data: DataConfig, judge_config: JudgeConfig, pairs_config: PairsConfig, champion: Policy,
-    generations: str, out: Path, gold: str | None = None,
+    generations: str, out: Path, gold: str | None = None, shard: Shard = WHOLE,
 ) -> Judged:  # fmt: skip
-    """Turn each prompt's samples into preference pairs (or a counted abstention) with the training judge, and add
-    the gold pairs people labelled in the review queue (`gold`: a JSON list of pair rows)."""
+    """Turn each prompt's samples (of the shard) into preference pairs, or a counted abstention, with the training
+    judge, and add the gold pairs people labelled in the review queue (`gold`: a JSON list of pair rows)."""
 
     def build(tmp: Path) -> dict:
-        prompts = list(load_prompts(data.train_prompts, data.max_train_prompts))
+        prompts = shard.select(list(load_prompts(data.train_prompts, data.max_train_prompts)))
         judge_ = make_judge(judge_config, champion, models)
         pairs = build_pairs(judge_, prompts, list(load_rows(generations)), pairs_config.per_prompt)
-        pairs = review.with_gold(pairs, json.loads(Path(gold).read_text()) if gold else [])
-        save_rows(pairs, tmp)
-        abstained = sum(p["abstained"] for p in pairs)
-        return {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
+        return _save_pairs(review.with_gold(pairs, _gold_rows(gold)), tmp)
 
     return Judged(str(out), **save_stage(out, build))
+
+
+def merge_generated(shards: list[Generated], out: Path) -> Generated:
+    """The shards' samples in shard order: the rows an unsharded `generate` writes. (A shard has no prompts when
+    there are fewer batches than shards.)"""
+
+    def build(tmp: Path) -> dict:
+        rows = [row for shard in shards if shard.samples for row in load_rows(shard.path)]
+        save_rows(rows, tmp)
+        return {"kind": shards[0].kind, "samples": len(rows)}
+
+    return Generated(str(out), **save_stage(out, build))
+
+
+def merge_judged(shards: list[Judged], out: Path, gold: str | None) -> Judged:
+    """The shards' pairs in shard order, then the gold pairs: the rows an unsharded `judge` writes."""
+
+    def build(tmp: Path) -> dict:
+        pairs = [row for shard in shards if shard.pairs for row in load_rows(shard.path)]
+        return _save_pairs(review.with_gold(pairs, _gold_rows(gold)), tmp)
+
+    return Judged(str(out), **save_stage(out, build))
+
+
+def _batch(generation: GenerationConfig) -> int:
+    return getattr(generation, "batch_size", 1)  # vLLM seeds each prompt and batches on its own
+
+
+def _gold_rows(gold: str | None) -> list[dict]:
+    return json.loads(Path(gold).read_text()) if gold else []
+
+
+def _save_pairs(pairs: list[dict], tmp: Path) -> dict:
+    save_rows(pairs, tmp)
+    abstained = sum(p["abstained"] for p in pairs)
+    return {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
 
 
 def train(

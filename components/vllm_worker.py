@@ -46,12 +46,16 @@ def main(request_path: str, outputs_path: str) -> None:
     llm = LLM(model=request["model"], seed=request["seed"], **engine)
     ready = time.perf_counter()
     greedy = request["temperature"] == 0
-    sampling = SamplingParams(
-        n=1 if greedy else request["n"],  # vLLM refuses n > 1 when greedy; the copies are equal anyway
-        temperature=request["temperature"],
-        top_p=1.0 if greedy else request["top_p"],
-        max_tokens=request["max_tokens"],
-    )
+    sampling = [  # a seed per prompt (generator.prompt_seed): its samples do not depend on what else is sampled
+        SamplingParams(
+            n=1 if greedy else request["n"],  # vLLM refuses n > 1 when greedy; the copies are equal anyway
+            temperature=request["temperature"],
+            top_p=1.0 if greedy else request["top_p"],
+            max_tokens=request["max_tokens"],
+            seed=seed,
+        )
+        for seed in request["prompt_seeds"]
+    ]
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_token_ids"]]
     lora = LoRARequest("champion", 1, adapter) if adapter else None
     results = llm.generate(prompts, sampling, lora_request=lora, use_tqdm=sys.stderr.isatty())

@@ -1,8 +1,8 @@
 """The bootstrap: N rounds of generate -> judge -> train -> evaluate -> gate, with MLflow lineage.
 
 The bootstrap id is the config name plus a digest of what decides its outputs (everything but `rounds`, `gate`,
-`review` and `workdir`), so running the same config again resumes the same bootstrap, `--rounds 3` after 2 adds round 3,
-and a changed gate rule re-decides the rounds without retraining them.
+`review`, `workdir` and `execution`), so running the same config again resumes the same bootstrap, `--rounds 3`
+after 2 adds round 3, and a changed gate rule re-decides the rounds without retraining them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from components.config_loading import load_config
 from components.gate_config import GateConfig
 from components.models import Policy
 from components.validate import validate
+from flows import shards
 from flows.forms import STORE_HELP, described, knob
 from flows.reporting import artifact_key
 from flows.round import RoundResult, bootstrap_round
@@ -147,9 +148,11 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str | No
             description=f"MLflow parent run {tracking.run_id} in {tracking_uri}",
         )
         champion, version, results = Policy(cfg.models.policy), None, []
+        runner = shards.task_runner(cfg.execution)
+        round_flow = bootstrap_round if runner is None else bootstrap_round.with_options(task_runner=runner)
         for k in range(1, cfg.rounds + 1):
             with tags(cfg.name):
-                result = bootstrap_round(cfg, k, str(out), tracking, champion, version, results)
+                result = round_flow(cfg, k, str(out), tracking, champion, version, results)
             results.append(result)
             champion, version = result.champion, result.champion_version
             if not result.decision.promote and cfg.gate.on_block == "stop":

@@ -8,7 +8,6 @@ path that no longer exists is recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -16,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, pause_flow_run, task
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field
@@ -28,27 +27,15 @@ from components.evaluation import EvalInputs, Evaluated
 from components.evaluation import evaluate as evaluate_stage
 from components.metrics import grouped
 from components.models import Policy
+from flows import shards
+from flows.caching import STAGE
 from flows.reporting import publish_round_report
 from registry import lineage, review, versions
 from registry.promotion import Decision, decide
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _code_version() -> str:
-    """TASK_SOURCE hashes only the task's own body, so changes in components/ must reach the key another way."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "components").glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-CODE_VERSION = _code_version()
 # The components' own INFO lines (e.g. each training step's loss) reach the Prefect UI through
 # PREFECT_LOGGING_EXTRA_LOGGERS=components (`ratchet` and prefect.yaml set it); the quiet terminal leaves them out.
 logging.getLogger("components").setLevel(logging.INFO)
-CACHE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=lambda *_: CODE_VERSION)
-STAGE = {"cache_policy": CACHE, "persist_result": True, "result_serializer": "json"}
 
 
 @task(**STAGE)
@@ -80,11 +67,20 @@ def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: str,
 def _run(stage, k: int, *args):
     """Call a stage task; if its cached result points at a directory that is gone, recompute it. One line on the
     terminal when it is done."""
+
+    def fresh():
+        result = stage(*args)
+        if result.path is not None and not Path(result.path).exists():
+            result = stage.with_options(refresh_cache=True)(*args)
+        return result
+
+    return _timed(k, stage.name, fresh)
+
+
+def _timed(k: int, name: str, call, *args):
     started = time.perf_counter()
-    result = stage(*args)
-    if result.path is not None and not Path(result.path).exists():
-        result = stage.with_options(refresh_cache=True)(*args)
-    say("round %d · %-8s done in %s%s", k, stage.name, _clock(time.perf_counter() - started), _summary(result))
+    result = call(*args)
+    say("round %d · %-8s done in %s%s", k, name, _clock(time.perf_counter() - started), _summary(result))
     return result
 
 
@@ -128,12 +124,18 @@ def bootstrap_round(
         # --- generate: n samples per training prompt from the champion
         adapters = f" + {len(champion.adapters)} adapter(s), version {champion_version}" if champion.adapters else ""
         say("round %d of %d: champion %s%s", k, cfg.rounds, champion.base, adapters)
-        generated = _run(generate, k, cfg.models, cfg.data, cfg.generation, champion, str(out / "generations"), seed)
+        sampling = (cfg.models, cfg.data, cfg.generation, champion, str(out / "generations"), seed)
+        if shards.sharded(cfg.execution):  # as shard tasks, on a Ray cluster with `execution.engine: ray`
+            generated = _timed(k, "generate", shards.generate, cfg.execution, *sampling)
+        else:
+            generated = _run(generate, k, *sampling)
         # --- judge: best against worst sample per prompt, abstentions kept and counted
         gold = snapshot_gold(tracking, out)
-        judged = _run(
-            judge, k, cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"), gold
-        )  # fmt: skip
+        judging = (cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"), gold)
+        if shards.sharded(cfg.execution):
+            judged = _timed(k, "judge", shards.judge, cfg.execution, *judging)
+        else:
+            judged = _run(judge, k, *judging)
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
         trained = _run(
             train, k, cfg.models, cfg.data, cfg.training, cfg.judge, champion, generated.path, judged,

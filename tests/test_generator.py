@@ -1,6 +1,8 @@
 from components.build import make_generator
 from components.config import ModelsConfig, TransformersGenerationConfig, VLLMGenerationConfig
-from components.generator import Sampling, TransformersGenerator, VLLMGenerator, chat_prompt
+import torch
+
+from components.generator import Sampling, SeededSampler, TransformersGenerator, VLLMGenerator, chat_prompt
 from components.models import Policy, load_policy, load_tokenizer
 
 PROMPTS = [
@@ -27,6 +29,29 @@ def test_same_seed_same_samples_and_samples_differ(tiny_model_dir):
     first, again = gen.generate(PROMPTS, 2, seed=7), gen.generate(PROMPTS, 2, seed=7)
     assert first == again
     assert len({r["response"] for r in first}) > 1
+
+
+def test_a_prompts_samples_do_not_depend_on_its_batch(tiny_model_dir):
+    """Per-prompt random streams: the same samples alone, in another batch size, or behind other prompts."""
+    together = make(tiny_model_dir, batch_size=3).generate(PROMPTS, 2, seed=5)
+    alone = [row for p in PROMPTS for row in make(tiny_model_dir, batch_size=1).generate([p], 2, seed=5)]
+    reordered = make(tiny_model_dir, batch_size=2).generate(PROMPTS[::-1], 2, seed=5)
+    assert together == alone
+    assert sorted(together, key=lambda r: (r["prompt_id"], r["sample"])) == sorted(
+        reordered, key=lambda r: (r["prompt_id"], r["sample"])
+    )
+    assert together != make(tiny_model_dir, batch_size=3).generate(PROMPTS, 2, seed=6)
+
+
+def test_seeded_sampler_draws_from_the_nucleus_at_its_temperature():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    counts = torch.zeros(4)
+    for seed in range(4000):
+        out = SeededSampler([seed], temperature=1.0, top_p=0.8)(torch.zeros(1, 1, dtype=torch.long), logits)
+        counts[out.argmax()] += 1
+        assert (out == 0).sum() == 1  # one token left: greedy decoding emits it
+    # top_p 0.8 keeps 0.5 and 0.3 (0.15 starts at mass 0.8): renormalised 0.625 / 0.375
+    assert counts[2:].sum() == 0 and abs(counts[0] / 4000 - 0.625) < 0.03
 
 
 def test_greedy_is_deterministic_without_a_seed(tiny_model_dir):

@@ -1,0 +1,97 @@
+"""Sharded generation and judging: the shards cover the prompts in order, and the merged output of a sharded round
+is the unsharded round's (per-prompt seeds, shards cut at whole batches)."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, free_port
+from datasets import load_from_disk
+from prefect import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId, TaskRunFilter, TaskRunFilterName
+
+from components.config_loading import ConfigError, load_config
+from components.stages import Shard
+
+PROMPTS = [{"id": str(i)} for i in range(7)]
+# 6 prompts in batches of 2: 3 batches, so 2 or 3 shards all get prompts
+GENERATION = {"kind": "transformers", "samples_per_prompt": 4, "max_new_tokens": 8, "batch_size": 2}
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 9])
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_shards_cover_the_prompts_in_order_at_whole_batches(count, batch):
+    parts = [Shard(i, count).select(PROMPTS, batch) for i in range(count)]
+    assert [p for part in parts for p in part] == PROMPTS
+    for part in parts:
+        if part and part[-1] != PROMPTS[-1]:
+            assert len(part) % batch == 0  # only the shard with the last prompt may end on a partial batch
+
+
+def test_length_control_cannot_be_sharded(write_tiny_config, tmp_path):
+    judge = {"kind": "ai", "model": "self", "length_controlled": True}
+    config = write_tiny_config(tmp_path, judge=judge, execution={"shards": 2})
+    with pytest.raises(ConfigError, match="execution.shards > 1 with judge.length_controlled"):
+        load_config(str(config))
+
+
+def rows(path: Path) -> list[dict]:
+    return list(load_from_disk(str(path)))
+
+
+def test_a_sharded_round_writes_what_an_unsharded_one_does(prefect_harness, write_tiny_config, tmp_path):
+    from flows.bootstrap import bootstrap
+
+    rounds = {}
+    for shards in (1, 3):
+        store = tmp_path / f"shards-{shards}"
+        store.mkdir()
+        config = write_tiny_config(
+            store, rounds=1, gate={"rules": []}, generation=GENERATION, execution={"shards": shards}
+        )
+        result = bootstrap(str(config), store=str(store))
+        rounds[shards] = Path(result.workdir) / "round-1"
+    one, three = rounds[1], rounds[3]
+    assert sorted(p.name for p in (three / "generations.shards").iterdir()) == ["0-of-3", "1-of-3", "2-of-3"]
+    assert rows(three / "generations") == rows(one / "generations")
+    assert rows(three / "pairs") == rows(one / "pairs")
+    assert len(rows(three / "pairs")) == 6  # every prompt judged once
+
+
+@pytest.fixture
+def ray_cluster():
+    """`make cluster` on a free port (a head and a worker node); `make cluster-down` after."""
+    port = free_port()
+    up = subprocess.run(["make", "-s", "cluster", f"RAY_PORT={port}"], cwd=ROOT, capture_output=True, text=True)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run(["make", "-s", "cluster-down"], cwd=ROOT, capture_output=True)
+
+
+@pytest.mark.slow  # a minute: `make test-slow`
+def test_a_round_on_a_ray_cluster_writes_what_a_local_one_does(
+    prefect_harness, write_tiny_config, tmp_path, ray_cluster
+):
+    import ray
+
+    from flows.bootstrap import bootstrap
+
+    rounds = {}
+    for engine in ("local", "ray"):
+        store = tmp_path / engine
+        store.mkdir()
+        execution = {"engine": "ray", "address": ray_cluster, "shards": 2} if engine == "ray" else {}
+        config = write_tiny_config(store, rounds=1, gate={"rules": []}, generation=GENERATION, execution=execution)
+        result = bootstrap(str(config), store=str(store))
+        rounds[engine] = Path(result.workdir) / "round-1"
+    assert not ray.is_initialized()  # the task runner left the cluster
+    assert rows(rounds["ray"] / "generations") == rows(rounds["local"] / "generations")
+    assert rows(rounds["ray"] / "pairs") == rows(rounds["local"] / "pairs")
+    with get_client(sync_client=True) as client:
+        shards = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="-shard-")))
+        found = client.read_logs(LogFilter(task_run_id=LogFilterTaskRunId(any_=[t.id for t in shards])))
+        said = [log.message for log in found if " runs on Ray node " in log.message]
+    assert len(said) == 4, said  # 2 generate shards, 2 judge shards
+    assert len({message.split()[-1] for message in said}) == 2  # spread over the head and the worker node
