@@ -113,6 +113,15 @@ class _Training(Strict):
     load_in_4bit: bool = Field(
         False, description="QLoRA: load the champion as bitsandbytes NF4 (bf16 compute) under the adapter."
     )
+    launcher: Literal["in_process", "accelerate"] = Field(
+        "in_process",
+        description="in_process: train in the flow's process; accelerate: `accelerate launch` with num_processes "
+        "(data parallel: DDP on GPUs, gloo on CPUs; FSDP or DeepSpeed through accelerate_config).",
+    )
+    num_processes: int = Field(2, ge=1, description="Training processes under accelerate (one per GPU).")
+    accelerate_config: str | None = Field(
+        None, description="An `accelerate config` file (FSDP, DeepSpeed, several machines); None = plain DDP."
+    )
 
 
 class DPOTrainingConfig(_Training):

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, 
 from components.config import ModelsConfig
 from components.data import user_message
 from components.models import Policy, load_policy, resolve_model
+from components.process_group import run_group
 
 
 @dataclass(frozen=True)
@@ -180,12 +178,4 @@ class VLLMGenerator:
 
 def run_worker(request: Path, outputs: Path) -> None:
     """Run the vLLM worker and wait; if this process is interrupted, the worker's whole process group goes too."""
-    command = [sys.executable, "-m", "components.vllm_worker", str(request), str(outputs)]
-    worker = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
-    try:
-        code = worker.wait()
-    except BaseException:
-        os.killpg(worker.pid, signal.SIGKILL)
-        raise
-    if code != 0:
-        raise RuntimeError(f"the vLLM worker exited with code {code}; its log is above")
+    run_group([sys.executable, "-m", "components.vllm_worker", str(request), str(outputs)], "the vLLM worker")

@@ -100,6 +100,7 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("train", "train_tokens_per_second", "training tokens per second", "num"),
     _m("train", "train_peak_rss_gib", "training peak RSS, GiB", "num"),
     _m("train", "train_resumed", "resumed from a checkpoint", "num"),
+    _m("train", "train_processes", "training processes (accelerate)", "num"),
 )
 
 BY_NAME = {m.name: m for m in CATALOGUE}

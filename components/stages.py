@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from components import metrics, review
+from components import metrics, review, train_worker
 from components.build import learns_from_pairs, make_generator, make_judge, make_trainer
 from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
@@ -149,26 +149,35 @@ def train(
     """Train a fresh LoRA adapter on the champion; no adapter when DPO has no non-abstained pair to learn from.
 
     Checkpoints live beside the output (`.adapter.checkpoints/`), so a killed run resumes from the last one.
-    `judge_config` is the reward of the online kinds; DPO learns from `pairs` alone.
+    `judge_config` is the reward of the online kinds; DPO learns from `pairs` alone. With `launcher: accelerate`
+    the training runs in `num_processes` processes (train_worker.py).
     """
-    offline = learns_from_pairs(training)
-    if offline and pairs.pairs == pairs.abstained:
+    if learns_from_pairs(training) and pairs.pairs == pairs.abstained:
         return Trained(None, {"examples": 0})
     checkpoints = out.parent / f".{out.name}.checkpoints"
+    trainer = train_worker.launch if training.launcher == "accelerate" else train_adapter
 
     def build(tmp: Path) -> dict:
-        tokenizer = load_tokenizer(champion.base)
-        if offline:
-            reward, examples = None, load_rows(pairs.path)
-        else:
-            examples = load_prompts(data.train_prompts, data.max_train_prompts)
-            anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
-            reward = JudgeReward(make_judge(judge_config, champion, models), list(examples), anchors)
-        model = load_for_training(champion, training, models)
-        trainer = make_trainer(training, model, tokenizer, models, seed, checkpoints, reward)
-        return trainer.train(examples, tmp)
+        return trainer(models, data, training, judge_config, champion, generations, pairs.path, tmp, seed, checkpoints)
 
     return Trained(str(out), save_stage(out, build, record="train_metrics.json"))
+
+
+def train_adapter(
+    models: ModelsConfig, data: DataConfig, training: TrainingConfig, judge_config: JudgeConfig, champion: Policy,
+    generations: str, pairs: str, out: Path, seed: int, checkpoints: Path,
+) -> dict:  # fmt: skip
+    """Train the adapter into `out` in this process (one of several under accelerate); its metrics."""
+    tokenizer = load_tokenizer(champion.base)
+    if learns_from_pairs(training):
+        reward, examples = None, load_rows(pairs)
+    else:
+        examples = load_prompts(data.train_prompts, data.max_train_prompts)
+        anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
+        reward = JudgeReward(make_judge(judge_config, champion, models), list(examples), anchors)
+    model = load_for_training(champion, training, models)
+    trainer = make_trainer(training, model, tokenizer, models, seed, checkpoints, reward)
+    return trainer.train(examples, out)
 
 
 def round_metrics(judged: Judged, trained: Trained, evaluated) -> dict[str, float]:

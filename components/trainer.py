@@ -162,9 +162,12 @@ def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int, 
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=True if resume else None)
         seconds = time.perf_counter() - started
-    trainer.model.save_pretrained(str(output_dir))
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return summarise(trainer.state.log_history, n_examples, seconds, peak["gib"]) | {"resumed": resume}
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():  # under accelerate, one process of several writes
+        trainer.model.save_pretrained(str(output_dir))
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    found = summarise(trainer.state.log_history, n_examples, seconds, peak["gib"])
+    return found | {"resumed": resume, "processes": trainer.accelerator.num_processes}
 
 
 def to_conversational(pairs: Dataset) -> Dataset:

@@ -1,7 +1,7 @@
-from components.build import make_generator
-from components.config import ModelsConfig, TransformersGenerationConfig, VLLMGenerationConfig
 import torch
 
+from components.build import make_generator
+from components.config import ModelsConfig, TransformersGenerationConfig, VLLMGenerationConfig
 from components.generator import Sampling, SeededSampler, TransformersGenerator, VLLMGenerator, chat_prompt
 from components.models import Policy, load_policy, load_tokenizer
 

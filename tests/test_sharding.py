@@ -1,6 +1,7 @@
 """Sharded generation and judging: the shards cover the prompts in order, and the merged output of a sharded round
 is the unsharded round's (per-prompt seeds, shards cut at whole batches)."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from conftest import ROOT, free_port
 from datasets import load_from_disk
 from prefect import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId, TaskRunFilter, TaskRunFilterName
+from safetensors.torch import load_file
+from test_train_launcher import TOLERANCE
 
 from components.config_loading import ConfigError, load_config
 from components.stages import Shard
@@ -71,7 +74,7 @@ def ray_cluster():
 
 
 @pytest.mark.slow  # a minute: `make test-slow`
-def test_a_round_on_a_ray_cluster_writes_what_a_local_one_does(
+def test_a_round_on_a_ray_cluster_with_2_training_processes_writes_what_a_local_one_does(
     prefect_harness, write_tiny_config, tmp_path, ray_cluster
 ):
     import ray
@@ -82,13 +85,22 @@ def test_a_round_on_a_ray_cluster_writes_what_a_local_one_does(
     for engine in ("local", "ray"):
         store = tmp_path / engine
         store.mkdir()
+        # Both train in 2 processes: with fewer pairs than a global batch, accelerate repeats some to fill it, so
+        # 1 process matches 2 only on whole batches (test_train_launcher.py).
+        training = {"launcher": "accelerate", "num_processes": 2, "per_device_train_batch_size": 2}
         execution = {"engine": "ray", "address": ray_cluster, "shards": 2} if engine == "ray" else {}
-        config = write_tiny_config(store, rounds=1, gate={"rules": []}, generation=GENERATION, execution=execution)
+        config = write_tiny_config(
+            store, rounds=1, gate={"rules": []}, generation=GENERATION, training=training, execution=execution
+        )
         result = bootstrap(str(config), store=str(store))
         rounds[engine] = Path(result.workdir) / "round-1"
     assert not ray.is_initialized()  # the task runner left the cluster
     assert rows(rounds["ray"] / "generations") == rows(rounds["local"] / "generations")
     assert rows(rounds["ray"] / "pairs") == rows(rounds["local"] / "pairs")
+    local, ray_ = (load_file(str(rounds[e] / "adapter" / "adapter_model.safetensors")) for e in ("local", "ray"))
+    assert max((local[k] - ray_[k]).abs().max().item() for k in local) < TOLERANCE
+    metrics = json.loads((rounds["ray"] / "adapter" / "train_metrics.json").read_text())
+    assert metrics["processes"] == 2
     with get_client(sync_client=True) as client:
         shards = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="-shard-")))
         found = client.read_logs(LogFilter(task_run_id=LogFilterTaskRunId(any_=[t.id for t in shards])))
