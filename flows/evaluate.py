@@ -29,15 +29,22 @@ from registry.links import run_url
 from registry.promotion import decide
 
 
-def resolve(cfg: ExperimentConfig, client, ref: str) -> tuple[str, Policy]:
-    """A checkpoint reference to a label and the policy it stands for."""
+def resolve(cfg: ExperimentConfig, tracking_uri: str, ref: str) -> tuple[str, Policy]:
+    """A checkpoint reference to a label and the policy it stands for; its adapters come from MLflow's artifact
+    store (into the workdir's `registry/`), so any machine that reaches the tracking server can evaluate it."""
     if ref == "base":
         return "base", Policy(cfg.models.policy)
-    found = versions.checkpoint(client, versions.model_name_for(cfg.name), ref)
-    missing = [a for a in found["adapters"] if not Path(a).exists()]
+    found = versions.checkpoint(lineage.client_for(tracking_uri), versions.model_name_for(cfg.name), ref)
+    label = f"v{found['version']}"
+    if found["adapter_uris"] is not None:
+        cache = Path(cfg.workdir).resolve() / "registry"
+        return label, Policy(
+            found["base"], tuple(versions.download_adapters(tracking_uri, found["adapter_uris"], cache))
+        )
+    missing = [a for a in found["adapters"] if not Path(a).exists()]  # registered before versions named their URIs
     if missing:
-        raise FileNotFoundError(f"checkpoint {ref} (v{found['version']}) needs adapter dirs that are gone: {missing}")
-    return f"v{found['version']}", Policy(found["base"], tuple(found["adapters"]))
+        raise FileNotFoundError(f"checkpoint {ref} ({label}) needs adapter dirs that are gone: {missing}")
+    return label, Policy(found["base"], tuple(found["adapters"]))
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{challenger}-vs-{champion}")
@@ -54,7 +61,7 @@ def evaluate_checkpoints(
     uri = lineage.tracking_uri_for(store)
     client = lineage.client_for(uri)
     # `prefect deployment run --param challenger=3` sends the number 3, the UI sends "3": both mean version 3.
-    (a_label, a), (b_label, b) = resolve(cfg, client, str(challenger)), resolve(cfg, client, str(champion))
+    (a_label, a), (b_label, b) = resolve(cfg, uri, str(challenger)), resolve(cfg, uri, str(champion))
     name = f"{a_label}-vs-{b_label}"
     out = Path(cfg.workdir).resolve() / "evaluations" / f"{cfg.name}-{cfg.digest()}-{name}"
     inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)

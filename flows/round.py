@@ -230,7 +230,9 @@ def record(
         provenance = {"base": challenger.base, "adapter_chain": list(challenger.adapters), "round": k}
         provenance |= {"training_judge": cfg.judge.model_dump(mode="json"), "bootstrap_id": tracking.bootstrap_id}
         adapter = Path(challenger.adapters[-1])
-        version = versions.register_adapter(tracking.uri, tracking.model_name, run.run_id, adapter, provenance)
+        version = versions.register_adapter(
+            tracking.uri, tracking.model_name, run.run_id, adapter, provenance, parent=previous
+        )
         versions.point_alias(tracking.uri, tracking.model_name, "challenger", version)
     if _redecided(run, decision):
         lineage.log_decision(tracking, run, k, asdict(decision))

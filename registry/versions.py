@@ -1,7 +1,9 @@
 """Registered adapter versions and the `champion` / `challenger` aliases (registry stages are deprecated).
 
 Each trained adapter is an MLflow logged model of its round run, registered as a version of `ratchet-<experiment>`.
-The version's tags carry the base model, the full adapter chain and the round, so any version can be loaded again.
+The version's tags carry the base model, the adapter chain (as MLflow model URIs, `adapter_uris`, and as the paths
+it was trained from, `adapter_chain`) and the round, so any machine that reaches the tracking server can load any
+version again (`download_adapters`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from components.data import write_atomically
 from registry.lineage import SUPERSEDED_TAG, client_for, finish, model_name_for
 
 PROMOTED_TAG = "ratchet.was_champion"
 
 
-def register_adapter(tracking_uri: str, model_name: str, round_run_id: str, adapter_dir: Path, tags: dict) -> str:
-    """Log the adapter as an MLflow model of the round run and register it as a version (idempotent per round run)."""
+def register_adapter(
+    tracking_uri: str, model_name: str, round_run_id: str, adapter_dir: Path, tags: dict, parent: str | None = None
+) -> str:
+    """Log the adapter as an MLflow model of the round run and register it as a version (idempotent per round run).
+    `parent` is the version it was trained on top of (None: the base model); its chain and this adapter's model URI
+    make the version's `adapter_uris`."""
     client = client_for(tracking_uri)
     try:
         client.get_registered_model(model_name)
@@ -43,10 +50,35 @@ def register_adapter(tracking_uri: str, model_name: str, round_run_id: str, adap
             f"the usual cause (see the tracking server's log). MLflow said: {err.message}"
         ) from err
     client.finalize_logged_model(model.model_id, "READY")
+    if (chain := _adapter_uris(client, model_name, parent)) is not None:
+        tags["adapter_uris"] = json.dumps([*chain, model.model_uri])
     version = client.create_model_version(
         model_name, model.model_uri, run_id=round_run_id, tags=tags, model_id=model.model_id
     )
     return str(version.version)
+
+
+def _adapter_uris(client: MlflowClient, model_name: str, version: str | None) -> list[str] | None:
+    """A version's adapter chain as MLflow model URIs; [] for the base model, None for a version registered before
+    versions recorded them."""
+    if version is None:
+        return []
+    found = client.get_model_version(model_name, version).tags.get("adapter_uris")
+    return json.loads(found) if found else None
+
+
+def download_adapters(tracking_uri: str, uris: list[str], into: Path) -> list[str]:
+    """Each adapter of a chain from MLflow's artifact store into `into/<model id>` (once: a finished download is
+    reused); their local directories, in chain order."""
+    client_for(tracking_uri)  # sets the tracking URI the download resolves `models:/` against
+    local = []
+    for uri in uris:
+        target = into / uri.removeprefix("models:/").replace("/", "-")
+        if not target.exists():
+            with write_atomically(target) as tmp:
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+        local.append(str(target))
+    return local
 
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
@@ -81,17 +113,20 @@ def resolve_version(client: MlflowClient, model_name: str, ref: str) -> str:
 
 
 def checkpoint(client: MlflowClient, model_name: str, ref: str) -> dict:
-    """What a registered version is: its base model and adapter chain (as recorded at registration) and round."""
+    """What a registered version is: its base model, its adapter chain (paths and, where recorded, MLflow model
+    URIs) and its round."""
     version = _model_version(client, model_name, ref)
-    if version.tags.get(SUPERSEDED_TAG) == "true":
+    if version.tags.get(SUPERSEDED_TAG) == "true" and "adapter_uris" not in version.tags:
         raise MlflowException(
             f"version {version.version} was superseded when its bootstrap re-decided an earlier round; its adapter "
             f"directory now holds another round's (the original is in MLflow: {version.source})"
         )
+    uris = version.tags.get("adapter_uris")
     return {
         "version": str(version.version),
         "base": version.tags["base"],
         "adapters": json.loads(version.tags["adapter_chain"]),
+        "adapter_uris": json.loads(uris) if uris else None,
         "round": version.tags.get("round"),
         "run_id": version.run_id,
     }

@@ -76,6 +76,9 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
         assert child.data.tags["prefect.flow_run_id"]  # MLflow -> Prefect
         assert child.data.tags["ratchet.generation_backend"] == "transformers"  # as the tiny config sets
     assert versions.current_champion(client, "ratchet-tiny") == "2"
+    # Version 2's chain by MLflow model URIs: version 1's adapter, then its own (loadable on any machine).
+    first, second = (versions.checkpoint(client, "ratchet-tiny", v)["adapter_uris"] for v in ("1", "2"))
+    assert second == [*first, client.get_model_version("ratchet-tiny", "2").source] and len(first) == 1
     assert_prefect_side(result, client)
 
     # A second run of the same config resumes: same runs, same outputs, no stage rewritten.

@@ -90,6 +90,11 @@ def test_a_round_from_another_champion_supersedes_the_first_and_gives_it_back(tm
     client = MlflowClient(tracking.uri)
     assert second.run_id != first.run_id
     assert client.get_run(first.run_id).data.tags[lineage.SUPERSEDED_TAG] == "true"
+    # Its own adapter is still in MLflow: the version loads by its model URI ...
+    source = client.get_model_version(tracking.model_name, version).source
+    assert versions.checkpoint(client, tracking.model_name, version)["adapter_uris"] == [source]
+    # ... but by path alone (a version registered before versions named their URIs) the directory is another's.
+    client.delete_model_version_tag(tracking.model_name, version, "adapter_uris")
     with pytest.raises(versions.MlflowException, match="superseded"):
         versions.checkpoint(client, tracking.model_name, version)
     assert [r["decision"] for r in compare.round_table(client, "exp")[1]] == ["b"]

@@ -132,10 +132,18 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
     stored = list((stack.directory / "mlflow-artifacts").rglob("adapter_model.safetensors"))
     assert stored, "the adapter went through the proxy to the stack's artifact store"
 
-    evaluation = [*prefect, "evaluate/evaluate", "--param", f"config={config}", "--param", "challenger=1"]
-    evaluation += ["--param", "champion=base", "--param", f"store={tmp_path}", "--watch", "--watch-timeout", "300"]
+    # A second working directory that shares only the tracking server: the first one's adapters are gone, so the
+    # champion's adapter comes from MLflow's artifact store (the version's adapter_uris).
+    (tmp_path / "runs").rename(tmp_path / "runs-gone")
+    second = tmp_path / "second"
+    second.mkdir()
+    second_config = write_tiny_config(second)
+    evaluation = [*prefect, "evaluate/evaluate", "--param", f"config={second_config}", "--param", "challenger=1"]
+    evaluation += ["--param", "champion=base", "--param", f"store={second}", "--watch", "--watch-timeout", "300"]
     done = subprocess.run(evaluation, cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0 and "COMPLETED" in done.stdout.upper(), done.stdout + done.stderr
+    [downloaded] = (second / "runs" / "registry").iterdir()
+    assert (downloaded / "adapter_model.safetensors").exists()
 
     table = ok(ratchet("compare", "tiny", env=env))
     assert "bootstrap tiny-" in table and "promoted" in table
