@@ -52,11 +52,12 @@ test: setup  ## lint, then the whole test suite
 test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~25 min)
 	$(BIN)/pytest -m slow
 
-bench: setup setup-judge  ## the CPU benchmarks side by side (~30 min); their tables belong in docs/benchmarks.md
+bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md
 	$(BIN)/python benchmarks/round_loads.py
 	$(BIN)/python benchmarks/orchestration.py
 	$(BIN)/python benchmarks/generation_and_judges.py --prompts 32
 	$(BIN)/python benchmarks/train_vs_trl.py --repeats 1 --steps 1
+	$(BIN)/python benchmarks/scaling.py
 
 # A Ray cluster on this machine: a head and one worker node, a CPU each. `execution: {engine: ray, address:
 # 127.0.0.1:6390}` in a config runs its generate and judge shards there (docs/scaling.md).

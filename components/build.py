@@ -15,6 +15,7 @@ from components.config import (
     GenerationConfig,
     ModelsConfig,
     OnlineTrainingConfig,
+    ServerGenerationConfig,
     TrainingConfig,
     TransformersGenerationConfig,
     VLLMGenerationConfig,
@@ -45,6 +46,7 @@ from components.models import Policy, load_policy, load_tokenizer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
 from components.scorers import LlamaCppScorer, TransformersScorer
+from components.server_generator import ServerGenerator
 from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer
 
 
@@ -66,6 +68,8 @@ def make_generator(
             return TransformersGenerator(model, tokenizer, sampling, batch_size or config.batch_size)
         case VLLMGenerationConfig():
             return VLLMGenerator(policy, models, tokenizer, sampling)
+        case ServerGenerationConfig():
+            return ServerGenerator(config, policy, models, tokenizer, sampling)
 
 
 def make_judge(

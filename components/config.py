@@ -71,8 +71,25 @@ class VLLMGenerationConfig(_Sampling):
     kind: Literal["vllm"] = "vllm"
 
 
+class ServerGenerationConfig(_Sampling):
+    """Running OpenAI-compatible vLLM servers of the policy's base model, data parallel across `urls`; the
+    champion's adapter is loaded into each at runtime, so the servers never restart between rounds."""
+
+    kind: Literal["server"] = "server"
+    urls: list[Annotated[str, Field(pattern=r"^https?://")]] = Field(
+        min_length=1, description="The servers' base URLs (http://host:8000/v1); prompts are spread across them."
+    )
+    model: str = Field(description="The base model's name on the servers (their --served-model-name).")
+    api_key_env: str | None = Field(None, description="The environment variable holding the servers' API key.")
+    max_concurrency: int = Field(8, gt=0, description="Requests in flight at once, over all servers.")
+    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
+    timeout: float = Field(300.0, gt=0, description="Seconds per request.")
+
+
 GenerationConfig = Annotated[
-    Annotated[TransformersGenerationConfig, Tag("transformers")] | Annotated[VLLMGenerationConfig, Tag("vllm")],
+    Annotated[TransformersGenerationConfig, Tag("transformers")]
+    | Annotated[VLLMGenerationConfig, Tag("vllm")]
+    | Annotated[ServerGenerationConfig, Tag("server")],
     kind_or("transformers"),
 ]
 

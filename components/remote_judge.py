@@ -66,27 +66,31 @@ class RemoteJudge:
         return (p_a if p_a is not None else parse_label(reply)), reply.strip()
 
     def _post(self, http: httpx.Client, body: dict) -> dict:
-        retries = self.config.max_retries
-        for attempt in range(retries + 1):
-            try:
-                response = http.post(self.url, json=body)
-            except httpx.TransportError as err:
-                problem = f"cannot reach {self.url}: {type(err).__name__}"
-            else:
-                if response.status_code == 200:
-                    return response.json()
-                problem = f"{self.url} answered HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise RemoteJudgeError(problem)
-            if attempt < retries:
-                time.sleep(min(2**attempt, 30))
-        raise RemoteJudgeError(f"{problem} (after {retries + 1} attempts)")
+        return post(http, self.url, body, self.config.max_retries)
+
+
+def post(http: httpx.Client, url: str, body: dict, retries: int) -> dict:
+    """POST `body` as JSON; the reply's JSON. Connection errors, 429 and 5xx are retried with backoff."""
+    for attempt in range(retries + 1):
+        try:
+            response = http.post(url, json=body)
+        except httpx.TransportError as err:
+            problem = f"cannot reach {url}: {type(err).__name__}"
+        else:
+            if response.status_code == 200:
+                return response.json() if response.content.strip().startswith((b"{", b"[")) else {}
+            problem = f"{url} answered HTTP {response.status_code}: {response.text[:200]}"
+            if response.status_code not in RETRYABLE_STATUS:
+                raise RemoteJudgeError(problem)
+        if attempt < retries:
+            time.sleep(min(2**attempt, 30))
+    raise RemoteJudgeError(f"{problem} (after {retries + 1} attempts)")
 
 
 def api_key(env_var: str) -> str:
     key = os.environ.get(env_var)
     if not key:
-        raise RemoteJudgeError(f"the remote judge's API key variable {env_var} is not set in the environment")
+        raise RemoteJudgeError(f"the API key variable {env_var} is not set in the environment")
     return key
 
 

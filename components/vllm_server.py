@@ -17,21 +17,28 @@ from pathlib import Path
 from components.vllm_worker import CPU_ENVIRONMENT
 
 
-def start(model_dir: str, served_name: str, api_key: str, log: Path, wait_seconds: int = 240) -> tuple:
-    """Serve `model_dir` as `served_name` on a free localhost port; return (process, base URL) once it answers."""
+def start(
+    model_dir: str,
+    served_name: str,
+    api_key: str,
+    log: Path,
+    wait_seconds: int = 240,
+    max_lora_rank: int = 0,
+    max_model_len: int = 2048,
+) -> tuple:
+    """Serve `model_dir` as `served_name` on a free localhost port; return (process, base URL) once it answers.
+    `max_lora_rank` > 0 lets adapters up to that rank be loaded at runtime (`generation.kind: server`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
     command += ["--served-model-name", served_name, "--port", str(port), "--api-key", api_key]
-    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
-    server = subprocess.Popen(
-        command,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        env=CPU_ENVIRONMENT | os.environ,
-        start_new_session=True,
-    )
+    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len)]
+    env = CPU_ENVIRONMENT | os.environ
+    if max_lora_rank:
+        command += ["--enable-lora", "--max-loras", "2", "--max-lora-rank", str(max_lora_rank)]
+        env |= {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}/v1"
     request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"})
     for _ in range(wait_seconds // 2):
