@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import tempfile
 from pathlib import Path
 
+import httpx
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -30,6 +32,7 @@ def validate(cfg: ExperimentConfig, store: Path) -> None:
         _writable(store, "--store")
         _writable(Path(cfg.workdir), "workdir")
         _runtime(cfg)
+        _services(cfg)
         train = load_prompts(cfg.data.train_prompts, cfg.data.max_train_prompts)
         heldout = load_prompts(cfg.data.eval_prompts, cfg.data.max_eval_prompts)
         check_disjoint(load_prompts(cfg.data.train_prompts), load_prompts(cfg.data.eval_prompts))
@@ -66,6 +69,44 @@ def _runtime(cfg: ExperimentConfig) -> None:
         raise ConfigError("generation.kind: vllm is not installed (pip install -e '.[vllm]', or kind: transformers)")
     if cfg.training.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("training.load_in_4bit: bitsandbytes is not installed")
+
+
+def _services(cfg: ExperimentConfig) -> None:
+    """The Ray cluster, the vLLM servers and the accelerate config file a config names are there."""
+    address = cfg.execution.address
+    if cfg.execution.engine == "ray" and address and address != "auto":
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"execution.address: no Ray cluster answers at {address} ({err}; `make cluster` starts one here)"
+            ) from None
+    if cfg.generation.kind == "server":
+        _servers(cfg.generation)
+    if cfg.training.accelerate_config and not Path(cfg.training.accelerate_config).is_file():
+        raise ConfigError(f"training.accelerate_config: no file {cfg.training.accelerate_config}")
+
+
+def _servers(generation) -> None:
+    """Each server answers and serves the base model the config names."""
+    key = os.environ.get(generation.api_key_env) if generation.api_key_env else None
+    if generation.api_key_env and not key:
+        raise ConfigError(f"generation.api_key_env: {generation.api_key_env} is not set in the environment")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    for i, url in enumerate(generation.urls):
+        try:
+            response = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=10)
+            response.raise_for_status()
+            served = {model["id"] for model in response.json()["data"]}
+        except (httpx.HTTPError, ValueError, KeyError) as err:
+            raise ConfigError(
+                f"generation.urls.{i}: {url} does not answer as an OpenAI-compatible server: {err}"
+            ) from None
+        if generation.model not in served:
+            raise ConfigError(
+                f"generation.model: {url} does not serve {generation.model!r} (it serves: {', '.join(sorted(served))})"
+            )
 
 
 def _cohorts(cfg: ExperimentConfig, train: set[str], heldout: set[str]) -> None:

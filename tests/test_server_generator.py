@@ -7,9 +7,11 @@ import torch
 
 from components.build import make_generator
 from components.config import ModelsConfig, ServerGenerationConfig
+from components.config_loading import ConfigError
 from components.generator import Sampling, TransformersGenerator
 from components.models import Policy, load_policy, load_tokenizer
 from components.server_generator import served_adapter
+from components.validate import _servers
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for i, name in enumerate("abcd")]
 
@@ -71,6 +73,14 @@ def test_servers_load_the_champion_at_runtime_and_sample_what_one_server_does(se
     for url in servers:  # both servers took the adapter without a restart
         listed = httpx.get(f"{url}/models", headers={"Authorization": "Bearer k"}).json()["data"]
         assert f"ratchet-{tiny_chain.key()}" in {model["id"] for model in listed}
+
+    for changes, refused in (
+        ({"model": "other"}, "generation.model: .* does not serve 'other' \\(it serves: .*tiny"),
+        ({"urls": [*servers, "http://127.0.0.1:9/v1"]}, "generation.urls.2: http://127.0.0.1:9/v1 does not answer"),
+    ):
+        config = ServerGenerationConfig(urls=servers, model="tiny", api_key_env="RATCHET_TEST_SERVER_KEY")
+        with pytest.raises(ConfigError, match=refused):
+            _servers(config.model_copy(update=changes))
 
     sampling = Sampling(8, 0.9, 0.95)  # each prompt seeded by its id: which server samples it does not matter
     assert generator(servers, tiny_chain, sampling).generate(PROMPTS, 3, 7) == generator(

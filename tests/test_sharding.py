@@ -38,6 +38,16 @@ def test_length_control_cannot_be_sharded(write_tiny_config, tmp_path):
         load_config(str(config))
 
 
+def test_a_ray_cluster_that_does_not_answer_is_refused_before_any_work(write_tiny_config, tmp_path):
+    from components.validate import validate
+
+    execution = {"engine": "ray", "address": f"127.0.0.1:{free_port()}", "shards": 2}
+    config = load_config(str(write_tiny_config(tmp_path, execution=execution)))
+    with pytest.raises(ConfigError, match=r"execution.address: no Ray cluster answers at 127.0.0.1:\d+"):
+        validate(config, tmp_path)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 def rows(path: Path) -> list[dict]:
     return list(load_from_disk(str(path)))
 
