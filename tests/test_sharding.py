@@ -2,6 +2,7 @@
 is the unsharded round's (per-prompt seeds, shards cut at whole batches)."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -55,20 +56,30 @@ def rows(path: Path) -> list[dict]:
 def test_a_sharded_round_writes_what_an_unsharded_one_does(prefect_harness, write_tiny_config, tmp_path):
     from flows.bootstrap import bootstrap
 
-    rounds = {}
+    rounds, configs = {}, {}
     for shards in (1, 3):
         store = tmp_path / f"shards-{shards}"
         store.mkdir()
-        config = write_tiny_config(
+        configs[shards] = write_tiny_config(
             store, rounds=1, gate={"rules": []}, generation=GENERATION, execution={"shards": shards}
         )
-        result = bootstrap(str(config), store=str(store))
+        result = bootstrap(str(configs[shards]), store=str(store))
         rounds[shards] = Path(result.workdir) / "round-1"
     one, three = rounds[1], rounds[3]
-    assert sorted(p.name for p in (three / "generations.shards").iterdir()) == ["0-of-3", "1-of-3", "2-of-3"]
+    shards = three / "generations.shards"
+    assert sorted(p.name for p in shards.iterdir()) == ["0-of-3", "1-of-3", "2-of-3"]
     assert rows(three / "generations") == rows(one / "generations")
     assert rows(three / "pairs") == rows(one / "pairs")
     assert len(rows(three / "pairs")) == 6  # every prompt judged once
+
+    # A re-run after a shard's output was lost recomputes that shard alone, and merges the same rows.
+    written = {p.name: (p / "stage.json").stat().st_mtime_ns for p in shards.iterdir()}
+    shutil.rmtree(shards / "1-of-3")
+    shutil.rmtree(three / "generations")
+    bootstrap(str(configs[3]), store=str(tmp_path / "shards-3"))
+    again = {p.name: (p / "stage.json").stat().st_mtime_ns for p in shards.iterdir()}
+    assert [name for name in written if again[name] != written[name]] == ["1-of-3"]
+    assert rows(three / "generations") == rows(one / "generations")
 
 
 @pytest.fixture
