@@ -89,6 +89,16 @@ def random_adapter():
 
 
 @pytest.fixture(scope="session")
+def tiny_chain(tiny_vllm_model_dir, random_adapter, tmp_path_factory):
+    """The tiny vLLM-compatible Llama and two random rank-8 adapters on it: a champion with a chain."""
+    from components.models import Policy
+
+    root = tmp_path_factory.mktemp("chain-adapters")
+    adapters = tuple(random_adapter(tiny_vllm_model_dir, i, root / f"a{i}", rank=8) for i in (1, 2))
+    return Policy(tiny_vllm_model_dir, adapters)
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One real (temporary) Prefect server for the whole session."""
     from prefect.testing.utilities import prefect_test_harness

@@ -207,11 +207,21 @@ def test_serve_refuses_without_a_prefect_server(tmp_path):
     assert proc.returncode == 2 and "PREFECT_API_URL" in proc.stderr
 
 
-def test_the_readme_remote_judge_example_is_a_valid_config(tmp_path):
+def readme_yaml(containing: str) -> str:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
-    cfg = load_config(write(tmp_path, "name: readme\n" + example))
+    [example] = [block.split("```", 1)[0] for block in readme.split("```yaml\n")[1:] if containing in block]
+    return example
+
+
+def test_the_readme_remote_judge_example_is_a_valid_config(tmp_path):
+    cfg = load_config(write(tmp_path, "name: readme\n" + readme_yaml("kind: remote")))
     assert cfg.evaluation.judge.kind == "remote" and cfg.evaluation.judge.api_key_env == "JUDGE_API_KEY"
+
+
+def test_the_readme_scaling_example_is_a_valid_config(tmp_path):
+    cfg = load_config(write(tmp_path, "name: readme\n" + readme_yaml("execution:")))
+    assert (cfg.execution.engine, cfg.execution.shards, cfg.training.launcher) == ("ray", 2, "accelerate")
+    assert cfg.generation.kind == "server" and len(cfg.generation.urls) == 2
 
 
 def test_weighted_judge_needs_one_positive_weight_per_judge(tmp_path):

@@ -16,13 +16,6 @@ from components.validate import _servers
 PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for i, name in enumerate("abcd")]
 
 
-@pytest.fixture(scope="module")
-def tiny_chain(tiny_vllm_model_dir, random_adapter, tmp_path_factory) -> Policy:
-    root = tmp_path_factory.mktemp("server-adapters")
-    adapters = tuple(random_adapter(tiny_vllm_model_dir, i, root / f"a{i}", rank=8) for i in (1, 2))
-    return Policy(tiny_vllm_model_dir, adapters)
-
-
 def test_a_chain_served_as_one_stacked_adapter_is_the_merged_chain(tiny_chain):
     from peft import PeftModel
 

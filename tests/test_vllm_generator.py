@@ -11,14 +11,6 @@ pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
 PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for i, name in enumerate("abcd")]
 
 
-@pytest.fixture(scope="module")
-def tiny_chain(tiny_vllm_model_dir, random_adapter, tmp_path_factory) -> Policy:
-    """The tiny vLLM-compatible Llama and two random adapters (the second served as a LoRARequest)."""
-    root = tmp_path_factory.mktemp("vllm-adapters")
-    adapters = tuple(random_adapter(tiny_vllm_model_dir, i, root / f"a{i}", rank=8) for i in (1, 2))
-    return Policy(tiny_vllm_model_dir, adapters)
-
-
 def test_vllm_greedy_rows_match_transformers_on_the_merged_chain(tiny_chain):
     """One worker run: the first adapter merged into a temporary base, the second served as a LoRARequest."""
     models, greedy, tokenizer = ModelsConfig(), Sampling(8, 0.0, 1.0), load_tokenizer(tiny_chain.base)
