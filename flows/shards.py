@@ -8,7 +8,6 @@ its own, and a re-run of the round skips the shards that finished.
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -58,25 +57,29 @@ def task_runner(execution: ExecutionConfig) -> TaskRunner | None:
 def generate(execution: ExecutionConfig, models, data, generation, champion: Policy, out: str, seed: int):
     """The generate stage as `execution.shards` shard tasks, merged in shard order."""
     data = _absolute(data)
-    with _on_cluster(execution, execution.generate):
-        futures = [
-            _fresh(generate_shard, path).submit(models, data, generation, champion, path, seed, shard)
-            for shard, path in _shards(execution, out)
-        ]
-    return _fresh(merge_generated, out)([f.result() for f in futures], out)
+    calls = [(_fresh(generate_shard, path), (models, data, generation, champion, path, seed, shard))
+             for shard, path in _shards(execution, out)]  # fmt: skip
+    return _fresh(merge_generated, out)(_run(execution, execution.generate, calls), out)
 
 
 def judge(execution: ExecutionConfig, models, data, judge_config, pairs_config, champion, generations, out, gold):
     """The judge stage as `execution.shards` shard tasks, merged in shard order; the gold pairs join at the merge."""
     data = _absolute(data)
-    with _on_cluster(execution, execution.judge):
-        futures = [
-            _fresh(judge_shard, path).submit(
-                models, data, judge_config, pairs_config, champion, generations, path, shard
-            )
-            for shard, path in _shards(execution, out)
-        ]
-    return _fresh(merge_judged, out)([f.result() for f in futures], out, gold)
+    calls = [(_fresh(judge_shard, path), (models, data, judge_config, pairs_config, champion, generations, path, shard))
+             for shard, path in _shards(execution, out)]  # fmt: skip
+    return _fresh(merge_judged, out)(_run(execution, execution.judge, calls), out, gold)
+
+
+def _run(execution: ExecutionConfig, resources: StageResources, calls: list) -> list:
+    """Each shard task's result, in shard order: all at once on Ray; one after another in this process, because
+    two model loads in threads of one process race in transformers (one thread's meta-device patch outlives the
+    other's and leaves a later model's weights on the meta device)."""
+    if execution.engine != "ray":
+        return [shard_task(*args) for shard_task, args in calls]
+    memory = {"memory": int(resources.memory_gb * 2**30)} if resources.memory_gb else {}
+    with remote_options(num_cpus=resources.cpus, num_gpus=resources.gpus, **memory):
+        futures = [shard_task.submit(*args) for shard_task, args in calls]
+    return [future.result() for future in futures]
 
 
 @task(**STAGE, retries=2, retry_delay_seconds=5, task_run_name="generate-shard-{shard.index}")
@@ -124,11 +127,3 @@ def _absolute(data: DataConfig) -> DataConfig:
     """The prompt files by absolute path: a Ray worker runs in the directory its node was started in."""
     paths = {"train_prompts": data.train_prompts, "eval_prompts": data.eval_prompts}
     return data.model_copy(update={name: str(Path(path).resolve()) for name, path in paths.items()})
-
-
-def _on_cluster(execution: ExecutionConfig, resources: StageResources):
-    """Ray's resource request for each shard task of the block (nothing to ask for without Ray)."""
-    if execution.engine != "ray":
-        return nullcontext()
-    memory = {"memory": int(resources.memory_gb * 2**30)} if resources.memory_gb else {}
-    return remote_options(num_cpus=resources.cpus, num_gpus=resources.gpus, **memory)
