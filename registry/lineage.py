@@ -23,6 +23,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 
 BOOTSTRAP_TAG = "ratchet.bootstrap_id"
 ROUND_TAG = "ratchet.round"
@@ -206,7 +207,8 @@ def log_decision(bootstrap: BootstrapRun, run: RoundRun, k: int, decision: dict)
     """The gate's decision as the round's tag and decision.json, and as a 0/1 `gate/promoted` metric over rounds."""
     client = client_for(bootstrap.uri)
     client.set_tag(run.run_id, "ratchet.decision", decision["reason"][:5000])
-    client.log_dict(run.run_id, decision, "decision.json")
+    with storing(f"round {k}'s decision"):
+        client.log_dict(run.run_id, decision, "decision.json")
     for run_id in (run.run_id, bootstrap.run_id):
         client.log_batch(run_id, metrics=_metrics({"gate/promoted": float(decision["promote"])}, step=k))
 
@@ -246,9 +248,21 @@ def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) 
     _log_frame(client, run_id, load_from_disk(str(stage_dir)).to_pandas(), str(stage_dir), name)
 
 
+@contextmanager
+def storing(what: str) -> Iterator[None]:
+    """Turn a failed upload to MLflow's artifact store into one clear error naming what was being stored."""
+    try:
+        yield
+    except MlflowException as err:
+        raise MlflowException(
+            f"{what} could not be stored in MLflow's artifact store; a full disk or a stopped artifact server is "
+            f"the usual cause (see the tracking server's log). MLflow said: {err.message}"
+        ) from err
+
+
 def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: str, name: str) -> None:
     """A table artifact (tables/<name>.parquet) and a dataset input whose digest pins the exact rows."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, storing(f"the {name} table of run {run_id}"):
         path = Path(tmp) / f"{name}.parquet"
         frame.to_parquet(path)
         client.log_artifact(run_id, str(path), "tables")
@@ -275,7 +289,8 @@ def log_judge_check(tracking_uri: str, artifact_root: str | None, experiment: st
 
 
 def log_files(tracking_uri: str, run_id: str, directory: Path, artifact_path: str) -> None:
-    client_for(tracking_uri).log_artifacts(run_id, str(directory), artifact_path)
+    with storing(f"the {artifact_path} of run {run_id}"):
+        client_for(tracking_uri).log_artifacts(run_id, str(directory), artifact_path)
 
 
 def finish(client: MlflowClient, run_id: str, status: str) -> None:

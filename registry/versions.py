@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from components.data import write_atomically
-from registry.lineage import SUPERSEDED_TAG, client_for, finish, model_name_for
+from registry.lineage import SUPERSEDED_TAG, client_for, finish, model_name_for, storing
 
 PROMOTED_TAG = "ratchet.was_champion"
 
@@ -41,14 +41,11 @@ def register_adapter(
         run.info.experiment_id, name="adapter", source_run_id=round_run_id, tags=tags, model_type="peft-lora-adapter"
     )
     try:
-        client.log_model_artifacts(model.model_id, str(adapter_dir))
-    except MlflowException as err:
+        with storing(f"the adapter of round run {round_run_id} ({model.artifact_location}; no version registered)"):
+            client.log_model_artifacts(model.model_id, str(adapter_dir))
+    except MlflowException:
         client.finalize_logged_model(model.model_id, "FAILED")
-        raise MlflowException(
-            f"the adapter of round run {round_run_id} could not be stored in MLflow's artifact store "
-            f"({model.artifact_location}), so no version was registered; a full disk or a stopped artifact server is "
-            f"the usual cause (see the tracking server's log). MLflow said: {err.message}"
-        ) from err
+        raise
     client.finalize_logged_model(model.model_id, "READY")
     if (chain := _adapter_uris(client, model_name, parent)) is not None:
         tags["adapter_uris"] = json.dumps([*chain, model.model_uri])
