@@ -4,6 +4,7 @@ is the unsharded round's (per-prompt seeds, shards cut at whole batches)."""
 import json
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,40 @@ def test_a_sharded_round_writes_what_an_unsharded_one_does(prefect_harness, writ
     again = {p.name: (p / "stage.json").stat().st_mtime_ns for p in shards.iterdir()}
     assert [name for name in written if again[name] != written[name]] == ["1-of-3"]
     assert rows(three / "generations") == rows(one / "generations")
+
+
+def test_a_failed_shard_is_retried_on_its_own(prefect_harness, write_tiny_config, tmp_path):
+    """Shard 1's output is broken (a directory without its record) when the round starts: its task fails, a
+    thread repairs the disk while Prefect waits to retry, and the retry finishes the round; shard 0 ran once."""
+    import threading
+    import time
+
+    from flows.bootstrap import bootstrap, bootstrap_id
+
+    config = write_tiny_config(tmp_path, rounds=1, gate={"rules": []}, generation=GENERATION, execution={"shards": 2})
+    cfg = load_config(str(config))
+    broken = Path(cfg.workdir).resolve() / bootstrap_id(cfg) / "round-1" / "generations.shards" / "1-of-2"
+    broken.mkdir(parents=True)
+
+    def repair_when_waiting_to_retry() -> None:
+        shard = TaskRunFilter(name=TaskRunFilterName(any_=["generate-shard-1"]))
+        with get_client(sync_client=True) as client:
+            for _ in range(600):
+                if any(run.state_name == "AwaitingRetry" for run in client.read_task_runs(task_run_filter=shard)):
+                    shutil.rmtree(broken)
+                    return
+                time.sleep(0.1)
+
+    repairer = threading.Thread(target=repair_when_waiting_to_retry)
+    started = datetime.now(UTC)
+    repairer.start()
+    result = bootstrap(str(config), store=str(tmp_path))
+    repairer.join()
+    assert result.rounds[0].decision.promote
+    shards = TaskRunFilter(name=TaskRunFilterName(any_=["generate-shard-0", "generate-shard-1"]))
+    with get_client(sync_client=True) as client:
+        runs = {r.name: r.run_count for r in client.read_task_runs(task_run_filter=shards) if r.created >= started}
+    assert runs == {"generate-shard-0": 1, "generate-shard-1": 2}
 
 
 @pytest.fixture
