@@ -72,8 +72,8 @@ def judge(execution: ExecutionConfig, models, data, judge_config, pairs_config, 
 
 def _run(execution: ExecutionConfig, resources: StageResources, calls: list) -> list:
     """Each shard task's result, in shard order: all at once on Ray; one after another in this process, because
-    two model loads in threads of one process race in transformers (one thread's meta-device patch outlives the
-    other's and leaves a later model's weights on the meta device)."""
+    model loads in threads of one process raced in transformers here (a model loaded later in the process came out
+    with its weights on the meta device)."""
     if execution.engine != "ray":
         return [shard_task(*args) for shard_task, args in calls]
     memory = {"memory": int(resources.memory_gb * 2**30)} if resources.memory_gb else {}
