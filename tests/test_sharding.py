@@ -83,6 +83,7 @@ def test_a_sharded_round_writes_what_an_unsharded_one_does(prefect_harness, writ
     assert rows(three / "generations") == rows(one / "generations")
 
 
+@pytest.mark.slow  # 40 s: `make test` stays under its 15 minutes
 def test_a_failed_shard_is_retried_on_its_own(prefect_harness, write_tiny_config, tmp_path):
     """Shard 1's output is broken (a directory without its record) when the round starts: its task fails, a
     thread repairs the disk while Prefect waits to retry, and the retry finishes the round; shard 0 ran once."""
