@@ -15,90 +15,26 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
+from stack.parts import (
+    HEARTBEAT_SECONDS,
+    ZOMBIE_AUTOMATION,
+    Part,
+    PartExited,
+    PartStatus,
+    Settings,
+    StackError,
+    answers,
+    tail,
+    write_private,
+)
 from stack.postgres import Postgres
 from stack.processes import Process
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 POOL = "ratchet"
-HEARTBEAT_SECONDS = 30  # flow runs' heartbeat events (Prefect's minimum); the automation below waits three of them
-# Prefect's documented answer to a flow run whose machine or worker died mid-run ("zombie flows"): without
-# heartbeats for 90 s, mark it Crashed, so it does not stay Running forever; re-running the deployment resumes it.
-ZOMBIE_AUTOMATION = {
-    "name": "ratchet: crash flow runs that stopped sending heartbeats",
-    "trigger": {
-        "type": "event",
-        "posture": "Proactive",
-        "after": ["prefect.flow-run.heartbeat"],
-        "expect": [
-            "prefect.flow-run.heartbeat",
-            "prefect.flow-run.Completed",
-            "prefect.flow-run.Failed",
-            "prefect.flow-run.Cancelled",
-            "prefect.flow-run.Crashed",
-        ],
-        "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
-        "for_each": ["prefect.resource.id"],
-        "threshold": 1,
-        "within": 3 * HEARTBEAT_SECONDS,
-    },
-    "actions": [
-        {"type": "change-flow-run-state", "state": "CRASHED", "message": "No heartbeat: its worker or machine died."}
-    ],
-}
-
-
-class StackError(RuntimeError):
-    """A part did not come up; the message says which and where its log is."""
-
-
-class PartExited(StackError):
-    """A server process ended before it answered."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"  # where the Prefect and MLflow servers listen; PostgreSQL listens on 127.0.0.1 only
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
-    postgres_port: int = 55432  # not 5432, which a system PostgreSQL may hold
-    auth: bool = False  # credentials on both servers; always on when `host` is not a loopback address
-
-    def __post_init__(self):
-        if self.host not in LOOPBACK and not self.auth:
-            object.__setattr__(self, "auth", True)
-
-
-@dataclass(frozen=True)
-class PartStatus:
-    name: str
-    healthy: bool
-    address: str
-    log: Path
-
-
-@dataclass(frozen=True)
-class Part:
-    name: str
-    address: str
-    log: Path
-    healthy: Callable[[], bool]
-    start: Callable[[], None]
-    stop: Callable[[], None]
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create or replace `path` with mode 0600 from the start, so the secret is never readable by others."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 class Stack:
@@ -143,7 +79,7 @@ class Stack:
         missing = {key: make() for key, make in wanted.items() if key not in found}
         if missing:
             found |= missing
-            _write_private(path, json.dumps(found, indent=2))
+            write_private(path, json.dumps(found, indent=2))
         return found
 
     def client_env(self) -> dict[str, str]:
@@ -207,7 +143,7 @@ class Stack:
                 f"the stack in {self.directory} runs with other settings ({running.settings}); "
                 "`ratchet stack down` first"
             )
-        _write_private(self.directory / "stack.json", json.dumps(asdict(self.settings), indent=2))
+        write_private(self.directory / "stack.json", json.dumps(asdict(self.settings), indent=2))
         for part in self.parts():
             if part.healthy():
                 say(f"{part.name:15} already up  {part.address}")
@@ -220,7 +156,7 @@ class Stack:
                 part.start()
         self._deploy()
         env = "".join(f"export {key}={value}\n" for key, value in self.client_env().items())
-        _write_private(self.env_file(), env)
+        write_private(self.env_file(), env)
         say(f"deployments    from {self.project / 'prefect.yaml'} on pool {POOL}")
 
     def down(self, say: Callable[[str], None] = print) -> None:
@@ -274,7 +210,7 @@ class Stack:
         command += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
         if self.settings.auth:
             auth_config = self.directory / "mlflow-auth.ini"
-            _write_private(auth_config, self._mlflow_auth_ini(found))
+            write_private(auth_config, self._mlflow_auth_ini(found))
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
             env["MLFLOW_AUTH_ADMIN_PASSWORD"] = found["mlflow_password"]
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = found["mlflow_flask_secret_key"]
@@ -338,10 +274,10 @@ class Stack:
         if self.settings.auth:
             token = base64.b64encode(self.secrets()["prefect_auth_string"].encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        return _answers(f"{self.prefect_url}/health", headers)
+        return answers(f"{self.prefect_url}/health", headers)
 
     def mlflow_healthy(self) -> bool:
-        return _answers(f"{self.mlflow_url}/health", {})
+        return answers(f"{self.mlflow_url}/health", {})
 
     def _wait(self, process: Process, healthy: Callable[[], bool], seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -351,19 +287,7 @@ class Stack:
             if process.pid() is None:
                 how = process.exit_status() or "exited"
                 raise PartExited(
-                    f"{process.name} exited while starting ({how}); see {process.log}:\n{_tail(process.log)}"
+                    f"{process.name} exited while starting ({how}); see {process.log}:\n{tail(process.log)}"
                 )
             time.sleep(0.5)
         raise StackError(f"{process.name} did not answer within {seconds:.0f} s; see {process.log}")
-
-
-def _answers(url: str, headers: dict[str, str]) -> bool:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=3) as response:
-            return response.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

@@ -1,0 +1,98 @@
+"""The stack's settings, its parts' records and errors, Prefect's zombie-flow automation, and small helpers for
+writing secrets and asking a part whether it answers (stack.py puts them together)."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+HEARTBEAT_SECONDS = 30  # flow runs' heartbeat events (Prefect's minimum); the automation below waits three of them
+# Prefect's documented answer to a flow run whose machine or worker died mid-run ("zombie flows"): without
+# heartbeats for 90 s, mark it Crashed, so it does not stay Running forever; re-running the deployment resumes it.
+ZOMBIE_AUTOMATION = {
+    "name": "ratchet: crash flow runs that stopped sending heartbeats",
+    "trigger": {
+        "type": "event",
+        "posture": "Proactive",
+        "after": ["prefect.flow-run.heartbeat"],
+        "expect": [
+            "prefect.flow-run.heartbeat",
+            "prefect.flow-run.Completed",
+            "prefect.flow-run.Failed",
+            "prefect.flow-run.Cancelled",
+            "prefect.flow-run.Crashed",
+        ],
+        "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+        "for_each": ["prefect.resource.id"],
+        "threshold": 1,
+        "within": 3 * HEARTBEAT_SECONDS,
+    },
+    "actions": [
+        {"type": "change-flow-run-state", "state": "CRASHED", "message": "No heartbeat: its worker or machine died."}
+    ],
+}
+
+
+class StackError(RuntimeError):
+    """A part did not come up; the message says which and where its log is."""
+
+
+class PartExited(StackError):
+    """A server process ended before it answered."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"  # where the Prefect and MLflow servers listen; PostgreSQL listens on 127.0.0.1 only
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    postgres_port: int = 55432  # not 5432, which a system PostgreSQL may hold
+    auth: bool = False  # credentials on both servers; always on when `host` is not a loopback address
+
+    def __post_init__(self):
+        if self.host not in LOOPBACK and not self.auth:
+            object.__setattr__(self, "auth", True)
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    healthy: bool
+    address: str
+    log: Path
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    address: str
+    log: Path
+    healthy: Callable[[], bool]
+    start: Callable[[], None]
+    stop: Callable[[], None]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create or replace `path` with mode 0600 from the start, so the secret is never readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def answers(url: str, headers: dict[str, str]) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=3) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
