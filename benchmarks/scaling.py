@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,12 +24,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str, float]]:
@@ -105,6 +98,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=16)
     args = parser.parse_args()
+    from components.process_group import free_port
+
     os.chdir(ROOT)
     port = free_port()
     subprocess.run(["make", "-s", "cluster", f"RAY_PORT={port}"], check=True, stdout=subprocess.DEVNULL)

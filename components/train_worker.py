@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ from pydantic import TypeAdapter
 from components.config import DataConfig, ModelsConfig, TrainingConfig
 from components.judge_config import JudgeConfig
 from components.models import Policy
-from components.process_group import run_group
+from components.process_group import free_port, run_group
 
 
 def launch(
@@ -47,18 +46,12 @@ def launch(
 
 
 def _launch_options(training: TrainingConfig) -> list[str]:
-    options = ["--num_processes", str(training.num_processes), "--main_process_port", str(_free_port())]
+    options = ["--num_processes", str(training.num_processes), "--main_process_port", str(free_port())]
     if training.accelerate_config:
         return ["--config_file", training.accelerate_config, *options]
     # No config file: every default named, so accelerate does not warn about each one it had to pick.
     options += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return ["--multi_gpu", *options] if training.num_processes > 1 else options
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(request_path: str) -> None:

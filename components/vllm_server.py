@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from components.process_group import free_port
 from components.vllm_worker import CPU_ENVIRONMENT
 
 
@@ -28,9 +28,7 @@ def start(
 ) -> tuple:
     """Serve `model_dir` as `served_name` on a free localhost port; return (process, base URL) once it answers.
     `max_lora_rank` > 0 lets adapters up to that rank be loaded at runtime (`generation.kind: server`)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
     command += ["--served-model-name", served_name, "--port", str(port), "--api-key", api_key]
     command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len)]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from components.process_group import free_port
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -47,12 +48,6 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def prefect_api(wait_seconds: float = 120) -> Iterator[str | None]:
     """The configured Prefect API if there is one; else a temporary local server for the life of the block. Its
@@ -65,7 +60,7 @@ def prefect_api(wait_seconds: float = 120) -> Iterator[str | None]:
         yield None
         return
     settings.home.mkdir(parents=True, exist_ok=True)
-    log, port = settings.home / "ratchet-server.log", _free_port()
+    log, port = settings.home / "ratchet-server.log", free_port()
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--no-ui", "--no-services", "--log-level", "ERROR"]
     with open(log, "a") as out:

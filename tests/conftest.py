@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -29,6 +28,7 @@ import yaml  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from components.models import load_tokenizer  # noqa: E402
+from components.process_group import free_port  # noqa: E402, F401 (tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
@@ -177,12 +177,6 @@ def openai_server(tmp_path_factory):
         yield base_url, "smollm2", "RATCHET_TEST_JUDGE_KEY"
     finally:
         vllm_server.stop(server)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prefect:
