@@ -206,20 +206,26 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def complete_checkpoints():  # the Trainer writes trainer_state.json last
+        found = (tmp_path / "ckpt").glob("checkpoint-*/trainer_state.json")
+        return sorted(int(p.parent.name.split("-")[1]) for p in found)
+
     deadline = time.time() + 120
-    while not list((tmp_path / "ckpt").glob("checkpoint-*")) and time.time() < deadline:
+    while not complete_checkpoints() and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(1.0)  # let a checkpoint finish writing, then kill mid-training
+    time.sleep(1.0)  # kill mid-training, possibly while a later checkpoint is being written
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("checkpoint-*"))
+    saved = complete_checkpoints()
     assert saved, "no checkpoint was written before the kill"
-    # A kill can also land while a checkpoint is being written: the Trainer writes trainer_state.json last.
-    partial = tmp_path / "ckpt" / f"checkpoint-{saved[-1] + 1}"
+    # Make sure the resume also meets a half-written checkpoint newer than the last whole one.
+    newest = max(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("checkpoint-*"))
+    partial = tmp_path / "ckpt" / f"checkpoint-{newest + 1}"
     shutil.copytree(tmp_path / "ckpt" / f"checkpoint-{saved[-1]}", partial)
     (partial / "trainer_state.json").unlink()
     done = subprocess.run(
-        [sys.executable, str(script), tiny_model_dir, str(tmp_path), str(saved[-1] + 2)],
+        [sys.executable, str(script), tiny_model_dir, str(tmp_path), str(newest + 2)],
         env=env,
         capture_output=True,
         text=True,
