@@ -24,7 +24,6 @@ from components.embedded import gguf_file, gguf_tokenizer
 from components.generator import Generator, Sampling, TransformersGenerator, VLLMGenerator
 from components.judge import (
     Judge,
-    JudgeReward,
     LengthControlledJudge,
     LogprobJudge,
     PanelJudge,
@@ -45,6 +44,7 @@ from components.judge_config import (
 from components.models import Policy, load_policy, load_tokenizer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
+from components.rewards import OnlineReward
 from components.scorers import LlamaCppScorer, TransformersScorer
 from components.server_generator import ServerGenerator
 from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer
@@ -144,9 +144,9 @@ def make_trainer(
     models: ModelsConfig,
     seed: int,
     checkpoints: Path,
-    reward: JudgeReward | None,
+    reward: OnlineReward | None,
 ) -> Trainer:
-    """The trainer `training.kind` names; the online kinds take the judge as `reward`."""
+    """The trainer `training.kind` names; the online kinds take what scores their samples as `reward`."""
     match config:
         case DPOTrainingConfig():
             return DPOLoRATrainer(model, tokenizer, config, models, seed, checkpoints)

@@ -14,6 +14,7 @@ from pydantic import Field, Tag, model_validator
 
 from components.gate_config import GateConfig
 from components.judge_config import (
+    RUBRICS_DIR,
     AIJudgeConfig,
     JudgeConfig,
     ModelJudgeConfig,
@@ -23,6 +24,13 @@ from components.judge_config import (
     model_judges,
 )
 from components.strict import Strict
+from components.training_config import (  # noqa: F401 (re-exported: the config's one import point)
+    TRAINING_KINDS,
+    DPOTrainingConfig,
+    OnlineTrainingConfig,
+    RewardModelConfig,
+    TrainingConfig,
+)
 
 
 class ModelsConfig(Strict):
@@ -95,88 +103,38 @@ GenerationConfig = Annotated[
 
 
 class PairsConfig(Strict):
-    """How a prompt's judged samples become training pairs."""
+    """How a prompt's samples become training pairs."""
 
-    kind: Literal["best_vs_worst"] = Field(
+    kind: Literal["best_vs_worst", "revise"] = Field(
         "best_vs_worst",
-        description="Each sample's strength is its mean P(better) over its comparisons; the best "
-        "is chosen against the worst (RLHFlow's iterative DPO).",
+        description="best_vs_worst: each sample's strength is its mean P(better) over its comparisons, and the best "
+        "is chosen against the worst (RLHFlow's iterative DPO). revise: a reviser critiques a sample against the "
+        "constitution and rewrites it; the revision is chosen against the original (Constitutional AI's revisions, "
+        "as DPO pairs), kept only if it passes the verifier and the training judge prefers it.",
     )
     per_prompt: int = Field(
-        1, ge=1, description="Pairs per prompt: then the second best against the second worst, and so on."
+        1, ge=1, description="Pairs per prompt: then the second best against the second worst (or the next sample)."
     )
-
-
-class _Training(Strict):
-    """What every training method shares; the names are those of TRL's TrainingArguments and ModelConfig."""
-
-    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate for the LoRA weights.")
-    num_train_epochs: int = Field(2, gt=0, description="Passes over the round's pairs (dpo) or prompts (grpo/rloo).")
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps (None = epochs).")
-    max_seconds: float | None = Field(
-        None,
-        gt=0,
-        description="Stop before an optimiser step that would end past this many seconds of training (wall "
-        "clock, judged by the mean step so far; None = no limit). A run resumed after a crash counts from its own "
-        "start.",
+    reviser: str = Field(
+        "self",
+        description="revise: who critiques and rewrites: 'self' (the champion) or a model spec (with "
+        "reviser_runtime llama_cpp, an embedded GGUF such as qwen2.5-coder-1.5b).",
     )
-    per_device_train_batch_size: int = Field(4, gt=0, description="Examples per device step.")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="Steps per optimiser update.")
-    save_steps: int = Field(10, gt=0, description="Save a resumable checkpoint every N steps.")
-    lora_r: int = Field(16, gt=0, description="LoRA rank: higher = more capacity and memory.")
-    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
-    lora_target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters.")
-    load_in_4bit: bool = Field(
-        False, description="QLoRA: load the champion as bitsandbytes NF4 (bf16 compute) under the adapter."
+    reviser_runtime: Literal["transformers", "llama_cpp"] = Field(
+        "transformers", description="revise: transformers loads a checkpoint; llama_cpp runs a GGUF as it is."
     )
-    launcher: Literal["in_process", "accelerate"] = Field(
-        "in_process",
-        description="in_process: train in the flow's process; accelerate: `accelerate launch` with num_processes "
-        "(data parallel: DDP on GPUs, gloo on CPUs; FSDP or DeepSpeed through accelerate_config).",
-    )
-    num_processes: int = Field(2, ge=1, description="Training processes under accelerate (one per GPU).")
-    accelerate_config: str | None = Field(
-        None, description="An `accelerate config` file (FSDP, DeepSpeed, several machines); None = plain DDP."
-    )
-
-
-class DPOTrainingConfig(_Training):
-    """Offline: TRL's DPOTrainer on the round's judged pairs; the champion is the reference."""
-
-    kind: Literal["dpo"] = "dpo"
-    beta: float = Field(0.1, gt=0, description="Higher = stay closer to the champion.")
-    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
-    max_length: int = Field(256, gt=0, description="Prompt + response tokens kept per pair (truncated beyond).")
-
-
-class OnlineTrainingConfig(_Training):
-    """Online: TRL's GRPOTrainer or RLOOTrainer samples fresh completions and scores them with the training judge."""
-
-    kind: Literal["grpo", "rloo"] = "grpo"
-    beta: float = Field(0.05, ge=0, description="KL penalty to the champion (0 = no reference pass).")
-    num_generations: int = Field(4, ge=2, description="Samples per prompt per step (a batch divides by it).")
-    max_completion_length: int = Field(48, gt=0, description="Tokens per fresh sample.")
-    temperature: float = Field(0.9, gt=0, description="Sampling temperature of the fresh samples.")
+    constitution: str = Field("constitution", description="revise: the principles, a file in configs/rubrics/.")
+    max_new_tokens: int = Field(96, gt=0, description="revise: tokens per critique and per revision.")
 
     @model_validator(mode="after")
-    def _batch_fits_generations(self) -> OnlineTrainingConfig:
-        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if batch % self.num_generations:
+    def _reviser_fits(self) -> PairsConfig:
+        if self.reviser == "self" and self.reviser_runtime == "llama_cpp":
             raise ValueError(
-                f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must be a multiple of "
-                f"num_generations ({self.num_generations}) for {self.kind}"
+                "reviser 'self' is the champion, a transformers checkpoint: use reviser_runtime transformers"
             )
+        if not (RUBRICS_DIR / f"{self.constitution}.txt").exists():
+            raise ValueError(f"constitution '{self.constitution}' not found in configs/rubrics/")
         return self
-
-
-TRAINING_KINDS = {"dpo": DPOTrainingConfig, "grpo": OnlineTrainingConfig, "rloo": OnlineTrainingConfig}
-TrainingConfig = Annotated[
-    Annotated[DPOTrainingConfig, Tag("dpo")]
-    | Annotated[OnlineTrainingConfig, Tag("grpo")]
-    | Annotated[OnlineTrainingConfig, Tag("rloo")],
-    kind_or("dpo"),
-]
 
 
 class EvaluationConfig(Strict):
@@ -241,6 +199,12 @@ class ExperimentConfig(Strict):
         "(an OpenAI-compatible endpoint), or panel (a checkable judge where a check exists, a default elsewhere).",
     )
     pairs: PairsConfig = Field(default_factory=PairsConfig)
+    reward_model: RewardModelConfig | None = Field(
+        None,
+        description="Train a reward model on the judged pairs each round (None = no reward stage): registered in "
+        "MLflow, its quality reported, its score of the held-out answers logged for the reward-hacking rule, and "
+        "with training.reward: reward_model, the reward of GRPO/RLOO.",
+    )
     training: TrainingConfig = Field(default_factory=DPOTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -253,6 +217,15 @@ class ExperimentConfig(Strict):
             raise ValueError(
                 "execution.shards > 1 with judge.length_controlled: length control fits over all of a round's "
                 "verdicts at once, so its judging cannot be split; use 1 shard or turn length control off"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reward_model_when_rewarded(self) -> ExperimentConfig:
+        if getattr(self.training, "reward", "judge") == "reward_model" and self.reward_model is None:
+            raise ValueError(
+                "training.reward is reward_model but the config has no reward_model section to train one; add "
+                "`reward_model: {}` for the defaults"
             )
         return self
 

@@ -24,6 +24,7 @@ from components.judge import Judge
 from components.judge_config import AIJudgeConfig, JudgeConfig, model_judges
 from components.judge_reliability import abstention_rate, agreement, length_slope, order_consistency
 from components.models import Policy, PolicyPair, load_tokenizer, response_logprob
+from components.reward_model import RewardModel, hacking_signals
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,12 @@ class EvalInputs:
     seed: int
 
 
-def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path, answers: Path) -> Evaluated:
+def evaluate(
+    inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path, answers: Path, reward_model: str | None = None
+) -> Evaluated:
     """Greedy answers from both; verifier, refusal and length metrics; the evaluation judge's win rates against
-    the champion and the base; the drift signals that need the models (KL, judge-policy and judge-gold agreement)."""
+    the champion and the base; the drift signals that need the models (KL, judge-policy and judge-gold agreement);
+    and with the round's `reward_model`, its score of the challenger's answers against the base's."""
     e = inputs.evaluation
 
     def build(tmp: Path) -> dict:
@@ -70,6 +74,10 @@ def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path
         found |= reliability
         _add_self_wins(rows, self_wins)
         found |= _drift(pair, tokenizer, prompts, greedy, wins)
+        if reward_model:
+            scorer = RewardModel.from_stage(reward_model, inputs.models)
+            task_high = found["task_completion_delta_vs_base_ci_high"]
+            found |= hacking_signals(scorer, prompts, greedy["challenger"], base, task_high, _ci(e))
         save_rows(rows, tmp)
         return {"metrics": metrics.grouped(found), "cohorts": ev.cohort_table(rows, _ci(e))}
 

@@ -273,27 +273,3 @@ class LengthControlledJudge:
         rationale = f"{verdict.rationale}; length-controlled P(A) {verdict.p_a:.2f} -> {p_a:.2f} (slope {slope:.2f})"
         abstained = verdict.abstained or abs(p_a - 0.5) < self.abstain_margin
         return Verdict(p_a, verdict.order_consistent, abstained, rationale)
-
-
-class JudgeReward:
-    """A judge as an online reward: the verifier's graded score where a check exists (RLVR), otherwise P(completion
-    beats the champion's own sample for that prompt), an abstention counting 0.5."""
-
-    __name__ = "judge"  # TRL names the logged reward column (`rewards/judge/mean`) after the reward function
-
-    def __init__(self, judge: Judge, prompts: list[dict], anchors: dict[str, str]):
-        self.judge, self.anchors = judge, anchors
-        self.prompts = {row["id"]: row for row in prompts}
-
-    def __call__(self, prompts: list, completions: list, prompt_id: list[str], **_: object) -> list[float]:
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        rows = [self.prompts[pid] for pid in prompt_id]
-        rewards: list[float | None] = [
-            score(json.loads(row["check"]), text) if row.get("check") else None
-            for row, text in zip(rows, texts, strict=True)
-        ]
-        open_ended = [i for i, r in enumerate(rewards) if r is None]
-        verdicts = self.judge.judge([(rows[i], texts[i], self.anchors[rows[i]["id"]]) for i in open_ended])
-        for i, verdict in zip(open_ended, verdicts, strict=True):
-            rewards[i] = 0.5 if verdict.abstained else verdict.p_a
-        return rewards  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from typing import Literal
 Format = Literal["pct", "num", "points"]
 
 
-Group = Literal["gate", "task", "refusal", "length", "judge", "drift", "train"]
+Group = Literal["gate", "task", "refusal", "length", "judge", "drift", "reward", "train"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,27 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("judge", "human_agreement_training", "training judge-human agreement (reviewed pairs)", "pct", "gate"),
     _m("judge", "human_agreement_evaluation", "evaluation judge-human agreement (reviewed pairs)", "pct", "gate"),
     _m("judge", "human_labels", "pairs a person labelled in the review queue, so far", "num"),
+    _m("reward", "rm_score_challenger", "reward model score of the challenger's held-out answers (mean)", "num"),
+    _m("reward", "rm_score_base", "reward model score of the round-0 base's held-out answers (mean)", "num"),
+    _m("reward", "rm_score_delta_vs_base", "reward model score delta vs round-0 base", "num", "ci", "gate"),
+    _m(
+        "reward",
+        "reward_hacking",
+        "reward hacking: reward model score up and task completion vs base down, both beyond their CIs (1 = yes)",
+        "num",
+        "gate",
+    ),
+    _m("reward", "rm_heldout_accuracy", "reward model accuracy on held-out judged pairs", "pct", "ci", "gate"),
+    _m("reward", "rm_heldout_pairs", "held-out judged pairs (prompts the reward model never trains on)", "num"),
+    _m("reward", "rm_gold_accuracy", "reward model accuracy on the calibration set's gold pairs", "pct", "ci", "gate"),
+    _m("reward", "rm_verifier_agreement", "reward model-verifier agreement (held-out pairs)", "pct", "ci", "gate"),
+    _m("reward", "rm_verifier_pairs", "held-out pairs the verifier separates", "num"),
+    _m("reward", "rm_length_correlation", "reward model score-length correlation (Spearman)", "num", "gate"),
+    _m("reward", "rm_train_pairs", "pairs the reward model trained on", "num"),
+    _m("reward", "rm_rounds", "rounds whose pairs trained the reward model", "num"),
+    _m("reward", "rm_train_steps", "reward model optimiser steps", "num"),
+    _m("reward", "rm_train_loss_last", "reward model last training loss", "num"),
+    _m("reward", "rm_train_seconds", "reward model training seconds", "num"),
     _m("train", "pairs", "training pair rows (abstentions included)", "num"),
     _m("train", "pairs_trained", "training pairs decided (trained on)", "num"),
     _m("train", "abstention_rate", "training judge abstention rate", "pct"),

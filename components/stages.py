@@ -14,14 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import metrics, review, train_worker
+from components import reward_model as rm
 from components.build import learns_from_pairs, make_generator, make_judge, make_trainer
-from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
+from components.config import (
+    DataConfig,
+    EvaluationConfig,
+    GenerationConfig,
+    ModelsConfig,
+    PairsConfig,
+    RewardModelConfig,
+    TrainingConfig,
+)
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
+from components.evaluator import mean_ci
 from components.generator import Sampling
-from components.judge import JudgeReward
+from components.judge_check import load_calibration
 from components.judge_config import JudgeConfig
 from components.models import Policy, load_tokenizer
 from components.pairs import build_pairs, example_pairs
+from components.rewards import JudgeReward, OnlineReward, VerifierReward
 from components.trainer import load_for_training
 
 EXAMPLE_PAIRS = 3  # shown in the round report
@@ -57,6 +68,15 @@ class Judged:
     pairs: int
     abstained: int
     examples: list[dict]  # the most decisive pairs, for the report
+
+
+@dataclass(frozen=True)
+class Rewarded:
+    path: str  # the reward model's adapter (LoRA and head)
+    base: str  # the model it sits on
+    rounds: list[int]  # whose judged pairs it was trained on
+    judges: list[str]  # who labelled them
+    metrics: dict[str, float]  # its training and its quality, by bare name
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,38 @@ def _save_pairs(pairs: list[dict], tmp: Path) -> dict:
     return {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
 
 
+def reward_model(
+    models: ModelsConfig, data: DataConfig, config: RewardModelConfig, evaluation: EvaluationConfig,
+    rounds: list[tuple[int, str]], out: Path, seed: int,
+) -> Rewarded:  # fmt: skip
+    """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)), except the
+    held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured."""
+    pairs = rm.judged_pairs(rounds)
+    heldout = [p for p in pairs if rm.held_out(p["prompt_id"], config.heldout_fraction)]
+    checkpoints = out.parent / f".{out.name}.checkpoints"
+
+    def build(tmp: Path) -> dict:
+        train = [p for p in pairs if not rm.held_out(p["prompt_id"], config.heldout_fraction)]
+        trained = rm.train_reward_model(config, models, train, tmp, checkpoints, seed)
+        model = rm.RewardModel.load(tmp, rm.base_of(config, models), models, config.batch_size)
+        prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
+        ci = lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)  # noqa: E731
+        found = rm.quality(model, heldout, load_calibration(), prompts, ci)
+        found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
+        found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
+        return {"metrics": found, "base": rm.base_of(config, models)}
+
+    found = save_stage(out, build, record=rm.RECORD)
+    judges = sorted({p["judge"] for p in pairs})
+    return Rewarded(str(out), rm.base_of(config, models), [k for k, _ in rounds], judges, found["metrics"])
+
+
+def reward_rounds(workdir: Path, k: int, last: int | None) -> list[tuple[int, str]]:
+    """The rounds whose judged pairs round k's reward model learns from: k and the earlier ones (the last `last`)."""
+    first = 1 if last is None else max(1, k - last + 1)
+    return [(j, str(workdir / f"round-{j}" / "pairs")) for j in range(first, k + 1)]
+
+
 def train(
     models: ModelsConfig,
     data: DataConfig,
@@ -145,12 +197,14 @@ def train(
     pairs: Judged,
     out: Path,
     seed: int,
+    reward_model: str | None = None,
 ) -> Trained:
     """Train a fresh LoRA adapter on the champion; no adapter when DPO has no non-abstained pair to learn from.
 
     Checkpoints live beside the output (`.adapter.checkpoints/`), so a killed run resumes from the last one.
-    `judge_config` is the reward of the online kinds; DPO learns from `pairs` alone. With `launcher: accelerate`
-    the training runs in `num_processes` processes (train_worker.py).
+    The online kinds' reward is `judge_config`, or the round's `reward_model` (its directory) with the verifier;
+    DPO learns from `pairs` alone. With `launcher: accelerate` the training runs in `num_processes` processes
+    (train_worker.py).
     """
     if learns_from_pairs(training) and pairs.pairs == pairs.abstained:
         return Trained(None, {"examples": 0})
@@ -158,14 +212,17 @@ def train(
     trainer = train_worker.launch if training.launcher == "accelerate" else train_adapter
 
     def build(tmp: Path) -> dict:
-        return trainer(models, data, training, judge_config, champion, generations, pairs.path, tmp, seed, checkpoints)
+        return trainer(
+            models, data, training, judge_config, champion, generations, pairs.path, tmp, seed, checkpoints,
+            reward_model,
+        )  # fmt: skip
 
     return Trained(str(out), save_stage(out, build, record="train_metrics.json"))
 
 
 def train_adapter(
     models: ModelsConfig, data: DataConfig, training: TrainingConfig, judge_config: JudgeConfig, champion: Policy,
-    generations: str, pairs: str, out: Path, seed: int, checkpoints: Path,
+    generations: str, pairs: str, out: Path, seed: int, checkpoints: Path, reward_model: str | None = None,
 ) -> dict:  # fmt: skip
     """Train the adapter into `out` in this process (one of several under accelerate); its metrics."""
     tokenizer = load_tokenizer(champion.base)
@@ -173,17 +230,29 @@ def train_adapter(
         reward, examples = None, load_rows(pairs)
     else:
         examples = load_prompts(data.train_prompts, data.max_train_prompts)
-        anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
-        reward = JudgeReward(make_judge(judge_config, champion, models), list(examples), anchors)
+        reward = _online_reward(models, training, judge_config, champion, generations, list(examples), reward_model)
     model = load_for_training(champion, training, models)
     trainer = make_trainer(training, model, tokenizer, models, seed, checkpoints, reward)
     return trainer.train(examples, out)
 
 
-def round_metrics(judged: Judged, trained: Trained, evaluated) -> dict[str, float]:
+def _online_reward(models, training, judge_config, champion, generations, prompts, reward_model) -> OnlineReward:
+    """What scores GRPO/RLOO's samples: the round's reward model and the verifier, weighted; or the judge."""
+    if training.reward == "reward_model":
+        if reward_model is None:
+            raise ValueError("training.reward is reward_model, but the round trained no reward model")
+        scorer = rm.RewardModel.from_stage(reward_model, models)
+        funcs = [scorer.model, VerifierReward(prompts)]
+        return OnlineReward(funcs, [scorer.tokenizer, None], [training.reward_model_weight, training.verifier_weight])
+    anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
+    return OnlineReward([JudgeReward(make_judge(judge_config, champion, models), prompts, anchors)])
+
+
+def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded: Rewarded | None = None) -> dict[str, float]:
     """Everything a round reports, by grouped name: the evaluation's metrics (none when nothing trained), the
-    training judge's yield and abstentions, and the trainer's signals (named `train_…`)."""
-    found = {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
+    training judge's yield and abstentions, the trainer's signals (named `train_…`) and the reward model's."""
+    found = dict(rewarded.metrics) if rewarded else {}
+    found |= {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
     found |= {"pairs_trained": float(judged.pairs - judged.abstained)}
     found |= {f"train_{k}": float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
     return (dict(evaluated.metrics) if evaluated else {}) | metrics.grouped(found)

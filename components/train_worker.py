@@ -26,7 +26,7 @@ from components.process_group import free_port, run_group
 
 def launch(
     models: ModelsConfig, data: DataConfig, training: TrainingConfig, judge_config: JudgeConfig, champion: Policy,
-    generations: str, pairs: str, out: Path, seed: int, checkpoints: Path,
+    generations: str, pairs: str, out: Path, seed: int, checkpoints: Path, reward_model: str | None = None,
 ) -> dict:  # fmt: skip
     """Train the adapter into `out` under `accelerate launch`; the metrics rank 0 wrote."""
     with tempfile.TemporaryDirectory(prefix="ratchet-train-") as tmp:
@@ -37,6 +37,7 @@ def launch(
                 {name: value.model_dump(mode="json") for name, value in plain.items()}
                 | {"champion": [champion.base, list(champion.adapters)], "generations": generations, "pairs": pairs}
                 | {"out": str(out), "seed": seed, "checkpoints": str(checkpoints), "metrics": str(metrics)}
+                | {"reward_model": reward_model}
             )
         )
         command = [sys.executable, "-m", "accelerate.commands.launch", *_launch_options(training)]
@@ -69,6 +70,7 @@ def main(request_path: str) -> None:
         Path(r["out"]),
         r["seed"],
         Path(r["checkpoints"]),
+        r["reward_model"],
     )
     if int(os.environ.get("RANK", "0")) == 0:
         Path(r["metrics"]).write_text(json.dumps(metrics))

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -39,6 +38,7 @@ from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOO
 
 from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig, TrainingConfig
 from components.models import Policy, device_for, dtype_for, load_policy, resolve_model
+from components.rewards import OnlineReward
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +215,12 @@ class DPOLoRATrainer:
 
 
 class OnlineTrainer:
-    """GRPO or RLOO: fresh samples per prompt, scored by `reward` (the judge), KL to the champion by `beta`."""
+    """GRPO or RLOO: fresh samples per prompt, scored by `reward` (the judge, or the reward model with the verifier),
+    KL to the champion by `beta`."""
 
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: OnlineTrainingConfig,
-        models: ModelsConfig, seed: int, checkpoints: Path, reward: Callable[..., list[float]],
+        models: ModelsConfig, seed: int, checkpoints: Path, reward: OnlineReward,
     ):  # fmt: skip
         self.model, self.tokenizer, self.config, self.models = model, tokenizer, config, models
         self.seed, self.checkpoints, self.reward = seed, checkpoints, reward
@@ -238,10 +239,12 @@ class OnlineTrainer:
             num_generations=c.num_generations,
             max_completion_length=c.max_completion_length,
             temperature=c.temperature,
+            reward_weights=self.reward.weights,
         )
         trainer = trainer_class(
             model=self.model,
-            reward_funcs=self.reward,
+            reward_funcs=self.reward.funcs,
+            reward_processing_classes=self.reward.processing_classes,
             args=args,
             train_dataset=dataset,
             processing_class=self.tokenizer,

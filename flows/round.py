@@ -53,15 +53,28 @@ def judge(
 
 
 @task(**STAGE)
-def train(models, data, training, judge_config, champion, generations: str, pairs, out: str, seed) -> stages.Trained:
-    """Train a LoRA adapter (DPO on the pairs, GRPO/RLOO with the judge as reward); none if nothing to learn."""
-    return stages.train(models, data, training, judge_config, champion, generations, pairs, Path(out), seed)
+def reward(models, data, config, evaluation, rounds: list[tuple[int, str]], out: str, seed) -> stages.Rewarded:
+    """Train the round's reward model on the judged pairs of this round and the earlier ones; measure its quality."""
+    return stages.reward_model(models, data, config, evaluation, rounds, Path(out), seed)
 
 
 @task(**STAGE)
-def evaluate(inputs: EvalInputs, champion: Policy, challenger: Policy, out: str, answers: str) -> Evaluated:
+def train(
+    models, data, training, judge_config, champion, generations: str, pairs, out: str, seed, reward_model: str | None
+) -> stages.Trained:
+    """Train a LoRA adapter (DPO on the pairs, GRPO/RLOO with the judge or the reward model as reward); none if
+    nothing to learn."""
+    return stages.train(
+        models, data, training, judge_config, champion, generations, pairs, Path(out), seed, reward_model
+    )
+
+
+@task(**STAGE)
+def evaluate(
+    inputs: EvalInputs, champion: Policy, challenger: Policy, out: str, answers: str, reward_model: str | None
+) -> Evaluated:
     """Score challenger vs champion (and the round-0 base) on the held-out cohorts."""
-    return evaluate_stage(inputs, champion, challenger, Path(out), Path(answers))
+    return evaluate_stage(inputs, champion, challenger, Path(out), Path(answers), reward_model)
 
 
 def _run(stage, k: int, *args):
@@ -98,6 +111,9 @@ def _summary(result) -> str:
         return f": {result.samples} samples ({result.kind})"
     if isinstance(result, stages.Judged):
         return f": {result.pairs - result.abstained} pairs, {result.abstained} abstained"
+    if isinstance(result, stages.Rewarded):
+        accuracy = result.metrics.get("rm_heldout_accuracy", float("nan"))
+        return f": {accuracy:.0%} right on {int(result.metrics['rm_heldout_pairs'])} held-out pairs"
     if isinstance(result, stages.Trained) and "steps" in result.metrics:
         return f": {result.metrics['steps']} steps"
     return ""
@@ -136,20 +152,28 @@ def bootstrap_round(
             judged = _timed(k, "judge", shards.judge, cfg.execution, *judging)
         else:
             judged = _run(judge, k, *judging)
+        # --- reward: a reward model fitted to the judged pairs so far (with a `reward_model:` section)
+        rewarded = None
+        if cfg.reward_model:
+            rounds = stages.reward_rounds(Path(workdir), k, cfg.reward_model.rounds)
+            rewarded = _run(
+                reward, k, cfg.models, cfg.data, cfg.reward_model, cfg.evaluation, rounds, str(out / "reward_model"),
+                seed,
+            )  # fmt: skip
+        reward_model = rewarded.path if rewarded else None
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
         trained = _run(
             train, k, cfg.models, cfg.data, cfg.training, cfg.judge, champion, generated.path, judged,
-            str(out / "adapter"), seed,
+            str(out / "adapter"), seed, reward_model,
         )  # fmt: skip
         challenger = champion.with_adapter(trained.path) if trained.path else None
         # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
         evaluated = None
         if challenger:
             inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-            evaluated = _run(
-                evaluate, k, inputs, champion, challenger, str(out / "eval"), str(Path(workdir) / "answers")
-            )
-        metrics = stages.round_metrics(judged, trained, evaluated) | human_agreement(cfg, tracking)
+            answers = str(Path(workdir) / "answers")
+            evaluated = _run(evaluate, k, inputs, champion, challenger, str(out / "eval"), answers, reward_model)
+        metrics = stages.round_metrics(judged, trained, evaluated, rewarded) | human_agreement(cfg, tracking)
         # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
         decision = decide(metrics, cfg.gate.rules, trained=challenger is not None)
         if run.decision and run.decision["gate_reason"] == decision.gate_reason:
@@ -159,6 +183,8 @@ def bootstrap_round(
         say("round %d: %s", k, decision.reason)
         # --- record: lineage, aliases and the report, for what this run has not logged yet
         version = record(cfg, k, tracking, run, metrics, decision, challenger, out, generated, champion_version)
+        if rewarded:
+            record_reward_model(cfg, k, tracking, run, rewarded)
         if not run.logged or _redecided(run, decision):
             publish_round_report(cfg, k, tracking, run.run_id, metrics, decision, history, judged, evaluated, out)
     return RoundResult(k, decision, metrics, challenger if decision.promote else champion, version)
@@ -241,6 +267,18 @@ def record(
         champion = version if decision.promote else previous
         versions.point_alias(tracking.uri, tracking.model_name, "champion", champion)
     return version if decision.promote else previous
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def record_reward_model(
+    cfg: ExperimentConfig, k: int, tracking: lineage.BootstrapRun, run: lineage.RoundRun, rewarded: stages.Rewarded
+) -> str:
+    """The round's reward model as a version of `<model>-reward`, its tags the lineage: base, the rounds whose
+    pairs trained it, who labelled them, the training judge's config and the bootstrap."""
+    provenance = {"base": rewarded.base, "rounds": rewarded.rounds, "labelled_by": rewarded.judges, "round": k}
+    provenance |= {"training_judge": cfg.judge.model_dump(mode="json"), "bootstrap_id": tracking.bootstrap_id}
+    name = f"{tracking.model_name}-reward"
+    return versions.register_reward_model(tracking.uri, name, run.run_id, Path(rewarded.path), provenance)
 
 
 def _redecided(run: lineage.RoundRun, decision: Decision) -> bool:

@@ -29,26 +29,59 @@ def register_adapter(
     `parent` is the version it was trained on top of (None: the base model); its chain and this adapter's model URI
     make the version's `adapter_uris`."""
     client = client_for(tracking_uri)
+    if found := _registered(client, model_name, round_run_id, "Ratchet LoRA adapters, one version per round."):
+        return found
+    tags = _as_tags(tags)
+    model = _log_model(client, round_run_id, adapter_dir, tags, "adapter", "peft-lora-adapter")
+    if (chain := _adapter_uris(client, model_name, parent)) is not None:
+        tags["adapter_uris"] = json.dumps([*chain, model.model_uri])
+    return _new_version(client, model_name, round_run_id, model, tags)
+
+
+def register_reward_model(tracking_uri: str, model_name: str, round_run_id: str, directory: Path, tags: dict) -> str:
+    """Log a round's reward model (its LoRA and scoring head) as an MLflow model of the round run and register it
+    as a version of `model_name` (idempotent per round run); `tags` carry its lineage."""
+    client = client_for(tracking_uri)
+    description = "Ratchet reward models, one version per round: a LoRA and a scalar head fitted to judged pairs."
+    if found := _registered(client, model_name, round_run_id, description):
+        return found
+    tags = _as_tags(tags)
+    model = _log_model(client, round_run_id, directory, tags, "reward_model", "peft-lora-reward-model")
+    return _new_version(client, model_name, round_run_id, model, tags)
+
+
+def _registered(client: MlflowClient, model_name: str, round_run_id: str, description: str) -> str | None:
+    """The version the round run already registered, if any (creating the registered model on first use)."""
     try:
         client.get_registered_model(model_name)
     except MlflowException:
-        client.create_registered_model(model_name, description="Ratchet LoRA adapters, one version per round.")
+        client.create_registered_model(model_name, description=description)
     for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{round_run_id}'"):
         return str(version.version)
-    tags = {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in tags.items()}
+    return None
+
+
+def _as_tags(tags: dict) -> dict[str, str]:
+    return {k: json.dumps(v) if isinstance(v, list | dict) else str(v) for k, v in tags.items()}
+
+
+def _log_model(client: MlflowClient, round_run_id: str, directory: Path, tags: dict, name: str, model_type: str):
+    """`directory` as a READY logged model of the round run (FAILED, and the error raised, if its upload fails)."""
     run = client.get_run(round_run_id)
     model = client.create_logged_model(
-        run.info.experiment_id, name="adapter", source_run_id=round_run_id, tags=tags, model_type="peft-lora-adapter"
+        run.info.experiment_id, name=name, source_run_id=round_run_id, tags=tags, model_type=model_type
     )
     try:
-        with storing(f"the adapter of round run {round_run_id} ({model.artifact_location}; no version registered)"):
-            client.log_model_artifacts(model.model_id, str(adapter_dir))
+        with storing(f"the {name} of round run {round_run_id} ({model.artifact_location}; no version registered)"):
+            client.log_model_artifacts(model.model_id, str(directory))
     except MlflowException:
         client.finalize_logged_model(model.model_id, "FAILED")
         raise
     client.finalize_logged_model(model.model_id, "READY")
-    if (chain := _adapter_uris(client, model_name, parent)) is not None:
-        tags["adapter_uris"] = json.dumps([*chain, model.model_uri])
+    return model
+
+
+def _new_version(client: MlflowClient, model_name: str, round_run_id: str, model, tags: dict) -> str:
     version = client.create_model_version(
         model_name, model.model_uri, run_id=round_run_id, tags=tags, model_id=model.model_id
     )

@@ -22,6 +22,6 @@ def test_old_bare_names_migrate_and_grouped_names_stay():
 
 
 def test_every_group_is_one_chart_section_and_every_key_parses_back():
-    assert {m.group for m in metrics.CATALOGUE} == {"gate", "task", "refusal", "length", "drift", "judge", "train"}
+    assert {m.group for m in metrics.CATALOGUE} == {"gate", "task", "refusal", "length", "drift", "judge", "reward", "train"}
     for m in metrics.CATALOGUE:
         assert metrics.entry(m.key) is m

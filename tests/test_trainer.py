@@ -11,8 +11,9 @@ import pytest
 from datasets import Dataset
 
 from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig
-from components.judge import JudgeReward, VerifierJudge
+from components.judge import VerifierJudge
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
+from components.rewards import JudgeReward, OnlineReward
 from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training, to_conversational
 
 CPU = ModelsConfig(device="cpu")
@@ -153,7 +154,7 @@ def test_online_trainer_uses_the_judge_as_reward(tiny_model_dir, tmp_path, metho
     tok = load_tokenizer(tiny_model_dir)
     base = load_policy(Policy(tiny_model_dir), CPU)
     model = load_for_training(Policy(tiny_model_dir), cfg, CPU)
-    trainer = OnlineTrainer(model, tok, cfg, CPU, 0, tmp_path / "checkpoints", counted)
+    trainer = OnlineTrainer(model, tok, cfg, CPU, 0, tmp_path / "checkpoints", OnlineReward([counted]))
     metrics = trainer.train(Dataset.from_list(prompts), tmp_path / "adapter")
     assert calls and metrics["steps"] == 2 and 0.0 <= metrics["reward_mean"] <= 1.0
     tuned = load_policy(Policy(tiny_model_dir, (str(tmp_path / "adapter"),)), CPU)

@@ -1,0 +1,102 @@
+"""The reward model on a random-init tiny Llama: trained with TRL's RewardTrainer, it must rank held-out pairs it
+never saw above chance."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.config import ModelsConfig, RewardModelConfig
+from components.data import save_rows
+from components.evaluator import mean_ci
+from components.reward_model import RewardModel, held_out, judged_pairs, quality, train_reward_model
+
+CPU = ModelsConfig(device="cpu")
+CI = lambda values: mean_ci(values, 0.95, 200)  # noqa: E731
+
+
+def number_pairs(n: int, start: int = 0) -> list[dict]:
+    """Arithmetic prompts: the right number is chosen against a refusal (a pattern a tiny model can learn)."""
+    return [
+        {
+            "prompt_id": f"sum-{i}",
+            "cohort": "arithmetic",
+            "prompt": f"What is {i} + {i % 7}? Answer with the number.",
+            "check": json.dumps({"kind": "number", "answer": i + i % 7}),
+            "chosen": f"{i + i % 7}",
+            "rejected": "I'm sorry, I cannot help with that request.",
+            "judge": "verifier",
+            "abstained": False,
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def test_held_out_prompts_are_fixed_by_their_id():
+    ids = [f"p{i}" for i in range(1000)]
+    share = sum(held_out(i, 0.2) for i in ids) / len(ids)
+    assert 0.15 < share < 0.25 and [held_out(i, 0.2) for i in ids] == [held_out(i, 0.2) for i in ids]
+
+
+def test_pairs_of_several_rounds_keep_their_round(tmp_path):
+    save_rows(number_pairs(3) + [number_pairs(1, 9)[0] | {"abstained": True}], tmp_path / "r1")
+    save_rows(number_pairs(2, 3), tmp_path / "r2")
+    rows = judged_pairs([(1, str(tmp_path / "r1")), (2, str(tmp_path / "r2"))])
+    assert [r["round"] for r in rows] == [1, 1, 1, 2, 2] and {r["judge"] for r in rows} == {"verifier"}
+
+
+def test_reward_model_ranks_unseen_pairs_above_chance(tiny_model_dir, tmp_path):
+    pairs = number_pairs(60)
+    train = [p for p in pairs if not held_out(p["prompt_id"], 0.25)]
+    heldout = [p for p in pairs if held_out(p["prompt_id"], 0.25)]
+    config = RewardModelConfig(
+        base=tiny_model_dir, learning_rate=3e-3, num_train_epochs=3, per_device_train_batch_size=8, lora_r=8
+    )
+    metrics = train_reward_model(config, CPU, train, tmp_path / "rm", tmp_path / "ckpt", seed=0)
+    assert metrics["steps"] >= 10 and (tmp_path / "rm" / "adapter_config.json").exists()
+    model = RewardModel.load(tmp_path / "rm", tiny_model_dir, CPU)
+    prompts = {p["prompt_id"]: p for p in pairs}
+    gold = [{"prompt": p["prompt"], "context": "", "better": p["chosen"], "worse": p["rejected"]} for p in heldout]
+    found = quality(model, heldout, gold, prompts, CI)
+    assert found["rm_heldout_pairs"] == len(heldout) >= 8
+    assert found["rm_heldout_accuracy_ci_low"] > 0.5, found
+    assert found["rm_verifier_agreement"] == found["rm_heldout_accuracy"]  # every held-out pair has a check
+    assert found["rm_length_correlation"] < 0  # the refusal is the longer answer here
+    verdicts = model.judge([(prompts[p["prompt_id"]], p["chosen"], p["rejected"]) for p in heldout])
+    assert all(v.order_consistent for v in verdicts)
+
+
+def test_an_empty_pair_set_is_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="no judged pairs"):
+        train_reward_model(RewardModelConfig(base=tiny_model_dir), CPU, [], tmp_path / "rm", tmp_path / "c", 0)
+
+
+def test_a_round_trains_registers_and_rewards_with_its_reward_model(prefect_harness, write_tiny_config, tmp_path):
+    """Two real rounds on the tiny model: each trains a reward model on the pairs so far, registers it with its
+    lineage, trains GRPO against it and the verifier, and logs its score of the held-out answers."""
+    from mlflow import MlflowClient
+
+    from flows.bootstrap import bootstrap
+
+    config = write_tiny_config(
+        tmp_path,
+        name="tiny-rm",
+        gate={"rules": [{"metric": "reward/reward_hacking", "op": "<=", "threshold": 0}]},
+        reward_model={"heldout_fraction": 0.5, "max_steps": 2, "per_device_train_batch_size": 2, "lora_r": 4},
+        training={
+            "kind": "grpo", "reward": "reward_model", "max_steps": 1, "per_device_train_batch_size": 4,
+            "num_generations": 2, "max_completion_length": 8, "beta": 0.05,
+        },
+    )  # fmt: skip
+    result = bootstrap(str(config), store=str(tmp_path))
+    out = Path(result.workdir)
+    for r in result.rounds:
+        assert (out / f"round-{r.k}" / "reward_model" / "adapter_config.json").exists()
+        assert r.metrics["reward/rm_rounds"] == r.k and r.metrics["reward/rm_train_steps"] >= 1
+        assert r.metrics["reward/reward_hacking"] in (0.0, 1.0) and "reward/rm_score_delta_vs_base_ci_low" in r.metrics
+        assert "train/train_reward_mean" in r.metrics
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    versions = sorted(client.search_model_versions("name = 'ratchet-tiny-rm-reward'"), key=lambda v: int(v.version))
+    assert [json.loads(v.tags["rounds"]) for v in versions] == [[1], [1, 2]]
+    assert all(v.tags["base"] == result.rounds[0].champion.base for v in versions)
+    assert json.loads(versions[0].tags["labelled_by"]) and "training_judge" in versions[0].tags
