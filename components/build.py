@@ -15,6 +15,7 @@ from components.config import (
     GenerationConfig,
     ModelsConfig,
     OnlineTrainingConfig,
+    PairsConfig,
     ServerGenerationConfig,
     TrainingConfig,
     TransformersGenerationConfig,
@@ -44,6 +45,7 @@ from components.judge_config import (
 from components.models import Policy, load_policy, load_tokenizer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
+from components.revise import GeneratorReviser, LlamaCppReviser, Reviser
 from components.rewards import OnlineReward
 from components.scorers import LlamaCppScorer, TransformersScorer
 from components.server_generator import ServerGenerator
@@ -126,6 +128,16 @@ def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loade
             else:
                 model, tokenizer = load_policy(policy, models), load_tokenizer(policy.base)
             return TransformersScorer(model, tokenizer, config.batch_size, name), tokenizer
+
+
+def make_reviser(config: PairsConfig, champion: Policy, models: ModelsConfig) -> Reviser:
+    """The critique-and-revise model `pairs.reviser` names: the champion (`self`), a checkpoint, or a GGUF."""
+    if config.reviser_runtime == "llama_cpp":
+        return LlamaCppReviser(gguf_file(config.reviser), config.reviser)
+    policy = champion if config.reviser == "self" else Policy(config.reviser)
+    greedy = Sampling(config.max_new_tokens, 0.0, 1.0)
+    model = load_policy(policy, models)
+    return GeneratorReviser(TransformersGenerator(model, load_tokenizer(policy.base), greedy, 8), config.reviser)
 
 
 def learns_from_pairs(config: TrainingConfig) -> bool:

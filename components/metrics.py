@@ -108,6 +108,8 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("train", "pairs", "training pair rows (abstentions included)", "num"),
     _m("train", "pairs_trained", "training pairs decided (trained on)", "num"),
     _m("train", "abstention_rate", "training judge abstention rate", "pct"),
+    _m("train", "revisions_failed_check", "revisions dropped: they fail the prompt's check (pairs.kind revise)", "num"),
+    _m("train", "revisions_not_preferred", "revisions dropped: the training judge prefers the original", "num"),
     _m("train", "train_examples", "pairs (or prompts) trained on", "num"),
     _m("train", "train_steps", "optimiser steps", "num"),
     _m("train", "train_loss_first", "first training loss", "num"),

@@ -68,19 +68,23 @@ def _best_against_worst(judge: Judge, compared: dict[tuple[int, int], tuple], pe
 def _pair_row(judge: Judge, item: tuple[dict, str, str], verdict: Verdict) -> dict:
     row, a, b = item
     a_wins = verdict.p_a >= 0.5
-    name = judge.judge_name(row) if isinstance(judge, PanelJudge) else judge.name
     return {
         "prompt_id": row["id"],
         "cohort": row["cohort"],
         "prompt": user_message(row),
         "chosen": a if a_wins else b,
         "rejected": b if a_wins else a,
-        "judge": name,
+        "judge": judge_label(judge, row),
         "p_chosen": max(verdict.p_a, 1 - verdict.p_a),
         "order_consistent": verdict.order_consistent,
         "abstained": verdict.abstained,
         "rationale": verdict.rationale,
     }
+
+
+def judge_label(judge: Judge, row: dict) -> str:
+    """The name of the judge that decided `row`'s pair (a panel names the member it routed the prompt to)."""
+    return judge.judge_name(row) if isinstance(judge, PanelJudge) else judge.name
 
 
 def example_pairs(pairs: list[dict], n: int) -> list[dict]:

@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from components import metrics, review, train_worker
 from components import reward_model as rm
-from components.build import learns_from_pairs, make_generator, make_judge, make_trainer
+from components.build import learns_from_pairs, make_generator, make_judge, make_reviser, make_trainer
 from components.config import (
     DataConfig,
-    EvaluationConfig,
     GenerationConfig,
     ModelsConfig,
     PairsConfig,
-    RewardModelConfig,
     TrainingConfig,
 )
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
-from components.evaluator import mean_ci
 from components.generator import Sampling
-from components.judge_check import load_calibration
+from components.judge import load_rubric
 from components.judge_config import JudgeConfig
 from components.models import Policy, load_tokenizer
 from components.pairs import build_pairs, example_pairs
+from components.revise import dropped, revise_pairs
 from components.rewards import JudgeReward, OnlineReward, VerifierReward
 from components.trainer import load_for_training
 
@@ -68,15 +66,7 @@ class Judged:
     pairs: int
     abstained: int
     examples: list[dict]  # the most decisive pairs, for the report
-
-
-@dataclass(frozen=True)
-class Rewarded:
-    path: str  # the reward model's adapter (LoRA and head)
-    base: str  # the model it sits on
-    rounds: list[int]  # whose judged pairs it was trained on
-    judges: list[str]  # who labelled them
-    metrics: dict[str, float]  # its training and its quality, by bare name
+    dropped: dict[str, int] = field(default_factory=dict)  # revisions dropped, by reason (pairs.kind: revise)
 
 
 @dataclass(frozen=True)
@@ -113,7 +103,12 @@ def judge(
     def build(tmp: Path) -> dict:
         prompts = shard.select(list(load_prompts(data.train_prompts, data.max_train_prompts)))
         judge_ = make_judge(judge_config, champion, models)
-        pairs = build_pairs(judge_, prompts, list(load_rows(generations)), pairs_config.per_prompt)
+        samples, c = list(load_rows(generations)), pairs_config
+        if c.kind == "revise":
+            reviser, constitution = make_reviser(c, champion, models), load_rubric(c.constitution)
+            pairs = revise_pairs(reviser, judge_, constitution, prompts, samples, c.per_prompt, c.max_new_tokens)
+        else:
+            pairs = build_pairs(judge_, prompts, samples, c.per_prompt)
         return _save_pairs(review.with_gold(pairs, _gold_rows(gold)), tmp)
 
     return Judged(str(out), **save_stage(out, build))
@@ -152,39 +147,8 @@ def _gold_rows(gold: str | None) -> list[dict]:
 def _save_pairs(pairs: list[dict], tmp: Path) -> dict:
     save_rows(pairs, tmp)
     abstained = sum(p["abstained"] for p in pairs)
-    return {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
-
-
-def reward_model(
-    models: ModelsConfig, data: DataConfig, config: RewardModelConfig, evaluation: EvaluationConfig,
-    rounds: list[tuple[int, str]], out: Path, seed: int,
-) -> Rewarded:  # fmt: skip
-    """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)), except the
-    held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured."""
-    pairs = rm.judged_pairs(rounds)
-    heldout = [p for p in pairs if rm.held_out(p["prompt_id"], config.heldout_fraction)]
-    checkpoints = out.parent / f".{out.name}.checkpoints"
-
-    def build(tmp: Path) -> dict:
-        train = [p for p in pairs if not rm.held_out(p["prompt_id"], config.heldout_fraction)]
-        trained = rm.train_reward_model(config, models, train, tmp, checkpoints, seed)
-        model = rm.RewardModel.load(tmp, rm.base_of(config, models), models, config.batch_size)
-        prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
-        ci = lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)  # noqa: E731
-        found = rm.quality(model, heldout, load_calibration(), prompts, ci)
-        found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
-        found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
-        return {"metrics": found, "base": rm.base_of(config, models)}
-
-    found = save_stage(out, build, record=rm.RECORD)
-    judges = sorted({p["judge"] for p in pairs})
-    return Rewarded(str(out), rm.base_of(config, models), [k for k, _ in rounds], judges, found["metrics"])
-
-
-def reward_rounds(workdir: Path, k: int, last: int | None) -> list[tuple[int, str]]:
-    """The rounds whose judged pairs round k's reward model learns from: k and the earlier ones (the last `last`)."""
-    first = 1 if last is None else max(1, k - last + 1)
-    return [(j, str(workdir / f"round-{j}" / "pairs")) for j in range(first, k + 1)]
+    found = {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
+    return found | {"dropped": dropped(pairs)}
 
 
 def train(
@@ -248,12 +212,13 @@ def _online_reward(models, training, judge_config, champion, generations, prompt
     return OnlineReward([JudgeReward(make_judge(judge_config, champion, models), prompts, anchors)])
 
 
-def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded: Rewarded | None = None) -> dict[str, float]:
+def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded=None) -> dict[str, float]:
     """Everything a round reports, by grouped name: the evaluation's metrics (none when nothing trained), the
     training judge's yield and abstentions, the trainer's signals (named `train_…`) and the reward model's."""
-    found = dict(rewarded.metrics) if rewarded else {}
+    found = dict(rewarded.metrics) if rewarded else {}  # a reward_stage.Rewarded
     found |= {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
     found |= {"pairs_trained": float(judged.pairs - judged.abstained)}
+    found |= {f"revisions_{reason}": float(n) for reason, n in judged.dropped.items()}
     found |= {f"train_{k}": float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
     return (dict(evaluated.metrics) if evaluated else {}) | metrics.grouped(found)
 

@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from components import review as review_items
-from components import stages
+from components import reward_stage, stages
 from components.config import ExperimentConfig
 from components.evaluation import EvalInputs, Evaluated
 from components.evaluation import evaluate as evaluate_stage
@@ -53,9 +53,9 @@ def judge(
 
 
 @task(**STAGE)
-def reward(models, data, config, evaluation, rounds: list[tuple[int, str]], out: str, seed) -> stages.Rewarded:
+def reward(models, data, config, evaluation, rounds: list[tuple[int, str]], out: str, seed) -> reward_stage.Rewarded:
     """Train the round's reward model on the judged pairs of this round and the earlier ones; measure its quality."""
-    return stages.reward_model(models, data, config, evaluation, rounds, Path(out), seed)
+    return reward_stage.reward_model(models, data, config, evaluation, rounds, Path(out), seed)
 
 
 @task(**STAGE)
@@ -111,7 +111,7 @@ def _summary(result) -> str:
         return f": {result.samples} samples ({result.kind})"
     if isinstance(result, stages.Judged):
         return f": {result.pairs - result.abstained} pairs, {result.abstained} abstained"
-    if isinstance(result, stages.Rewarded):
+    if isinstance(result, reward_stage.Rewarded):
         accuracy = result.metrics.get("rm_heldout_accuracy", float("nan"))
         return f": {accuracy:.0%} right on {int(result.metrics['rm_heldout_pairs'])} held-out pairs"
     if isinstance(result, stages.Trained) and "steps" in result.metrics:
@@ -155,7 +155,7 @@ def bootstrap_round(
         # --- reward: a reward model fitted to the judged pairs so far (with a `reward_model:` section)
         rewarded = None
         if cfg.reward_model:
-            rounds = stages.reward_rounds(Path(workdir), k, cfg.reward_model.rounds)
+            rounds = reward_stage.reward_rounds(Path(workdir), k, cfg.reward_model.rounds)
             rewarded = _run(
                 reward, k, cfg.models, cfg.data, cfg.reward_model, cfg.evaluation, rounds, str(out / "reward_model"),
                 seed,
@@ -271,7 +271,11 @@ def record(
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def record_reward_model(
-    cfg: ExperimentConfig, k: int, tracking: lineage.BootstrapRun, run: lineage.RoundRun, rewarded: stages.Rewarded
+    cfg: ExperimentConfig,
+    k: int,
+    tracking: lineage.BootstrapRun,
+    run: lineage.RoundRun,
+    rewarded: reward_stage.Rewarded,
 ) -> str:
     """The round's reward model as a version of `<model>-reward`, its tags the lineage: base, the rounds whose
     pairs trained it, who labelled them, the training judge's config and the bootstrap."""

@@ -22,6 +22,7 @@ def test_old_bare_names_migrate_and_grouped_names_stay():
 
 
 def test_every_group_is_one_chart_section_and_every_key_parses_back():
-    assert {m.group for m in metrics.CATALOGUE} == {"gate", "task", "refusal", "length", "drift", "judge", "reward", "train"}
+    groups = {"gate", "task", "refusal", "length", "drift", "judge", "reward", "train"}
+    assert {m.group for m in metrics.CATALOGUE} == groups
     for m in metrics.CATALOGUE:
         assert metrics.entry(m.key) is m

@@ -1,0 +1,55 @@
+"""The reward stage: the round's reward model, trained on the judged pairs of this round and the earlier ones and
+measured on what it never trained on (reward_model.py holds the model itself). Like the other stages it writes its
+directory atomically and skips the work when the directory exists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components import reward_model as rm
+from components.config import DataConfig, EvaluationConfig, ModelsConfig, RewardModelConfig
+from components.data import load_prompts, save_stage
+from components.evaluator import mean_ci
+from components.judge_check import load_calibration
+
+
+@dataclass(frozen=True)
+class Rewarded:
+    path: str  # the reward model's adapter (LoRA and head)
+    base: str  # the model it sits on
+    rounds: list[int]  # whose judged pairs it was trained on
+    judges: list[str]  # who labelled them
+    metrics: dict[str, float]  # its training and its quality, by bare name
+
+
+def reward_model(
+    models: ModelsConfig, data: DataConfig, config: RewardModelConfig, evaluation: EvaluationConfig,
+    rounds: list[tuple[int, str]], out: Path, seed: int,
+) -> Rewarded:  # fmt: skip
+    """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)), except the
+    held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured."""
+    pairs = rm.judged_pairs(rounds)
+    heldout = [p for p in pairs if rm.held_out(p["prompt_id"], config.heldout_fraction)]
+    checkpoints = out.parent / f".{out.name}.checkpoints"
+
+    def build(tmp: Path) -> dict:
+        train = [p for p in pairs if not rm.held_out(p["prompt_id"], config.heldout_fraction)]
+        trained = rm.train_reward_model(config, models, train, tmp, checkpoints, seed)
+        model = rm.RewardModel.load(tmp, rm.base_of(config, models), models, config.batch_size)
+        prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
+        ci = lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)  # noqa: E731
+        found = rm.quality(model, heldout, load_calibration(), prompts, ci)
+        found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
+        found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
+        return {"metrics": found, "base": rm.base_of(config, models)}
+
+    found = save_stage(out, build, record=rm.RECORD)
+    judges = sorted({p["judge"] for p in pairs})
+    return Rewarded(str(out), rm.base_of(config, models), [k for k, _ in rounds], judges, found["metrics"])
+
+
+def reward_rounds(workdir: Path, k: int, last: int | None) -> list[tuple[int, str]]:
+    """The rounds whose judged pairs round k's reward model learns from: k and the earlier ones (the last `last`)."""
+    first = 1 if last is None else max(1, k - last + 1)
+    return [(j, str(workdir / f"round-{j}" / "pairs")) for j in range(first, k + 1)]

@@ -1,0 +1,79 @@
+"""Critique and revise on a random-init tiny model as the reviser: every revision becomes a pair (revision chosen,
+original rejected, the critique as rationale), and one that fails the check or that the judge does not prefer is an
+abstention, counted by reason."""
+
+import json
+from pathlib import Path
+
+from components.biased import BiasedJudge
+from components.build import make_reviser
+from components.config import ModelsConfig, PairsConfig
+from components.judge import load_rubric
+from components.revise import CRITIQUE, DROPPED, dropped, revise_pairs
+
+CPU = ModelsConfig(device="cpu")
+
+
+class Replies:
+    """A reviser that says what it is told (the critique first, then the revision), recording what it was asked:
+    the pairing logic is tested on answers whose verdicts are known."""
+
+    name = "scripted"
+
+    def __init__(self, critiques: list[str], revisions: list[str]):
+        self.answers, self.asked = [critiques, revisions], []
+
+    def reply(self, messages: list[str], max_new_tokens: int) -> list[str]:
+        self.asked.append(messages)
+        return self.answers[len(self.asked) - 1]
+
+
+FOUR = json.dumps({"kind": "number", "answer": 4})
+PROMPTS = [
+    {"id": "n", "cohort": "arithmetic", "prompt": "What is 2 + 2?", "context": "", "check": FOUR},
+    {"id": "o", "cohort": "benign", "prompt": "Say hello.", "context": "", "check": ""},
+    {"id": "s", "cohort": "benign", "prompt": "Greet me.", "context": "", "check": ""},
+]  # fmt: skip
+SAMPLES = [
+    {"prompt_id": "n", "sample": 0, "response": "5"},
+    {"prompt_id": "o", "sample": 0, "response": "Hi"},
+    {"prompt_id": "s", "sample": 0, "response": "Hello there, friend"},
+]
+
+
+def test_a_revision_is_kept_only_when_it_passes_the_check_and_the_judge_prefers_it():
+    reviser = Replies(["Wrong sum.", "Too curt.", "Fine."], ["It is 5, surely.", "Hello, nice to meet you!", "Hi"])
+    rows = revise_pairs(reviser, BiasedJudge("length"), "Be right.", PROMPTS, SAMPLES, 1, 32)
+    assert "Be right." in reviser.asked[0][0] and "Wrong sum." in reviser.asked[1][0]  # the critique feeds the rewrite
+    by_id = {r["prompt_id"]: r for r in rows}
+    assert by_id["n"]["abstained"] and by_id["n"]["rationale"].startswith(DROPPED["failed_check"])
+    kept = by_id["o"]
+    assert not kept["abstained"] and (kept["chosen"], kept["rejected"]) == ("Hello, nice to meet you!", "Hi")
+    assert kept["rationale"] == "critique: Too curt." and kept["judge"] == "revise:scripted+biased:length"
+    assert by_id["s"]["abstained"] and by_id["s"]["rationale"].startswith(DROPPED["not_preferred"])
+    assert dropped(rows) == {"failed_check": 1, "not_preferred": 1}
+
+
+def test_the_champion_critiques_and_revises_for_real(tiny_model_dir):
+    reviser = make_reviser(PairsConfig(kind="revise", reviser=tiny_model_dir, max_new_tokens=6), None, CPU)
+    constitution = load_rubric("constitution")
+    rows = revise_pairs(reviser, BiasedJudge("length"), constitution, PROMPTS, SAMPLES, 1, 6)
+    assert [r["rejected"] for r in rows] == ["5", "Hi", "Hello there, friend"]
+    assert all(r["chosen"] and r["rationale"] for r in rows)  # the tiny model's words, whatever they are
+    assert sum(dropped(rows).values()) == sum(r["abstained"] for r in rows)
+    assert CRITIQUE.splitlines()[0] == "Principles:"
+
+
+def test_a_round_trains_on_revisions(prefect_harness, write_tiny_config, tmp_path):
+    from components.data import load_rows
+    from flows.bootstrap import bootstrap
+
+    pairs = {"kind": "revise", "reviser": "self", "max_new_tokens": 8}
+    config = write_tiny_config(tmp_path, name="tiny-revise", rounds=1, pairs=pairs, gate={"rules": []})
+    result = bootstrap(str(config), store=str(tmp_path))
+    rows = list(load_rows(Path(result.workdir) / "round-1" / "pairs"))
+    assert rows and all(r["judge"].startswith("revise:self+") for r in rows)
+    found = result.rounds[0].metrics
+    assert found["train/revisions_failed_check"] + found["train/revisions_not_preferred"] == sum(
+        r["abstained"] for r in rows
+    )
