@@ -118,7 +118,7 @@ class PairsConfig(Strict):
     reviser: str = Field(
         "self",
         description="revise: who critiques and rewrites: 'self' (the champion) or a model spec (with "
-        "reviser_runtime llama_cpp, an embedded GGUF such as qwen2.5-coder-1.5b).",
+        "reviser_runtime llama_cpp, an embedded GGUF such as qwen2.5-coder-1.5b-instruct).",
     )
     reviser_runtime: Literal["transformers", "llama_cpp"] = Field(
         "transformers", description="revise: transformers loads a checkpoint; llama_cpp runs a GGUF as it is."

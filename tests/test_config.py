@@ -18,15 +18,21 @@ def test_every_shipped_config_validates(path):
     assert cfg.name == path.stem
 
 
-def test_gate_scenarios_differ_only_in_the_training_judge():
-    """So the scenario table compares judges, not settings."""
-    scenarios = [load_config(p) for p in SHIPPED if p.parent.name == "scenarios"]
-    assert sorted(c.name for c in scenarios) == [
-        f"gate-{s}" for s in ("clean", "length-loving", "refusal-loving", "sycophantic")
-    ]
+@pytest.mark.parametrize(
+    ("family", "names", "judges"),
+    [
+        ("gate-", ["clean", "length-loving", "refusal-loving", "sycophantic"], ["biased", "biased", "biased", "panel"]),
+        ("reward-hacking-", ["clean", "length"], ["biased", "panel"]),
+    ],
+)
+def test_scenarios_differ_only_in_the_training_judge(family, names, judges):
+    """So a scenario table compares judges, not settings."""
+    shipped = [load_config(p) for p in SHIPPED if p.parent.name == "scenarios"]
+    scenarios = [c for c in shipped if c.name.startswith(family)]
+    assert sorted(c.name for c in scenarios) == [family + name for name in names]
     rest = [c.model_dump(exclude={"name", "judge"}) for c in scenarios]
     assert all(r == rest[0] for r in rest) and scenarios[0].gate.on_block == "stop"
-    assert sorted(c.judge.kind for c in scenarios) == ["biased", "biased", "biased", "panel"]
+    assert sorted(c.judge.kind for c in scenarios) == judges
 
 
 def write(tmp_path, text: str) -> Path:
@@ -209,7 +215,8 @@ def test_serve_refuses_without_a_prefect_server(tmp_path):
 
 def readme_yaml(containing: str) -> str:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    [example] = [block.split("```", 1)[0] for block in readme.split("```yaml\n")[1:] if containing in block]
+    blocks = [block.split("```", 1)[0] for block in readme.split("```yaml\n")[1:]]
+    [example] = [block for block in blocks if containing in block]
     return example
 
 
@@ -222,6 +229,20 @@ def test_the_readme_scaling_example_is_a_valid_config(tmp_path):
     cfg = load_config(write(tmp_path, "name: readme\n" + readme_yaml("execution:")))
     assert (cfg.execution.engine, cfg.execution.shards, cfg.training.launcher) == ("ray", 2, "accelerate")
     assert cfg.generation.kind == "server" and len(cfg.generation.urls) == 2
+
+
+def test_the_readme_reward_model_examples_are_valid_configs(tmp_path):
+    cfg = load_config(write(tmp_path, "name: readme\n" + readme_yaml("reward_model:")))
+    assert cfg.training.reward == "reward_model" and cfg.reward_model.base == "policy"
+    assert cfg.gate.rules[0].key == "reward/reward_hacking"
+    cfg = load_config(write(tmp_path, "name: readme\n" + readme_yaml("kind: revise")))
+    assert (cfg.pairs.kind, cfg.pairs.reviser_runtime) == ("revise", "llama_cpp")
+
+
+def test_rewarding_with_a_reward_model_needs_one_to_train(tmp_path):
+    text = "name: x\ntraining: {kind: rloo, reward: reward_model}\n"
+    with pytest.raises(ConfigError, match="no reward_model section"):
+        load_config(write(tmp_path, text))
 
 
 def test_weighted_judge_needs_one_positive_weight_per_judge(tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from components.config import ModelsConfig, RewardModelConfig
-from components.data import save_rows
+from components.data import save_rows, user_message
 from components.evaluator import mean_ci
-from components.reward_model import RewardModel, held_out, judged_pairs, quality, train_reward_model
+from components.reward_model import RewardModel, held_out, judged_pairs, train_reward_model
 
 CPU = ModelsConfig(device="cpu")
 CI = lambda values: mean_ci(values, 0.95, 200)  # noqa: E731
@@ -45,25 +45,76 @@ def test_pairs_of_several_rounds_keep_their_round(tmp_path):
     assert [r["round"] for r in rows] == [1, 1, 1, 2, 2] and {r["judge"] for r in rows} == {"verifier"}
 
 
-def test_reward_model_ranks_unseen_pairs_above_chance(tiny_model_dir, tmp_path):
-    pairs = number_pairs(60)
-    train = [p for p in pairs if not held_out(p["prompt_id"], 0.25)]
-    heldout = [p for p in pairs if held_out(p["prompt_id"], 0.25)]
-    config = RewardModelConfig(
-        base=tiny_model_dir, learning_rate=3e-3, num_train_epochs=3, per_device_train_batch_size=8, lora_r=8
+def train_and_register(base: str, prompts: list[dict], pairs: list[dict], tmp_path: Path, **config):
+    """The reward stage for real on two rounds of `pairs` (split in half), then its version registered in a real
+    sqlite MLflow store: (Rewarded, the version's tags)."""
+    from mlflow import MlflowClient
+
+    from components.config import DataConfig, EvaluationConfig
+    from components.reward_stage import reward_model
+    from registry import versions
+
+    half = len(pairs) // 2
+    for k, rows in ((1, pairs[:half]), (2, pairs[half:])):
+        save_rows(rows, tmp_path / f"round-{k}" / "pairs")
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    data = DataConfig(train_prompts=str(tmp_path / "prompts.jsonl"))
+    rounds = [(k, str(tmp_path / f"round-{k}" / "pairs")) for k in (1, 2)]
+    evaluation = EvaluationConfig(ci_resamples=500)
+    rewarded = reward_model(CPU, data, RewardModelConfig(base=base, **config), evaluation, rounds, tmp_path / "rm", 0)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("rm-test"))
+    tags = {"base": rewarded.base, "rounds": rewarded.rounds, "labelled_by": rewarded.judges}
+    version = versions.register_reward_model(uri, "ratchet-rm-test-reward", run.info.run_id, Path(rewarded.path), tags)
+    assert (
+        versions.register_reward_model(uri, "ratchet-rm-test-reward", run.info.run_id, Path(rewarded.path), tags)
+        == version
     )
-    metrics = train_reward_model(config, CPU, train, tmp_path / "rm", tmp_path / "ckpt", seed=0)
-    assert metrics["steps"] >= 10 and (tmp_path / "rm" / "adapter_config.json").exists()
-    model = RewardModel.load(tmp_path / "rm", tiny_model_dir, CPU)
-    prompts = {p["prompt_id"]: p for p in pairs}
-    gold = [{"prompt": p["prompt"], "context": "", "better": p["chosen"], "worse": p["rejected"]} for p in heldout]
-    found = quality(model, heldout, gold, prompts, CI)
-    assert found["rm_heldout_pairs"] == len(heldout) >= 8
+    return rewarded, client.get_model_version("ratchet-rm-test-reward", version).tags
+
+
+def test_reward_model_ranks_unseen_pairs_above_chance_and_is_registered(tiny_model_dir, tmp_path):
+    pairs = number_pairs(60)
+    prompts = [{"id": p["prompt_id"], "prompt": p["prompt"], "cohort": p["cohort"], "check": p["check"]} for p in pairs]
+    rewarded, tags = train_and_register(
+        tiny_model_dir, prompts, pairs, tmp_path, heldout_fraction=0.25, learning_rate=3e-3, num_train_epochs=3,
+        per_device_train_batch_size=8, lora_r=8,
+    )  # fmt: skip
+    found = rewarded.metrics
+    assert found["rm_train_steps"] >= 10 and found["rm_heldout_pairs"] >= 8 and found["rm_rounds"] == 2
     assert found["rm_heldout_accuracy_ci_low"] > 0.5, found
     assert found["rm_verifier_agreement"] == found["rm_heldout_accuracy"]  # every held-out pair has a check
     assert found["rm_length_correlation"] < 0  # the refusal is the longer answer here
-    verdicts = model.judge([(prompts[p["prompt_id"]], p["chosen"], p["rejected"]) for p in heldout])
+    assert json.loads(tags["rounds"]) == [1, 2] and json.loads(tags["labelled_by"]) == ["verifier"]
+    assert tags["base"] == tiny_model_dir
+    model = RewardModel.from_stage(rewarded.path, CPU)
+    heldout = [p for p in pairs if held_out(p["prompt_id"], 0.25)]
+    verdicts = model.judge([({"prompt": p["prompt"]}, p["chosen"], p["rejected"]) for p in heldout])
     assert all(v.order_consistent for v in verdicts)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_path):
+    """SmolLM2-135M with a LoRA head, trained on 3/4 of the judge calibration set's gold pairs (by prompt), must rank
+    the other quarter, which it never saw, above chance."""
+    from components.judge_check import load_calibration
+
+    rows = load_calibration()
+    prompts = [{k: r[k] for k in ("id", "prompt", "cohort", "check", "context")} for r in rows]
+    pairs = [
+        {"prompt_id": r["id"], "cohort": r["cohort"], "prompt": user_message(r), "chosen": r["better"],
+         "rejected": r["worse"], "judge": "gold", "abstained": False}
+        for r in rows
+    ]  # fmt: skip
+    rewarded, tags = train_and_register(
+        "smollm2-135m-instruct", prompts, pairs, tmp_path, heldout_fraction=0.25, learning_rate=5e-4,
+        num_train_epochs=2, per_device_train_batch_size=8,
+    )  # fmt: skip
+    found = rewarded.metrics
+    assert found["rm_heldout_pairs"] >= 30 and found["rm_heldout_accuracy_ci_low"] > 0.5, found
+    assert json.loads(tags["rounds"]) == [1, 2] and tags["base"] == "smollm2-135m-instruct"
 
 
 def test_an_empty_pair_set_is_refused(tiny_model_dir, tmp_path):
