@@ -16,7 +16,7 @@ from components.judge_check import load_calibration
 
 @dataclass(frozen=True)
 class Rewarded:
-    path: str  # the reward model's adapter (LoRA and head)
+    path: str | None  # the reward model's adapter (LoRA and head); None: no pair to train one on yet
     base: str  # the model it sits on
     rounds: list[int]  # whose judged pairs it was trained on
     judges: list[str]  # who labelled them
@@ -28,13 +28,17 @@ def reward_model(
     rounds: list[tuple[int, str]], out: Path, seed: int,
 ) -> Rewarded:  # fmt: skip
     """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)), except the
-    held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured."""
+    held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured. With no
+    pair to train on (every one abstained or held out), no reward model: the round has nothing to learn from it."""
     pairs = rm.judged_pairs(rounds)
     heldout = [p for p in pairs if rm.held_out(p["prompt_id"], config.heldout_fraction)]
+    train = [p for p in pairs if not rm.held_out(p["prompt_id"], config.heldout_fraction)]
     checkpoints = out.parent / f".{out.name}.checkpoints"
+    judges, ks, base = sorted({p["judge"] for p in pairs}), [k for k, _ in rounds], rm.base_of(config, models)
+    if not train:
+        return Rewarded(None, base, ks, judges, {"rm_train_pairs": 0.0, "rm_rounds": float(len(rounds))})
 
     def build(tmp: Path) -> dict:
-        train = [p for p in pairs if not rm.held_out(p["prompt_id"], config.heldout_fraction)]
         trained = rm.train_reward_model(config, models, train, tmp, checkpoints, seed)
         model = rm.RewardModel.load(tmp, rm.base_of(config, models), models, config.batch_size)
         prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
@@ -45,8 +49,7 @@ def reward_model(
         return {"metrics": found, "base": rm.base_of(config, models)}
 
     found = save_stage(out, build, record=rm.RECORD)
-    judges = sorted({p["judge"] for p in pairs})
-    return Rewarded(str(out), rm.base_of(config, models), [k for k, _ in rounds], judges, found["metrics"])
+    return Rewarded(str(out), base, ks, judges, found["metrics"])
 
 
 def reward_rounds(workdir: Path, k: int, last: int | None) -> list[tuple[int, str]]:

@@ -172,6 +172,8 @@ def train(
     """
     if learns_from_pairs(training) and pairs.pairs == pairs.abstained:
         return Trained(None, {"examples": 0})
+    if getattr(training, "reward", None) == "reward_model" and reward_model is None:
+        return Trained(None, {"examples": 0})  # no pair yet to train the reward model it would optimise
     checkpoints = out.parent / f".{out.name}.checkpoints"
     trainer = train_worker.launch if training.launcher == "accelerate" else train_adapter
 

@@ -105,6 +105,7 @@ class RewardModelConfig(_Optimisation):
     the earlier ones. Prompts are split once by their id's hash, so the held-out pairs are never trained on in any
     round."""
 
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate for the LoRA and the head.")
     base: str = Field(
         "policy",
         description="The reward model's base: `policy` (models.policy, the round-0 base), an embedded name, a local "

@@ -111,6 +111,8 @@ def _summary(result) -> str:
         return f": {result.samples} samples ({result.kind})"
     if isinstance(result, stages.Judged):
         return f": {result.pairs - result.abstained} pairs, {result.abstained} abstained"
+    if isinstance(result, reward_stage.Rewarded) and result.path is None:
+        return ": no pair to train on yet"
     if isinstance(result, reward_stage.Rewarded):
         accuracy = result.metrics.get("rm_heldout_accuracy", float("nan"))
         return f": {accuracy:.0%} right on {int(result.metrics['rm_heldout_pairs'])} held-out pairs"
@@ -183,7 +185,7 @@ def bootstrap_round(
         say("round %d: %s", k, decision.reason)
         # --- record: lineage, aliases and the report, for what this run has not logged yet
         version = record(cfg, k, tracking, run, metrics, decision, challenger, out, generated, champion_version)
-        if rewarded:
+        if rewarded and rewarded.path:
             record_reward_model(cfg, k, tracking, run, rewarded)
         if not run.logged or _redecided(run, decision):
             publish_round_report(cfg, k, tracking, run.run_id, metrics, decision, history, judged, evaluated, out)

@@ -122,16 +122,20 @@ def test_an_empty_pair_set_is_refused(tiny_model_dir, tmp_path):
         train_reward_model(RewardModelConfig(base=tiny_model_dir), CPU, [], tmp_path / "rm", tmp_path / "c", 0)
 
 
-def test_a_round_trains_registers_and_rewards_with_its_reward_model(prefect_harness, write_tiny_config, tmp_path):
-    """Two real rounds on the tiny model: each trains a reward model on the pairs so far, registers it with its
-    lineage, trains GRPO against it and the verifier, and logs its score of the held-out answers."""
+def test_rounds_of_revisions_train_a_reward_model_that_grpo_optimises(prefect_harness, write_tiny_config, tmp_path):
+    """Two real rounds on the tiny model, every new piece at once: pairs by critique and revision (the champion
+    revising), a reward model trained on each round's pairs so far and registered with its lineage, GRPO against it
+    and the verifier, and its score of the held-out answers logged for the reward-hacking rule."""
     from mlflow import MlflowClient
 
+    from components.data import load_rows
     from flows.bootstrap import bootstrap
 
     config = write_tiny_config(
         tmp_path,
         name="tiny-rm",
+        pairs={"kind": "revise", "reviser": "self", "max_new_tokens": 8},
+        judge={"kind": "biased", "bias": "length"},  # prefers the longer of revision and original: some are kept
         gate={"rules": [{"metric": "reward/reward_hacking", "op": "<=", "threshold": 0}]},
         reward_model={"heldout_fraction": 0.5, "max_steps": 2, "per_device_train_batch_size": 2, "lora_r": 4},
         training={
@@ -142,12 +146,28 @@ def test_a_round_trains_registers_and_rewards_with_its_reward_model(prefect_harn
     result = bootstrap(str(config), store=str(tmp_path))
     out = Path(result.workdir)
     for r in result.rounds:
+        pairs = list(load_rows(out / f"round-{r.k}" / "pairs"))
+        assert all(p["judge"] == "revise:self+biased:length" for p in pairs)
+        found = r.metrics
+        assert found["train/revisions_failed_check"] + found["train/revisions_not_preferred"] == sum(
+            p["abstained"] for p in pairs
+        )
         assert (out / f"round-{r.k}" / "reward_model" / "adapter_config.json").exists()
-        assert r.metrics["reward/rm_rounds"] == r.k and r.metrics["reward/rm_train_steps"] >= 1
-        assert r.metrics["reward/reward_hacking"] in (0.0, 1.0) and "reward/rm_score_delta_vs_base_ci_low" in r.metrics
-        assert "train/train_reward_mean" in r.metrics
+        assert found["reward/rm_rounds"] == r.k and found["reward/rm_train_steps"] >= 1
+        assert found["reward/reward_hacking"] in (0.0, 1.0) and "reward/rm_score_delta_vs_base_ci_low" in found
+        assert "train/train_reward_mean" in found
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     versions = sorted(client.search_model_versions("name = 'ratchet-tiny-rm-reward'"), key=lambda v: int(v.version))
     assert [json.loads(v.tags["rounds"]) for v in versions] == [[1], [1, 2]]
     assert all(v.tags["base"] == result.rounds[0].champion.base for v in versions)
-    assert json.loads(versions[0].tags["labelled_by"]) and "training_judge" in versions[0].tags
+    assert json.loads(versions[0].tags["labelled_by"]) == ["revise:self+biased:length"]
+
+
+def test_a_round_with_no_pair_to_learn_from_trains_no_reward_model(tmp_path):
+    from components.config import DataConfig, EvaluationConfig
+    from components.reward_stage import reward_model
+
+    save_rows([p | {"abstained": True} for p in number_pairs(4)], tmp_path / "round-1" / "pairs")
+    rounds = [(1, str(tmp_path / "round-1" / "pairs"))]
+    found = reward_model(CPU, DataConfig(), RewardModelConfig(), EvaluationConfig(), rounds, tmp_path / "rm", 0)
+    assert found.path is None and found.metrics["rm_train_pairs"] == 0 and not (tmp_path / "rm").exists()
