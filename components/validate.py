@@ -38,6 +38,7 @@ def validate(cfg: ExperimentConfig, store: Path) -> None:
         check_disjoint(load_prompts(cfg.data.train_prompts), load_prompts(cfg.data.eval_prompts))
         _cohorts(cfg, set(train["cohort"]), set(heldout["cohort"]))
         _judges(cfg)
+        _reward_model_and_reviser(cfg)
         check_spec(cfg.models.policy)
         _lora_targets(cfg)
         tokenizer = load_tokenizer(cfg.models.policy)
@@ -135,6 +136,22 @@ def _judges(cfg: ExperimentConfig) -> None:
             check_spec(judge.model)
         if isinstance(judge, RemoteJudgeConfig) and judge.api_key_env and not os.environ.get(judge.api_key_env):
             raise ConfigError(f"the remote judge's API key variable {judge.api_key_env} is not set in the environment")
+
+
+def _reward_model_and_reviser(cfg: ExperimentConfig) -> None:
+    """The reward model's base and the reviser resolve, named by their field."""
+    try:
+        if cfg.reward_model and cfg.reward_model.base != "policy":
+            check_spec(cfg.reward_model.base)
+    except ModelSpecError as err:
+        raise ConfigError(f"reward_model.base: {err}") from None
+    try:
+        if cfg.pairs.kind == "revise" and cfg.pairs.reviser_runtime == "llama_cpp":
+            check_gguf(cfg.pairs.reviser)
+        elif cfg.pairs.kind == "revise" and cfg.pairs.reviser != "self":
+            check_spec(cfg.pairs.reviser)
+    except ModelSpecError as err:
+        raise ConfigError(f"pairs.reviser: {err}") from None
 
 
 def _lora_targets(cfg: ExperimentConfig) -> None:
