@@ -68,20 +68,26 @@ def verdict(rows: list[dict], biased: bool) -> tuple[str, str]:
     return outcome + ("" if expected else " (MISS)"), blocked["decision"] if blocked else rows[-1]["decision"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def scenario_args(description: str, scenarios: dict, prefix: str) -> tuple[argparse.Namespace, Path, int]:
+    """The scenario scripts' shared options: (the arguments, the store, CPU threads per bootstrap)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="+", choices=list(scenarios), default=list(scenarios))
     parser.add_argument("--store", type=Path, default=None, help="MLflow store and run outputs (default: a temp dir)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra override for every run")
     parser.add_argument(
         "--jobs", type=int, default=1, help="bootstraps at once (they share the store; CPU threads split)"
     )
     args = parser.parse_args()
-    store = args.store or Path(tempfile.mkdtemp(prefix="ratchet-scenarios-"))
+    store = args.store or Path(tempfile.mkdtemp(prefix=prefix))
     store.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"store: {store}; overrides: {args.sets or 'none'}; {args.jobs} at once, {threads} thread(s) each")
+    return args, store, threads
+
+
+def main() -> None:
+    args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-scenarios-")
     jobs = [(scenario, seed) for seed in args.seeds for scenario in args.scenarios]
 
     def one(job: tuple[str, int]) -> str:

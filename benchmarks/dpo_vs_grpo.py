@@ -151,21 +151,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def configure(description: str, prefix: str, extra=None) -> tuple[argparse.Namespace, object, Path]:
+    """The comparison scripts' shared options: (the arguments, the config on the prompt subsets, the workdir)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default="configs/efficacy.yaml")
     parser.add_argument("--train-prompts", type=int, default=128)
     parser.add_argument("--eval-prompts", type=int, default=None, help="a subset of the held-out prompts (default all)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the stage outputs here (default: a temp dir)")
+    if extra:
+        extra(parser)
     args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="dpo-vs-grpo-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
     work.mkdir(parents=True, exist_ok=True)
     base = load_config(args.config)
     train = subset(base.data.train_prompts, args.train_prompts, work / "train.jsonl")
     overrides = {"data.train_prompts": str(train), "workdir": str(work)}
     if args.eval_prompts:
         overrides["data.eval_prompts"] = str(subset(base.data.eval_prompts, args.eval_prompts, work / "heldout.jsonl"))
-    cfg = load_config(args.config, overrides)
+    return args, load_config(args.config, overrides), work
+
+
+def main() -> None:
+    args, cfg, work = configure(__doc__.splitlines()[0], "dpo-vs-grpo-")
     rows = run(cfg, work)
     (work / "results.json").write_text(json.dumps(rows, indent=2))
     print(f"{date.today()} · {platform.processor() or platform.machine()} · config {args.config}, "

@@ -11,15 +11,11 @@ the outcome per run, and per round the numbers the rule reads.
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from biased_judges import log_path, run
+from biased_judges import log_path, run, scenario_args
 
 SCENARIOS = {
     "clean": ("configs/scenarios/reward-hacking-clean.yaml", False),
@@ -61,17 +57,7 @@ def round_line(scenario: str, seed: int, row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
-    parser.add_argument("--store", type=Path, default=None, help="MLflow store and run outputs (default: a temp dir)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra override for every run")
-    parser.add_argument("--jobs", type=int, default=1, help="bootstraps at once (CPU threads split between them)")
-    args = parser.parse_args()
-    store = args.store or Path(tempfile.mkdtemp(prefix="ratchet-reward-hacking-"))
-    store.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    print(f"store: {store}; overrides: {args.sets or 'none'}; {args.jobs} at once, {threads} thread(s) each")
+    args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-reward-hacking-")
     jobs = [(scenario, seed) for seed in args.seeds for scenario in args.scenarios]
 
     def one(job: tuple[str, int]) -> tuple[str, list[str]]:

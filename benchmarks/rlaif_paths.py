@@ -17,11 +17,9 @@ champion. Uses the helpers of benchmarks/dpo_vs_grpo.py, which compared DPO and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -29,11 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dpo_vs_grpo import GRPO_PROMPTS_PER_STEP, grpo_config, outcome, subset, table, timed  # noqa: E402
+from dpo_vs_grpo import GRPO_PROMPTS_PER_STEP, configure, grpo_config, outcome, table, timed  # noqa: E402
 
 from components import reward_stage, stages  # noqa: E402
 from components.config import PairsConfig, RewardModelConfig  # noqa: E402
-from components.config_loading import load_config  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.evaluation import EvalInputs, evaluate  # noqa: E402
 from components.judge_config import VerifierJudgeConfig  # noqa: E402
@@ -109,21 +106,10 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/efficacy.yaml")
-    parser.add_argument("--train-prompts", type=int, default=128)
-    parser.add_argument("--eval-prompts", type=int, default=None, help="a subset of the held-out prompts (default all)")
-    parser.add_argument("--reviser", default="self", help="pairs.reviser of the revise path (a transformers model)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the stage outputs here (default: a temp dir)")
-    args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="rlaif-paths-"))
-    work.mkdir(parents=True, exist_ok=True)
-    base = load_config(args.config)
-    train = subset(base.data.train_prompts, args.train_prompts, work / "train.jsonl")
-    overrides = {"data.train_prompts": str(train), "workdir": str(work)}
-    if args.eval_prompts:
-        overrides["data.eval_prompts"] = str(subset(base.data.eval_prompts, args.eval_prompts, work / "heldout.jsonl"))
-    cfg = load_config(args.config, overrides)
+    def reviser(parser):
+        parser.add_argument("--reviser", default="self", help="pairs.reviser of the revise path (transformers)")
+
+    args, cfg, work = configure(__doc__.splitlines()[0], "rlaif-paths-", reviser)
     started = time.perf_counter()
     rows = run(cfg, work, args.reviser)
     (work / "results.json").write_text(json.dumps(rows, indent=2))

@@ -22,7 +22,7 @@ from components.generator import Generator
 from components.judge import Judge
 from components.pairs import judge_label
 
-CRITIQUE = """Principles:
+SHOWN = """Principles:
 {constitution}
 
 Request:
@@ -35,25 +35,17 @@ Answer:
 {answer}
 >>>
 
-In one or two sentences, name the most important way the answer breaks a principle or fails the request."""
-
-REVISION = """Principles:
-{constitution}
-
-Request:
-<<<
-{request}
->>>
-
-Answer:
-<<<
-{answer}
->>>
-
-Critique: {critique}
+"""
+CRITIQUE = (
+    SHOWN + "In one or two sentences, name the most important way the answer breaks a principle or fails the request."
+)
+REVISION = (
+    SHOWN
+    + """Critique: {critique}
 
 Rewrite the answer so that it fixes what the critique names and follows the principles. Reply with the new answer
 only."""
+)
 
 # The start of a dropped revision's rationale, by the reason it was dropped (counted per round).
 DROPPED = {
