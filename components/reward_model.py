@@ -27,7 +27,6 @@ from components.checks import score
 from components.config import ModelsConfig, RewardModelConfig
 from components.data import load_rows, user_message
 from components.evaluator import CI
-from components.judge import Verdict
 from components.metrics import with_ci
 from components.models import device_for, dtype_for, load_tokenizer, resolve_model
 from components.trainer import common_args, run_training
@@ -150,41 +149,35 @@ class RewardModel:
             scores += self.model(**batch).logits[:, 0].float().tolist()
         return scores
 
-    def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
-        """As a judge: P(A better) = sigmoid(r(A) - r(B)); one score per answer, so no order to be biased by."""
-        requests = [user_message(row) for row, _, _ in items]
-        a = self.score(requests, [a for _, a, _ in items])
-        b = self.score(requests, [b for _, _, b in items])
-        verdicts = []
-        for ra, rb in zip(a, b, strict=True):
-            p_a = 1 / (1 + math.exp(rb - ra))
-            verdicts.append(Verdict(p_a, True, ra == rb, f"reward A {ra:.3f}, B {rb:.3f}"))
-        return verdicts
-
 
 def quality(model: RewardModel, heldout: list[dict], gold: list[dict], prompts: dict[str, dict], ci: CI) -> dict:
     """How far to trust the reward model this round, by bare metric name (each rate with its CI): accuracy on the
     held-out judged pairs, on the calibration set's gold pairs, agreement with the verifier on held-out pairs it
-    separates, and the Spearman correlation of its score with answer length in words."""
-    chosen = model.score([p["prompt"] for p in heldout], [p["chosen"] for p in heldout])
-    rejected = model.score([p["prompt"] for p in heldout], [p["rejected"] for p in heldout])
+    separates, and the Spearman correlation of its score with answer length in words over every answer it scored
+    (held-out and gold; the gold set has the longer answer the worse one about half the time)."""
+    chosen, rejected = _pair_scores(model, [p["prompt"] for p in heldout], heldout, "chosen", "rejected")
+    better, worse = _pair_scores(model, [user_message(g) for g in gold], gold, "better", "worse")
     right = [float(c > r) for c, r in zip(chosen, rejected, strict=True)]
-    gold_right = [
-        float(not v.abstained and v.p_a > 0.5) for v in model.judge([(g, g["better"], g["worse"]) for g in gold])
-    ]
+    gold_right = [float(b > w) for b, w in zip(better, worse, strict=True)]
     verifier = []
     for pair, c, r in zip(heldout, chosen, rejected, strict=True):
         check = prompts.get(pair["prompt_id"], {}).get("check")
         if check and (graded := (_graded(check, pair["chosen"]), _graded(check, pair["rejected"])))[0] != graded[1]:
             verifier.append(float((c > r) == (graded[0] > graded[1])))
-    lengths = [len(text.split()) for p in heldout for text in (p["chosen"], p["rejected"])]
+    answers = [p[side] for p in heldout for side in ("chosen", "rejected")]
+    answers += [g[side] for g in gold for side in ("better", "worse")]
     scores = [s for pair in zip(chosen, rejected, strict=True) for s in pair]
+    scores += [s for pair in zip(better, worse, strict=True) for s in pair]
     found = {"rm_heldout_pairs": float(len(heldout)), "rm_verifier_pairs": float(len(verifier))}
     for name, values in (("rm_heldout_accuracy", right), ("rm_gold_accuracy", gold_right),
                          ("rm_verifier_agreement", verifier)):  # fmt: skip
         found |= _rate(name, values, ci)
-    found["rm_length_correlation"] = _spearman(scores, lengths)
+    found["rm_length_correlation"] = _spearman(scores, [len(a.split()) for a in answers])
     return found
+
+
+def _pair_scores(model: RewardModel, requests: list[str], pairs: list[dict], first: str, second: str) -> tuple:
+    return model.score(requests, [p[first] for p in pairs]), model.score(requests, [p[second] for p in pairs])
 
 
 def hacking_signals(
@@ -217,7 +210,10 @@ def _rate(name: str, values: list[float], ci: CI) -> dict[str, float]:
     return {name: mean(values) if values else math.nan, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
+MIN_CORRELATED = 10  # fewer answers than this give no correlation worth logging
+
+
 def _spearman(scores: list[float], lengths: list[int]) -> float:
-    if len(set(lengths)) < 2 or len(set(scores)) < 2:
+    if len(scores) < MIN_CORRELATED or len(set(lengths)) < 2 or len(set(scores)) < 2:
         return math.nan
     return float(spearmanr(np.array(scores), np.array(lengths)).statistic)
