@@ -71,7 +71,7 @@ def train(
 
 @task(**STAGE)
 def evaluate(
-    inputs: EvalInputs, champion: Policy, challenger: Policy, out: str, answers: str, reward_model: str | None
+    inputs: EvalInputs, champion: Policy, challenger: Policy, out: str, answers: str, reward_model: str | None = None
 ) -> Evaluated:
     """Score challenger vs champion (and the round-0 base) on the held-out cohorts."""
     return evaluate_stage(inputs, champion, challenger, Path(out), Path(answers), reward_model)

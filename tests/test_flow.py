@@ -12,6 +12,8 @@ from registry import compare, lineage, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RULES = {"rules": []}  # every trained round is promoted
+# A reward model each round too: a few steps on the pairs so far, half the prompts held out.
+TINY_REWARD_MODEL = {"heldout_fraction": 0.5, "max_steps": 2, "per_device_train_batch_size": 2, "lora_r": 4}
 ALWAYS_BLOCK = {"rules": [{"metric": "length/length_ratio", "op": "<=", "threshold": -1}]}  # a ratio is never negative
 
 
@@ -32,7 +34,7 @@ def tiny_run(prefect_harness, write_tiny_config, tmp_path_factory):
     """One real 2-round bootstrap on the tiny model, shared by this module's tests: (result, config, store).
     With no gate rules both rounds are promoted, so the second starts from the first's adapter."""
     store = tmp_path_factory.mktemp("tiny-store")
-    config = write_tiny_config(store, gate=NO_RULES)
+    config = write_tiny_config(store, gate=NO_RULES, reward_model=TINY_REWARD_MODEL)
     return run(config, store), config, store
 
 
@@ -43,7 +45,16 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
     assert [(r.k, r.decision.promote) for r in result.rounds] == [(1, True), (2, True)]
     for r in result.rounds:
         stages = sorted(p.name for p in (out / f"round-{r.k}").iterdir())
-        assert stages == ["adapter", "champion.json", "eval", "generations", "gold.json", "pairs", "report"]
+        assert stages == [
+            "adapter",
+            "champion.json",
+            "eval",
+            "generations",
+            "gold.json",
+            "pairs",
+            "report",
+            "reward_model",
+        ]
         markdown = (out / f"round-{r.k}" / "report" / "report.md").read_text()
         assert "## Gate rules" in markdown
         assert_tables_are_whole(markdown)
@@ -80,6 +91,16 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
     first, second = (versions.checkpoint(client, "ratchet-tiny", v)["adapter_uris"] for v in ("1", "2"))
     assert second == [*first, client.get_model_version("ratchet-tiny", "2").source] and len(first) == 1
     assert_prefect_side(result, client)
+    # The reward model of each round: trained on the pairs so far, measured, registered with its lineage, and
+    # scoring the held-out answers for the reward-hacking rule.
+    for r in result.rounds:
+        assert r.metrics["reward/rm_rounds"] == r.k and r.metrics["reward/rm_train_steps"] == 2
+        assert {"reward/rm_gold_accuracy_ci_low", "reward/rm_score_delta_vs_base_ci_low"} <= set(r.metrics)
+        assert r.metrics["reward/reward_hacking"] in (0.0, 1.0)
+    rewards = sorted(client.search_model_versions("name = 'ratchet-tiny-reward'"), key=lambda v: int(v.version))
+    assert [json.loads(v.tags["rounds"]) for v in rewards] == [[1], [1, 2]]
+    assert {v.tags["base"] for v in rewards} == {result.rounds[0].champion.base}
+    assert json.loads(rewards[0].tags["labelled_by"]) and json.loads(rewards[0].tags["training_judge"])["kind"]
 
     # A second run of the same config resumes: same runs, same outputs, no stage rewritten.
     stamps = stage_stamps(out)

@@ -61,3 +61,22 @@ def test_the_champion_critiques_and_revises_for_real(tiny_model_dir):
     assert all(r["chosen"] and r["rationale"] for r in rows)  # the tiny model's words, whatever they are
     assert sum(dropped(rows).values()) == sum(r["abstained"] for r in rows)
     assert CRITIQUE.splitlines()[0] == "Principles:"
+
+
+def test_the_judge_stage_builds_revision_pairs(tiny_model_dir, tmp_path):
+    from components import stages
+    from components.config import DataConfig
+    from components.data import save_rows
+    from components.judge_config import BiasedJudgeConfig
+    from components.models import Policy
+
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    save_rows(SAMPLES, tmp_path / "generations")
+    pairs = PairsConfig(kind="revise", reviser="self", max_new_tokens=6)
+    data = DataConfig(train_prompts=str(tmp_path / "prompts.jsonl"))
+    judge = BiasedJudgeConfig(bias="length")
+    judged = stages.judge(
+        CPU, data, judge, pairs, Policy(tiny_model_dir), str(tmp_path / "generations"), tmp_path / "pairs"
+    )
+    assert judged.pairs == 3 and sum(judged.dropped.values()) == judged.abstained
+    assert set(judged.dropped) == {"failed_check", "not_preferred"}

@@ -124,45 +124,29 @@ def test_an_empty_pair_set_is_refused(tiny_model_dir, tmp_path):
         train_reward_model(RewardModelConfig(base=tiny_model_dir), CPU, [], tmp_path / "rm", tmp_path / "c", 0)
 
 
-def test_rounds_of_revisions_train_a_reward_model_that_grpo_optimises(prefect_harness, write_tiny_config, tmp_path):
-    """Two real rounds on the tiny model, every new piece at once: pairs by critique and revision (the champion
-    revising), a reward model trained on each round's pairs so far and registered with its lineage, GRPO against it
-    and the verifier, and its score of the held-out answers logged for the reward-hacking rule."""
-    from mlflow import MlflowClient
+def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, tmp_path):
+    """The train stage with `training.reward: reward_model`: TRL's GRPO scores its fresh samples with the reward
+    model the reward stage saved and the verifier's graded score, and logs both."""
+    from components import stages
+    from components.config import DataConfig, OnlineTrainingConfig
+    from components.models import Policy
 
-    from components.data import load_rows
-    from flows.bootstrap import bootstrap
-
-    config = write_tiny_config(
-        tmp_path,
-        name="tiny-rm",
-        pairs={"kind": "revise", "reviser": "self", "max_new_tokens": 8},
-        judge={"kind": "biased", "bias": "length"},  # prefers the longer of revision and original: some are kept
-        gate={"rules": [{"metric": "reward/reward_hacking", "op": "<=", "threshold": 0}]},
-        reward_model={"heldout_fraction": 0.5, "max_steps": 2, "per_device_train_batch_size": 2, "lora_r": 4},
-        training={
-            "kind": "grpo", "reward": "reward_model", "max_steps": 1, "per_device_train_batch_size": 4,
-            "num_generations": 2, "max_completion_length": 8, "beta": 0.05,
-        },
+    pairs = number_pairs(12)
+    prompts = [{"id": p["prompt_id"], "prompt": p["prompt"], "cohort": p["cohort"], "check": p["check"]} for p in pairs]
+    rewarded, _ = train_and_register(tiny_model_dir, prompts, pairs, tmp_path, max_steps=2, lora_r=4)
+    training = OnlineTrainingConfig(
+        kind="grpo", reward="reward_model", verifier_weight=0.5, max_steps=1, per_device_train_batch_size=4,
+        num_generations=2, max_completion_length=6,
     )  # fmt: skip
-    result = bootstrap(str(config), store=str(tmp_path))
-    out = Path(result.workdir)
-    for r in result.rounds:
-        pairs = list(load_rows(out / f"round-{r.k}" / "pairs"))
-        assert all(p["judge"] == "revise:self+biased:length" for p in pairs)
-        found = r.metrics
-        assert found["train/revisions_failed_check"] + found["train/revisions_not_preferred"] == sum(
-            p["abstained"] for p in pairs
-        )
-        assert (out / f"round-{r.k}" / "reward_model" / "adapter_config.json").exists()
-        assert found["reward/rm_rounds"] == r.k and found["reward/rm_train_steps"] >= 1
-        assert found["reward/reward_hacking"] in (0.0, 1.0) and "reward/rm_score_delta_vs_base_ci_low" in found
-        assert "train/train_reward_mean" in found
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    versions = sorted(client.search_model_versions("name = 'ratchet-tiny-rm-reward'"), key=lambda v: int(v.version))
-    assert [json.loads(v.tags["rounds"]) for v in versions] == [[1], [1, 2]]
-    assert all(v.tags["base"] == result.rounds[0].champion.base for v in versions)
-    assert json.loads(versions[0].tags["labelled_by"]) == ["revise:self+biased:length"]
+    data = DataConfig(train_prompts=str(tmp_path / "prompts.jsonl"))
+    judged = stages.Judged(str(tmp_path / "round-1" / "pairs"), 6, 0, [])
+    trained = stages.train(
+        CPU, data, training, None, Policy(tiny_model_dir), "", judged, tmp_path / "adapter", 0, rewarded.path
+    )
+    assert trained.path and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert trained.metrics["steps"] == 1 and "reward_mean" in trained.metrics
+    untrained = stages.train(CPU, data, training, None, Policy(tiny_model_dir), "", judged, tmp_path / "none", 0)
+    assert untrained.path is None  # no reward model (no pair to train one on yet): nothing to learn
 
 
 def test_a_round_with_no_pair_to_learn_from_trains_no_reward_model(tmp_path):
