@@ -21,6 +21,7 @@ from peft import LoraConfig, PeftModel
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 from trl import RewardConfig, RewardTrainer
 
 from components.checks import score
@@ -70,9 +71,14 @@ def conversational(pairs: list[dict]) -> Dataset:
 
 def load_head(base: str, models: ModelsConfig) -> PreTrainedModel:
     """The base with a fresh one-label scoring head (seeded by the caller), on `models.device`."""
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model(base), num_labels=1, dtype=dtype_for(models)
-    )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a new head is the point: no report that its weights were not in the file
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model(base), num_labels=1, dtype=dtype_for(models)
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model.to(device_for(models))
 
 
