@@ -32,6 +32,7 @@ def start(
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
     command += ["--served-model-name", served_name, "--port", str(port), "--api-key", api_key]
     command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len)]
+    command += ["--no-enable-chunked-prefill"]  # seeded requests on CPU: see vllm_worker.main
     env = CPU_ENVIRONMENT | os.environ
     if max_lora_rank:
         command += ["--enable-lora", "--max-loras", "2", "--max-lora-rank", str(max_lora_rank)]
