@@ -40,13 +40,13 @@ def reward_model(
 
     def build(tmp: Path) -> dict:
         trained = rm.train_reward_model(config, models, train, tmp, checkpoints, seed)
-        model = rm.RewardModel.load(tmp, rm.base_of(config, models), models, config.batch_size)
+        model = rm.RewardModel.load(tmp, base, models, config.batch_size)
         prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
         ci = lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)  # noqa: E731
         found = rm.quality(model, heldout, load_calibration(), prompts, ci)
         found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
         found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
-        return {"metrics": found, "base": rm.base_of(config, models)}
+        return {"metrics": found, "base": base}
 
     found = save_stage(out, build, record=rm.RECORD)
     return Rewarded(str(out), base, ks, judges, found["metrics"])

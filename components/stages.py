@@ -16,13 +16,7 @@ from pathlib import Path
 from components import metrics, review, train_worker
 from components import reward_model as rm
 from components.build import learns_from_pairs, make_generator, make_judge, make_reviser, make_trainer
-from components.config import (
-    DataConfig,
-    GenerationConfig,
-    ModelsConfig,
-    PairsConfig,
-    TrainingConfig,
-)
+from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
 from components.judge import load_rubric
