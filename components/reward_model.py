@@ -116,15 +116,15 @@ class RewardModel:
     """A trained reward model in memory: `score` for answers, and the module and tokenizer GRPO/RLOO take as a
     reward function (TRL applies the same chat template and reads `logits[:, 0]`)."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int, name: str):
-        self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     @classmethod
     def load(cls, adapter: str | Path, base: str, models: ModelsConfig, batch_size: int = 16) -> RewardModel:
         tokenizer = load_tokenizer(base)
         model = PeftModel.from_pretrained(load_head(base, models), str(adapter)).merge_and_unload().eval()
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-        return cls(model, tokenizer, batch_size, f"reward_model:{Path(adapter).parent.name}")
+        return cls(model, tokenizer, batch_size)
 
     @classmethod
     def from_stage(cls, directory: str | Path, models: ModelsConfig) -> RewardModel:
