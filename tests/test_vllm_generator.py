@@ -13,6 +13,7 @@ pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
 PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for i, name in enumerate("abcd")]
 
 
+@pytest.mark.slow  # ~40 s of vLLM start-up: make test stays under 15 minutes
 def test_vllm_greedy_rows_match_transformers_on_the_merged_chain(tiny_chain):
     """One worker run: the first adapter merged into a temporary base, the second served as a LoRARequest."""
     models, greedy, tokenizer = ModelsConfig(), Sampling(8, 0.0, 1.0), load_tokenizer(tiny_chain.base)
