@@ -31,8 +31,9 @@ def reward_model(
     held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured. With no
     pair to train on (every one abstained or held out), no reward model: the round has nothing to learn from it."""
     pairs = rm.judged_pairs(rounds)
-    heldout = [p for p in pairs if rm.held_out(p["prompt_id"], config.heldout_fraction)]
-    train = [p for p in pairs if not rm.held_out(p["prompt_id"], config.heldout_fraction)]
+    heldout, train = [], []
+    for pair in pairs:
+        (heldout if rm.held_out(pair["prompt_id"], config.heldout_fraction) else train).append(pair)
     checkpoints = out.parent / f".{out.name}.checkpoints"
     judges, ks, base = sorted({p["judge"] for p in pairs}), [k for k, _ in rounds], rm.base_of(config, models)
     if not train:

@@ -53,14 +53,12 @@ class JudgeReward:
     def __init__(self, judge: Judge, prompts: list[dict], anchors: dict[str, str]):
         self.judge, self.anchors = judge, anchors
         self.prompts = {row["id"]: row for row in prompts}
+        self.verifier = VerifierReward(prompts)
 
     def __call__(self, prompts: list, completions: list, prompt_id: list[str], **_: object) -> list[float]:
         texts = _texts(completions)
         rows = [self.prompts[pid] for pid in prompt_id]
-        rewards: list[float | None] = [
-            score(json.loads(row["check"]), text) if row.get("check") else None
-            for row, text in zip(rows, texts, strict=True)
-        ]
+        rewards = self.verifier(prompts, completions, prompt_id)
         open_ended = [i for i, r in enumerate(rewards) if r is None]
         verdicts = self.judge.judge([(rows[i], texts[i], self.anchors[rows[i]["id"]]) for i in open_ended])
         for i, verdict in zip(open_ended, verdicts, strict=True):
