@@ -1,5 +1,8 @@
 """Write the efficacy cohorts: data/efficacy_train.jsonl (421 prompts) and data/efficacy_heldout.jsonl (283, of them
-263 checkable), from data/efficacy_tables.yaml and the shared prompt tables.
+263 checkable), from data/efficacy_tables.yaml and the shared prompt tables; and the reward-hacking scenario's
+word-limit cohorts (data/word_limit_train.jsonl, 24 prompts, and data/word_limit_heldout.jsonl, 48 plus 18 benign),
+where each request carries one instruction, "Answer with less than N words", so a policy that learns to be long fails
+its check.
 
 Run: python data/make_efficacy_cohorts.py [OUT_DIR]   (deterministic; a test checks the committed files against it)
 
@@ -117,6 +120,19 @@ def build() -> tuple[list[dict], list[dict]]:
     return rows(train, "etr"), rows(heldout, "eho")
 
 
+def build_word_limit() -> tuple[list[dict], list[dict]]:
+    """Word-limited requests only: what a length-loving reward model teaches a policy to break (the reward-hacking
+    scenario, configs/scenarios/reward-hacking-*.yaml)."""
+    rng = random.Random(26)
+    [limit] = [entry for entry in TABLES["seen"] if entry["id"] == "length_constraints:number_words"]
+    train = {"ifeval": instruction_prompts(rng, "train", [limit], 24)}
+    heldout = {
+        "ifeval": instruction_prompts(rng, "heldout", [limit], 48),
+        "benign": [{"prompt": p} for p in SHARED["more_benign_heldout"]],
+    }
+    return rows(train, "wtr"), rows(heldout, "who")
+
+
 def rows(cohorts: dict[str, list[dict]], prefix: str) -> list[dict]:
     """Interleaved by cohort, with ids, every column present."""
     tagged = [[dict(r, cohort=name) for r in group] for name, group in cohorts.items()]
@@ -137,5 +153,8 @@ if __name__ == "__main__":
     train, heldout = build()
     write(train, out / "efficacy_train.jsonl")
     write(heldout, out / "efficacy_heldout.jsonl")
+    word_limit_train, word_limit_heldout = build_word_limit()
+    write(word_limit_train, out / "word_limit_train.jsonl")
+    write(word_limit_heldout, out / "word_limit_heldout.jsonl")
     checkable = sum(bool(r["check"]) for r in heldout)
     print(f"wrote {len(train)} training and {len(heldout)} held-out prompts ({checkable} checkable)")

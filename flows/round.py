@@ -117,7 +117,7 @@ def _summary(result) -> str:
         accuracy = result.metrics.get("rm_heldout_accuracy", float("nan"))
         return f": {accuracy:.0%} right on {int(result.metrics['rm_heldout_pairs'])} held-out pairs"
     if isinstance(result, stages.Trained) and "steps" in result.metrics:
-        return f": {result.metrics['steps']} steps"
+        return f": {int(result.metrics['steps'])} steps"
     return ""
 
 

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
         ("make_cohorts.py", ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl", "gate_train.jsonl",
                              "gate_heldout.jsonl")),
         ("make_calibration.py", ("judge_calibration.jsonl",)),
-        ("make_efficacy_cohorts.py", ("efficacy_train.jsonl", "efficacy_heldout.jsonl")),
+        ("make_efficacy_cohorts.py", ("efficacy_train.jsonl", "efficacy_heldout.jsonl", "word_limit_train.jsonl",
+                                      "word_limit_heldout.jsonl")),
     ],
 )  # fmt: skip
 def test_shipped_data_match_their_generator(script, files, tmp_path):
@@ -71,6 +72,17 @@ def test_gate_scenario_cohorts_are_disjoint_and_hold_what_each_bias_needs():
     assert set(heldout["cohort"]) == {"arithmetic", "benign", "false_premise"}
     premises = [r for r in heldout if r["cohort"] == "false_premise"]
     assert len(premises) == 24 and all(json.loads(r["check"])["kind"] == "number" for r in premises)
+
+
+def test_word_limit_cohorts_carry_one_word_limit_each_and_benign_requests_held_out():
+    """The reward-hacking scenario's data: every checkable prompt's only check is a word limit."""
+    train = load_prompts(ROOT / "data/word_limit_train.jsonl")
+    heldout = load_prompts(ROOT / "data/word_limit_heldout.jsonl")
+    check_disjoint(train, heldout)
+    checks = [json.loads(r["check"])["instructions"] for r in [*train, *heldout] if r["check"]]
+    assert {i["instruction_id"] for c in checks for i in c} == {"length_constraints:number_words"}
+    assert all(len(c) == 1 for c in checks) and len(checks) == 24 + 48
+    assert set(heldout["cohort"]) == {"ifeval", "benign"}
 
 
 def test_limit_keeps_all_cohorts_because_files_interleave():
