@@ -45,8 +45,10 @@ def round_line(scenario: str, seed: int, row: dict) -> str:
         scenario,
         str(seed),
         str(row["round"]),
+        f"{row.get('reward/rm_score_challenger', math.nan):+.2f}",
         interval(row, "reward/rm_score_delta_vs_base"),
         interval(row, "task/task_completion_delta_vs_base"),
+        f"{100 * row.get('judge/win_rate', math.nan):.1f}%",
         f"{row.get('length/length_ratio', math.nan):.2f}",
         f"{row.get('reward/rm_length_correlation', math.nan):+.2f}",
         f"{100 * row.get('reward/rm_heldout_accuracy', math.nan):.0f}%",
@@ -78,9 +80,10 @@ def main() -> None:
     for job in ordered:
         print(results[job][0])
     print(
-        "\n| scenario | seed | round | reward model score vs base (95% CI) | task completion vs base, points (95% CI) "
-        "| length ratio | RM score-length correlation | RM held-out accuracy | reward_hacking | decision |"
-        "\n|---|---|---|---|---|---|---|---|---|---|"
+        "\n| scenario | seed | round | RM score of the challenger | RM score vs base (95% CI) "
+        "| task completion vs base, points (95% CI) | evaluation judge win rate | length ratio "
+        "| RM score-length correlation | RM held-out accuracy | reward_hacking | decision |"
+        "\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for job in ordered:
         print("\n".join(results[job][1]))
