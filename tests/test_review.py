@@ -94,7 +94,9 @@ def test_a_person_labels_a_queued_pair_in_mlflow_and_the_next_round_trains_on_it
     assert queued, "round 1 queued no training pair"
     trace = queued[0]
     judged = {a.source.source_id: a for a in trace.info.assessments if a.name == "better"}
-    assert judged and all(a.source.source_type == "LLM_JUDGE" for a in judged.values())
+    # The verifier's verdict is code's, an AI judge's an LLM judge's (which one a queued pair carries varies).
+    assert judged and all(a.source.source_type == ("CODE" if name == "verifier" else "LLM_JUDGE")
+                          for name, a in judged.items())  # fmt: skip
     inputs = trace.data.spans[0].inputs
     assert {"prompt", "answer_a", "answer_b"} <= set(inputs) and inputs["answer_a"] != inputs["answer_b"]
 
