@@ -43,6 +43,7 @@ from components.judge_config import (
     WeightedJudgeConfig,
 )
 from components.models import Policy, load_policy, load_tokenizer
+from components.program_judge import ProgramJudge, code_writer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
 from components.revise import GeneratorReviser, LlamaCppReviser, Reviser
@@ -110,6 +111,12 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             name = f"ai:{config.model}" + ("" if config.verdict == "prefilled" else f":{config.verdict}")
             scorer, tokenizer = _scorer(config, champion, models, loaded, name)
             rubric = load_rubric(config.rubric)
+            if config.verdict == "program":  # the same model scores what no check can decide, pointwise
+                fallback = LogprobJudge(
+                    f"ai:{config.model}:pointwise", scorer, tokenizer, rubric, config.prompt_style, "pointwise",
+                    config.abstain_margin,
+                )  # fmt: skip
+                return ProgramJudge(name, code_writer(scorer, tokenizer, config.prompt_style), fallback)
             return LogprobJudge(
                 name, scorer, tokenizer, rubric, config.prompt_style, config.verdict, config.abstain_margin
             )

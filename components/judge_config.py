@@ -52,10 +52,12 @@ class AIJudgeConfig(_ModelJudge):
         description="transformers loads a checkpoint; llama_cpp runs a GGUF (an embedded model or a .gguf path) as "
         "it is, quantised: several times faster on CPU.",
     )
-    verdict: Literal["prefilled", "letter", "pointwise"] = Field(
+    verdict: Literal["prefilled", "letter", "pointwise", "program"] = Field(
         "prefilled",
         description="prefilled: the reply begun as 'The better answer is Answer', P(A) vs P(B); letter: the reply's "
-        "own first token; pointwise: each answer scored alone by P(Yes) (no position to be biased by).",
+        "own first token; pointwise: each answer scored alone by P(Yes) (no position to be biased by); program: the "
+        "model writes a check function per instruction of the request and runs it on both answers, pointwise where "
+        "no instruction can be checked by code.",
     )
     prompt_style: Literal["chat", "completion"] = Field(
         "completion",

@@ -25,6 +25,10 @@ class Scorer(Protocol):
         """For each text, P(labels[0]) / (P(labels[0]) + P(labels[1])) as the token right after it."""
         ...
 
+    def complete(self, text: str, max_new_tokens: int, stop: str) -> str:
+        """The greedy continuation of `text`, ending before `stop`, at the end of the turn or at the token cap."""
+        ...
+
 
 def label_id(tokenizer: PreTrainedTokenizerBase, label: str) -> int:
     # Tokenizers differ on whether a leading space is its own token; the label is the last piece.
@@ -50,6 +54,14 @@ class TransformersScorer:
             probs += torch.softmax(logits.float(), dim=-1)[:, 0].tolist()
         return probs
 
+    @torch.inference_mode()
+    def complete(self, text: str, max_new_tokens: int, stop: str) -> str:
+        batch = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+        out = self.model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.eos_token_id
+        )
+        return self.tokenizer.decode(out[0, batch.input_ids.shape[1] :], skip_special_tokens=True).split(stop)[0]
+
 
 class LlamaCppScorer:
     def __init__(self, gguf: Path, tokenizer: PreTrainedTokenizerBase, context_tokens: int, name: str):
@@ -71,6 +83,20 @@ class LlamaCppScorer:
             logits = self._last_logits(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
             probs.append(1.0 / (1.0 + math.exp(float(logits[ids[1]] - logits[ids[0]]))))
         return probs
+
+    def complete(self, text: str, max_new_tokens: int, stop: str) -> str:
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        tokens, reply = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True), []
+        while len(reply) < max_new_tokens:
+            token = int(np.argmax(self._last_logits(tokens + reply)))
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            reply.append(token)
+            if stop in self.llm.detokenize(reply).decode("utf-8", errors="ignore"):
+                break
+        return self.llm.detokenize(reply).decode("utf-8", errors="replace").split(stop)[0]
 
     def _last_logits(self, tokens: list[int]) -> np.ndarray:
         """Logits after `tokens`, evaluating only what follows the prefix already in the model's KV cache."""

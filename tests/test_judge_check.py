@@ -81,7 +81,8 @@ def app():
 def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
     """`ratchet judge-check configs/efficacy.yaml` as the README shows it (~6 min): the training panel (verifier and
     refusal classifier) meets the goal; the evaluation judge, the embedded Qwen2.5-Coder-1.5B through llama.cpp, is
-    better than chance on the pairs it decides (docs/experiments.md has its table)."""
+    better than chance on the pairs it decides, and sees constraint compliance through the checks it writes (90% on
+    the constraint pairs; pointwise it was 58%: docs/experiments.md has the tables)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -97,4 +98,5 @@ def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
     assert m["training/all/accuracy"] == 1.0 and m["training/all/decided"] == 1.0
     assert "training: panel(" in proc.stdout and "meets the goal" in proc.stdout
     assert m["evaluation/all/accuracy_ci_low"] > 0.5 and m["evaluation/all/decided"] >= 0.6
-    assert run.data.tags["judge.evaluation"] == "ai:qwen2.5-coder-1.5b-instruct:pointwise"
+    assert m["evaluation/constraint/accuracy"] >= 0.8 and m["evaluation/constraint/decided"] >= 0.8
+    assert run.data.tags["judge.evaluation"] == "ai:qwen2.5-coder-1.5b-instruct:program"
