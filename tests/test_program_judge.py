@@ -1,0 +1,89 @@
+"""The program verdict: checks the judge model writes, run in the sandbox, and the fallback where none separates."""
+
+from pathlib import Path
+
+import pytest
+
+from components.build import make_judge
+from components.config import ModelsConfig
+from components.judge_config import AIJudgeConfig
+from components.models import Policy
+from components.program_judge import ProgramJudge, instructions, run_check
+from tests.test_judge import tiny_logprob_judge
+
+LOWERCASE_NO_COMMA = {
+    "id": "c",
+    "prompt": "Describe rain. Use only lowercase letters. Do not use any commas.",
+    "cohort": "ifeval",
+    "context": "",
+    "check": "",
+}
+CHECKS = {  # what a judge model that reads the instructions would write
+    "Describe rain.": "def check(response: str):\n    return None\n",
+    "Use only lowercase letters.": "def check(response: str):\n    return response == response.lower()\n",
+    "Do not use any commas.": "import re\n\ndef check(response: str):\n    return re.search(',', response) is None\n",
+}
+
+
+def test_instructions_are_the_requests_sentences():
+    assert instructions(LOWERCASE_NO_COMMA) == list(CHECKS)
+    abbreviated = {"prompt": "Add a postscript starting with P.S. Include the word 'morning'."}
+    assert instructions(abbreviated) == ["Add a postscript starting with P.S.", "Include the word 'morning'."]
+
+
+def test_the_sandbox_runs_a_check_and_refuses_what_it_must_not_do():
+    assert run_check(CHECKS["Use only lowercase letters."], ["all small", "Not All", ""]) == [True, False, True]
+    assert run_check("import re\ndef check(r):\n    return re.search('x', r)", ["ax", "b"]) == [True, None]
+    for code in (
+        "import os\ndef check(r):\n    return True",  # a module outside re, string, math
+        "def check(r):\n    return r.__class__ is str",  # a dunder name
+        "def check(r):\n    return open('/tmp/ratchet-sandbox-escape', 'w') is not None",  # no open() in builtins
+        "def check(r):\n    return 1 / 0",  # raises
+        "def check(r):\n    while True:\n        pass",  # never returns: half a second a response
+        "this is not python",
+    ):
+        assert run_check(code, ["a", "b"]) == ["error", "error"], code
+    assert not Path("/tmp/ratchet-sandbox-escape").exists()
+
+
+def scripted_judge(tiny_model_dir, checks: dict[str, str]) -> ProgramJudge:
+    """A program judge whose checks are given (so the verdicts can be known), with the tiny model's pointwise
+    judge as its fallback."""
+    fallback = tiny_logprob_judge(tiny_model_dir, "chat", "pointwise")
+    return ProgramJudge("program", lambda text: next(c for i, c in checks.items() if f'"{i}"' in text), fallback)
+
+
+def test_the_answer_that_meets_more_checked_instructions_wins(tiny_model_dir):
+    judge = scripted_judge(tiny_model_dir, CHECKS)
+    good, one_miss, two_misses = "soft rain falls", "soft rain, falling", "Soft rain, Falling"
+    verdicts = judge.judge([(LOWERCASE_NO_COMMA, good, one_miss), (LOWERCASE_NO_COMMA, two_misses, one_miss)])
+    assert [(v.p_a, v.abstained) for v in verdicts] == [(0.75, False), (0.25, False)]
+    assert "'Do not use any commas.' A True, B False" in verdicts[0].rationale
+    assert judge.programs == CHECKS  # each instruction's check was written once
+
+
+def test_what_no_check_separates_goes_to_the_fallback_judge(tiny_model_dir):
+    judge = scripted_judge(tiny_model_dir, CHECKS)
+    open_request = {**LOWERCASE_NO_COMMA, "prompt": "Describe rain."}
+    tied, undecidable = judge.judge([(LOWERCASE_NO_COMMA, "soft rain", "grey rain"), (open_request, "a", "b")])
+    assert "checks met: A 1.00, B 1.00 of 2; ai:tiny: P(yes)" in tied.rationale
+    assert undecidable.rationale.startswith("no instruction that code can check; ai:tiny: P(yes)")
+
+
+def test_a_model_that_writes_no_working_code_leaves_every_item_to_the_fallback(tiny_model_dir):
+    """The tiny random model as the judge writes garbage (a check's worth of tokens), which the sandbox refuses."""
+    judge = make_judge(
+        AIJudgeConfig(model=tiny_model_dir, verdict="program", prompt_style="chat"), Policy(tiny_model_dir),
+        ModelsConfig(),
+    )  # fmt: skip
+    lowercase = {**LOWERCASE_NO_COMMA, "prompt": "Use only lowercase letters."}
+    [verdict] = judge.judge([(lowercase, "soft rain", "Soft rain")])
+    assert isinstance(judge, ProgramJudge) and len(judge.programs) == 1
+    assert verdict.rationale.startswith("no instruction that code can check; ai:")
+
+
+@pytest.mark.parametrize("stop", ["```", "\n"])
+def test_transformers_completion_is_greedy_and_ends_before_the_stop(tiny_model_dir, stop):
+    scorer = tiny_logprob_judge(tiny_model_dir, "chat", "pointwise").scorer
+    first, again = (scorer.complete("Write a check.", 24, stop) for _ in range(2))
+    assert first == again and stop not in first
