@@ -6,10 +6,11 @@ import pytest
 
 from components.build import make_judge
 from components.config import ModelsConfig
+from components.judge import LogprobJudge, load_rubric
 from components.judge_config import AIJudgeConfig
-from components.models import Policy
+from components.models import Policy, load_policy, load_tokenizer
 from components.program_judge import ProgramJudge, instructions, run_check
-from tests.test_judge import tiny_logprob_judge
+from components.scorers import TransformersScorer
 
 LOWERCASE_NO_COMMA = {
     "id": "c",
@@ -46,10 +47,16 @@ def test_the_sandbox_runs_a_check_and_refuses_what_it_must_not_do():
     assert not Path("/tmp/ratchet-sandbox-escape").exists()
 
 
+def tiny_pointwise_judge(model_dir: str) -> LogprobJudge:
+    tokenizer = load_tokenizer(model_dir)
+    scorer = TransformersScorer(load_policy(Policy(model_dir), ModelsConfig()), tokenizer, 8, "tiny")
+    return LogprobJudge("ai:tiny", scorer, tokenizer, load_rubric("concise-and-correct"), "chat", "pointwise", 0.0)
+
+
 def scripted_judge(tiny_model_dir, checks: dict[str, str]) -> ProgramJudge:
     """A program judge whose checks are given (so the verdicts can be known), with the tiny model's pointwise
     judge as its fallback."""
-    fallback = tiny_logprob_judge(tiny_model_dir, "chat", "pointwise")
+    fallback = tiny_pointwise_judge(tiny_model_dir)
     return ProgramJudge("program", lambda text: next(c for i, c in checks.items() if f'"{i}"' in text), fallback)
 
 
@@ -84,6 +91,6 @@ def test_a_model_that_writes_no_working_code_leaves_every_item_to_the_fallback(t
 
 @pytest.mark.parametrize("stop", ["```", "\n"])
 def test_transformers_completion_is_greedy_and_ends_before_the_stop(tiny_model_dir, stop):
-    scorer = tiny_logprob_judge(tiny_model_dir, "chat", "pointwise").scorer
+    scorer = tiny_pointwise_judge(tiny_model_dir).scorer
     first, again = (scorer.complete("Write a check.", 24, stop) for _ in range(2))
     assert first == again and stop not in first
