@@ -26,7 +26,7 @@ from components.scorers import Scorer
 
 SANDBOX = Path(__file__).resolve().parent / "check_sandbox.py"
 CODE_START, CODE_END = "```python\n", "```"
-MAX_CODE_TOKENS = 256  # the longest check written on the efficacy prompts was ~120 tokens
+MAX_CODE_TOKENS = 256  # a check is a few lines; a reply cut off at the cap fails to parse and decides nothing
 
 PROGRAM_INSTRUCTIONS = """Write a Python function `check(response: str)` that tests whether an assistant's response \
 follows one instruction from a user's request. The response is only the assistant's answer: it does not contain the \
