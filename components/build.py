@@ -111,15 +111,13 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             name = f"ai:{config.model}" + ("" if config.verdict == "prefilled" else f":{config.verdict}")
             scorer, tokenizer = _scorer(config, champion, models, loaded, name)
             rubric = load_rubric(config.rubric)
-            if config.verdict == "program":  # the same model scores what no check can decide, pointwise
-                fallback = LogprobJudge(
-                    f"ai:{config.model}:pointwise", scorer, tokenizer, rubric, config.prompt_style, "pointwise",
-                    config.abstain_margin,
-                )  # fmt: skip
-                return ProgramJudge(name, code_writer(scorer, tokenizer, config.prompt_style), fallback)
-            return LogprobJudge(
-                name, scorer, tokenizer, rubric, config.prompt_style, config.verdict, config.abstain_margin
+            program = config.verdict == "program"  # the same model scores what no check can decide, pointwise
+            verdict = "pointwise" if program else config.verdict
+            logprob_name = f"ai:{config.model}:pointwise" if program else name
+            judge = LogprobJudge(
+                logprob_name, scorer, tokenizer, rubric, config.prompt_style, verdict, config.abstain_margin
             )
+            return ProgramJudge(name, code_writer(scorer, tokenizer, config.prompt_style), judge) if program else judge
 
 
 def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loaded, name: str):

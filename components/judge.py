@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -191,6 +192,15 @@ class LogprobJudge:
         return f"{instructions}\n\n{prefix or 'Verdict:'}"
 
 
+def second_opinion(
+    judge: Judge, items: list[tuple[dict, str, str]], verdicts: list, picked: list[int], first: Callable[[Verdict], str]
+) -> None:
+    """Replace each picked verdict with `judge`'s on the same item, its rationale after `first(earlier verdict)`."""
+    for i, verdict in zip(picked, judge.judge([items[i] for i in picked]) if picked else [], strict=True):
+        rationale = f"{first(verdicts[i])}; {judge.name}: {verdict.rationale}"
+        verdicts[i] = Verdict(verdict.p_a, verdict.order_consistent, verdict.abstained, rationale)
+
+
 class PanelJudge:
     """Routes each item: a cohort's own judge where `by_cohort` names one, else the checkable judge where the
     prompt has a check spec, else the default judge. With `ties_to_default`, an item the checkable judge ties on
@@ -219,11 +229,7 @@ class PanelJudge:
                 verdicts[i] = verdict
         if self.ties_to_default:
             tied = [i for i, r in enumerate(routed) if r is self.checkable and verdicts[i].abstained]
-            for i, verdict in zip(tied, self.default.judge([items[i] for i in tied]) if tied else [], strict=True):
-                rationale = (
-                    f"{self.checkable.name} tie ({verdicts[i].rationale}); {self.default.name}: {verdict.rationale}"
-                )
-                verdicts[i] = Verdict(verdict.p_a, verdict.order_consistent, verdict.abstained, rationale)
+            second_opinion(self.default, items, verdicts, tied, lambda v: f"{self.checkable.name} tie ({v.rationale})")
         return verdicts  # type: ignore[return-value]
 
     def judge_name(self, row: dict) -> str:

@@ -21,7 +21,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from components.judge import Judge, Verdict
+from components.check_sandbox import ERROR
+from components.judge import Judge, Verdict, second_opinion
 from components.scorers import Scorer
 
 SANDBOX = Path(__file__).resolve().parent / "check_sandbox.py"
@@ -77,7 +78,7 @@ def code_writer(scorer: Scorer, tokenizer: PreTrainedTokenizerBase, prompt_style
 
 
 def run_check(code: str, responses: list[str]) -> list[bool | str | None]:
-    """What `code`'s check returned for each response in the sandbox (True, False or None), or "error"."""
+    """What `code`'s check returned for each response in the sandbox (True, False or None), or ERROR."""
     request = json.dumps({"code": code, "responses": responses})
     try:
         done = subprocess.run(
@@ -86,7 +87,7 @@ def run_check(code: str, responses: list[str]) -> list[bool | str | None]:
         )  # fmt: skip
         return json.loads(done.stdout)
     except (subprocess.TimeoutExpired, json.JSONDecodeError):
-        return ["error"] * len(responses)
+        return [ERROR] * len(responses)
 
 
 class ProgramJudge:
@@ -102,10 +103,7 @@ class ProgramJudge:
         self._run_programs(items)
         verdicts = [self._verdict(row, a, b) for row, a, b in items]
         undecided = [i for i, v in enumerate(verdicts) if v.abstained]
-        fallback = self.fallback.judge([items[i] for i in undecided]) if undecided else []
-        for i, verdict in zip(undecided, fallback, strict=True):
-            rationale = f"{verdicts[i].rationale}; {self.fallback.name}: {verdict.rationale}"
-            verdicts[i] = Verdict(verdict.p_a, verdict.order_consistent, verdict.abstained, rationale)
+        second_opinion(self.fallback, items, verdicts, undecided, lambda v: v.rationale)
         return verdicts
 
     def _write_programs(self, wanted: set[str]) -> None:
