@@ -23,7 +23,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, 
 
 from components.config import ModelsConfig
 from components.data import user_message
-from components.models import Policy, load_policy, resolve_model
+from components.models import Policy, chat_turn, load_policy, resolve_model
 from components.process_group import run_group
 
 
@@ -72,8 +72,7 @@ class SeededSampler(LogitsProcessor):
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, row: dict) -> str:
     """The prompt string the policy completes: the user message in the model's chat template."""
-    messages = [{"role": "user", "content": user_message(row)}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return chat_turn(tokenizer, user_message(row))
 
 
 class TransformersGenerator:

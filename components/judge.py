@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from components.checks import instructions, score
 from components.data import user_message
+from components.models import chat_turn
 from components.scorers import Scorer
 
 
@@ -187,8 +188,7 @@ class LogprobJudge:
         that ends on the prefix or a "Verdict:" cue."""
         prefix = VERDICT_PREFIX if self.verdict == "prefilled" else ""
         if self.prompt_style == "chat":
-            messages = [{"role": "user", "content": instructions}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
+            return chat_turn(self.tokenizer, instructions) + prefix
         return f"{instructions}\n\n{prefix or 'Verdict:'}"
 
 

@@ -156,11 +156,16 @@ def check_spec(spec: str) -> None:
     resolve_model(spec)  # raises the specific one-line error
 
 
+def chat_turn(tokenizer: PreTrainedTokenizerBase, user: str) -> str:
+    """`user` as the one user message of a chat in the model's template, with the assistant's turn open."""
+    messages = [{"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 @torch.inference_mode()
 def response_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, response: str) -> float:
     """Sum of log p(response tokens | chat prompt) under `model`: the quantity DPO's implicit reward is built on."""
-    messages = [{"role": "user", "content": user}]
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt = chat_turn(tokenizer, user)
     prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
     full_ids = tokenizer(prompt + response, add_special_tokens=False, return_tensors="pt").input_ids.to(model.device)
     logprobs = torch.log_softmax(model(full_ids).logits[0, :-1].float(), dim=-1)

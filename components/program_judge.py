@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from components.check_sandbox import ERROR
 from components.judge import Judge, Verdict, second_opinion
+from components.models import chat_turn
 from components.scorers import Scorer
 
 SANDBOX = Path(__file__).resolve().parent / "check_sandbox.py"
@@ -70,8 +71,7 @@ def code_writer(scorer: Scorer, tokenizer: PreTrainedTokenizerBase, prompt_style
 
     def write(instructions: str) -> str:
         if prompt_style == "chat":
-            messages = [{"role": "user", "content": instructions}]
-            instructions = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            instructions = chat_turn(tokenizer, instructions)
         return scorer.complete(instructions + CODE_START, MAX_CODE_TOKENS, CODE_END)
 
     return write
