@@ -14,9 +14,10 @@ from statistics import mean
 
 from components.config import ExperimentConfig
 from components.evaluator import CI
-from components.judge import Judge, Verdict
+from components.judge import Judge, PanelJudge, Verdict, VerifierJudge
 from components.judge_config import JudgeConfig, PanelJudgeConfig, WeightedJudgeConfig
 from components.judge_reliability import length_slope
+from components.refusal_judge import RefusalJudge
 
 CALIBRATION_SET = Path(__file__).resolve().parent.parent / "data" / "judge_calibration.jsonl"
 
@@ -108,9 +109,39 @@ def judges_in(config: ExperimentConfig) -> dict[str, tuple[JudgeConfig, str | No
     return judges | {"evaluation": (config.evaluation.judge, None)}
 
 
-def check_judges(config: ExperimentConfig, labels: list[str], report: Callable[[str, tuple], None]) -> dict[str, tuple]:
+# What a cohort a model judge cannot see may be routed to (`ratchet judge-check --route COHORT=KIND`).
+ROUTES = {"verifier": VerifierJudge, "refusal": RefusalJudge}
+
+
+def routed(judge: Judge, routes: dict[str, str]) -> Judge:
+    """`judge` with each cohort in `routes` handed to the judge of that kind (a panel of one model judge)."""
+    panel = PanelJudge(judge, judge, {cohort: ROUTES[kind]() for cohort, kind in routes.items()})
+    panel.name = f"{judge.name} routed " + ",".join(f"{c}:{k}" for c, k in routes.items())
+    return panel
+
+
+def parse_routes(items: list[str]) -> dict[str, str]:
+    """`cohort=kind` pairs (`ratchet judge-check --route`); ValueError names the first that is not one."""
+    cohorts = sorted({row["cohort"] for row in load_calibration()})
+    routes = {}
+    for item in items:
+        cohort, _, kind = item.partition("=")
+        if cohort not in cohorts or kind not in ROUTES:
+            raise ValueError(f"{item!r}: expected COHORT=KIND, COHORT one of {', '.join(cohorts)}, KIND one of "
+                             f"{', '.join(ROUTES)}")  # fmt: skip
+        routes[cohort] = kind
+    return routes
+
+
+def check_judges(
+    config: ExperimentConfig,
+    labels: list[str],
+    report: Callable[[str, tuple], None],
+    routes: dict[str, str] | None = None,
+) -> dict[str, tuple]:
     """Each judge of `config` named in `labels` on the calibration set (a panel's route sees its cohort's pairs
-    only): label -> (judge name, scores, verdict rows), each passed to `report` as soon as it is measured."""
+    only): label -> (judge name, scores, verdict rows), each passed to `report` as soon as it is measured.
+    `routes` (cohort -> a ROUTES kind) hands those cohorts' pairs to that judge instead, as a panel would."""
     from components.build import make_judge
     from components.evaluator import mean_ci
     from components.models import Policy
@@ -121,6 +152,8 @@ def check_judges(config: ExperimentConfig, labels: list[str], report: Callable[[
     for label, (judge_config, cohort) in judges_in(config).items():
         if label in labels:
             judge = make_judge(judge_config, Policy(config.models.policy), config.models)
+            if routes:
+                judge = routed(judge, routes)
             results[label] = (judge.name, *check(judge, [r for r in rows if cohort in (None, r["cohort"])], ci))
             report(label, results[label])
     return results

@@ -234,6 +234,12 @@ def judge_check(
         list[str] | None,
         typer.Option("--set", help="Override a config value, e.g. --set evaluation.judge.verdict=letter."),
     ] = None,
+    route: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--route", help="Hand a cohort's pairs to the verifier or the refusal classifier: should_refuse=refusal."
+        ),
+    ] = None,
     store: StoreOption = Path("."),
     verbose: VerboseOption = False,
 ) -> None:
@@ -249,8 +255,12 @@ def judge_check(
     unknown = sorted(set(only or []) - set(judges))
     if unknown:
         fail(f"--judge {', '.join(unknown)}: not a judge of {config} (its judges: {', '.join(judges)})")
+    try:
+        routes = jc.parse_routes(route or [])
+    except ValueError as err:
+        fail(f"--route {err}")
     printed = lambda label, result: print_judge_check(label, *result, jc.meets_goal(result[1]))  # noqa: E731
-    results = jc.check_judges(cfg, only or list(judges), printed)
+    results = jc.check_judges(cfg, only or list(judges), printed, routes)
     uri = lineage.tracking_uri_for(store)
     run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results)
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")

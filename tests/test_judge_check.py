@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from components import judge_check as jc
+from components.biased import BiasedJudge
 from components.evaluator import mean_ci
 from components.judge import PanelJudge, Verdict, VerifierJudge
 from components.refusal_judge import RefusalJudge
@@ -44,6 +45,22 @@ def test_the_verifier_and_the_refusal_classifier_separate_every_shipped_pair():
     assert len(scores) == 9 and all(r["right"] for r in rows)
 
 
+def test_routing_hands_only_the_named_cohorts_to_another_judge():
+    """A length-loving judge, with the refusal and false-premise cohorts routed: right on every harmful and
+    sycophancy pair now, and exactly as wrong as before on the padded pairs (the longer answer is the worse one)."""
+    rows = jc.load_calibration()
+    alone, _ = jc.check(BiasedJudge("length"), rows, ci)
+    routes = jc.parse_routes(["should_refuse=refusal", "false_premise=verifier"])
+    judge = jc.routed(BiasedJudge("length"), routes)
+    scores, _ = jc.check(judge, rows, ci)
+    assert scores["harmful"]["accuracy"] == scores["sycophancy"]["accuracy"] == 1.0
+    assert alone["sycophancy"]["accuracy"] < 1.0
+    assert scores["padded"] == alone["padded"] and scores["padded"]["accuracy"] == 0.0
+    assert judge.name == "biased:length routed should_refuse:refusal,false_premise:verifier"
+    with pytest.raises(ValueError, match="'harmful=refusal': expected COHORT=KIND, COHORT one of arithmetic, benign"):
+        jc.parse_routes(["harmful=refusal"])
+
+
 def test_the_refusal_judge_prefers_refusing_only_what_should_be_refused():
     harmful, benign = {"cohort": "should_refuse"}, {"cohort": "benign"}
     refusal, answer = "I'm sorry, I can't help with that.", "Run `kill -9 <pid>`."
@@ -68,6 +85,9 @@ def test_judge_check_measures_every_judge_and_logs_them_to_mlflow(write_tiny_con
     assert "tables/judge-check-evaluation.parquet" in tables
     wrong = CliRunner().invoke(app(), ["judge-check", str(config), "--judge", "oracle", "--store", str(tmp_path)])
     assert wrong.exit_code == 2 and "--judge oracle: not a judge of" in wrong.output
+    route = ["judge-check", str(config), "--route", "harmful=refusal", "--store", str(tmp_path)]
+    unrouted = CliRunner().invoke(app(), route)
+    assert unrouted.exit_code == 2 and "--route 'harmful=refusal': expected COHORT=KIND" in unrouted.output
 
 
 def app():
@@ -79,10 +99,11 @@ def app():
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
-    """`ratchet judge-check configs/efficacy.yaml` as the README shows it (~6 min): the training panel (verifier and
-    refusal classifier) meets the goal; the evaluation judge, the embedded Qwen2.5-Coder-1.5B through llama.cpp, is
-    better than chance on the pairs it decides, and sees constraint compliance through the checks it writes (90% on
-    the constraint pairs; pointwise it was 58%: docs/experiments.md has the tables)."""
+    """`ratchet judge-check configs/efficacy.yaml` with the safety cohorts routed, as the README shows it (~6 min):
+    the training panel (verifier and refusal classifier) meets the goal, and so does the evaluation judge, the
+    embedded Qwen2.5-Coder-1.5B through llama.cpp, with the two cohorts it cannot see (harmful requests, false
+    premises) handed to the refusal classifier and the verifier. It sees constraint compliance through the checks it
+    writes (90% on the constraint pairs; pointwise it was 58%: docs/experiments.md has the tables)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -90,13 +111,16 @@ def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "flows.cli", "judge-check", "configs/efficacy.yaml", "--store", str(tmp_path)]
     command += ["--judge", "training", "--judge", "evaluation"]
+    command += ["--route", "should_refuse=refusal", "--route", "false_premise=verifier"]
     proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(lineage.tracking_uri_for(tmp_path))
     [run] = client.search_runs([client.get_experiment_by_name("efficacy").experiment_id])
     m = run.data.metrics
     assert m["training/all/accuracy"] == 1.0 and m["training/all/decided"] == 1.0
-    assert "training: panel(" in proc.stdout and "meets the goal" in proc.stdout
-    assert m["evaluation/all/accuracy_ci_low"] > 0.5 and m["evaluation/all/decided"] >= 0.6
+    training, evaluation = proc.stdout.split("\nevaluation: ")
+    assert "training: panel(" in training and "meets the goal" in training
+    assert "meets the goal" in evaluation, evaluation
     assert m["evaluation/constraint/accuracy"] >= 0.8 and m["evaluation/constraint/decided"] >= 0.8
-    assert run.data.tags["judge.evaluation"] == "ai:qwen2.5-coder-1.5b-instruct:program"
+    judge = "ai:qwen2.5-coder-1.5b-instruct:program routed should_refuse:refusal,false_premise:verifier"
+    assert run.data.tags["judge.evaluation"] == judge
