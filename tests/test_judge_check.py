@@ -85,9 +85,9 @@ def test_judge_check_measures_every_judge_and_logs_them_to_mlflow(write_tiny_con
     assert "tables/judge-check-evaluation.parquet" in tables
     wrong = CliRunner().invoke(app(), ["judge-check", str(config), "--judge", "oracle", "--store", str(tmp_path)])
     assert wrong.exit_code == 2 and "--judge oracle: not a judge of" in wrong.output
-    route = ["judge-check", str(config), "--route", "harmful=refusal", "--store", str(tmp_path)]
-    unrouted = CliRunner().invoke(app(), route)
-    assert unrouted.exit_code == 2 and "--route 'harmful=refusal': expected COHORT=KIND" in unrouted.output
+    bad_route = ["judge-check", str(config), "--route", "harmful=refusal", "--store", str(tmp_path)]
+    refused = CliRunner().invoke(app(), bad_route)
+    assert refused.exit_code == 2 and "--route 'harmful=refusal': expected COHORT=KIND" in refused.output
 
 
 def app():
