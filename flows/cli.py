@@ -33,6 +33,9 @@ VerboseOption = Annotated[
     bool, typer.Option("--verbose", help="Show every log line, library progress bar and warning on the terminal.")
 ]
 StoreOption = Annotated[Path, typer.Option(help=STORE_HELP)]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config value by dotted path: training.learning_rate=1e-4.")
+]
 TRACE = " (the traceback: the flow run in the Prefect UI, or --verbose)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
@@ -87,10 +90,7 @@ def run(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/smoke.yaml.")],
     rounds: Annotated[int | None, typer.Option(min=1, help="Override the config's number of rounds.")] = None,
     store: StoreOption = Path("."),
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config value by dotted path, e.g. --set training.learning_rate=1e-4."),
-    ] = None,
+    set_: SetOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Run a bootstrap: N rounds of generate, judge, train, evaluate and gate."""
@@ -230,14 +230,11 @@ def judge_check(
     only: Annotated[
         list[str] | None, typer.Option("--judge", help="Only this judge: training, evaluation, training.default...")
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config value, e.g. --set evaluation.judge.verdict=letter."),
-    ] = None,
+    set_: SetOption = None,
     route: Annotated[
         list[str] | None,
         typer.Option(
-            "--route", help="Hand a cohort's pairs to the verifier or the refusal classifier: should_refuse=refusal."
+            help="Hand a cohort's pairs to the verifier or the refusal classifier, e.g. should_refuse=refusal."
         ),
     ] = None,
     store: StoreOption = Path("."),
