@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components.config_loading import load_config  # noqa: E402
+from flows.arguments import parse_sets  # noqa: E402
 from flows.bootstrap import bootstrap_id  # noqa: E402
-from flows.cli import parse_sets  # noqa: E402
 from registry import compare, lineage  # noqa: E402
 
 # The four configs differ only in the training judge (tests/test_config.py checks it); clean = verifier + self.

@@ -18,8 +18,8 @@ from typing import Annotated
 
 import typer
 
-from flows.console import fail, print_report, print_rounds, quiet_terminal
-from flows.forms import STORE_HELP
+from flows.arguments import SetOption, StoreOption, VerboseOption, checked_config, parse_sets
+from flows.console import fail, print_report, print_rounds
 from stack.cli import app as stack_app
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
@@ -29,13 +29,6 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "1")  # "View ru
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "components")  # their log lines reach the Prefect UI
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # e.g. judge-check, outside a flow
 
-VerboseOption = Annotated[
-    bool, typer.Option("--verbose", help="Show every log line, library progress bar and warning on the terminal.")
-]
-StoreOption = Annotated[Path, typer.Option(help=STORE_HELP)]
-SetOption = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config value by dotted path: training.learning_rate=1e-4.")
-]
 TRACE = " (the traceback: the flow run in the Prefect UI, or --verbose)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
@@ -45,44 +38,6 @@ app.add_typer(stack_app, name="stack")
 @app.callback()
 def main() -> None:
     """Ratchet: iterative self-improvement by AI feedback, on Prefect and MLflow."""
-
-
-def checked_config(config_path: Path, overrides: dict, store: Path, verbose: bool = True):
-    """The config, validated with everything that can be checked before work; exit 2 with one line if not.
-
-    The schema is checked before anything heavy is imported, so a broken config is refused in about a second.
-    Unless `verbose`, the terminal is made quiet before those imports.
-    """
-    from components.config_loading import ConfigError, load_config
-
-    try:
-        cfg = load_config(config_path, overrides)
-        if not verbose:
-            quiet_terminal()
-        from components.validate import validate  # imports torch and transformers: only for a valid config
-
-        validate(cfg, store)
-    except ConfigError as err:
-        fail(str(err))
-    return cfg
-
-
-def parse_sets(items: list[str]) -> dict:
-    """`key.path=value` pairs; values are read as JSON, else YAML, so 1e-4, true and [a, b] keep their types."""
-    import json
-
-    import yaml
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--set {item!r}: expected key.path=value")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 @app.command()

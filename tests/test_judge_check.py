@@ -121,6 +121,7 @@ def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
     training, evaluation = proc.stdout.split("\nevaluation: ")
     assert "training: panel(" in training and "meets the goal" in training
     assert "meets the goal" in evaluation, evaluation
+    assert m["evaluation/all/accuracy_ci_low"] > 0.5 and m["evaluation/all/decided"] >= 0.6
     assert m["evaluation/constraint/accuracy"] >= 0.8 and m["evaluation/constraint/decided"] >= 0.8
     judge = "ai:qwen2.5-coder-1.5b-instruct:program routed should_refuse:refusal,false_premise:verifier"
     assert run.data.tags["judge.evaluation"] == judge

@@ -1,0 +1,58 @@
+"""What the `ratchet` commands share in reading their arguments: the option types, `--set` overrides, and the
+config checked before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.console import fail, quiet_terminal
+from flows.forms import STORE_HELP
+
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="Show every log line, library progress bar and warning on the terminal.")
+]
+StoreOption = Annotated[Path, typer.Option(help=STORE_HELP)]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config value by dotted path: training.learning_rate=1e-4.")
+]
+
+
+def checked_config(config_path: Path, overrides: dict, store: Path, verbose: bool = True):
+    """The config, validated with everything that can be checked before work; exit 2 with one line if not.
+
+    The schema is checked before anything heavy is imported, so a broken config is refused in about a second.
+    Unless `verbose`, the terminal is made quiet before those imports.
+    """
+    from components.config_loading import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path, overrides)
+        if not verbose:
+            quiet_terminal()
+        from components.validate import validate  # imports torch and transformers: only for a valid config
+
+        validate(cfg, store)
+    except ConfigError as err:
+        fail(str(err))
+    return cfg
+
+
+def parse_sets(items: list[str]) -> dict:
+    """`key.path=value` pairs; values are read as JSON, else YAML, so 1e-4, true and [a, b] keep their types."""
+    import json
+
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set {item!r}: expected key.path=value")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
