@@ -93,7 +93,7 @@ def run(cfg, work: Path) -> list[dict]:
     for method, trained, seconds in (("dpo", dpo, grpo_training.max_seconds), ("grpo", grpo, grpo_s)):
         challenger = champion.with_adapter(trained.path)
         started = time.perf_counter()
-        evaluated = evaluate(inputs, champion, challenger, work / f"eval-{method}", work / "answers")
+        evaluated = evaluate(inputs, champion, challenger, work / f"eval-{method}", work / "memo")
         eval_s = round(time.perf_counter() - started, 1)
         if method == "dpo":
             seen = {"prompts": n_prompts, "pairs": judged.pairs - judged.abstained}

@@ -47,7 +47,7 @@ def plain_round(config: str, workdir: Path) -> None:
     if trained.path is None:
         raise SystemExit("every pair abstained: nothing to compare; pick a config whose round trains")
     inputs = EvalInputs(m, d, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-    evaluated = evaluate(inputs, champion, champion.with_adapter(trained.path), out / "eval", workdir / "answers")
+    evaluated = evaluate(inputs, champion, champion.with_adapter(trained.path), out / "eval", workdir / "memo")
     print(decide(stages.round_metrics(judged, trained, evaluated), cfg.gate.rules, trained=True).reason)
     print(f"ROUND_SECONDS {time.perf_counter() - started}")
 

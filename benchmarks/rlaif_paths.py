@@ -95,7 +95,7 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
     for method, trained, seconds, seen, reward_model in arms:
         out = work / f"eval-{method.split()[0]}"
         started = time.perf_counter()
-        evaluated = evaluate(inputs, champion, champion.with_adapter(trained.path), out, work / "answers", reward_model)
+        evaluated = evaluate(inputs, champion, champion.with_adapter(trained.path), out, work / "memo", reward_model)
         eval_s = round(time.perf_counter() - started, 1)
         row = {"method": method, "round_seconds": seconds, "prompts": n_prompts, **seen}
         rows.append(row | outcome(trained.metrics, evaluated.metrics) | {"eval_seconds": eval_s})

@@ -103,7 +103,7 @@ def _after(cfg, champion, out, seed, workdir, timed) -> str:
     )
     inputs = EvalInputs(m, d, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
     challenger = champion.with_adapter(trained.path)
-    timed("evaluate", lambda: evaluate(inputs, champion, challenger, out / "eval", workdir / "answers"))
+    timed("evaluate", lambda: evaluate(inputs, champion, challenger, out / "eval", workdir / "memo"))
     return trained.path
 
 

@@ -42,13 +42,14 @@ from components.judge_config import (
     VerifierJudgeConfig,
     WeightedJudgeConfig,
 )
-from components.models import Policy, load_policy, load_tokenizer
+from components.memo import NO_MEMO, Memo, file_digest, memo_key
+from components.models import Policy, device_for, load_policy, load_tokenizer
 from components.program_judge import ProgramJudge, code_writer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
 from components.revise import GeneratorReviser, LlamaCppReviser, Reviser
 from components.rewards import OnlineReward
-from components.scorers import LlamaCppScorer, TransformersScorer
+from components.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
 from components.server_generator import ServerGenerator
 from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer
 
@@ -70,7 +71,8 @@ def make_generator(
             model = model if model is not None else load_policy(policy, models, merge_last=False)
             return TransformersGenerator(model, tokenizer, sampling, batch_size or config.batch_size)
         case VLLMGenerationConfig():
-            return VLLMGenerator(policy, models, tokenizer, sampling)
+            merge_last = config.adapter == "merged" or config.adapter == "auto" and device_for(models) == "cpu"
+            return VLLMGenerator(policy, models, tokenizer, sampling, merge_last)
         case ServerGenerationConfig():
             return ServerGenerator(config, policy, models, tokenizer, sampling)
 
@@ -80,16 +82,17 @@ def make_judge(
     champion: Policy,
     models: ModelsConfig,
     loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
+    memo: Memo = NO_MEMO,
 ) -> Judge:
     """The judge a config names; `model: self` is the champion, which `loaded` holds (model, tokenizer) when the
-    stage has it in memory already."""
-    judge = _make_judge(config, champion, models, loaded)
+    stage has it in memory already. An AI judge keeps its scores, completions and check results in `memo`."""
+    judge = _make_judge(config, champion, models, loaded, memo)
     if isinstance(config, AIJudgeConfig | RemoteJudgeConfig) and config.length_controlled:
         return LengthControlledJudge(judge, config.abstain_margin, config.length_scale_words)
     return judge
 
 
-def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loaded) -> Judge:
+def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loaded, memo: Memo) -> Judge:
     match config:
         case VerifierJudgeConfig():
             return VerifierJudge()
@@ -98,18 +101,18 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
         case RefusalJudgeConfig():
             return RefusalJudge()
         case PanelJudgeConfig():
-            routes = {c: make_judge(j, champion, models, loaded) for c, j in config.by_cohort.items()}
-            checkable = make_judge(config.checkable, champion, models, loaded)
-            default = make_judge(config.default, champion, models, loaded)
+            routes = {c: make_judge(j, champion, models, loaded, memo) for c, j in config.by_cohort.items()}
+            checkable = make_judge(config.checkable, champion, models, loaded, memo)
+            default = make_judge(config.default, champion, models, loaded, memo)
             return PanelJudge(checkable, default, routes, config.ties_to_default)
         case WeightedJudgeConfig():
-            judges = [make_judge(j, champion, models, loaded) for j in config.judges]
+            judges = [make_judge(j, champion, models, loaded, memo) for j in config.judges]
             return WeightedJudge(judges, config.weights)
         case RemoteJudgeConfig():
             return RemoteJudge(config, load_rubric(config.rubric))
         case AIJudgeConfig():
             name = f"ai:{config.model}" + ("" if config.verdict == "prefilled" else f":{config.verdict}")
-            scorer, tokenizer = _scorer(config, champion, models, loaded, name)
+            scorer, tokenizer = _scorer(config, champion, models, loaded, name, memo)
             rubric = load_rubric(config.rubric)
             program = config.verdict == "program"  # the same model scores what no check can decide, pointwise
             verdict = "pointwise" if program else config.verdict
@@ -117,22 +120,29 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             judge = LogprobJudge(
                 logprob_name, scorer, tokenizer, rubric, config.prompt_style, verdict, config.abstain_margin
             )
-            return ProgramJudge(name, code_writer(scorer, tokenizer, config.prompt_style), judge) if program else judge
+            if program:
+                return ProgramJudge(name, code_writer(scorer, tokenizer, config.prompt_style), judge, memo)
+            return judge
 
 
-def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loaded, name: str):
-    """The model behind an AI judge, and its tokenizer (for the chat template and the label tokens)."""
+def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loaded, name: str, memo: Memo):
+    """The model behind an AI judge, and its tokenizer (for the chat template and the label tokens); with a memo,
+    its results are kept there under the model's digest."""
     match config.runtime:
         case "llama_cpp":
-            tokenizer = gguf_tokenizer(config.model)
-            return LlamaCppScorer(gguf_file(config.model), tokenizer, config.context_tokens, name), tokenizer
+            tokenizer, gguf = gguf_tokenizer(config.model), gguf_file(config.model)
+            scorer = LlamaCppScorer(gguf, tokenizer, config.context_tokens, name)
+            identity = ("llama_cpp", file_digest(gguf)) if memo.directory else None
         case "transformers":
             policy = champion if config.model == "self" else Policy(config.model)
             if config.model == "self" and loaded is not None:
                 model, tokenizer = loaded
             else:
                 model, tokenizer = load_policy(policy, models), load_tokenizer(policy.base)
-            return TransformersScorer(model, tokenizer, config.batch_size, name), tokenizer
+            scorer = TransformersScorer(model, tokenizer, config.batch_size, name)
+            identity = ("transformers", policy.digest(), str(model.dtype), str(model.device))
+            identity = identity if memo.directory else None
+    return (MemoScorer(scorer, memo, memo_key(*identity)) if identity else scorer), tokenizer
 
 
 def make_reviser(config: PairsConfig, champion: Policy, models: ModelsConfig) -> Reviser:

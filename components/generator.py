@@ -125,15 +125,20 @@ class TransformersGenerator:
 
 
 class VLLMGenerator:
-    """vLLM sampling in a child process (`components/vllm_worker.py`), the champion's last adapter served unmerged
-    through a `LoRARequest`.
+    """vLLM sampling in a child process (`components/vllm_worker.py`).
 
     The engine runs in its own process because `LLM(...)` spawns workers, which must not fork from a Prefect task.
-    Earlier adapters of the chain are merged into a temporary base first: vLLM serves one adapter per request.
+    The champion's adapters are merged into a temporary checkpoint first, all of them with `merge_last` (vLLM's
+    LoRA kernels on CPU cost more than the merge), or all but the last, which is served as a `LoRARequest` (vLLM
+    serves one adapter per request).
     """
 
-    def __init__(self, policy: Policy, models: ModelsConfig, tokenizer: PreTrainedTokenizerBase, sampling: Sampling):
+    def __init__(
+        self, policy: Policy, models: ModelsConfig, tokenizer: PreTrainedTokenizerBase, sampling: Sampling,
+        merge_last: bool = False,
+    ):  # fmt: skip
         self.policy, self.models, self.tokenizer, self.sampling = policy, models, tokenizer, sampling
+        self.merge_last = merge_last
         self.timing: dict[str, float] = {}  # the last run's engine start-up and generation seconds
 
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
@@ -165,8 +170,11 @@ class VLLMGenerator:
         ]
 
     def _serving_split(self, tmp: Path) -> tuple[str, str | None]:
-        """(base directory, adapter directory or None) for vLLM: all but the last adapter merged into the base."""
+        """(base directory, adapter directory or None) for vLLM: the adapters merged into the base, but the last
+        unless `merge_last`."""
         *merged, last = self.policy.adapters or (None,)
+        if self.merge_last and last:
+            merged, last = [*merged, last], None
         if not merged:
             return str(resolve_model(self.policy.base)), last
         base = tmp / "merged-base"

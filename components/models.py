@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.config import ModelsConfig
 from components.embedded import EMBEDDED_MODELS, ModelSpecError, cache_root, convert_gguf, embedded_module
+from components.memo import directory_digest, memo_key
 
 
 def resolve_model(spec: str) -> Path:
@@ -74,6 +76,12 @@ class Policy:
         for adapter in self.adapters:
             digest.update((Path(adapter) / "adapter_model.safetensors").read_bytes())
         return digest.hexdigest()[:12]
+
+    def digest(self) -> str:
+        """What the policy's weights are, by content: the base model's files and each adapter's, in order (the
+        memo's key; `key()` names directories and reads only the adapters)."""
+        parts = [directory_digest(resolve_model(self.base)), *(directory_digest(a) for a in self.adapters)]
+        return memo_key(*parts)
 
 
 def device_for(models: ModelsConfig) -> str:
@@ -162,13 +170,28 @@ def chat_turn(tokenizer: PreTrainedTokenizerBase, user: str) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-@torch.inference_mode()
 def response_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, response: str) -> float:
     """Sum of log p(response tokens | chat prompt) under `model`: the quantity DPO's implicit reward is built on."""
-    prompt = chat_turn(tokenizer, user)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-    full_ids = tokenizer(prompt + response, add_special_tokens=False, return_tensors="pt").input_ids.to(model.device)
-    logprobs = torch.log_softmax(model(full_ids).logits[0, :-1].float(), dim=-1)
-    targets = full_ids[0, 1:]
-    picked = logprobs[torch.arange(len(targets)), targets]
-    return float(picked[prompt_ids.shape[1] - 1 :].sum())
+    return response_logprobs(model, tokenizer, [(user, response)])[0]
+
+
+@torch.inference_mode()
+def response_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[tuple[str, str]], batch_size: int = 8
+) -> list[float]:
+    """`response_logprob` of each (user message, response), in right-padded batches (the padding is masked, and
+    in a causal model it comes after every token that counts)."""
+    sums: list[float] = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="log-probs", unit="batch", leave=False, disable=None):
+        batch = texts[start : start + batch_size]
+        prompts = [chat_turn(tokenizer, user) for user, _ in batch]
+        starts = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+        full = [tokenizer(p + r, add_special_tokens=False).input_ids for p, (_, r) in zip(prompts, batch, strict=True)]
+        width = max(map(len, full))
+        ids = torch.tensor([f + [tokenizer.pad_token_id] * (width - len(f)) for f in full], device=model.device)
+        mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in full], device=model.device)
+        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
+        picked = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        for row, (begin, tokens) in enumerate(zip(starts, full, strict=True)):
+            sums.append(float(picked[row, begin - 1 : len(tokens) - 1].sum()))
+    return sums

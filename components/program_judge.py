@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from components.check_sandbox import ERROR
 from components.judge import Judge, Verdict, second_opinion
+from components.memo import NO_MEMO, Memo, memo_key
 from components.models import chat_turn
 from components.scorers import Scorer
 
@@ -91,9 +92,10 @@ def run_check(code: str, responses: list[str]) -> list[bool | str | None]:
 
 
 class ProgramJudge:
-    def __init__(self, name: str, write: Callable[[str], str], fallback: Judge):
-        """`write(instructions)` returns the code of the judge model's reply (`code_writer`)."""
-        self.name, self.write, self.fallback = name, write, fallback
+    def __init__(self, name: str, write: Callable[[str], str], fallback: Judge, memo: Memo = NO_MEMO):
+        """`write(instructions)` returns the code of the judge model's reply (`code_writer`); what each check
+        returned on each response is kept in `memo`."""
+        self.name, self.write, self.fallback, self.memo = name, write, fallback, memo
         self.programs: dict[str, str] = {}  # by instruction: the check the model wrote
         self._results: dict[tuple[str, str], bool | str | None] = {}  # by (instruction, response): as returned
         self._decides: dict[str, bool] = {}  # by instruction: its check returned True or False at least once
@@ -119,9 +121,15 @@ class ProgramJudge:
                 wanted.setdefault(instruction, set()).update(r for r in (a, b) if (instruction, r) not in self._results)
         for instruction, responses in wanted.items():
             ordered = sorted(responses)
-            for response, result in zip(ordered, run_check(self.programs[instruction], ordered), strict=True):
+            for response, result in zip(ordered, self._check(self.programs[instruction], ordered), strict=True):
                 self._results[instruction, response] = result
                 self._decides[instruction] = self._decides.get(instruction, False) or isinstance(result, bool)
+
+    def _check(self, code: str, responses: list[str]) -> list[bool | str | None]:
+        """What `code` returns on each response: from the memo, or from one sandbox run over the rest."""
+        keys = [memo_key("check", code, response) for response in responses]
+        run = lambda missing: run_check(code, [responses[i] for i in missing])  # noqa: E731
+        return self.memo.cached("checks", keys, run, chunk=max(len(keys), 1))
 
     def _met(self, instruction: str, response: str) -> bool | None:
         """Whether the response meets the instruction by its check, or None when the check cannot say. A check that

@@ -4,6 +4,8 @@
 - `LlamaCppScorer`: a GGUF file run as it is by llama.cpp (`llama-cpp-python`): quantised, so a 1.5B judge loads in
   seconds and scores a pair in both orders in about 2 s on 2 cores. Prompts are evaluated one at a time, and the
   tokens a prompt shares with the previous one (the rubric, the request) are not evaluated again.
+- `MemoScorer`: either of them with its answers kept in the run store's memo, by the model's digest and the exact
+  text, so a text scored or completed in an earlier round or bootstrap is not run again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from components.memo import Memo, memo_key
 
 
 class Scorer(Protocol):
@@ -112,3 +116,19 @@ class LlamaCppScorer:
         self.llm.eval(tokens[shared:])
         row = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(row, shape=(self.llm.n_vocab(),))
+
+
+class MemoScorer:
+    """`inner` with its results kept in `memo` under `identity` (the model's digest and what else decides a
+    result): a text asked again, in this round or a later one, is answered from the memo."""
+
+    def __init__(self, inner: Scorer, memo: Memo, identity: str):
+        self.inner, self.memo, self.identity = inner, memo, identity
+
+    def two_way(self, texts: list[str], labels: tuple[str, str]) -> list[float]:
+        keys = [memo_key(self.identity, "two_way", labels, text) for text in texts]
+        return self.memo.cached("scores", keys, lambda missing: self.inner.two_way([texts[i] for i in missing], labels))
+
+    def complete(self, text: str, max_new_tokens: int, stop: str) -> str:
+        key = memo_key(self.identity, "complete", max_new_tokens, stop, text)
+        return self.memo.cached("completions", [key], lambda _: [self.inner.complete(text, max_new_tokens, stop)])[0]

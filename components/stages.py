@@ -21,6 +21,7 @@ from components.data import load_prompts, load_rows, save_rows, save_stage, user
 from components.generator import Sampling
 from components.judge import load_rubric
 from components.judge_config import JudgeConfig
+from components.memo import Memo
 from components.models import Policy, load_tokenizer
 from components.pairs import build_pairs, example_pairs
 from components.revise import dropped, revise_pairs
@@ -89,14 +90,15 @@ def generate(
 
 def judge(
     models: ModelsConfig, data: DataConfig, judge_config: JudgeConfig, pairs_config: PairsConfig, champion: Policy,
-    generations: str, out: Path, gold: str | None = None, shard: Shard = WHOLE,
+    generations: str, out: Path, gold: str | None = None, shard: Shard = WHOLE, memo: str | None = None,
 ) -> Judged:  # fmt: skip
     """Turn each prompt's samples (of the shard) into preference pairs, or a counted abstention, with the training
-    judge, and add the gold pairs people labelled in the review queue (`gold`: a JSON list of pair rows)."""
+    judge, and add the gold pairs people labelled in the review queue (`gold`: a JSON list of pair rows). An AI
+    judge's scores are kept in the memo under `memo`, so a killed stage resumes with those it had."""
 
     def build(tmp: Path) -> dict:
         prompts = shard.select(list(load_prompts(data.train_prompts, data.max_train_prompts)))
-        judge_ = make_judge(judge_config, champion, models)
+        judge_ = make_judge(judge_config, champion, models, memo=Memo(memo))
         samples, c = list(load_rows(generations)), pairs_config
         if c.kind == "revise":
             reviser, constitution = make_reviser(c, champion, models), load_rubric(c.constitution)

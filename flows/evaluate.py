@@ -23,7 +23,7 @@ from components.models import Policy
 from components.validate import validate
 from flows.forms import STORE_HELP, described
 from flows.reporting import artifact_key, publish
-from flows.round import evaluate
+from flows.round import evaluate, memo_dir
 from registry import lineage, versions
 from registry.links import run_url
 from registry.promotion import decide
@@ -65,8 +65,7 @@ def evaluate_checkpoints(
     name = f"{a_label}-vs-{b_label}"
     out = Path(cfg.workdir).resolve() / "evaluations" / f"{cfg.name}-{cfg.digest()}-{name}"
     inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-    answers = Path(cfg.workdir).resolve() / "evaluations" / "answers"
-    evaluated = evaluate(inputs, b, a, str(out / "eval"), str(answers))
+    evaluated = evaluate(inputs, b, a, str(out / "eval"), memo_dir(cfg))
     decision = asdict(decide(evaluated.metrics, cfg.gate.rules, trained=True))
     get_run_logger().info("%s: the gate would say %s", name, decision["reason"])
 

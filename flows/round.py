@@ -46,10 +46,10 @@ def generate(models, data, generation, champion: Policy, out: str, seed: int) ->
 
 @task(**STAGE)
 def judge(
-    models, data, judge_config, pairs_config, champion: Policy, generations: str, out: str, gold: str
+    models, data, judge_config, pairs_config, champion: Policy, generations: str, out: str, gold: str, memo: str
 ) -> stages.Judged:
     """Build preference pairs with the training judge, plus the gold pairs people labelled."""
-    return stages.judge(models, data, judge_config, pairs_config, champion, generations, Path(out), gold)
+    return stages.judge(models, data, judge_config, pairs_config, champion, generations, Path(out), gold, memo=memo)
 
 
 @task(**STAGE)
@@ -71,10 +71,10 @@ def train(
 
 @task(**STAGE)
 def evaluate(
-    inputs: EvalInputs, champion: Policy, challenger: Policy, out: str, answers: str, reward_model: str | None = None
+    inputs: EvalInputs, champion: Policy, challenger: Policy, out: str, memo: str, reward_model: str | None = None
 ) -> Evaluated:
     """Score challenger vs champion (and the round-0 base) on the held-out cohorts."""
-    return evaluate_stage(inputs, champion, challenger, Path(out), Path(answers), reward_model)
+    return evaluate_stage(inputs, champion, challenger, Path(out), Path(memo), reward_model)
 
 
 def _run(stage, k: int, *args):
@@ -150,10 +150,10 @@ def bootstrap_round(
         # --- judge: best against worst sample per prompt, abstentions kept and counted
         gold = snapshot_gold(tracking, out)
         judging = (cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"), gold)
-        if shards.sharded(cfg.execution):
+        if shards.sharded(cfg.execution):  # (without the memo: a Ray node need not see the run store)
             judged = _timed(k, "judge", shards.judge, cfg.execution, *judging)
         else:
-            judged = _run(judge, k, *judging)
+            judged = _run(judge, k, *judging, memo_dir(cfg))
         # --- reward: a reward model fitted to the judged pairs so far (with a `reward_model:` section)
         rewarded = None
         if cfg.reward_model:
@@ -173,8 +173,7 @@ def bootstrap_round(
         evaluated = None
         if challenger:
             inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-            answers = str(Path(workdir) / "answers")
-            evaluated = _run(evaluate, k, inputs, champion, challenger, str(out / "eval"), answers, reward_model)
+            evaluated = _run(evaluate, k, inputs, champion, challenger, str(out / "eval"), memo_dir(cfg), reward_model)
         metrics = stages.round_metrics(judged, trained, evaluated, rewarded) | human_agreement(cfg, tracking)
         # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
         decision = decide(metrics, cfg.gate.rules, trained=challenger is not None)
@@ -231,6 +230,11 @@ def human_agreement(cfg: ExperimentConfig, tracking: lineage.BootstrapRun) -> di
     """How often the judges agreed with the people who labelled this bootstrap's review queue, so far."""
     labelled = review.labelled(tracking.uri, tracking.experiment_id, tracking.bootstrap_id)
     return grouped(review_items.agreement_metrics(labelled, evaluation_judge_name(cfg)))
+
+
+def memo_dir(cfg: ExperimentConfig) -> str:
+    """The run store's memo (components/memo.py), shared by every bootstrap in the config's workdir."""
+    return str(Path(cfg.workdir).resolve() / "memo")
 
 
 def evaluation_judge_name(cfg: ExperimentConfig) -> str:

@@ -41,7 +41,8 @@ def tiny_run(prefect_harness, write_tiny_config, tmp_path_factory):
 def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
     result, config, store = tiny_run
     out = Path(result.workdir)
-    assert sorted(p.name for p in out.iterdir()) == ["answers", "config.yaml", "round-1", "round-2"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "round-1", "round-2"]
+    assert (out.parent / "memo" / "memo.sqlite").exists()  # the run store's memo, beside the bootstraps
     assert [(r.k, r.decision.promote) for r in result.rounds] == [(1, True), (2, True)]
     for r in result.rounds:
         stages = sorted(p.name for p in (out / f"round-{r.k}").iterdir())
