@@ -17,12 +17,10 @@ from statistics import mean
 import numpy as np
 import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftModel
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
-from trl import RewardConfig, RewardTrainer
 
 from components.checks import score
 from components.config import ModelsConfig, RewardModelConfig
@@ -88,6 +86,9 @@ def train_reward_model(
     """Fit a LoRA reward model to `pairs` and save its adapter (with its head) to `out`; the trainer's metrics."""
     if not pairs:
         raise ValueError("no judged pairs to train a reward model on (every pair abstained or was held out)")
+    from peft import LoraConfig
+    from trl import RewardConfig, RewardTrainer
+
     base = base_of(config, models)
     torch.manual_seed(seed)  # the head starts random
     args = RewardConfig(
@@ -121,6 +122,8 @@ class RewardModel:
 
     @classmethod
     def load(cls, adapter: str | Path, base: str, models: ModelsConfig, batch_size: int = 16) -> RewardModel:
+        from peft import PeftModel
+
         tokenizer = load_tokenizer(base)
         model = PeftModel.from_pretrained(load_head(base, models), str(adapter)).merge_and_unload().eval()
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token

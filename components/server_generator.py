@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -103,6 +102,8 @@ def served_adapter(policy: Policy, models: ModelsConfig) -> Path:
         return last
     target = last.with_name(f"{last.name}.chain-{policy.key()}")
     if not target.exists():
+        from peft import PeftModel
+
         names = [f"a{i}" for i in range(len(policy.adapters))]
         base = load_policy(Policy(policy.base), models)
         model = PeftModel.from_pretrained(base, policy.adapters[0], adapter_name=names[0])

@@ -19,12 +19,11 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 import torch
 from datasets import Dataset
-from peft import LoraConfig, prepare_model_for_kbit_training
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
@@ -34,11 +33,13 @@ from transformers import (
     PrinterCallback,
     TrainerCallback,
 )
-from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig, TrainingConfig
 from components.models import Policy, device_for, dtype_for, load_policy, resolve_model
 from components.rewards import OnlineReward
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def load_for_training(policy: Policy, config: TrainingConfig, models: ModelsConf
         model = AutoModelForCausalLM.from_pretrained(
             directory, quantization_config=quant, device_map=device_for(models)
         )
+    from peft import prepare_model_for_kbit_training
+
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
@@ -76,6 +79,8 @@ def _merged_checkpoint(policy: Policy, models: ModelsConfig):
 
 
 def lora_config(config: TrainingConfig) -> LoraConfig:
+    from peft import LoraConfig
+
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -197,12 +202,15 @@ class DPOLoRATrainer:
         dataset = to_conversational(data)
         if len(dataset) == 0:
             raise ValueError("no non-abstained pairs to train on")
+        from trl import DPOConfig, DPOTrainer
+
         c = self.config
         args = DPOConfig(
             **common_args(c, self.models, self.checkpoints, self.seed),
             beta=c.beta,
             loss_type=[c.loss_type],
             max_length=c.max_length,
+            precompute_ref_log_probs=c.precompute_ref_log_probs,
         )
         trainer = DPOTrainer(
             model=self.model,
@@ -231,6 +239,8 @@ class OnlineTrainer:
             lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}], "prompt_id": row["id"]},
             remove_columns=data.column_names,
         )
+        from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
         c = self.config
         config_class, trainer_class = (GRPOConfig, GRPOTrainer) if c.kind == "grpo" else (RLOOConfig, RLOOTrainer)
         args = config_class(

@@ -58,6 +58,12 @@ class DPOTrainingConfig(_Training):
     beta: float = Field(0.1, gt=0, description="Higher = stay closer to the champion.")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
     max_length: int = Field(256, gt=0, description="Prompt + response tokens kept per pair (truncated beyond).")
+    precompute_ref_log_probs: bool = Field(
+        False,
+        description="TRL computes the champion's (the reference's) log-probs of every pair in one pass before "
+        "training, instead of a reference pass in every step; its cache beside the round's pairs "
+        "(keyed by the pairs' and the model's digests) spares a resumed training that pass.",
+    )
 
 
 class OnlineTrainingConfig(_Training):

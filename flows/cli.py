@@ -12,6 +12,7 @@ ratchet stack up|down|status|migrate             a team's PostgreSQL-backed Pref
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -63,7 +64,7 @@ def run(
     from flows.runtime import Stopped, prefect_api, stop_on_signals
 
     try:
-        with stop_on_signals(), prefect_api():
+        with stop_on_signals(), prefect_api(meanwhile=lambda: importlib.import_module("flows.bootstrap")):
             from flows.bootstrap import bootstrap
 
             result = bootstrap(str(config), rounds=rounds, store=str(store), overrides=overrides or None)

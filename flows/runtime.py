@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from components.process_group import free_port
@@ -49,14 +49,16 @@ def stop_on_signals() -> Iterator[None]:
 
 
 @contextmanager
-def prefect_api(wait_seconds: float = 120) -> Iterator[str | None]:
+def prefect_api(wait_seconds: float = 120, meanwhile: Callable[[], object] = lambda: None) -> Iterator[str | None]:
     """The configured Prefect API if there is one; else a temporary local server for the life of the block. Its
     flow runs are kept in PREFECT_HOME's database, where `prefect server start` shows them later, and its log in
-    PREFECT_HOME/ratchet-server.log."""
+    PREFECT_HOME/ratchet-server.log. `meanwhile()` runs while the server starts (the run's imports: together the two
+    took twice as long one after the other)."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     settings = get_current_settings()
     if settings.api.url:
+        meanwhile()
         yield None
         return
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -69,6 +71,7 @@ def prefect_api(wait_seconds: float = 120) -> Iterator[str | None]:
         )
     url = f"http://127.0.0.1:{port}/api"
     try:
+        meanwhile()
         _wait_healthy(server, url, wait_seconds, log)
         with temporary_settings(updates={PREFECT_API_URL: url}):
             try:

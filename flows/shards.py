@@ -12,8 +12,6 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.task_runners import TaskRunner
-from prefect_ray import RayTaskRunner
-from prefect_ray.context import remote_options
 
 from components import stages
 from components.config import DataConfig, ExecutionConfig, StageResources
@@ -44,6 +42,7 @@ def task_runner(execution: ExecutionConfig) -> TaskRunner | None:
     if execution.engine != "ray":
         return None
     from prefect.settings import get_current_settings
+    from prefect_ray import RayTaskRunner
 
     settings = get_current_settings()
     env = {name: os.environ[name] for name in FORWARDED if name in os.environ}
@@ -76,6 +75,8 @@ def _run(execution: ExecutionConfig, resources: StageResources, calls: list) -> 
     with its weights on the meta device)."""
     if execution.engine != "ray":
         return [shard_task(*args) for shard_task, args in calls]
+    from prefect_ray.context import remote_options
+
     memory = {"memory": int(resources.memory_gb * 2**30)} if resources.memory_gb else {}
     with remote_options(num_cpus=resources.cpus, num_gpus=resources.gpus, **memory):
         futures = [shard_task.submit(*args) for shard_task, args in calls]
