@@ -1,6 +1,7 @@
 """Crash in every stage: `ratchet run` is killed with SIGKILL while generate, judge, train and evaluate run in turn,
-then run again with the same command. Each time the run completes, finished stages are not re-run, nothing is
-duplicated or left RUNNING in MLflow, and the outputs equal those of an uninterrupted run of the same config and seed.
+each time run again with the same command. Each re-run resumes without re-running finished stages, and the run
+that completes leaves nothing duplicated or RUNNING in MLflow and the outputs of an uninterrupted run of the same
+config and seed. (One bootstrap killed in each stage in turn: five runs, where a bootstrap per stage took eight.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from components.data import load_rows
 from registry import lineage
 
-pytestmark = pytest.mark.slow  # five tiny bootstraps; `make test-slow` (CI runs it)
+pytestmark = pytest.mark.slow  # two tiny bootstraps in six runs; `make test-slow` (CI runs it)
 
 # Training of 12 steps with a checkpoint every 2, so the kill during training lands after a checkpoint and
 # resuming is certain. The other stages are caught while their temp directory exists (model load included).
@@ -64,20 +65,24 @@ def uninterrupted(write_tiny_config, tmp_path_factory) -> Path:
     return out / "round-1"
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_killed_in_a_stage_resumes_without_redoing_or_duplicating(stage, uninterrupted, write_tiny_config, tmp_path):
-    config = write_tiny_config(tmp_path, **CHANGES)
-    round_1 = kill_during(stage, ratchet_run(config, tmp_path), tmp_path / "runs", tmp_path)
-    assert not (round_1 / stage).exists()  # killed mid-stage: nothing published as finished
-    done = STAGES[: STAGES.index(stage)]
-    finished = {s: (round_1 / s).stat().st_mtime_ns for s in done}
+def test_killed_in_each_stage_in_turn_resumes_each_time_without_redoing_or_duplicating(
+    uninterrupted, write_tiny_config, tmp_path
+):
+    """One bootstrap killed four times, once in each stage: each re-run resumes it, skips what the runs before it
+    finished, and is itself killed in the next stage; the fifth run completes it."""
+    config, finished = write_tiny_config(tmp_path, **CHANGES), {}
+    for i, stage in enumerate(STAGES):
+        round_1 = kill_during(stage, ratchet_run(config, tmp_path), tmp_path / "runs", tmp_path)
+        assert not (round_1 / stage).exists()  # killed mid-stage: nothing published as finished
+        # The run just killed resumed the one before: the stages that had finished were not run again.
+        assert {s: (round_1 / s).stat().st_mtime_ns for s in finished} == finished
+        finished = {s: (round_1 / s).stat().st_mtime_ns for s in STAGES[:i]}
 
     finish(ratchet_run(config, tmp_path), tmp_path)
 
-    assert {s: (round_1 / s).stat().st_mtime_ns for s in done} == finished  # finished stages were not re-run
-    assert not list(round_1.glob(".*.tmp-*"))  # the killed stage's temp dir was cleared
-    if stage == "adapter":
-        assert json.loads((round_1 / "adapter" / "train_metrics.json").read_text())["resumed"] is True
+    assert {s: (round_1 / s).stat().st_mtime_ns for s in finished} == finished
+    assert not list(round_1.glob(".*.tmp-*"))  # the killed stages' temp dirs were cleared
+    assert json.loads((round_1 / "adapter" / "train_metrics.json").read_text())["resumed"] is True
 
     # Nothing duplicated: one bootstrap run, one run per round, one model version, none RUNNING.
     client = MlflowClient(lineage.tracking_uri_for(tmp_path))

@@ -1,7 +1,8 @@
 """Signals stop a run cleanly: SIGTERM to the `ratchet` process alone (as `kill PID`, systemd and Kubernetes send
-it), to its whole process group (as `timeout` does), or SIGINT (Ctrl-C), in every stage. Each time `ratchet run`
-exits within 10 s, every process it started is gone (its temporary Prefect server, the vLLM worker), the MLflow
-runs it had open end KILLED, no stage directory looks complete that is not, and the same command then resumes.
+it) in every stage, and in training to its whole process group (as `timeout` does) or SIGINT (Ctrl-C). Each time
+`ratchet run` exits within 10 s, every process it started is gone (its temporary Prefect server, the vLLM worker),
+the MLflow runs it had open end KILLED, no stage directory looks complete that is not, and the same command then
+resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ratchet_process import finish, ratchet_run, run_log, runs_by_status
 
 from components.data import load_rows
 
-pytestmark = pytest.mark.slow  # a dozen tiny bootstraps, stopped and resumed; `make test-slow`
+pytestmark = pytest.mark.slow  # tiny bootstraps, stopped and resumed (nine runs); `make test-slow`
 
 STAGES = ("generations", "pairs", "adapter", "eval")
 # Long training (save_steps 2, so a stop during it has a checkpoint to resume from); the other stages are caught
@@ -26,21 +27,28 @@ STAGES = ("generations", "pairs", "adapter", "eval")
 CHANGES = {"rounds": 1, "training": {"num_train_epochs": 30, "per_device_train_batch_size": 2, "save_steps": 2}}
 
 
-def in_progress(round_dir: Path, stage: str) -> bool:
+def checkpoints(round_dir: Path) -> set[str]:
+    """The training checkpoints that are whole (the Trainer writes trainer_state.json last)."""
+    return {p.parent.name for p in round_dir.glob(".adapter.checkpoints/checkpoint-*/trainer_state.json")}
+
+
+def in_progress(round_dir: Path, stage: str, earlier: set[str]) -> bool:
+    """Whether `stage` is being written; training once it has saved a checkpoint that is not in `earlier`."""
     if stage == "adapter":
-        return bool(list(round_dir.glob(".adapter.checkpoints/checkpoint-*/trainer_state.json")))
+        return bool(checkpoints(round_dir) - earlier)
     return bool(list(round_dir.glob(f".{stage}.tmp-*")))
 
 
 def stop_during(stage: str, proc, workdir: Path, home: Path, how) -> tuple[float, set[int]]:
     """Wait for `stage` to be written, send the signal with `how(proc)`; return the seconds until the run exited
-    and the pids of every process the run had started."""
+    and the pids of every process the run had started. Training is caught after a checkpoint this run saved."""
     started: set[int] = set()
+    earlier = set().union(*(checkpoints(r) for r in workdir.glob("*/round-1")))
     deadline = time.monotonic() + 600
     while True:
         started |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         rounds = list(workdir.glob("*/round-1"))
-        if rounds and in_progress(rounds[0], stage):
+        if rounds and in_progress(rounds[0], stage, earlier):
             break
         assert proc.poll() is None, f"the run ended before {stage} was caught: " + run_log(home)
         assert time.monotonic() < deadline
@@ -51,8 +59,11 @@ def stop_during(stage: str, proc, workdir: Path, home: Path, how) -> tuple[float
     return time.monotonic() - sent, started
 
 
-def assert_stopped_cleanly(code: int, seconds: float, started: set[int], home: Path, store: Path, workdir: Path):
-    log = run_log(home)
+def assert_stopped_cleanly(
+    code: int, seconds: float, started: set[int], home: Path, store: Path, workdir: Path, since: int = 0
+):
+    """`since`: where this run's output starts in the log (runs of one bootstrap append to it)."""
+    log = run_log(home)[since:]
     assert seconds <= 10, f"took {seconds:.1f} s to stop: " + log[-3000:]
     assert code in (128 + signal.SIGTERM, 128 + signal.SIGINT), log[-3000:]
     assert "error: stopped by SIG" in log and "re-run the same command to resume" in log
@@ -74,29 +85,36 @@ def whole_group(sig: int):
     return lambda proc: os.killpg(proc.pid, sig)
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_sigterm_to_ratchet_alone_stops_every_stage_and_the_run_resumes(stage, write_tiny_config, tmp_path):
+# Each stop of one bootstrap, in order: SIGTERM to `ratchet` alone in every stage (as `kill PID`, systemd and
+# Kubernetes send it), and in training also to the whole process group, as `timeout` (SIGTERM) and a terminal's
+# Ctrl-C (SIGINT) send it. Each run resumes the one before and is stopped in turn; the last one completes.
+STOPS = [
+    ("generations", "SIGTERM to ratchet", only_ratchet),
+    ("pairs", "SIGTERM to ratchet", only_ratchet),
+    ("adapter", "SIGTERM to ratchet", only_ratchet),
+    ("adapter", "SIGINT to the group (Ctrl-C)", whole_group(signal.SIGINT)),
+    ("adapter", "SIGTERM to the group (timeout)", whole_group(signal.SIGTERM)),
+    ("eval", "SIGTERM to ratchet", only_ratchet),
+]
+
+
+def test_a_signal_in_each_stage_stops_the_run_cleanly_and_the_next_run_resumes(write_tiny_config, tmp_path):
+    """One bootstrap stopped six times (seven runs, where a bootstrap per case took ten)."""
     config = write_tiny_config(tmp_path, **CHANGES)
-    proc = ratchet_run(config, tmp_path)
-    seconds, started = stop_during(stage, proc, tmp_path / "runs", tmp_path, only_ratchet)
-    assert_stopped_cleanly(proc.returncode, seconds, started, tmp_path, tmp_path, tmp_path / "runs")
+    for stage, what, how in STOPS:
+        since = len(run_log(tmp_path)) if (tmp_path / "run.log").exists() else 0
+        proc = ratchet_run(config, tmp_path)
+        seconds, started = stop_during(stage, proc, tmp_path / "runs", tmp_path, how)
+        try:
+            assert_stopped_cleanly(proc.returncode, seconds, started, tmp_path, tmp_path, tmp_path / "runs", since)
+        except AssertionError as failed:
+            raise AssertionError(f"{what} during {stage}: {failed}") from failed
 
     finish(ratchet_run(config, tmp_path), tmp_path)
     assert set(runs_by_status(tmp_path)) == {"FINISHED"}
     [round_1] = (tmp_path / "runs").glob("*/round-1")
     assert all((round_1 / s).exists() for s in STAGES)
-    if stage == "adapter":
-        assert '"resumed": true' in (round_1 / "adapter" / "train_metrics.json").read_text()
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["timeout's SIGTERM", "Ctrl-C"])
-def test_a_signal_to_the_whole_process_group_stops_it_too(sig, write_tiny_config, tmp_path):
-    """`timeout` and a terminal's Ctrl-C signal every process of the group: the temporary Prefect server lives in a
-    session of its own, so it outlives the flow's last report to it and is then stopped by `ratchet` itself."""
-    config = write_tiny_config(tmp_path, **CHANGES)
-    proc = ratchet_run(config, tmp_path)
-    seconds, started = stop_during("adapter", proc, tmp_path / "runs", tmp_path, whole_group(sig))
-    assert_stopped_cleanly(proc.returncode, seconds, started, tmp_path, tmp_path, tmp_path / "runs")
+    assert '"resumed": true' in (round_1 / "adapter" / "train_metrics.json").read_text()
 
 
 def test_sigterm_stops_the_vllm_worker_with_the_run(tiny_vllm_model_dir, write_tiny_config, tmp_path):
