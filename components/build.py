@@ -95,7 +95,7 @@ def make_judge(
 def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loaded, memo: Memo) -> Judge:
     match config:
         case VerifierJudgeConfig():
-            return VerifierJudge()
+            return VerifierJudge(memo)
         case BiasedJudgeConfig():
             return BiasedJudge(config.bias)
         case RefusalJudgeConfig():

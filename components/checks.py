@@ -13,10 +13,13 @@ responses that both fail can still be told apart. `passes` is the task completed
 
 from __future__ import annotations
 
+import json
 import re
 
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 from langdetect import DetectorFactory
+
+from components.memo import NO_MEMO, Memo, memo_key
 
 # IFEval's language and case checkers call langdetect, which samples: unseeded, "simple 20 words." is English on one
 # call and Afrikaans on the next, so the gold verifier would score the same answer differently from run to run.
@@ -67,6 +70,17 @@ def score(spec: dict, response: str) -> float:
     lowered = response.lower()
     found = any(s.lower() in lowered for s in spec["any"])
     return float(found if kind == "contains" else not found)
+
+
+def scores(checked: list[tuple[str, str]], memo: Memo = NO_MEMO) -> list[float]:
+    """`score` of each (check spec as JSON, response), from the memo where it has it (IFEval's checkers take about a
+    millisecond a response, a lookup some microseconds)."""
+    keys = [memo_key("verifier", check, response) for check, response in checked]
+
+    def compute(missing: list[int]) -> list[float]:
+        return [score(json.loads(checked[i][0]), checked[i][1]) for i in missing]
+
+    return memo.cached("verifier", keys, compute, chunk=max(len(keys), 1))
 
 
 def passes(spec: dict, response: str) -> bool:

@@ -70,9 +70,9 @@ def evaluate(
         items = ev.head_to_head(prompts, greedy["challenger"], greedy["champion"])
         verdicts = eval_judge.judge(items)
         _, wins = ev.win_rate(verdicts)
-        rows = _scored_rows(prompts, greedy, wins)
+        rows = _scored_rows(prompts, greedy, wins, memo)
         found = _vs_champion(rows, verdicts, e)
-        found |= _vs_base(prompts, rows, base, eval_judge, champion, e)
+        found |= _vs_base(prompts, rows, base, eval_judge, champion, e, memo)
         reliability, self_wins = _reliability(inputs, champion, pair, tokenizer, items, verdicts, memo)
         found |= reliability
         _add_self_wins(rows, self_wins)
@@ -137,10 +137,10 @@ def _cached(memo: Memo, inputs: EvalInputs, policy: Policy, prompts: list[dict],
     return list(load_rows(target))
 
 
-def _scored_rows(prompts: list[dict], greedy: dict[str, list[dict]], wins: list[float]) -> list[dict]:
+def _scored_rows(prompts: list[dict], greedy: dict[str, list[dict]], wins: list[float], memo: Memo) -> list[dict]:
     """One row per prompt and model; the challenger's rows carry the judge's verdict on its answer."""
-    champion_rows = ev.score_rows(prompts, greedy["champion"], "champion")
-    challenger_rows = ev.score_rows(prompts, greedy["challenger"], "challenger")
+    champion_rows = ev.score_rows(prompts, greedy["champion"], "champion", memo)
+    challenger_rows = ev.score_rows(prompts, greedy["challenger"], "challenger", memo)
     for row in champion_rows:
         row["judge_win"] = None
     for row, win in zip(challenger_rows, wins, strict=True):
@@ -163,14 +163,14 @@ def _vs_champion(rows: list[dict], verdicts, e: EvaluationConfig) -> dict[str, f
     return found | metrics.with_ci("judge_gold_agreement", float(mean(gold)) if gold else float("nan"), ci(gold))
 
 
-def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: EvaluationConfig) -> dict[str, float]:
+def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: EvaluationConfig, memo: Memo) -> dict:
     """The challenger against the round-0 base, so a drift that each promotion hides inside its own CI or threshold
     still adds up where a rule can see it. While the champion is the base, these are the vs-champion numbers."""
     ci = _ci(e)
     challenger_rows = [r for r in rows if r["model"] == "challenger"]
     if champion.adapters:
         _, wins = ev.win_rate(judge.judge(ev.head_to_head(prompts, challenger_rows, base_answers)))
-        base_rows = ev.score_rows(prompts, base_answers, "champion")  # the reference side of each pair
+        base_rows = ev.score_rows(prompts, base_answers, "champion", memo)  # the reference side of each pair
     else:
         wins = [r["judge_win"] for r in challenger_rows]
         base_rows = [r for r in rows if r["model"] == "champion"]

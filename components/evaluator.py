@@ -7,7 +7,6 @@ Challenger vs champion: the deltas and ratios the promotion gate reads, plus the
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from statistics import mean
@@ -15,9 +14,10 @@ from statistics import mean
 import numpy as np
 from scipy.stats import bootstrap
 
-from components.checks import passes
+from components.checks import scores
 from components.cohorts import TASK_COHORTS
 from components.judge import Verdict
+from components.memo import NO_MEMO, Memo
 from components.metrics import with_ci
 
 # A function from values to their (low, high) interval: `mean_ci` with the config's level and resamples.
@@ -39,13 +39,15 @@ def is_refusal(response: str) -> bool:
     return bool(REFUSAL_OPENINGS.match(response.strip().replace("\u2019", "'")))
 
 
-def score_rows(prompts: list[dict], generations: list[dict], model: str) -> list[dict]:
+def score_rows(prompts: list[dict], generations: list[dict], model: str, memo: Memo = NO_MEMO) -> list[dict]:
     """One eval row per held-out prompt for one model's (single, greedy) responses."""
     response_of = {g["prompt_id"]: g for g in generations}
+    checked = [(p["check"], response_of[p["id"]]["response"]) for p in prompts if p["check"]]
+    found = iter(scores(checked, memo))
     rows = []
     for p in prompts:
         g = response_of[p["id"]]
-        task_ok = passes(json.loads(p["check"]), g["response"]) if p["check"] else None
+        task_ok = next(found) == 1.0 if p["check"] else None
         rows.append(
             {
                 "prompt_id": p["id"],

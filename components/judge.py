@@ -17,8 +17,9 @@ from typing import Protocol
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from components.checks import instructions, score
+from components.checks import instructions, scores
 from components.data import user_message
+from components.memo import NO_MEMO, Memo
 from components.models import chat_turn
 from components.scorers import Scorer
 
@@ -39,20 +40,25 @@ class Judge(Protocol):
         ...
 
 
+NO_CHECK = Verdict(0.5, True, True, "no check spec for this prompt")
+
+
 class VerifierJudge:
     """Gold signal from the prompt's check spec: the response that satisfies more of it is better (all of a
     number or contains check, the share of a prompt's IFEval instructions); equal scores abstain."""
 
     name = "verifier"
 
-    def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
-        return [self._one(row, a, b) for row, a, b in items]
+    def __init__(self, memo: Memo = NO_MEMO):
+        self.memo = memo
 
-    def _one(self, row: dict, a: str, b: str) -> Verdict:
-        if not row.get("check"):
-            return Verdict(0.5, True, True, "no check spec for this prompt")
+    def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
+        checked = [(row["check"], answer) for row, a, b in items if row.get("check") for answer in (a, b)]
+        found = iter(scores(checked, self.memo))
+        return [self._one(row, next(found), next(found)) if row.get("check") else NO_CHECK for row, _, _ in items]
+
+    def _one(self, row: dict, score_a: float, score_b: float) -> Verdict:
         spec = json.loads(row["check"])
-        score_a, score_b = score(spec, a), score(spec, b)
         label = spec["kind"] + "".join(
             f":{i['instruction_id']}" for i in instructions(spec) if spec["kind"] == "ifeval"
         )

