@@ -44,13 +44,17 @@ $(JUDGE): $(STAMP)
 run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, local Prefect, MLflow in ./mlflow.db
 	$(BIN)/ratchet run $(CONFIG)
 
-test: setup  ## lint, then the whole test suite
+# Both suites run in two processes (pytest-xdist), a test file to each: most of a test's time is one process (a
+# `ratchet run`, a server starting), so two use both cores. `pytest tests/test_x.py` runs one file alone.
+PYTEST := $(BIN)/pytest -n 2 --dist loadfile
+
+test: setup  ## lint, then the test suite (~8 min)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(PYTEST)
 
-test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~25 min)
-	$(BIN)/pytest -m slow
+test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~20 min)
+	$(PYTEST) -m slow
 
 bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md
 	$(BIN)/python benchmarks/round_loads.py
