@@ -1,6 +1,7 @@
 """Preference pairs: a prompt's samples, judged against each other, become (chosen, rejected) rows.
 
-Rows: prompt_id, cohort, prompt, chosen, rejected, judge, p_chosen, order_consistent, abstained, rationale.
+Rows: prompt_id, cohort, prompt, chosen, rejected, judge, p_chosen, margin, order_consistent, abstained, rationale.
+`margin` (0 to 1) is how clearly the chosen answer beats the rejected one: here the gap between their strengths.
 """
 
 from __future__ import annotations
@@ -55,17 +56,18 @@ def _best_against_worst(judge: Judge, compared: dict[tuple[int, int], tuple], pe
     for best, worst in list(zip(ranked, reversed(ranked), strict=True))[:per_prompt]:
         if strength[best] <= strength[worst]:
             break
-        rows.append(_pair_row(judge, *compared[min(best, worst), max(best, worst)]))
+        margin = strength[best] - strength[worst]
+        rows.append(_pair_row(judge, *compared[min(best, worst), max(best, worst)], margin))
     if not rows:  # nothing to prefer: the prompt's row is an abstention, kept and counted
         item, tied = compared[0, 1]
         tie = Verdict(
             0.5, tied.order_consistent, True, f"no sample stronger than another; first pair: {tied.rationale}"
         )
-        rows.append(_pair_row(judge, item, tie))
+        rows.append(_pair_row(judge, item, tie, 0.0))
     return rows
 
 
-def _pair_row(judge: Judge, item: tuple[dict, str, str], verdict: Verdict) -> dict:
+def _pair_row(judge: Judge, item: tuple[dict, str, str], verdict: Verdict, margin: float) -> dict:
     row, a, b = item
     a_wins = verdict.p_a >= 0.5
     return {
@@ -76,6 +78,7 @@ def _pair_row(judge: Judge, item: tuple[dict, str, str], verdict: Verdict) -> di
         "rejected": b if a_wins else a,
         "judge": judge_label(judge, row),
         "p_chosen": max(verdict.p_a, 1 - verdict.p_a),
+        "margin": margin,
         "order_consistent": verdict.order_consistent,
         "abstained": verdict.abstained,
         "rationale": verdict.rationale,

@@ -149,7 +149,7 @@ def gold_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
         rows.append(
             {
                 "prompt_id": item.prompt_id, "cohort": item.cohort, "prompt": item.prompt, "chosen": chosen,
-                "rejected": rejected, "judge": HUMAN, "p_chosen": 1.0, "order_consistent": True,
+                "rejected": rejected, "judge": HUMAN, "p_chosen": 1.0, "margin": 1.0, "order_consistent": True,
                 "abstained": False, "rationale": "labelled by a person in the review queue",
             }
         )  # fmt: skip

@@ -126,6 +126,7 @@ def revise_pairs(
                 "rejected": original,
                 "judge": f"revise:{reviser.name}+{judge_label(judge, row)}",
                 "p_chosen": verdict.p_a,
+                "margin": max(2 * verdict.p_a - 1, 0.0),
                 "order_consistent": verdict.order_consistent,
                 "abstained": reason is not None,
                 "rationale": rationale,

@@ -175,9 +175,20 @@ def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int, 
     return found | {"resumed": resume, "processes": trainer.accelerator.num_processes}
 
 
-def to_conversational(pairs: Dataset) -> Dataset:
-    """TRL's conversational preference format, so it applies the policy's own chat template."""
+def clearest(pairs: Dataset, limit: int | None) -> Dataset:
+    """The decided pairs, or the `limit` of them with the widest margins (ties in their order), in their order."""
     kept = pairs.filter(lambda row: not row["abstained"])
+    if limit is None or len(kept) <= limit:
+        return kept
+    rows = kept.to_list()
+    ranked = sorted(range(len(rows)), key=lambda i: (-rows[i].get("margin", 0.0), -rows[i]["p_chosen"], i))
+    return kept.select(sorted(ranked[:limit]))
+
+
+def to_conversational(pairs: Dataset, limit: int | None = None) -> Dataset:
+    """TRL's conversational preference format (so it applies the policy's own chat template), of the decided pairs
+    or the `limit` clearest of them."""
+    kept = clearest(pairs, limit)
     return kept.map(
         lambda row: {
             "prompt": [{"role": "user", "content": row["prompt"]}],
@@ -199,7 +210,7 @@ class DPOLoRATrainer:
         self.seed, self.checkpoints = seed, checkpoints
 
     def train(self, data: Dataset, output_dir: Path) -> dict:
-        dataset = to_conversational(data)
+        dataset = to_conversational(data, self.config.max_pairs)
         if len(dataset) == 0:
             raise ValueError("no non-abstained pairs to train on")
         from trl import DPOConfig, DPOTrainer

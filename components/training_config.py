@@ -58,6 +58,12 @@ class DPOTrainingConfig(_Training):
     beta: float = Field(0.1, gt=0, description="Higher = stay closer to the champion.")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
     max_length: int = Field(256, gt=0, description="Prompt + response tokens kept per pair (truncated beyond).")
+    max_pairs: int | None = Field(
+        None,
+        gt=0,
+        description="Train on at most this many of the round's pairs: those whose chosen answer beats the rejected "
+        "one by the widest margin (fewer but clearer pairs, fewer steps; None = every decided pair).",
+    )
     precompute_ref_log_probs: bool = Field(
         False,
         description="TRL computes the champion's (the reference's) log-probs of every pair in one pass before "

@@ -14,7 +14,7 @@ from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingCon
 from components.judge import VerifierJudge
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
 from components.rewards import JudgeReward, OnlineReward
-from components.trainer import DPOLoRATrainer, OnlineTrainer, load_for_training, to_conversational
+from components.trainer import DPOLoRATrainer, OnlineTrainer, clearest, load_for_training, to_conversational
 
 CPU = ModelsConfig(device="cpu")
 
@@ -77,6 +77,17 @@ def trained(tiny_model_dir, tmp_path_factory):
 
 def test_abstained_pairs_are_not_trained_on():
     assert len(to_conversational(Dataset.from_list(PAIRS))) == 8
+
+
+def test_max_pairs_keeps_the_clearest_pairs_in_their_order():
+    rows = [
+        {"prompt": "p", "chosen": str(i), "rejected": "x", "abstained": abstained, "margin": margin, "p_chosen": 1.0}
+        for i, (margin, abstained) in enumerate([(0.2, False), (1.0, False), (1.0, True), (0.67, False), (1.0, False)])
+    ]
+    kept = clearest(Dataset.from_list(rows), 2)
+    assert kept["chosen"] == ["1", "4"]  # the abstained pair never, however wide its margin
+    assert clearest(Dataset.from_list(rows), 3)["chosen"] == ["1", "3", "4"]
+    assert len(clearest(Dataset.from_list(rows), None)) == 4 and len(to_conversational(Dataset.from_list(rows), 1)) == 1
 
 
 def test_dpo_raises_the_chosen_minus_rejected_margin(tiny_model_dir, trained):
