@@ -151,6 +151,12 @@ class StepProgress(TrainerCallback):
         self.bar.close()
 
 
+def resumable(checkpoint: Path) -> bool:
+    """Whether a checkpoint is whole: the Trainer writes trainer_state.json after the weights, so a kill while it
+    saves leaves no state, and a kill while it deletes an older one (save_total_limit) can leave state alone."""
+    return (checkpoint / "trainer_state.json").exists() and any(checkpoint.glob("*.safetensors"))
+
+
 def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int, max_seconds: float | None) -> dict:
     """Train (resuming from the last checkpoint if a killed run left one) within `max_seconds`, save the adapter,
     return its metrics."""
@@ -158,10 +164,9 @@ def run_training(trainer, checkpoints: Path, output_dir: Path, n_examples: int, 
     trainer.add_callback(StepProgress(f"train {type(trainer).__name__.removesuffix('Trainer').lower()}"))
     if max_seconds is not None:
         trainer.add_callback(TimeBudget(max_seconds))
-    for partial in checkpoints.glob("checkpoint-*"):
-        # The Trainer writes trainer_state.json last; a kill before it leaves a checkpoint that cannot resume.
-        if not (partial / "trainer_state.json").exists():
-            shutil.rmtree(partial)
+    for checkpoint in checkpoints.glob("checkpoint-*"):
+        if not resumable(checkpoint):
+            shutil.rmtree(checkpoint)
     resume = any(checkpoints.glob("checkpoint-*"))
     with peak_rss() as peak:
         started = time.perf_counter()

@@ -14,7 +14,14 @@ from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingCon
 from components.judge import VerifierJudge
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
 from components.rewards import JudgeReward, OnlineReward
-from components.trainer import DPOLoRATrainer, OnlineTrainer, clearest, load_for_training, to_conversational
+from components.trainer import (
+    DPOLoRATrainer,
+    OnlineTrainer,
+    clearest,
+    load_for_training,
+    resumable,
+    to_conversational,
+)
 
 CPU = ModelsConfig(device="cpu")
 
@@ -219,9 +226,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
         stderr=subprocess.DEVNULL,
     )
 
-    def complete_checkpoints():  # the Trainer writes trainer_state.json last
-        found = (tmp_path / "ckpt").glob("checkpoint-*/trainer_state.json")
-        return sorted(int(p.parent.name.split("-")[1]) for p in found)
+    def complete_checkpoints():
+        found = [p for p in (tmp_path / "ckpt").glob("checkpoint-*") if resumable(p)]
+        return sorted(int(p.name.split("-")[1]) for p in found)
 
     deadline = time.time() + 120
     while not complete_checkpoints() and time.time() < deadline:
@@ -231,11 +238,15 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
     proc.wait()
     saved = complete_checkpoints()
     assert saved, "no checkpoint was written before the kill"
-    # Make sure the resume also meets a half-written checkpoint newer than the last whole one.
+    # Make sure the resume also meets, newer than the last whole checkpoint, one half-written (no state yet) and
+    # one half-deleted (its state left, its weights gone), as a kill during the Trainer's rotation leaves it.
     newest = max(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("checkpoint-*"))
-    partial = tmp_path / "ckpt" / f"checkpoint-{newest + 1}"
-    shutil.copytree(tmp_path / "ckpt" / f"checkpoint-{saved[-1]}", partial)
-    (partial / "trainer_state.json").unlink()
+    half_written, half_deleted = (tmp_path / "ckpt" / f"checkpoint-{newest + n}" for n in (1, 2))
+    for partial in (half_written, half_deleted):
+        shutil.copytree(tmp_path / "ckpt" / f"checkpoint-{saved[-1]}", partial)
+    (half_written / "trainer_state.json").unlink()
+    for weights in half_deleted.glob("*.safetensors"):
+        weights.unlink()
     done = subprocess.run(
         [sys.executable, str(script), tiny_model_dir, str(tmp_path), str(newest + 2)],
         env=env,

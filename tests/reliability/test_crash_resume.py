@@ -21,6 +21,7 @@ from ratchet_process import finish, ratchet_run, run_log
 from safetensors.torch import load_file
 
 from components.data import load_rows
+from components.trainer import resumable
 from registry import lineage
 
 pytestmark = pytest.mark.slow  # two tiny bootstraps in six runs; `make test-slow` (CI runs it)
@@ -32,8 +33,8 @@ STAGES = ("generations", "pairs", "adapter", "eval")  # the directories of gener
 
 
 def in_progress(round_dir: Path, stage: str) -> bool:
-    if stage == "adapter":  # the Trainer writes trainer_state.json last: a complete checkpoint
-        return bool(list(round_dir.glob(".adapter.checkpoints/checkpoint-*/trainer_state.json")))
+    if stage == "adapter":  # once a whole checkpoint exists
+        return any(resumable(p) for p in round_dir.glob(".adapter.checkpoints/checkpoint-*"))
     return bool(list(round_dir.glob(f".{stage}.tmp-*")))
 
 

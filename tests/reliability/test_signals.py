@@ -18,6 +18,7 @@ import yaml
 from ratchet_process import finish, ratchet_run, run_log, runs_by_status
 
 from components.data import load_rows
+from components.trainer import resumable
 
 pytestmark = pytest.mark.slow  # tiny bootstraps, stopped and resumed (nine runs); `make test-slow`
 
@@ -28,8 +29,8 @@ CHANGES = {"rounds": 1, "training": {"num_train_epochs": 30, "per_device_train_b
 
 
 def checkpoints(round_dir: Path) -> set[str]:
-    """The training checkpoints that are whole (the Trainer writes trainer_state.json last)."""
-    return {p.parent.name for p in round_dir.glob(".adapter.checkpoints/checkpoint-*/trainer_state.json")}
+    """The training checkpoints that are whole."""
+    return {p.name for p in round_dir.glob(".adapter.checkpoints/checkpoint-*") if resumable(p)}
 
 
 def in_progress(round_dir: Path, stage: str, earlier: set[str]) -> bool:
