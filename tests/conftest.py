@@ -19,6 +19,30 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # two threads per process fight over the cores (measured: 1.59x the serial speed with one thread, 1.24x with two).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+# The longest files first (by their measured times), so that under xdist neither process is left with a long file
+# while the other has finished; the rest keep their order.
+LONGEST_FIRST = (
+    "test_judge_check.py",
+    "reliability/test_stack_faults.py",
+    "test_e2e_smollm2.py",
+    "test_reward_model.py",
+    "reliability/test_signals.py",
+    "test_deployments.py",
+    "reliability/test_crash_resume.py",
+    "test_console.py",
+    "test_stack.py",
+    "test_trainer.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith("tests/" + name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: within a file and among the rest, collection order
+
+
 for _variable in (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_USERNAME",
