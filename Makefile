@@ -48,12 +48,12 @@ run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, loca
 # `ratchet run`, a server starting), so two use both cores. `pytest tests/test_x.py` runs one file alone.
 PYTEST := $(BIN)/pytest -n 2 --dist loadfile
 
-test: setup  ## lint, then the test suite (~8 min)
+test: setup  ## lint, then the test suite (~15 min on 2 cores: docs/benchmarks.md)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PYTEST)
 
-test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~20 min)
+test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~50 min on 2 cores)
 	$(PYTEST) -m slow
 
 bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md

@@ -113,8 +113,9 @@ def judge(scratch: Path) -> dict:
     return {"seconds": seconds, "pairs": judged.pairs - judged.abstained}
 
 
-def train(scratch: Path, variant: str) -> dict:
-    """Ratchet's train stage (DPO) on the judged pairs; `variant` names a changed setting."""
+def train(scratch: Path, variant: str, again: bool = False) -> dict:
+    """Ratchet's train stage (DPO) on the judged pairs; `variant` names a changed setting; `again` trains into a
+    directory of its own (a published one would be skipped), as a resumed round does after a kill."""
     from components import stages
     from components.data import load_rows
     from components.models import Policy
@@ -124,7 +125,7 @@ def train(scratch: Path, variant: str) -> dict:
     cfg = config(scratch, training=changes[variant])
     pairs = load_rows(scratch / "pairs")
     judged = Judged(str(scratch / "pairs"), len(pairs), sum(pairs["abstained"]), [])
-    out = scratch / f"adapter-{variant.replace(' ', '-')}"
+    out = scratch / f"adapter-{variant.replace(' ', '-')}{'-again' if again else ''}"
     policy = Policy(cfg.models.policy)
     seconds, trained = timed(
         lambda: stages.train(cfg.models, cfg.data, cfg.training, cfg.judge, policy, "", judged, out, cfg.seed)
@@ -210,7 +211,9 @@ def evaluate(scratch: Path, round_: int, memo: str) -> dict:
     base = Policy(cfg.models.policy)
     first = base.with_adapter(str(scratch / "adapter-default"))
     champion, challenger = (base, first) if round_ == 1 else (first, first.with_adapter(str(scratch / "adapter-2")))
-    memo_dir = scratch / "memo" if memo == "warm" else Path(tempfile.mkdtemp(prefix="cold-memo-", dir=scratch))
+    # Round 1 fills the shared memo (empty until then), so round 2 `warm` finds what round 1 computed.
+    shared = memo == "warm" or round_ == 1
+    memo_dir = scratch / "memo" if shared else Path(tempfile.mkdtemp(prefix="cold-memo-", dir=scratch))
     out = scratch / f"eval-{round_}-{memo}"
     seconds, _ = timed(lambda: evaluate(inputs, champion, challenger, out, memo_dir))
     (scratch / f"judge-prompts-{round_}-{memo}.json").write_text(json.dumps(recorded))
@@ -321,7 +324,7 @@ STEPS = {
     "train": lambda s: train(s, "default"),
     "train bare": train_bare,
     "train precompute": lambda s: train(s, "precompute"),
-    "train precompute again": lambda s: train(s, "precompute"),
+    "train precompute again": lambda s: train(s, "precompute", again=True),
     "train max_length 192": lambda s: train(s, "max_length 192"),
     "evaluate": lambda s: evaluate(s, 1, "cold"),
     "evaluate bare": evaluate_bare,
