@@ -12,7 +12,6 @@ Measured here: ~12 s per DPO step of 8 pairs at ~100 tokens on SmolLM2-135M, 2 c
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 import threading
@@ -40,7 +39,6 @@ from components.train_callbacks import StepProgress, TimeBudget
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-log = logging.getLogger(__name__)
 
 
 class Trainer(Protocol):
