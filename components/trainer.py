@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from peft import LoraConfig
 
 
-
 class Trainer(Protocol):
     def train(self, data: Dataset, output_dir: Path) -> dict:
         """Train an adapter on the round's data (pairs or prompts), save it to output_dir, and return its metrics."""
