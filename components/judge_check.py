@@ -120,9 +120,22 @@ def routed(judge: Judge, routes: dict[str, str]) -> Judge:
     return panel
 
 
+def calibration_cohorts() -> list[str]:
+    return sorted({row["cohort"] for row in load_calibration()})
+
+
+def parse_cohorts(items: list[str]) -> list[str]:
+    """`ratchet judge-check --cohort` names; ValueError names the first that is not a calibration cohort."""
+    cohorts = calibration_cohorts()
+    unknown = [item for item in items if item not in cohorts]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r}: not a calibration cohort (one of {', '.join(cohorts)})")
+    return items
+
+
 def parse_routes(items: list[str]) -> dict[str, str]:
     """`cohort=kind` pairs (`ratchet judge-check --route`); ValueError names the first that is not one."""
-    cohorts = sorted({row["cohort"] for row in load_calibration()})
+    cohorts = calibration_cohorts()
     routes = {}
     for item in items:
         cohort, _, kind = item.partition("=")
@@ -138,15 +151,17 @@ def check_judges(
     labels: list[str],
     report: Callable[[str, tuple], None],
     routes: dict[str, str] | None = None,
+    cohorts: list[str] | None = None,
 ) -> dict[str, tuple]:
     """Each judge of `config` named in `labels` on the calibration set (a panel's route sees its cohort's pairs
     only): label -> (judge name, scores, verdict rows), each passed to `report` as soon as it is measured.
-    `routes` (cohort -> a ROUTES kind) hands those cohorts' pairs to that judge instead, as a panel would."""
+    `routes` (cohort -> a ROUTES kind) hands those cohorts' pairs to that judge instead, as a panel would;
+    `cohorts` keeps only those cohorts' pairs (None: all)."""
     from components.build import make_judge
     from components.evaluator import mean_ci
     from components.models import Policy
 
-    rows = load_calibration()
+    rows = [row for row in load_calibration() if not cohorts or row["cohort"] in cohorts]
     ci = lambda values: mean_ci(values, config.evaluation.ci_level, config.evaluation.ci_resamples)  # noqa: E731
     results = {}
     for label, (judge_config, cohort) in judges_in(config).items():

@@ -193,6 +193,9 @@ def judge_check(
             help="Hand a cohort's pairs to the verifier or the refusal classifier, e.g. should_refuse=refusal."
         ),
     ] = None,
+    cohort: Annotated[
+        list[str] | None, typer.Option(help="Only this cohort's calibration pairs, e.g. ifeval (default: all).")
+    ] = None,
     store: StoreOption = Path("."),
     verbose: VerboseOption = False,
 ) -> None:
@@ -212,8 +215,12 @@ def judge_check(
         routes = jc.parse_routes(route or [])
     except ValueError as err:
         fail(f"--route {err}")
+    try:
+        cohorts = jc.parse_cohorts(cohort or [])
+    except ValueError as err:
+        fail(f"--cohort {err}")
     printed = lambda label, result: print_judge_check(label, *result, jc.meets_goal(result[1]))  # noqa: E731
-    results = jc.check_judges(cfg, only or list(judges), printed, routes)
+    results = jc.check_judges(cfg, only or list(judges), printed, routes, cohorts)
     uri = lineage.tracking_uri_for(store)
     run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results)
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")
