@@ -67,13 +67,19 @@ class TransformersScorer:
         return self.tokenizer.decode(out[0, batch.input_ids.shape[1] :], skip_special_tokens=True).split(stop)[0]
 
 
+def cpu_threads() -> int:
+    """llama.cpp's threads: OMP_NUM_THREADS where set, as torch honours it (two test processes on two cores set it
+    to 1, so that neither runs more threads than it has a core for), else the CPUs this process may run on."""
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+
+
 class LlamaCppScorer:
     def __init__(self, gguf: Path, tokenizer: PreTrainedTokenizerBase, context_tokens: int, name: str):
         from llama_cpp import Llama
 
         # logits_all=False: only the last position's logits are kept (all of them would be n_ctx x 152k floats).
         self.llm = Llama(
-            model_path=str(gguf), n_ctx=context_tokens, n_threads=os.cpu_count(), logits_all=False, verbose=False
+            model_path=str(gguf), n_ctx=context_tokens, n_threads=cpu_threads(), logits_all=False, verbose=False
         )
         # Freed with the scorer, or at exit before interpreter teardown, where Llama.__del__ finds llama_cpp's
         # globals gone and prints an error.

@@ -22,16 +22,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # The longest files first (by their measured times), so that under xdist neither process is left with a long file
 # while the other has finished; the rest keep their order.
 LONGEST_FIRST = (
-    "test_judge_check.py",
     "reliability/test_stack_faults.py",
     "test_e2e_smollm2.py",
-    "test_reward_model.py",
     "reliability/test_signals.py",
+    "reliability/test_stack_setups.py",
     "test_deployments.py",
     "reliability/test_crash_resume.py",
     "test_console.py",
     "test_stack.py",
+    "test_reward_model.py",
     "test_trainer.py",
+    "test_judge_check.py",
 )
 
 

@@ -111,7 +111,7 @@ def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_pa
         for r in rows
     ]  # fmt: skip
     rewarded, tags = train_and_register(
-        "smollm2-135m-instruct", prompts, pairs, tmp_path, heldout_fraction=0.25, learning_rate=5e-4, max_steps=16,
+        "smollm2-135m-instruct", prompts, pairs, tmp_path, heldout_fraction=0.25, learning_rate=1e-3, max_steps=8,
         per_device_train_batch_size=8,
     )  # fmt: skip
     found = rewarded.metrics

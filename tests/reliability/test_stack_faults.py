@@ -151,12 +151,13 @@ def test_worker_killed_mid_round_then_restarted_resumes_without_duplicates(stack
 
 
 def test_prefect_server_restarted_while_a_round_trains(stack, write_tiny_config, tmp_path):
-    config = write_tiny_config(tmp_path, name="tiny-restart", rounds=1, training={"num_train_epochs": 100})
+    config = write_tiny_config(tmp_path, name="tiny-restart", rounds=1, training={"num_train_epochs": 60})
     flow_run = start_deployment(stack, config, tmp_path)
     wait_for_training(tmp_path / "runs")
     stack.prefect.stop()
     time.sleep(5)
     stack.up(say=lambda line: None)
+    assert not list((tmp_path / "runs").glob("*/round-1/adapter")), "training ended before the server was back"
     assert wait_for_state(stack, flow_run, TERMINAL) == "COMPLETED"
     lineage = mlflow_lineage(stack, "tiny-restart")
     assert lineage["runs"] == ONE_ROUND and len(lineage["versions"]) == 1, lineage  # no orphan run

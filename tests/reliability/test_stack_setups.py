@@ -44,13 +44,15 @@ def test_migrate_a_local_store_into_the_stack(write_tiny_config, tmp_path):
     store = tmp_path / "local"
     store.mkdir()
     config = write_tiny_config(store, rounds=1, gate={"rules": []})
-    finish(ratchet_run(config, store), store)
-    local = subprocess.run(
-        [str(BIN / "ratchet"), "compare", "tiny", "--store", str(store)], cwd=ROOT, capture_output=True, text=True
-    )
-    assert local.returncode == 0, local.stderr
-    stack = bring_up(tmp_path / ".stack")
+    local_run = ratchet_run(config, store)  # the stack comes up meanwhile: it does not touch the local store
+    stack = None
     try:
+        stack = bring_up(tmp_path / ".stack")
+        finish(local_run, store)
+        local = subprocess.run(
+            [str(BIN / "ratchet"), "compare", "tiny", "--store", str(store)], cwd=ROOT, capture_output=True, text=True
+        )
+        assert local.returncode == 0, local.stderr
         migrate = [str(BIN / "ratchet"), "stack", "migrate", "--store", str(store), "--directory", str(stack.directory)]
         done = subprocess.run(migrate, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0 and "copied into" in done.stdout, done.stdout + done.stderr
@@ -76,4 +78,6 @@ def test_migrate_a_local_store_into_the_stack(write_tiny_config, tmp_path):
         finish(ratchet_run(config, store, **stack.client_env()), store)
         assert mlflow_lineage(stack, "tiny")["runs"] == ONE_ROUND
     finally:
-        stack.down(say=lambda line: None)
+        local_run.kill()  # a no-op once it has finished
+        if stack:
+            stack.down(say=lambda line: None)
