@@ -53,7 +53,7 @@ test: setup  ## lint, then the test suite (~15 min on 2 cores: docs/benchmarks.m
 	$(BIN)/ruff format --check .
 	$(PYTEST)
 
-test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~50 min on 2 cores)
+test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~30 min on 2 cores)
 	$(PYTEST) -m slow
 
 bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md
