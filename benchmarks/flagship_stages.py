@@ -83,10 +83,15 @@ def generate_bare(scratch: Path) -> dict:
     started = time.perf_counter()
     llm = LLM(str(resolve_model(cfg.models.policy)), dtype="float32", enforce_eager=True, enable_chunked_prefill=False)
     params = [
-        SamplingParams(n=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_new_tokens,
-                       seed=prompt_seed(cfg.seed, p["id"]))
+        SamplingParams(
+            n=g.samples_per_prompt,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            max_tokens=g.max_new_tokens,
+            seed=prompt_seed(cfg.seed, p["id"]),
+        )
         for p in prompts
-    ]  # fmt: skip
+    ]
     results = llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=False)
     tokens = sum(len(o.token_ids) for r in results for o in r.outputs)
     return {"seconds": time.perf_counter() - started, "tokens": tokens}
@@ -150,14 +155,33 @@ def train_bare(scratch: Path) -> dict:
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     args = DPOConfig(
-        output_dir=str(scratch / "bare-ckpt"), max_steps=t.max_steps, learning_rate=t.learning_rate, beta=t.beta,
-        per_device_train_batch_size=t.per_device_train_batch_size, max_length=t.max_length, use_cpu=True,
-        bf16=False, report_to="none", logging_steps=1, save_strategy="no", seed=cfg.seed,
-    )  # fmt: skip
-    lora = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, target_modules="all-linear",
-                      task_type="CAUSAL_LM")  # fmt: skip
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data,
-                         processing_class=AutoTokenizer.from_pretrained(path), peft_config=lora)  # fmt: skip
+        output_dir=str(scratch / "bare-ckpt"),
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        beta=t.beta,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        max_length=t.max_length,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        seed=cfg.seed,
+    )
+    lora = LoraConfig(
+        r=t.lora_r,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(path),
+        peft_config=lora,
+    )
     trainer.train()
     trainer.model.save_pretrained(str(scratch / "bare-adapter"))
     tokens = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e][-1]
@@ -247,11 +271,19 @@ def _bare_answers(cfg, prompts, tokenizer, scratch: Path) -> tuple[float, list[t
     from components.generator import chat_prompt
     from components.models import resolve_model
 
-    ids = [TokensPrompt(prompt_token_ids=tokenizer(chat_prompt(tokenizer, p), add_special_tokens=False).input_ids)
-           for p in prompts]  # fmt: skip
+    ids = [
+        TokensPrompt(prompt_token_ids=tokenizer(chat_prompt(tokenizer, p), add_special_tokens=False).input_ids)
+        for p in prompts
+    ]
     started = time.perf_counter()
-    llm = LLM(str(resolve_model(cfg.models.policy)), dtype="float32", enforce_eager=True, enable_lora=True,
-              max_lora_rank=cfg.training.lora_r, enable_chunked_prefill=False)  # fmt: skip
+    llm = LLM(
+        str(resolve_model(cfg.models.policy)),
+        dtype="float32",
+        enforce_eager=True,
+        enable_lora=True,
+        max_lora_rank=cfg.training.lora_r,
+        enable_chunked_prefill=False,
+    )
     greedy = SamplingParams(temperature=0, max_tokens=cfg.evaluation.max_new_tokens)
     base = llm.generate(ids, greedy, use_tqdm=False)
     lora = LoRARequest("challenger", 1, str(scratch / "adapter-default"))
@@ -309,8 +341,11 @@ def second_adapter(scratch: Path) -> dict:
     pairs = load_rows(scratch / "pairs")
     judged = Judged(str(scratch / "pairs"), len(pairs), sum(pairs["abstained"]), [])
     champion = Policy(cfg.models.policy, (str(scratch / "adapter-default"),))
-    seconds, _ = timed(lambda: stages.train(cfg.models, cfg.data, cfg.training, cfg.judge, champion, "", judged,
-                                            scratch / "adapter-2", cfg.seed + 1))  # fmt: skip
+    seconds, _ = timed(
+        lambda: stages.train(
+            cfg.models, cfg.data, cfg.training, cfg.judge, champion, "", judged, scratch / "adapter-2", cfg.seed + 1
+        )
+    )
     return {"seconds": seconds}
 
 
@@ -354,8 +389,10 @@ def report(r: dict[str, dict], args) -> None:
     def seconds(name: str) -> float:
         return r[name]["seconds"]
 
-    print(f"\n{date.today()} · {platform.machine()} · {os.cpu_count()} cores · {args.train_prompts} training prompts, "
-          f"{args.eval_prompts} held-out, {args.steps} DPO steps, configs/efficacy.yaml otherwise\n")  # fmt: skip
+    print(
+        f"\n{date.today()} · {platform.machine()} · {os.cpu_count()} cores · {args.train_prompts} training prompts, "
+        f"{args.eval_prompts} held-out, {args.steps} DPO steps, configs/efficacy.yaml otherwise\n"
+    )
     row("stage", "Ratchet s", "bare library s", "Ratchet / bare", "work")
     row("---", "---", "---", "---", "---")
     g, t, e, bare = r["generate"], r["train"], r["evaluate"], r["evaluate bare"]
@@ -366,8 +403,13 @@ def report(r: dict[str, dict], args) -> None:
     row("train (DPO)", seconds("train"), seconds("train bare"), seconds("train") / seconds("train bare"), work)
     parts = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in bare.items() if k.endswith("_seconds"))
     work = f"{e['scored']} judge prompts scored, {e['completed']} written"
-    row("evaluate (round 1)", seconds("evaluate"), f"{bare['seconds']:.2f} ({parts})", e["seconds"] / bare["seconds"],
-        work)  # fmt: skip
+    row(
+        "evaluate (round 1)",
+        seconds("evaluate"),
+        f"{bare['seconds']:.2f} ({parts})",
+        e["seconds"] / bare["seconds"],
+        work,
+    )
     print()
     row("option", "seconds", "vs default", "note")
     row("---", "---", "---", "---")
@@ -380,8 +422,12 @@ def report(r: dict[str, dict], args) -> None:
     row("(padding in the DPO batches as drawn)", "", "", f"{pad['padded_tokens'] / pad['real_tokens']:.2f}x the tokens")
     cold, warm = r["evaluate round 2 no memo"], r["evaluate round 2 memo"]
     row("evaluate round 2, an empty memo", cold["seconds"], 1.0, f"{cold['scored']} judge prompts scored")
-    row("evaluate round 2, round 1's memo", warm["seconds"], warm["seconds"] / cold["seconds"],
-        f"{warm['scored']} judge prompts scored")  # fmt: skip
+    row(
+        "evaluate round 2, round 1's memo",
+        warm["seconds"],
+        warm["seconds"] / cold["seconds"],
+        f"{warm['scored']} judge prompts scored",
+    )
 
 
 def main() -> None:
