@@ -156,7 +156,7 @@ def check_judges(
     """Each judge of `config` named in `labels` on the calibration set (a panel's route sees its cohort's pairs
     only): label -> (judge name, scores, verdict rows), each passed to `report` as soon as it is measured.
     `routes` (cohort -> a ROUTES kind) hands those cohorts' pairs to that judge instead, as a panel would;
-    `cohorts` keeps only those cohorts' pairs (None: all)."""
+    `cohorts` keeps only those cohorts' pairs (None: all); a route whose cohort it leaves out is not measured."""
     from components.build import make_judge
     from components.evaluator import mean_ci
     from components.models import Policy
@@ -165,10 +165,11 @@ def check_judges(
     ci = lambda values: mean_ci(values, config.evaluation.ci_level, config.evaluation.ci_resamples)  # noqa: E731
     results = {}
     for label, (judge_config, cohort) in judges_in(config).items():
-        if label in labels:
+        asked = [r for r in rows if cohort in (None, r["cohort"])]
+        if label in labels and asked:  # a panel's route whose cohort `cohorts` leaves out has nothing to measure
             judge = make_judge(judge_config, Policy(config.models.policy), config.models)
             if routes:
                 judge = routed(judge, routes)
-            results[label] = (judge.name, *check(judge, [r for r in rows if cohort in (None, r["cohort"])], ci))
+            results[label] = (judge.name, *check(judge, asked, ci))
             report(label, results[label])
     return results

@@ -106,6 +106,18 @@ def test_judge_check_of_some_cohorts_measures_only_their_pairs(write_tiny_config
     assert "training/harmful/n" not in metrics
 
 
+def test_a_panel_route_outside_the_chosen_cohorts_is_not_measured(write_tiny_config, tmp_path):
+    from components.config_loading import load_config
+
+    judge = {"kind": "panel", "default": {"kind": "refusal"}, "by_cohort": {"should_refuse": {"kind": "refusal"}}}
+    config = load_config(write_tiny_config(tmp_path, judge=judge))
+    labels = ["training", "training.by_cohort.should_refuse"]
+    only_ifeval = jc.check_judges(config, labels, lambda label, result: None, cohorts=["ifeval"])
+    assert list(only_ifeval) == ["training"] and only_ifeval["training"][1]["all"]["n"] == 20
+    both = jc.check_judges(config, labels, lambda label, result: None, cohorts=["ifeval", "should_refuse"])
+    assert both["training.by_cohort.should_refuse"][1]["all"]["n"] == 20
+
+
 def app():
     from flows.cli import app
 
