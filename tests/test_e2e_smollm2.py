@@ -48,7 +48,8 @@ def run_shipped_config(shipped: str, tmp: Path, name: str, max_train: int, max_e
 def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     short = {"max_new_tokens": 32}
-    return tmp, run_shipped_config("smoke.yaml", tmp, "e2e", 12, 6, generation=short, evaluation=short)
+    sections = {"generation": short, "training": {"num_train_epochs": 1}, "evaluation": short}  # make run: 3 epochs
+    return tmp, run_shipped_config("smoke.yaml", tmp, "e2e", 12, 6, **sections)
 
 
 def test_prints_round_table_and_where_to_look(finished_run):
