@@ -151,7 +151,7 @@ def test_worker_killed_mid_round_then_restarted_resumes_without_duplicates(stack
 
 
 def test_prefect_server_restarted_while_a_round_trains(stack, write_tiny_config, tmp_path):
-    config = write_tiny_config(tmp_path, name="tiny-restart", rounds=1, training={"num_train_epochs": 60})
+    config = write_tiny_config(tmp_path, name="tiny-restart", rounds=1, training={"num_train_epochs": 100})
     flow_run = start_deployment(stack, config, tmp_path)
     wait_for_training(tmp_path / "runs")
     stack.prefect.stop()
