@@ -117,11 +117,17 @@ def run(cfg, work: Path) -> list[dict]:
 
 def outcome(train: dict, found: dict) -> dict:
     keys = (
-        "task/task_completion_delta", "task/task_completion_delta_ci_low", "task/task_completion_delta_ci_high",
-        "task/task_completion_delta.ifeval", "task/task_completion_delta.ifeval_unseen",
-        "task/champion_task_completion", "task/challenger_task_completion", "refusal/benign_refusal_delta",
-        "length/length_ratio", "drift/kl_per_token",
-    )  # fmt: skip
+        "task/task_completion_delta",
+        "task/task_completion_delta_ci_low",
+        "task/task_completion_delta_ci_high",
+        "task/task_completion_delta.ifeval",
+        "task/task_completion_delta.ifeval_unseen",
+        "task/champion_task_completion",
+        "task/challenger_task_completion",
+        "refusal/benign_refusal_delta",
+        "length/length_ratio",
+        "drift/kl_per_token",
+    )
     return {"steps": train["steps"], "train_seconds": train["seconds"]} | {k: found.get(k) for k in keys}
 
 
@@ -175,8 +181,10 @@ def main() -> None:
     args, cfg, work = configure(__doc__.splitlines()[0], "dpo-vs-grpo-")
     rows = run(cfg, work)
     (work / "results.json").write_text(json.dumps(rows, indent=2))
-    print(f"{date.today()} · {platform.processor() or platform.machine()} · config {args.config}, "
-          f"{args.train_prompts} training prompts · outputs in {work}")  # fmt: skip
+    print(
+        f"{date.today()} · {platform.processor() or platform.machine()} · config {args.config}, "
+        f"{args.train_prompts} training prompts · outputs in {work}"
+    )
     print(table(rows))
 
 

@@ -114,8 +114,10 @@ def main() -> None:
     rows = run(cfg, work, args.reviser)
     (work / "results.json").write_text(json.dumps(rows, indent=2))
     seconds = time.perf_counter() - started
-    print(f"{date.today()} · {platform.processor() or platform.machine()} · config {args.config}, "
-          f"{args.train_prompts} training prompts · {seconds:.0f} s · outputs in {work}")  # fmt: skip
+    print(
+        f"{date.today()} · {platform.processor() or platform.machine()} · config {args.config}, "
+        f"{args.train_prompts} training prompts · {seconds:.0f} s · outputs in {work}"
+    )
     print(table(rows))
     print(f"\nreward model: {json.dumps(rows[1]['reward_model'])}")
     print(f"revisions dropped: {rows[2]['revisions_dropped']}")

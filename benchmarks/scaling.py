@@ -68,11 +68,20 @@ def training_rows(pairs: int, workdir: Path) -> list[tuple[str, float]]:
 
     prompts = list(load_prompts("data/train.jsonl", pairs))
     rows = [
-        {"prompt_id": p["id"], "cohort": p["cohort"], "prompt": p["prompt"], "chosen": "Sure: here it is, briefly.",
-         "rejected": "I cannot help with that.", "judge": "bench", "p_chosen": 1.0, "order_consistent": True,
-         "abstained": False, "rationale": ""}
+        {
+            "prompt_id": p["id"],
+            "cohort": p["cohort"],
+            "prompt": p["prompt"],
+            "chosen": "Sure: here it is, briefly.",
+            "rejected": "I cannot help with that.",
+            "judge": "bench",
+            "p_chosen": 1.0,
+            "order_consistent": True,
+            "abstained": False,
+            "rationale": "",
+        }
         for p in prompts
-    ]  # fmt: skip
+    ]
     save_rows(rows, workdir / "pairs")
     judged = Judged(str(workdir / "pairs"), len(rows), 0, [])
     found = []
@@ -82,13 +91,25 @@ def training_rows(pairs: int, workdir: Path) -> list[tuple[str, float]]:
         ("train DPO, accelerate, 2 processes (DDP, gloo)", "accelerate", 2, 2),
     ):
         training = DPOTrainingConfig(
-            launcher=launcher, num_processes=processes, per_device_train_batch_size=per_device, num_train_epochs=1,
+            launcher=launcher,
+            num_processes=processes,
+            per_device_train_batch_size=per_device,
+            num_train_epochs=1,
             max_length=128,
-        )  # fmt: skip
+        )
         out = workdir / f"adapter-{launcher}-{processes}"
         started = time.perf_counter()
-        trained = train(ModelsConfig(), DataConfig(), training, VerifierJudgeConfig(), Policy(ModelsConfig().policy),
-                        "", judged, out, seed=0)  # fmt: skip
+        trained = train(
+            ModelsConfig(),
+            DataConfig(),
+            training,
+            VerifierJudgeConfig(),
+            Policy(ModelsConfig().policy),
+            "",
+            judged,
+            out,
+            seed=0,
+        )
         found.append((f"{label}: {trained.metrics['steps']} steps", time.perf_counter() - started))
     return found
 
@@ -109,8 +130,10 @@ def main() -> None:
             training = training_rows(args.pairs, Path(tmp))
     finally:
         subprocess.run(["make", "-s", "cluster-down"], stdout=subprocess.DEVNULL)
-    print(f"\n{date.today()}, {platform.machine()}, {os.cpu_count()} cores; SmolLM2-135M, {args.prompts} prompts x 4 "
-          f"samples x <=32 tokens; {args.pairs} DPO pairs, global batch 4, 1 epoch\n")  # fmt: skip
+    print(
+        f"\n{date.today()}, {platform.machine()}, {os.cpu_count()} cores; SmolLM2-135M, {args.prompts} prompts x 4 "
+        f"samples x <=32 tokens; {args.pairs} DPO pairs, global batch 4, 1 epoch\n"
+    )
     print("| run | seconds | vs the first of its kind |\n|---|---|---|")
     for rows in (generation, training):
         for label, seconds in rows:

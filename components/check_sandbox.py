@@ -20,10 +20,36 @@ import sys
 
 ALLOWED_MODULES = {"re", "string", "math"}
 SAFE_BUILTINS = (
-    "abs", "all", "any", "bool", "dict", "enumerate", "filter", "float", "int", "isinstance", "len", "list", "map",
-    "max", "min", "range", "reversed", "round", "set", "sorted", "str", "sum", "tuple", "zip",
-    "Exception", "IndexError", "KeyError", "TypeError", "ValueError",
-)  # fmt: skip
+    "abs",
+    "all",
+    "any",
+    "bool",
+    "dict",
+    "enumerate",
+    "filter",
+    "float",
+    "int",
+    "isinstance",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "range",
+    "reversed",
+    "round",
+    "set",
+    "sorted",
+    "str",
+    "sum",
+    "tuple",
+    "zip",
+    "Exception",
+    "IndexError",
+    "KeyError",
+    "TypeError",
+    "ValueError",
+)
 SECONDS_PER_RESPONSE = 0.5
 ERROR = "error"
 

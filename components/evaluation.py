@@ -47,9 +47,13 @@ class EvalInputs:
 
 
 def evaluate(
-    inputs: EvalInputs, champion: Policy, challenger: Policy, out: Path, memo_dir: Path | None,
+    inputs: EvalInputs,
+    champion: Policy,
+    challenger: Policy,
+    out: Path,
+    memo_dir: Path | None,
     reward_model: str | None = None,
-) -> Evaluated:  # fmt: skip
+) -> Evaluated:
     """Greedy answers from both; verifier, refusal and length metrics; the evaluation judge's win rates against
     the champion and the base; the drift signals that need the models (KL, judge-policy and judge-gold agreement);
     and with the round's `reward_model`, its score of the challenger's answers against the base's. What the memo

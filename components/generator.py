@@ -134,9 +134,13 @@ class VLLMGenerator:
     """
 
     def __init__(
-        self, policy: Policy, models: ModelsConfig, tokenizer: PreTrainedTokenizerBase, sampling: Sampling,
+        self,
+        policy: Policy,
+        models: ModelsConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        sampling: Sampling,
         merge_last: bool = False,
-    ):  # fmt: skip
+    ):
         self.policy, self.models, self.tokenizer, self.sampling = policy, models, tokenizer, sampling
         self.merge_last = merge_last
         self.timing: dict[str, float] = {}  # the last run's engine start-up and generation seconds

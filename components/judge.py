@@ -158,9 +158,15 @@ class LogprobJudge:
     """
 
     def __init__(
-        self, name: str, scorer: Scorer, tokenizer: PreTrainedTokenizerBase, rubric: str, prompt_style: str,
-        verdict: str, abstain_margin: float,
-    ):  # fmt: skip
+        self,
+        name: str,
+        scorer: Scorer,
+        tokenizer: PreTrainedTokenizerBase,
+        rubric: str,
+        prompt_style: str,
+        verdict: str,
+        abstain_margin: float,
+    ):
         self.name, self.scorer, self.tokenizer, self.rubric = name, scorer, tokenizer, rubric
         self.prompt_style, self.verdict, self.abstain_margin = prompt_style, verdict, abstain_margin
         self._p_yes: dict[str, float] = {}  # pointwise: P(Yes) by judge prompt

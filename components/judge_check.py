@@ -61,8 +61,10 @@ def summarise(items: list[tuple[dict, str, str]], verdicts: list[Verdict], ci: C
     groups = {"all": list(range(len(rows)))}
     for i, row in enumerate(rows):
         groups.setdefault(row["category"], []).append(i)
-    return {name: _scores([items[i] for i in idx], [verdicts[i] for i in idx], [rows[i] for i in idx], ci)
-            for name, idx in groups.items()}  # fmt: skip
+    return {
+        name: _scores([items[i] for i in idx], [verdicts[i] for i in idx], [rows[i] for i in idx], ci)
+        for name, idx in groups.items()
+    }
 
 
 def _scores(items, verdicts: list[Verdict], rows: list[dict], ci: CI) -> dict[str, float]:
@@ -140,8 +142,9 @@ def parse_routes(items: list[str]) -> dict[str, str]:
     for item in items:
         cohort, _, kind = item.partition("=")
         if cohort not in cohorts or kind not in ROUTES:
-            raise ValueError(f"{item!r}: expected COHORT=KIND, COHORT one of {', '.join(cohorts)}, KIND one of "
-                             f"{', '.join(ROUTES)}")  # fmt: skip
+            raise ValueError(
+                f"{item!r}: expected COHORT=KIND, COHORT one of {', '.join(cohorts)}, KIND one of {', '.join(ROUTES)}"
+            )
         routes[cohort] = kind
     return routes
 

@@ -83,9 +83,12 @@ def run_check(code: str, responses: list[str]) -> list[bool | str | None]:
     request = json.dumps({"code": code, "responses": responses})
     try:
         done = subprocess.run(
-            [sys.executable, "-I", str(SANDBOX)], input=request, capture_output=True, text=True,
+            [sys.executable, "-I", str(SANDBOX)],
+            input=request,
+            capture_output=True,
+            text=True,
             timeout=10 + len(responses),
-        )  # fmt: skip
+        )
         return json.loads(done.stdout)
     except (subprocess.TimeoutExpired, json.JSONDecodeError):
         return [ERROR] * len(responses)

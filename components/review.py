@@ -132,8 +132,13 @@ def agreement_metrics(labelled: list[tuple[str, ReviewItem]], evaluation_judge: 
         ("human_agreement_training", "train", lambda judge: True),
         ("human_agreement_evaluation", "heldout", lambda judge: judge == evaluation_judge),
     ):
-        hits = [verdict == human for human, item in labelled if item.split == split
-                for judge, verdict in item.verdicts.items() if keep(judge)]  # fmt: skip
+        hits = [
+            verdict == human
+            for human, item in labelled
+            if item.split == split
+            for judge, verdict in item.verdicts.items()
+            if keep(judge)
+        ]
         if hits:
             found[name] = sum(hits) / len(hits)
     return found
@@ -148,11 +153,19 @@ def gold_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
         chosen, rejected = (item.answer_a, item.answer_b) if human == "A" else (item.answer_b, item.answer_a)
         rows.append(
             {
-                "prompt_id": item.prompt_id, "cohort": item.cohort, "prompt": item.prompt, "chosen": chosen,
-                "rejected": rejected, "judge": HUMAN, "p_chosen": 1.0, "margin": 1.0, "order_consistent": True,
-                "abstained": False, "rationale": "labelled by a person in the review queue",
+                "prompt_id": item.prompt_id,
+                "cohort": item.cohort,
+                "prompt": item.prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "judge": HUMAN,
+                "p_chosen": 1.0,
+                "margin": 1.0,
+                "order_consistent": True,
+                "abstained": False,
+                "rationale": "labelled by a person in the review queue",
             }
-        )  # fmt: skip
+        )
     return rows
 
 

@@ -94,9 +94,14 @@ class LlamaCppReviser:
 
 
 def revise_pairs(
-    reviser: Reviser, judge: Judge, constitution: str, prompts: list[dict], generations: list[dict],
-    per_prompt: int, max_new_tokens: int,
-) -> list[dict]:  # fmt: skip
+    reviser: Reviser,
+    judge: Judge,
+    constitution: str,
+    prompts: list[dict],
+    generations: list[dict],
+    per_prompt: int,
+    max_new_tokens: int,
+) -> list[dict]:
     """Per prompt, its first `per_prompt` distinct samples critiqued and revised: a pair row for each revision
     (an abstention when it was dropped, with the reason)."""
     by_prompt: dict[str, list[str]] = {}

@@ -178,8 +178,11 @@ def quality(model: RewardModel, heldout: list[dict], gold: list[dict], prompts: 
     scores = [s for pair in zip(chosen, rejected, strict=True) for s in pair]
     scores += [s for pair in zip(better, worse, strict=True) for s in pair]
     found = {"rm_heldout_pairs": float(len(heldout)), "rm_verifier_pairs": float(len(verifier))}
-    for name, values in (("rm_heldout_accuracy", right), ("rm_gold_accuracy", gold_right),
-                         ("rm_verifier_agreement", verifier)):  # fmt: skip
+    for name, values in (
+        ("rm_heldout_accuracy", right),
+        ("rm_gold_accuracy", gold_right),
+        ("rm_verifier_agreement", verifier),
+    ):
         found |= _rate(name, values, ci)
     found["rm_length_correlation"] = _spearman(scores, [len(a.split()) for a in answers])
     return found

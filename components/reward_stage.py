@@ -24,9 +24,14 @@ class Rewarded:
 
 
 def reward_model(
-    models: ModelsConfig, data: DataConfig, config: RewardModelConfig, evaluation: EvaluationConfig,
-    rounds: list[tuple[int, str]], out: Path, seed: int,
-) -> Rewarded:  # fmt: skip
+    models: ModelsConfig,
+    data: DataConfig,
+    config: RewardModelConfig,
+    evaluation: EvaluationConfig,
+    rounds: list[tuple[int, str]],
+    out: Path,
+    seed: int,
+) -> Rewarded:
     """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)), except the
     held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured. With no
     pair to train on (every one abstained or held out), no reward model: the round has nothing to learn from it."""

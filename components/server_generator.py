@@ -27,9 +27,13 @@ from components.remote_judge import RemoteJudgeError, api_key, post
 
 class ServerGenerator:
     def __init__(
-        self, config: ServerGenerationConfig, policy: Policy, models: ModelsConfig,
-        tokenizer: PreTrainedTokenizerBase, sampling: Sampling,
-    ):  # fmt: skip
+        self,
+        config: ServerGenerationConfig,
+        policy: Policy,
+        models: ModelsConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        sampling: Sampling,
+    ):
         self.config, self.policy, self.models, self.tokenizer, self.sampling = (
             config,
             policy,
@@ -45,8 +49,9 @@ class ServerGenerator:
             model = self._serve_champion(http)
             with ThreadPoolExecutor(self.config.max_concurrency) as pool:
                 asks = pool.map(lambda i: self._complete(http, i, prompts[i], model, n, seed), range(len(prompts)))
-                answers = list(tqdm(asks, total=len(prompts), desc=f"generate x{n}", unit="prompt", leave=False,
-                                    disable=None))  # fmt: skip
+                answers = list(
+                    tqdm(asks, total=len(prompts), desc=f"generate x{n}", unit="prompt", leave=False, disable=None)
+                )
         return [row for rows in answers for row in rows]
 
     def _complete(self, http: httpx.Client, i: int, prompt: dict, model: str, n: int, seed: int) -> list[dict]:
@@ -64,8 +69,9 @@ class ServerGenerator:
             "return_token_ids": True,
         }
         url = self.urls[i % len(self.urls)]
-        choices = sorted(post(http, f"{url}/completions", body, self.config.max_retries)["choices"],
-                         key=lambda c: c["index"])  # fmt: skip
+        choices = sorted(
+            post(http, f"{url}/completions", body, self.config.max_retries)["choices"], key=lambda c: c["index"]
+        )
         eos = self.tokenizer.eos_token_id
         return [
             {

@@ -71,9 +71,14 @@ class Trained:
 
 
 def generate(
-    models: ModelsConfig, data: DataConfig, generation: GenerationConfig, champion: Policy, out: Path, seed: int,
+    models: ModelsConfig,
+    data: DataConfig,
+    generation: GenerationConfig,
+    champion: Policy,
+    out: Path,
+    seed: int,
     shard: Shard = WHOLE,
-) -> Generated:  # fmt: skip
+) -> Generated:
     """Sample `samples_per_prompt` responses per training prompt (of the shard) from the champion."""
 
     def build(tmp: Path) -> dict:
@@ -89,9 +94,17 @@ def generate(
 
 
 def judge(
-    models: ModelsConfig, data: DataConfig, judge_config: JudgeConfig, pairs_config: PairsConfig, champion: Policy,
-    generations: str, out: Path, gold: str | None = None, shard: Shard = WHOLE, memo: str | None = None,
-) -> Judged:  # fmt: skip
+    models: ModelsConfig,
+    data: DataConfig,
+    judge_config: JudgeConfig,
+    pairs_config: PairsConfig,
+    champion: Policy,
+    generations: str,
+    out: Path,
+    gold: str | None = None,
+    shard: Shard = WHOLE,
+    memo: str | None = None,
+) -> Judged:
     """Turn each prompt's samples (of the shard) into preference pairs, or a counted abstention, with the training
     judge, and add the gold pairs people labelled in the review queue (`gold`: a JSON list of pair rows). An AI
     judge's scores are kept in the memo under `memo`, so a killed stage resumes with those it had."""
@@ -175,17 +188,35 @@ def train(
 
     def build(tmp: Path) -> dict:
         return trainer(
-            models, data, training, judge_config, champion, generations, pairs.path, tmp, seed, checkpoints,
+            models,
+            data,
+            training,
+            judge_config,
+            champion,
+            generations,
+            pairs.path,
+            tmp,
+            seed,
+            checkpoints,
             reward_model,
-        )  # fmt: skip
+        )
 
     return Trained(str(out), save_stage(out, build, record="train_metrics.json"))
 
 
 def train_adapter(
-    models: ModelsConfig, data: DataConfig, training: TrainingConfig, judge_config: JudgeConfig, champion: Policy,
-    generations: str, pairs: str, out: Path, seed: int, checkpoints: Path, reward_model: str | None = None,
-) -> dict:  # fmt: skip
+    models: ModelsConfig,
+    data: DataConfig,
+    training: TrainingConfig,
+    judge_config: JudgeConfig,
+    champion: Policy,
+    generations: str,
+    pairs: str,
+    out: Path,
+    seed: int,
+    checkpoints: Path,
+    reward_model: str | None = None,
+) -> dict:
     """Train the adapter into `out` in this process (one of several under accelerate); its metrics."""
     tokenizer = load_tokenizer(champion.base)
     if learns_from_pairs(training):

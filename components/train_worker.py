@@ -25,9 +25,18 @@ from components.process_group import free_port, run_group
 
 
 def launch(
-    models: ModelsConfig, data: DataConfig, training: TrainingConfig, judge_config: JudgeConfig, champion: Policy,
-    generations: str, pairs: str, out: Path, seed: int, checkpoints: Path, reward_model: str | None = None,
-) -> dict:  # fmt: skip
+    models: ModelsConfig,
+    data: DataConfig,
+    training: TrainingConfig,
+    judge_config: JudgeConfig,
+    champion: Policy,
+    generations: str,
+    pairs: str,
+    out: Path,
+    seed: int,
+    checkpoints: Path,
+    reward_model: str | None = None,
+) -> dict:
     """Train the adapter into `out` under `accelerate launch`; the metrics rank 0 wrote."""
     with tempfile.TemporaryDirectory(prefix="ratchet-train-") as tmp:
         request, metrics = Path(tmp) / "request.json", Path(tmp) / "metrics.json"

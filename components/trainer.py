@@ -165,9 +165,14 @@ class DPOLoRATrainer:
     """TRL DPO with a PEFT LoRA adapter; the loaded model (the champion) is the reference."""
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: DPOTrainingConfig,
-        models: ModelsConfig, seed: int, checkpoints: Path,
-    ):  # fmt: skip
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: DPOTrainingConfig,
+        models: ModelsConfig,
+        seed: int,
+        checkpoints: Path,
+    ):
         self.model, self.tokenizer, self.config, self.models = model, tokenizer, config, models
         self.seed, self.checkpoints = seed, checkpoints
 
@@ -200,9 +205,15 @@ class OnlineTrainer:
     KL to the champion by `beta`."""
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: OnlineTrainingConfig,
-        models: ModelsConfig, seed: int, checkpoints: Path, reward: OnlineReward,
-    ):  # fmt: skip
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: OnlineTrainingConfig,
+        models: ModelsConfig,
+        seed: int,
+        checkpoints: Path,
+        reward: OnlineReward,
+    ):
         self.model, self.tokenizer, self.config, self.models = model, tokenizer, config, models
         self.seed, self.checkpoints, self.reward = seed, checkpoints, reward
 

@@ -138,10 +138,15 @@ def rows(cohorts: dict[str, list[dict]], prefix: str) -> list[dict]:
     tagged = [[dict(r, cohort=name) for r in group] for name, group in cohorts.items()]
     interleaved = [r for group in zip_longest(*tagged) for r in group if r]
     return [
-        {"id": f"{prefix}-{i:03d}", "prompt": r["prompt"], "cohort": r["cohort"], "check": r.get("check", ""),
-         "context": r.get("context", "")}
+        {
+            "id": f"{prefix}-{i:03d}",
+            "prompt": r["prompt"],
+            "cohort": r["cohort"],
+            "check": r.get("check", ""),
+            "context": r.get("context", ""),
+        }
         for i, r in enumerate(interleaved)
-    ]  # fmt: skip
+    ]
 
 
 def write(rows: list[dict], path: Path) -> None:

@@ -20,9 +20,14 @@ from pathlib import Path
 from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM_FLAGS = [  # no network here: keep Chromium from calling out
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def close_mlflow_assistant(page: Page) -> None:

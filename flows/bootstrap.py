@@ -138,8 +138,11 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str | No
     params = cfg.model_dump(mode="json", exclude=UNDIGESTED)  # MLflow params cannot change
     with lineage.bootstrap_run(tracking_uri, artifact_root, cfg.name, run_name, params, str(flow_run.id)) as tracking:
         lineage.tag(tracking_uri, tracking.run_id, {"ratchet.rounds": str(cfg.rounds)})
-        lineage.log_prompts(tracking_uri, tracking.run_id, {"train_prompts": cfg.data.train_prompts,
-                                                            "eval_prompts": cfg.data.eval_prompts})  # fmt: skip
+        lineage.log_prompts(
+            tracking_uri,
+            tracking.run_id,
+            {"train_prompts": cfg.data.train_prompts, "eval_prompts": cfg.data.eval_prompts},
+        )
         _tag_this_flow_run("ratchet", cfg.name)
         create_link_artifact(
             links.comparison_url(tracking.experiment_id),

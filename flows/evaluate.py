@@ -70,11 +70,17 @@ def evaluate_checkpoints(
     get_run_logger().info("%s: the gate would say %s", name, decision["reason"])
 
     experiment_id = lineage.ensure_experiment(client, cfg.name, lineage.artifact_root_for(store))
-    run_id = lineage.log_evaluation(uri, experiment_id, name, evaluated.metrics, decision, Path(evaluated.path),
-                                    str(flow_run.id))  # fmt: skip
+    run_id = lineage.log_evaluation(
+        uri, experiment_id, name, evaluated.metrics, decision, Path(evaluated.path), str(flow_run.id)
+    )
     links = {"MLflow evaluation run": run_url(experiment_id, run_id)}
     markdown, png = report.round_report(f"{cfg.name}: {name}", evaluated.metrics, decision, [], None, links)
     key = artifact_key(f"{cfg.name}-evaluate-{name}")
     publish(markdown, png, out / "report", evaluated.cohorts, key, f"{a_label} vs {b_label}")
-    return {"name": name, "mlflow_run_id": run_id, "metrics": evaluated.metrics, "decision": decision,
-            "outputs": str(out)}  # fmt: skip
+    return {
+        "name": name,
+        "mlflow_run_id": run_id,
+        "metrics": evaluated.metrics,
+        "decision": decision,
+        "outputs": str(out),
+    }

@@ -132,9 +132,14 @@ class RoundResult:
 
 @flow(name="round", flow_run_name="round-{k}")
 def bootstrap_round(
-    cfg: ExperimentConfig, k: int, workdir: str, tracking: lineage.BootstrapRun, champion: Policy,
-    champion_version: str | None, history: list[RoundResult],
-) -> RoundResult:  # fmt: skip
+    cfg: ExperimentConfig,
+    k: int,
+    workdir: str,
+    tracking: lineage.BootstrapRun,
+    champion: Policy,
+    champion_version: str | None,
+    history: list[RoundResult],
+) -> RoundResult:
     """Run round k against the champion; return the decision, metrics and the next champion."""
     out, seed = Path(workdir) / f"round-{k}", cfg.seed + k
     stages.claim_round(out, champion)
@@ -159,15 +164,32 @@ def bootstrap_round(
         if cfg.reward_model:
             rounds = reward_stage.reward_rounds(Path(workdir), k, cfg.reward_model.rounds)
             rewarded = _run(
-                reward, k, cfg.models, cfg.data, cfg.reward_model, cfg.evaluation, rounds, str(out / "reward_model"),
+                reward,
+                k,
+                cfg.models,
+                cfg.data,
+                cfg.reward_model,
+                cfg.evaluation,
+                rounds,
+                str(out / "reward_model"),
                 seed,
-            )  # fmt: skip
+            )
         reward_model = rewarded.path if rewarded else None
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
         trained = _run(
-            train, k, cfg.models, cfg.data, cfg.training, cfg.judge, champion, generated.path, judged,
-            str(out / "adapter"), seed, reward_model,
-        )  # fmt: skip
+            train,
+            k,
+            cfg.models,
+            cfg.data,
+            cfg.training,
+            cfg.judge,
+            champion,
+            generated.path,
+            judged,
+            str(out / "adapter"),
+            seed,
+            reward_model,
+        )
         challenger = champion.with_adapter(trained.path) if trained.path else None
         # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
         evaluated = None
@@ -243,9 +265,17 @@ def evaluation_judge_name(cfg: ExperimentConfig) -> str:
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def record(
-    cfg: ExperimentConfig, k: int, tracking: lineage.BootstrapRun, run: lineage.RoundRun, metrics: dict,
-    decision: Decision, challenger: Policy | None, out: Path, generated: stages.Generated, previous: str | None,
-) -> str | None:  # fmt: skip
+    cfg: ExperimentConfig,
+    k: int,
+    tracking: lineage.BootstrapRun,
+    run: lineage.RoundRun,
+    metrics: dict,
+    decision: Decision,
+    challenger: Policy | None,
+    out: Path,
+    generated: stages.Generated,
+    previous: str | None,
+) -> str | None:
     """Metrics, tables and the adapter to MLflow, the decision and the aliases; retried because it is I/O to the
     store, and idempotent. Returns the champion's registered version after this round (None: the base model)."""
     version = None
@@ -254,8 +284,9 @@ def record(
         lineage.tag(tracking.uri, run.run_id, {"ratchet.generation_backend": generated.kind})
         evaluated = str(out / "eval") if (out / "eval").exists() else None
         on_tasks = not decision.promote and (decision.deciding_rule or "").startswith("task/task_completion")
-        items = stages.review_items(str(out / "pairs"), evaluated, cfg.data, evaluation_judge_name(cfg),
-                                    cfg.review.max_pairs, on_tasks)  # fmt: skip
+        items = stages.review_items(
+            str(out / "pairs"), evaluated, cfg.data, evaluation_judge_name(cfg), cfg.review.max_pairs, on_tasks
+        )
         review.queue(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, k, items)
     if challenger:
         # The version's tags lead back to what made it: base, adapter chain, round, training judge, bootstrap.

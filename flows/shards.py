@@ -56,16 +56,20 @@ def task_runner(execution: ExecutionConfig) -> TaskRunner | None:
 def generate(execution: ExecutionConfig, models, data, generation, champion: Policy, out: str, seed: int):
     """The generate stage as `execution.shards` shard tasks, merged in shard order."""
     data = _absolute(data)
-    calls = [(_fresh(generate_shard, path), (models, data, generation, champion, path, seed, shard))
-             for shard, path in _shards(execution, out)]  # fmt: skip
+    calls = [
+        (_fresh(generate_shard, path), (models, data, generation, champion, path, seed, shard))
+        for shard, path in _shards(execution, out)
+    ]
     return _fresh(merge_generated, out)(_run(execution, execution.generate, calls), out)
 
 
 def judge(execution: ExecutionConfig, models, data, judge_config, pairs_config, champion, generations, out, gold):
     """The judge stage as `execution.shards` shard tasks, merged in shard order; the gold pairs join at the merge."""
     data = _absolute(data)
-    calls = [(_fresh(judge_shard, path), (models, data, judge_config, pairs_config, champion, generations, path, shard))
-             for shard, path in _shards(execution, out)]  # fmt: skip
+    calls = [
+        (_fresh(judge_shard, path), (models, data, judge_config, pairs_config, champion, generations, path, shard))
+        for shard, path in _shards(execution, out)
+    ]
     return _fresh(merge_judged, out)(_run(execution, execution.judge, calls), out, gold)
 
 

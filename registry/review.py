@@ -60,9 +60,10 @@ def labelled(uri: str, experiment_id: str, bootstrap_id: str) -> list[tuple[str,
     found = []
     for trace in _all_traces(MlflowClient(uri), experiment_id, query):
         human = [
-            a for a in trace.info.assessments
+            a
+            for a in trace.info.assessments
             if a.name == LABEL and a.source.source_type == "HUMAN" and str(a.value).lower() in VERDICTS
-        ]  # fmt: skip
+        ]
         if not human or REVIEW_TAG not in trace.info.tags:
             continue
         newest = max(human, key=lambda a: a.last_update_time_ms or 0)
@@ -84,7 +85,13 @@ def _item(trace) -> ReviewItem:
     inputs = trace.data.spans[0].inputs
     judges = [a for a in trace.info.assessments if a.name == LABEL and a.source.source_type != "HUMAN"]
     return ReviewItem(
-        trace.info.tags[REVIEW_TAG], inputs["prompt_id"], inputs["cohort"], inputs["prompt"], inputs["answer_a"],
-        inputs["answer_b"], trace.data.spans[0].outputs["why"], {a.source.source_id: a.value for a in judges},
+        trace.info.tags[REVIEW_TAG],
+        inputs["prompt_id"],
+        inputs["cohort"],
+        inputs["prompt"],
+        inputs["answer_a"],
+        inputs["answer_b"],
+        trace.data.spans[0].outputs["why"],
+        {a.source.source_id: a.value for a in judges},
         {a.source.source_id: a.rationale or "" for a in judges},
-    )  # fmt: skip
+    )

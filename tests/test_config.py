@@ -157,13 +157,24 @@ def test_overrides_set_values_by_dotted_path_and_errors_name_the_path(tmp_path):
 
 def test_cli_set_overrides_are_validated_before_any_work(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "configs/smoke.yaml", "--store", str(tmp_path),
-         "--set", "training.learning_rate=1e-4", "--set", "training.num_train_epochs=0"],
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            "configs/smoke.yaml",
+            "--store",
+            str(tmp_path),
+            "--set",
+            "training.learning_rate=1e-4",
+            "--set",
+            "training.num_train_epochs=0",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PREFECT_HOME": str(tmp_path / "prefect")},
-    )  # fmt: skip
+    )
     assert proc.returncode == 2
     assert "training.num_train_epochs: Input should be greater than 0" in proc.stderr
     assert "learning_rate" not in proc.stderr  # 1e-4 was read as a number and accepted

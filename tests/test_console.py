@@ -17,8 +17,12 @@ def ratchet_run(config: Path, home: Path, *flags: str) -> list[str]:
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", str(config), "--store", str(home), *flags],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (proc.stderr + proc.stdout).splitlines()
 

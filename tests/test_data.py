@@ -13,13 +13,17 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     "script, files",
     [
-        ("make_cohorts.py", ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl", "gate_train.jsonl",
-                             "gate_heldout.jsonl")),
+        (
+            "make_cohorts.py",
+            ("train.jsonl", "heldout.jsonl", "judge_injection.jsonl", "gate_train.jsonl", "gate_heldout.jsonl"),
+        ),
         ("make_calibration.py", ("judge_calibration.jsonl",)),
-        ("make_efficacy_cohorts.py", ("efficacy_train.jsonl", "efficacy_heldout.jsonl", "word_limit_train.jsonl",
-                                      "word_limit_heldout.jsonl")),
+        (
+            "make_efficacy_cohorts.py",
+            ("efficacy_train.jsonl", "efficacy_heldout.jsonl", "word_limit_train.jsonl", "word_limit_heldout.jsonl"),
+        ),
     ],
-)  # fmt: skip
+)
 def test_shipped_data_match_their_generator(script, files, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "data" / script), str(tmp_path)], check=True, capture_output=True)
     for name in files:
@@ -35,8 +39,12 @@ def test_the_efficacy_cohorts_are_large_graded_and_hold_out_templates_topics_and
     assert len(train) >= 400 and sum(bool(r["check"]) for r in heldout) >= 250
 
     def types(rows) -> set[str]:
-        return {i["instruction_id"] for r in rows if r["cohort"].startswith("ifeval")
-                for i in json.loads(r["check"])["instructions"]}  # fmt: skip
+        return {
+            i["instruction_id"]
+            for r in rows
+            if r["cohort"].startswith("ifeval")
+            for i in json.loads(r["check"])["instructions"]
+        }
 
     unseen = [r for r in heldout if r["cohort"] == "ifeval_unseen"]
     assert len(unseen) >= 30 and not types(unseen) & types(train)

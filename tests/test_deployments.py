@@ -79,11 +79,22 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
         assert time.monotonic() < deadline, prefect.log("serve")
         time.sleep(2)
     evaluation = prefect.cli(
-        "deployment", "run", "evaluate/evaluate",
-        "--param", f"config={config}", "--param", f"challenger={version.version}", "--param", "champion=base",
-        "--param", f"store={tmp_path}", "--watch", "--watch-timeout", "300",
+        "deployment",
+        "run",
+        "evaluate/evaluate",
+        "--param",
+        f"config={config}",
+        "--param",
+        f"challenger={version.version}",
+        "--param",
+        "champion=base",
+        "--param",
+        f"store={tmp_path}",
+        "--watch",
+        "--watch-timeout",
+        "300",
         timeout=360,
-    )  # fmt: skip
+    )
     assert evaluation.returncode == 0, evaluation.stdout + evaluation.stderr + prefect.log("serve")
     [run] = client.search_runs([experiment.experiment_id], "tags.`ratchet.kind` = 'evaluation'")
     assert run.info.run_name == f"evaluate v{version.version}-vs-base"

@@ -52,8 +52,13 @@ def test_a_killed_computation_keeps_the_chunks_it_finished(tmp_path):
         Memo(tmp_path).cached("numbers", keys, fail_on_third_chunk, chunk=2)
     resumed = Memo(tmp_path)
     assert resumed.cached("numbers", keys, lambda missing: [f"again {i}" for i in missing], chunk=2) == [
-        "0", "1", "2", "3", "again 4", "again 5",
-    ]  # fmt: skip
+        "0",
+        "1",
+        "2",
+        "3",
+        "again 4",
+        "again 5",
+    ]
 
 
 def test_a_model_digest_follows_the_weights_not_the_path(tiny_model_dir, tmp_path):
@@ -106,8 +111,13 @@ def evaluated_once(tiny_model_dir, write_tiny_config, random_adapter, tmp_path_f
     cfg = load_config(write_tiny_config(tmp))
     champion = Policy(tiny_model_dir)
     challenger = champion.with_adapter(random_adapter(tiny_model_dir, 1, tmp / "a1"))
-    evaluate(EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed),
-             champion, challenger, tmp / "eval", tmp / "memo")  # fmt: skip
+    evaluate(
+        EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed),
+        champion,
+        challenger,
+        tmp / "eval",
+        tmp / "memo",
+    )
     return cfg, champion, challenger, tmp
 
 

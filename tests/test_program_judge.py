@@ -80,9 +80,10 @@ def test_what_no_check_separates_goes_to_the_fallback_judge(tiny_model_dir):
 def test_a_model_that_writes_no_working_code_leaves_every_item_to_the_fallback(tiny_model_dir):
     """The tiny random model as the judge writes garbage (a check's worth of tokens), which the sandbox refuses."""
     judge = make_judge(
-        AIJudgeConfig(model=tiny_model_dir, verdict="program", prompt_style="chat"), Policy(tiny_model_dir),
+        AIJudgeConfig(model=tiny_model_dir, verdict="program", prompt_style="chat"),
+        Policy(tiny_model_dir),
         ModelsConfig(),
-    )  # fmt: skip
+    )
     lowercase = {**LOWERCASE_NO_COMMA, "prompt": "Use only lowercase letters."}
     [verdict] = judge.judge([(lowercase, "soft rain", "Soft rain")])
     assert isinstance(judge, ProgramJudge) and len(judge.programs) == 1

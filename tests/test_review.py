@@ -19,10 +19,17 @@ from registry.review import REVIEW_TAG
 
 def pair(prompt_id, chosen, rejected, abstained=False, consistent=True, judge="ai:self"):
     return {
-        "prompt_id": prompt_id, "cohort": "ifeval", "prompt": f"prompt {prompt_id}", "chosen": chosen,
-        "rejected": rejected, "judge": judge, "p_chosen": 0.5 if abstained else 0.9, "order_consistent": consistent,
-        "abstained": abstained, "rationale": "why",
-    }  # fmt: skip
+        "prompt_id": prompt_id,
+        "cohort": "ifeval",
+        "prompt": f"prompt {prompt_id}",
+        "chosen": chosen,
+        "rejected": rejected,
+        "judge": judge,
+        "p_chosen": 0.5 if abstained else 0.9,
+        "order_consistent": consistent,
+        "abstained": abstained,
+        "rationale": "why",
+    }
 
 
 def test_doubtful_training_pairs_are_queued_abstentions_first_in_a_fixed_order():
@@ -40,11 +47,25 @@ def test_doubtful_training_pairs_are_queued_abstentions_first_in_a_fixed_order()
 def test_heldout_prompts_are_queued_where_the_evaluation_judge_and_the_verifier_disagree():
     def rows(prompt_id, challenger_ok, champion_ok, judge_win, self_win=None):
         return [
-            {"prompt_id": prompt_id, "cohort": "arithmetic", "model": "challenger", "response": f"{prompt_id} new",
-             "task_ok": challenger_ok, "judge_win": judge_win, "self_win": self_win},
-            {"prompt_id": prompt_id, "cohort": "arithmetic", "model": "champion", "response": f"{prompt_id} old",
-             "task_ok": champion_ok, "judge_win": None, "self_win": None},
-        ]  # fmt: skip
+            {
+                "prompt_id": prompt_id,
+                "cohort": "arithmetic",
+                "model": "challenger",
+                "response": f"{prompt_id} new",
+                "task_ok": challenger_ok,
+                "judge_win": judge_win,
+                "self_win": self_win,
+            },
+            {
+                "prompt_id": prompt_id,
+                "cohort": "arithmetic",
+                "model": "champion",
+                "response": f"{prompt_id} old",
+                "task_ok": champion_ok,
+                "judge_win": None,
+                "self_win": None,
+            },
+        ]
 
     evaluated = rows("agree", True, False, 1.0) + rows("disagree", True, False, 0.0) + rows("abstain", False, True, 0.5)
     evaluated += rows("unchecked", None, None, 0.0) + rows("both-pass", True, True, 0.0, self_win=0.0)
@@ -95,8 +116,9 @@ def test_a_person_labels_a_queued_pair_in_mlflow_and_the_next_round_trains_on_it
     trace = queued[0]
     judged = {a.source.source_id: a for a in trace.info.assessments if a.name == "better"}
     # The verifier's verdict is code's, an AI judge's an LLM judge's (which one a queued pair carries varies).
-    assert judged and all(a.source.source_type == ("CODE" if name == "verifier" else "LLM_JUDGE")
-                          for name, a in judged.items())  # fmt: skip
+    assert judged and all(
+        a.source.source_type == ("CODE" if name == "verifier" else "LLM_JUDGE") for name, a in judged.items()
+    )
     inputs = trace.data.spans[0].inputs
     assert {"prompt", "answer_a", "answer_b"} <= set(inputs) and inputs["answer_a"] != inputs["answer_b"]
 

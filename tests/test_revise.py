@@ -32,7 +32,7 @@ PROMPTS = [
     {"id": "n", "cohort": "arithmetic", "prompt": "What is 2 + 2?", "context": "", "check": FOUR},
     {"id": "o", "cohort": "benign", "prompt": "Say hello.", "context": "", "check": ""},
     {"id": "s", "cohort": "benign", "prompt": "Greet me.", "context": "", "check": ""},
-]  # fmt: skip
+]
 SAMPLES = [
     {"prompt_id": "n", "sample": 0, "response": "5"},
     {"prompt_id": "o", "sample": 0, "response": "Hi"},

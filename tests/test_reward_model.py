@@ -78,9 +78,16 @@ def test_reward_model_ranks_unseen_pairs_above_chance_and_is_registered(tiny_mod
     pairs = number_pairs(60)
     prompts = [{"id": p["prompt_id"], "prompt": p["prompt"], "cohort": p["cohort"], "check": p["check"]} for p in pairs]
     rewarded, tags = train_and_register(
-        tiny_model_dir, prompts, pairs, tmp_path, heldout_fraction=0.25, learning_rate=3e-3, num_train_epochs=3,
-        per_device_train_batch_size=8, lora_r=8,
-    )  # fmt: skip
+        tiny_model_dir,
+        prompts,
+        pairs,
+        tmp_path,
+        heldout_fraction=0.25,
+        learning_rate=3e-3,
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        lora_r=8,
+    )
     found = rewarded.metrics
     assert found["rm_train_steps"] >= 10 and found["rm_heldout_pairs"] >= 8 and found["rm_rounds"] == 2
     assert found["rm_heldout_accuracy_ci_low"] > 0.5, found
@@ -106,14 +113,27 @@ def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_pa
     rows = load_calibration()
     prompts = [{k: r[k] for k in ("id", "prompt", "cohort", "check", "context")} for r in rows]
     pairs = [
-        {"prompt_id": r["id"], "cohort": r["cohort"], "prompt": user_message(r), "chosen": r["better"],
-         "rejected": r["worse"], "judge": "gold", "abstained": False}
+        {
+            "prompt_id": r["id"],
+            "cohort": r["cohort"],
+            "prompt": user_message(r),
+            "chosen": r["better"],
+            "rejected": r["worse"],
+            "judge": "gold",
+            "abstained": False,
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
     rewarded, tags = train_and_register(
-        "smollm2-135m-instruct", prompts, pairs, tmp_path, heldout_fraction=0.25, learning_rate=1e-3, max_steps=8,
+        "smollm2-135m-instruct",
+        prompts,
+        pairs,
+        tmp_path,
+        heldout_fraction=0.25,
+        learning_rate=1e-3,
+        max_steps=8,
         per_device_train_batch_size=8,
-    )  # fmt: skip
+    )
     found = rewarded.metrics
     assert found["rm_heldout_pairs"] >= 30 and found["rm_heldout_accuracy_ci_low"] > 0.5, found
     assert json.loads(tags["rounds"]) == [1, 2] and tags["base"] == "smollm2-135m-instruct"
@@ -135,9 +155,14 @@ def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, t
     prompts = [{"id": p["prompt_id"], "prompt": p["prompt"], "cohort": p["cohort"], "check": p["check"]} for p in pairs]
     rewarded, _ = train_and_register(tiny_model_dir, prompts, pairs, tmp_path, max_steps=2, lora_r=4)
     training = OnlineTrainingConfig(
-        kind="grpo", reward="reward_model", verifier_weight=0.5, max_steps=1, per_device_train_batch_size=4,
-        num_generations=2, max_completion_length=6,
-    )  # fmt: skip
+        kind="grpo",
+        reward="reward_model",
+        verifier_weight=0.5,
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=6,
+    )
     data = DataConfig(train_prompts=str(tmp_path / "prompts.jsonl"))
     judged = stages.Judged(str(tmp_path / "round-1" / "pairs"), 6, 0, [])
     trained = stages.train(

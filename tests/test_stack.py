@@ -28,9 +28,13 @@ def without_stack_env() -> dict[str, str]:
 
 def ratchet(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "ratchet"), *args], cwd=ROOT, env=env or without_stack_env(), capture_output=True, text=True,
+        [str(BIN / "ratchet"), *args],
+        cwd=ROOT,
+        env=env or without_stack_env(),
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 def ok(done: subprocess.CompletedProcess) -> str:

@@ -22,15 +22,26 @@ def train_with(tiny_model_dir, tmp_path, processes: int, per_device: int):
     pairs = tmp_path / "pairs"
     save_rows(PAIRS, pairs)
     training = DPOTrainingConfig(
-        launcher="accelerate", num_processes=processes, per_device_train_batch_size=per_device,
-        num_train_epochs=3, learning_rate=1e-3, lora_dropout=0.0,
-    )  # fmt: skip
+        launcher="accelerate",
+        num_processes=processes,
+        per_device_train_batch_size=per_device,
+        num_train_epochs=3,
+        learning_rate=1e-3,
+        lora_dropout=0.0,
+    )
     out = tmp_path / f"adapter-{processes}"
     judged = Judged(str(pairs), len(PAIRS), 1, [])
     trained = train(
-        ModelsConfig(device="cpu"), DataConfig(), training, VerifierJudgeConfig(), Policy(tiny_model_dir),
-        "", judged, out, seed=0,
-    )  # fmt: skip
+        ModelsConfig(device="cpu"),
+        DataConfig(),
+        training,
+        VerifierJudgeConfig(),
+        Policy(tiny_model_dir),
+        "",
+        judged,
+        out,
+        seed=0,
+    )
     return trained.metrics, load_file(str(out / "adapter_model.safetensors"))
 
 

@@ -63,8 +63,12 @@ def start_deployment(stack: Stack, config: Path, store: Path) -> str:
     params += ["--param", 'overrides={"gate.rules": []}']
     done = subprocess.run(
         [str(BIN / "prefect"), "deployment", "run", "bootstrap/smoke", *params],
-        cwd=ROOT, env=env_of(stack), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env_of(stack),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
 
