@@ -169,10 +169,11 @@ def check_judges(
     results = {}
     for label, (judge_config, cohort) in judges_in(config).items():
         asked = [r for r in rows if cohort in (None, r["cohort"])]
-        if label in labels and asked:  # a panel's route whose cohort `cohorts` leaves out has nothing to measure
-            judge = make_judge(judge_config, Policy(config.models.policy), config.models)
-            if routes:
-                judge = routed(judge, routes)
-            results[label] = (judge.name, *check(judge, asked, ci))
-            report(label, results[label])
+        if label not in labels or not asked:  # not asked for, or a panel's route whose cohort `cohorts` leaves out
+            continue
+        judge = make_judge(judge_config, Policy(config.models.policy), config.models)
+        if routes:
+            judge = routed(judge, routes)
+        results[label] = (judge.name, *check(judge, asked, ci))
+        report(label, results[label])
     return results
