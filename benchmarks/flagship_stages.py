@@ -298,9 +298,11 @@ def _bare_judge(gguf: Path, scratch: Path, context: int) -> float:
     import numpy as np
     from llama_cpp import Llama
 
+    from components.scorers import cpu_threads
+
     recorded = json.loads((scratch / "judge-prompts-1-cold.json").read_text())
     started = time.perf_counter()
-    llm = Llama(model_path=str(gguf), n_ctx=context, n_threads=os.cpu_count(), verbose=False)
+    llm = Llama(model_path=str(gguf), n_ctx=context, n_threads=cpu_threads(), verbose=False)
     for text, _ in recorded["two_way"]:
         llm.reset()
         llm.eval(llm.tokenize(text.encode(), add_bos=False, special=True))
