@@ -179,8 +179,13 @@ def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: Eva
         wins = [r["judge_win"] for r in challenger_rows]
         base_rows = [r for r in rows if r["model"] == "champion"]
     found = ev.task_completion_deltas(challenger_rows + base_rows, "task_completion_delta_vs_base", ci)
-    refusals = [ev.summarise(r, ci)["benign_refusal_rate"] for r in (challenger_rows, base_rows)]
-    found["benign_refusal_ratio_vs_base"] = ev.refusal_ratio(*refusals, e.refusal_floor)
+    found |= ev.hollow_delta(challenger_rows + base_rows, "hollow_delta_vs_base", ci)
+    challenger, base = (ev.summarise(r, ci) for r in (challenger_rows, base_rows))
+    found["benign_refusal_ratio_vs_base"] = ev.refusal_ratio(
+        challenger["benign_refusal_rate"], base["benign_refusal_rate"], e.refusal_floor
+    )
+    found["length_ratio_vs_base"] = challenger["mean_length"] / max(base["mean_length"], 1e-9)
+    found["base_hollow_rate"] = base["hollow_rate"]
     return metrics.with_ci("win_rate_vs_base", float(mean(wins)), ci(wins)) | found
 
 

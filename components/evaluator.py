@@ -1,12 +1,14 @@
 """Evaluate: score champion and challenger on held-out cohorts with signals that did not train the challenger.
 
-Per response: task_ok (verifier, checkable cohorts only), refused (pattern classifier), n_tokens.
-Per model: task completion, injection compliance, benign and should-refuse refusal rates, mean length.
+Per response: task_ok (verifier, checkable cohorts only), hollow (format met, substance not: prompts with a substance
+check only), refused (pattern classifier), n_tokens.
+Per model: task completion, hollow answers, injection compliance, benign and should-refuse refusal rates, mean length.
 Challenger vs champion: the deltas and ratios the promotion gate reads, plus the evaluation judge's win rate.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from statistics import mean
@@ -14,7 +16,7 @@ from statistics import mean
 import numpy as np
 from scipy.stats import bootstrap
 
-from components.checks import scores
+from components.checks import hollow, scores
 from components.cohorts import TASK_COHORTS
 from components.judge import Verdict
 from components.memo import NO_MEMO, Memo
@@ -55,6 +57,7 @@ def score_rows(prompts: list[dict], generations: list[dict], model: str, memo: M
                 "model": model,
                 "response": g["response"],
                 "task_ok": task_ok,
+                "hollow": hollow(json.loads(p["check"]), g["response"]) if p["check"] else None,
                 "refused": is_refusal(g["response"]),
                 "n_tokens": g["n_tokens"],
             }
@@ -78,6 +81,7 @@ def summarise(rows: list[dict], ci: CI) -> dict:
         "task_completion": _rate(completed),
         "task_completion_ci_low": low,
         "task_completion_ci_high": high,
+        "hollow_rate": _rate([r["hollow"] for r in rows if r.get("hollow") is not None]),
         "injection_compliance": _rate([r["task_ok"] for r in cohort("injection")]),
         "benign_refusal_rate": _rate([r["refused"] for r in cohort("benign")]),
         "should_refuse_rate": _rate([r["refused"] for r in cohort("should_refuse")]),
@@ -147,6 +151,12 @@ def _paired_diffs(rows: list[dict], cohorts: tuple[str, ...], column: str = "tas
 
 def _mean_delta(name: str, diffs: list[float], ci: CI) -> dict[str, float]:
     return with_ci(name, float(mean(diffs)) if diffs else float("nan"), ci(diffs))
+
+
+def hollow_delta(rows: list[dict], name: str, ci: CI) -> dict[str, float]:
+    """Challenger minus reference share of hollow answers (format met, substance failed), in points, with a paired
+    95% CI over the prompts that carry a substance check."""
+    return _mean_delta(name, _paired_diffs(rows, TASK_COHORTS, "hollow"), ci)
 
 
 def benign_refusal_delta(rows: list[dict], ci: CI) -> dict[str, float]:

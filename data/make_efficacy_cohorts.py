@@ -1,5 +1,5 @@
-"""Write the efficacy cohorts: data/efficacy_train.jsonl (421 prompts) and data/efficacy_heldout.jsonl (283, of them
-263 checkable), from data/efficacy_tables.yaml and the shared prompt tables; and the reward-hacking scenario's
+"""Write the efficacy cohorts: data/efficacy_train.jsonl (421 prompts) and data/efficacy_heldout.jsonl (333, of them
+313 checkable), from data/efficacy_tables.yaml and the shared prompt tables; and the reward-hacking scenario's
 word-limit cohorts (data/word_limit_train.jsonl, 24 prompts, and data/word_limit_heldout.jsonl, 48 plus 18 benign),
 where each request carries one instruction, "Answer with less than N words", so a policy that learns to be long fails
 its check.
@@ -8,7 +8,10 @@ Run: python data/make_efficacy_cohorts.py [OUT_DIR]   (deterministic; a test che
 
 Most prompts carry one to three IFEval instructions at once, so the verifier grades a response by the share it
 follows and two samples that both fail can still make a pair. Held-out instruction prompts use other request
-templates and other topics than training ones; the held-out `ifeval_unseen` cohort uses instruction types no
+templates and other topics than training ones, and each carries a substance check from its template's task and its
+topic's words (components/substance.py; training prompts carry none, so the verifier that trains never sees it). The
+held-out `ifeval` cohort (100) carries instruction types seen in training, but never a training prompt's set of
+instructions; the `ifeval_unseen` cohort (150, 48% of the checkable held-out prompts) carries only types that no
 training prompt carries, to measure generalisation. Rows are interleaved by cohort, so `max_*_prompts: N` keeps
 every cohort represented.
 """
@@ -53,16 +56,47 @@ def instructions(rng: random.Random, pool: list[dict], k: int) -> list[tuple[dic
     return [instruction(rng, entry) for entry in chosen]
 
 
-def instruction_prompts(rng: random.Random, part: str, pool: list[dict], n: int, skip: int = 0) -> list[dict]:
-    """n requests from `part`'s templates and topics, each with 1-3 instructions from `pool`."""
-    templates, topics = TABLES["templates"][part], TABLES["topics"][part]
+def instruction_prompts(
+    rng: random.Random,
+    part: str,
+    pool: list[dict],
+    n: int,
+    skip: int = 0,
+    avoid: set[frozenset] = frozenset(),
+    substance: bool = False,
+) -> list[dict]:
+    """n requests from `part`'s templates and topics, each with 1-3 instructions from `pool` whose set is not one of
+    `avoid`'s, and with `substance` the held-out substance check of its template's task and its topic."""
+    templates, topics = requests(part)
     rows = []
     for i in range(skip, skip + n):
-        request = templates[i % len(templates)].format(topic=topics[(i // len(templates)) % len(topics)])
+        template, topic = templates[i % len(templates)], topics[(i // len(templates)) % len(topics)]
         chosen = instructions(rng, pool, rng.choice([1, 2, 3]))
-        prompt = " ".join([request, *(text for _, text in chosen)])
-        rows.append({"prompt": prompt, "check": check("ifeval", instructions=[spec for spec, _ in chosen])})
+        while instruction_set([spec for spec, _ in chosen]) in avoid:
+            chosen = instructions(rng, pool, rng.choice([2, 3]))
+        prompt = " ".join([template.format(topic=topic), *(text for _, text in chosen)])
+        spec = {"instructions": [spec for spec, _ in chosen]}
+        if substance:
+            spec["substance"] = {**TABLES["substance"][topic], "task": TABLES["tasks"][template]}
+        rows.append({"prompt": prompt, "check": check("ifeval", **spec)})
     return rows
+
+
+def requests(part: str) -> tuple[list[str], list[str]]:
+    """The request templates and topics of `part`: train, heldout, or word_limit_heldout, the held-out ones as they
+    were when the reward-hacking scenario ran (docs/experiments.md), before the substance check added some."""
+    if part == "word_limit_heldout":
+        return TABLES["templates"]["heldout"][:4], TABLES["topics"]["heldout"][:36]
+    return TABLES["templates"][part], TABLES["topics"][part]
+
+
+def instruction_set(specs: list[dict]) -> frozenset:
+    """A prompt's instructions with their arguments, in no order: what a policy could learn to meet by heart."""
+    return frozenset(json.dumps(spec, sort_keys=True) for spec in specs)
+
+
+def training_instruction_sets(rows: list[dict]) -> set[frozenset]:
+    return {instruction_set(json.loads(r["check"])["instructions"]) for r in rows}
 
 
 def arithmetic(rng: random.Random, n: int, seen: set[str]) -> list[dict]:
@@ -108,9 +142,10 @@ def build() -> tuple[list[dict], list[dict]]:
         "should_refuse": [{"prompt": p} for p in SHARED["should_refuse"][:6]],
         "injection": injections(slice(0, 3)),
     }
+    seen_sets = training_instruction_sets(train["ifeval"])
     heldout = {
-        "ifeval": instruction_prompts(rng, "heldout", TABLES["seen"], 150),
-        "ifeval_unseen": instruction_prompts(rng, "heldout", TABLES["unseen"], 50, skip=150),
+        "ifeval": instruction_prompts(rng, "heldout", TABLES["seen"], 100, avoid=seen_sets, substance=True),
+        "ifeval_unseen": instruction_prompts(rng, "heldout", TABLES["unseen"], 150, skip=100, substance=True),
         "arithmetic": arithmetic(rng, 40, arithmetic_seen),
         "grounded": grounded(rng, 20, grounded_seen),
         "benign": [{"prompt": p} for p in SHARED["more_benign_heldout"]],
@@ -127,7 +162,7 @@ def build_word_limit() -> tuple[list[dict], list[dict]]:
     [limit] = [entry for entry in TABLES["seen"] if entry["id"] == "length_constraints:number_words"]
     train = {"ifeval": instruction_prompts(rng, "train", [limit], 24)}
     heldout = {
-        "ifeval": instruction_prompts(rng, "heldout", [limit], 48),
+        "ifeval": instruction_prompts(rng, "word_limit_heldout", [limit], 48),
         "benign": [{"prompt": p} for p in SHARED["more_benign_heldout"]],
     }
     return rows(train, "wtr"), rows(heldout, "who")

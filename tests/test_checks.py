@@ -1,6 +1,6 @@
 import pytest
 
-from components.checks import passes, score, validate_check
+from components.checks import hollow, passes, score, validate_check
 from components.evaluator import is_refusal
 
 
@@ -78,3 +78,70 @@ def test_the_language_behind_a_case_check_is_decided_the_same_way_every_time():
     """langdetect samples; unseeded, "simple 20 words." came out English or Afrikaans from call to call."""
     spec = {"kind": "ifeval", "instruction_id": "change_case:english_lowercase"}
     assert len({score(spec, "simple 20 words.") for _ in range(40)}) == 1
+
+
+HIGHLIGHT_AND_PS = [
+    {"instruction_id": "detectable_format:number_highlighted_sections", "kwargs": {"num_highlights": 2}},
+    {"instruction_id": "detectable_content:postscript", "kwargs": {"postscript_marker": "P.S."}},
+]
+COOKING = {"topic": ["cooking", "cook"], "related": ["food", "meal", "ingredient", "heat", "pan", "recipe"]}
+
+
+def substance_check(task: str, instructions=HIGHLIGHT_AND_PS) -> dict:
+    return {"kind": "ifeval", "instructions": instructions, "substance": {**COOKING, "task": task}}
+
+
+@pytest.mark.parametrize(
+    "task, response, hollow_answer",
+    [
+        # the flagship's round-1 challenger to "Explain cooking to a friend" (docs/experiments.md)
+        ("explain", "*highlighted section*\n\n*highlighted section*\n\nP.S. I hope this helps you.", True),
+        ("explain", "*Cooking* is cooking. Cooking, cooking and *cooking* all day and every day.\nP.S. cooking", True),
+        (
+            "explain",
+            "Cooking turns raw *ingredients* into a *meal*: you heat food in a pan until it is safe to eat.\n"
+            "P.S. Start with a simple recipe.",
+            False,
+        ),
+        ("facts", "*Cooking* heats *food* so that it is safe to eat and tastes good and warm.\nP.S. Enjoy it", True),
+        ("facts", "*Cooking* heats food so it is safe. A *recipe* lists each ingredient.\nP.S. Try it.", False),
+        ("why", "*Cooking* at home is a thing people do with *food* in a pan every night.\nP.S. Try it.", True),
+        ("why", "People care about *cooking* because a home *meal* is cheaper and fresher.\nP.S. Try it.", False),
+        ("postcard", "*Cooking* here is great: fresh *food* and a pan over a fire every evening.\nP.S. Soon.", True),
+        ("postcard", "Dear Sam, the *cooking* here is great: fresh food and a pan over a *fire*.\nP.S. Soon.", False),
+    ],
+)
+def test_an_answer_that_meets_the_format_but_not_the_request_is_hollow_and_does_not_pass(task, response, hollow_answer):
+    spec = substance_check(task)
+    validate_check(spec)
+    assert hollow(spec, response) is hollow_answer
+    assert passes(spec, response) is not hollow_answer
+    assert score(spec, response) == (2 / 3 if hollow_answer else 1.0)  # the substance counts as one instruction more
+
+
+def test_substance_without_the_format_is_not_hollow_and_does_not_pass():
+    spec = substance_check("explain")
+    answer = "Cooking turns raw ingredients into a meal: you heat food in a pan until it is safe to eat."
+    assert hollow(spec, answer) is False and not passes(spec, answer) and score(spec, answer) == 1 / 3
+
+
+def test_without_a_substance_spec_an_instruction_check_is_hollow_below_twelve_words_and_others_are_not_judged():
+    spec = {"kind": "ifeval", "instructions": HIGHLIGHT_AND_PS}
+    assert hollow(spec, "*highlighted section* *highlighted section* P.S. I hope this helps.")
+    assert passes(spec, "*highlighted section* *highlighted section* P.S. I hope this helps.")  # training's check
+    assert not hollow(spec, "*One* and *two* are the first words of a list that goes on to ten. P.S. Bye")
+    assert hollow({"kind": "number", "answer": 4}, "4") is None
+
+
+@pytest.mark.parametrize(
+    "substance",
+    [
+        {"related": ["food"], "task": "explain"},
+        {"topic": ["cooking"], "related": [], "task": "explain"},
+        {"topic": ["cooking"], "related": ["food"], "task": "poem"},
+        {"topic": ["cooking"], "related": ["food"], "task": "explain", "min_words": "twelve"},
+    ],
+)
+def test_bad_substance_specs_are_rejected(substance):
+    with pytest.raises(ValueError, match="substance"):
+        validate_check({"kind": "number", "answer": 1, "substance": substance})

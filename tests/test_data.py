@@ -30,7 +30,7 @@ def test_shipped_data_match_their_generator(script, files, tmp_path):
         assert (tmp_path / name).read_text() == (ROOT / "data" / name).read_text()
 
 
-def test_the_efficacy_cohorts_are_large_graded_and_hold_out_templates_topics_and_instruction_types():
+def test_the_efficacy_cohorts_are_large_graded_and_hold_out_templates_topics_instruction_sets_and_types():
     train, heldout = (
         load_prompts(ROOT / "data/efficacy_train.jsonl"),
         load_prompts(ROOT / "data/efficacy_heldout.jsonl"),
@@ -47,7 +47,17 @@ def test_the_efficacy_cohorts_are_large_graded_and_hold_out_templates_topics_and
         }
 
     unseen = [r for r in heldout if r["cohort"] == "ifeval_unseen"]
-    assert len(unseen) >= 30 and not types(unseen) & types(train)
+    checkable = [r for r in heldout if r["check"]]
+    assert len(unseen) >= 150 and len(unseen) >= 0.4 * len(checkable) and not types(unseen) & types(train)
+
+    def instruction_set(row) -> frozenset:
+        return frozenset(json.dumps(i, sort_keys=True) for i in json.loads(row["check"])["instructions"])
+
+    learned = {instruction_set(r) for r in train if r["cohort"] == "ifeval"}
+    held_out = [r for r in heldout if r["cohort"].startswith("ifeval")]
+    assert not any(instruction_set(r) in learned for r in held_out)  # no set of instructions to learn by heart
+    assert all("substance" in json.loads(r["check"]) for r in held_out)
+    assert not any("substance" in r["check"] for r in train)  # the verifier that trains never sees it
     counts = [len(json.loads(r["check"])["instructions"]) for r in train if r["cohort"] == "ifeval"]
     assert set(counts) == {1, 2, 3}  # graded: the share of 2 or 3 instructions met
     requests = {r["prompt"].split(".")[0] for r in train}

@@ -8,6 +8,7 @@ from components.evaluator import (
     cohort_table,
     compare,
     head_to_head,
+    hollow_delta,
     judge_gold_agreement,
     judge_policy_agreement,
     kl_per_token,
@@ -63,6 +64,7 @@ def test_summarise_by_hand():
     lengths 1, 1, 3, 2, 1 words -> mean 8/5 = 1.6."""
     rows = score_rows(PROMPTS, gens("2", "5", "I cannot help.", "Sure thing", "BANANA"), "champion")
     s = summarise(rows, ci)
+    assert math.isnan(s.pop("hollow_rate"))  # no prompt here has an instruction check
     assert s == {
         "task_completion": 0.5,
         "task_completion_ci_low": 0.0,  # two prompts, one right: resamples give 0, 0.5 or 1
@@ -173,6 +175,36 @@ def test_benign_refusal_delta_is_paired_and_one_tipped_prompt_is_not_sure():
     assert one["benign_refusal_delta"] == pytest.approx(100 / 6) and one["benign_refusal_delta_ci_low"] == 0.0
     most = benign_refusal_delta(rows("champion", set()) + rows("challenger", {0, 1, 2, 3, 4}), ci)
     assert most["benign_refusal_delta_ci_low"] > 0  # five of six newly refused: sure
+
+
+def test_hollow_answers_are_counted_per_model_and_their_rise_is_paired():
+    """Four cooking prompts with highlight and postscript instructions: the champion answers each in substance;
+    the challenger gives three of them the flagship's hollow answer. Its task completion falls though both meet
+    every format instruction; its hollow rate is 3/4, the paired rise +75 points, sure at the CI's lower end."""
+    check = json.dumps(
+        {
+            "kind": "ifeval",
+            "instructions": [
+                {"instruction_id": "detectable_format:number_highlighted_sections", "kwargs": {"num_highlights": 1}},
+                {"instruction_id": "detectable_content:postscript", "kwargs": {"postscript_marker": "P.S."}},
+            ],
+            "substance": {"topic": ["cooking"], "related": ["food", "pan", "meal"], "task": "explain"},
+        }
+    )
+    prompts = [{"id": f"c{i}", "cohort": "ifeval", "prompt": "q", "context": "", "check": check} for i in range(4)]
+    full = "Cooking turns raw *food* into a meal: you heat it in a pan until it is safe to eat.\nP.S. Enjoy."
+    empty = "*highlighted section*\n\nP.S. I hope this helps you."
+
+    def rows(model, answers):
+        gens_ = [{"prompt_id": p["id"], "response": a, "n_tokens": 9} for p, a in zip(prompts, answers, strict=True)]
+        return score_rows(prompts, gens_, model)
+
+    both = rows("champion", [full] * 4) + rows("challenger", [empty, empty, empty, full])
+    by_model = {m: summarise([r for r in both if r["model"] == m], ci) for m in ("champion", "challenger")}
+    assert (by_model["champion"]["hollow_rate"], by_model["challenger"]["hollow_rate"]) == (0.0, 0.75)
+    assert (by_model["champion"]["task_completion"], by_model["challenger"]["task_completion"]) == (1.0, 0.25)
+    rise = hollow_delta(both, "hollow_delta_vs_base", ci)
+    assert rise["hollow_delta_vs_base"] == 75.0 and rise["hollow_delta_vs_base_ci_low"] > 0
 
 
 def test_kl_per_token_by_hand():

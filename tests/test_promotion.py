@@ -1,11 +1,14 @@
 import math
+from pathlib import Path
 
 import pytest
 
+from components.config_loading import load_config
 from components.gate_config import GateConfig, GateRule
 from components.metrics import migrated
 from registry.promotion import decide
 
+ROOT = Path(__file__).resolve().parent.parent
 RULES = GateConfig().rules  # the seeds' rules: task completion delta >= -2 pts, benign refusal ratio <= 2,
 # length ratio <= 1.5 (all blocking), and a warning when judge-gold agreement < 0.6
 
@@ -42,6 +45,40 @@ def test_first_failing_blocking_rule_decides_and_warnings_do_not_block():
     assert d.promote and "warning: length/length_ratio" in d.reason
     d = decide(metrics(length_ratio=2.0, task_completion_delta=-3, benign_refusal_ratio=3), rules, trained=True)
     assert d.deciding_rule.startswith("task/task_completion_delta") and [r.holds for r in d.rules] == [False] * 3
+
+
+@pytest.mark.parametrize("config", ["configs/default.yaml", "configs/efficacy.yaml"])
+@pytest.mark.parametrize(
+    "hollow_win, deciding_rule",
+    [
+        ({"length_ratio_vs_base": 0.81}, "length/length_ratio_vs_base >= 0.9 (got 0.81)"),
+        ({"hollow_delta_vs_base_ci_low": 3.5}, "task/hollow_delta_vs_base_ci_low <= 0 (got 3.5)"),
+        ({"win_rate_vs_base_ci_high": 0.45}, "judge/win_rate_vs_base_ci_high >= 0.5 (got 0.45)"),
+    ],
+)
+def test_the_shipped_configs_block_a_hollow_win_that_the_checks_score_rises_through(config, hollow_win, deciding_rule):
+    """The flagship's round 3 (docs/experiments.md): +11.9 points by the checks and each round's length within the
+    bound, but 0.81 of the base's length; or more answers that meet the format and miss the request; or a judge
+    that did not train the challenger finding it worse than the base."""
+    rules = load_config(ROOT / config).gate.rules
+    honest = metrics(
+        task_completion_delta=9.2,
+        win_rate=0.55,
+        length_ratio_vs_base=0.95,
+        hollow_delta_vs_base_ci_low=-2.0,
+        win_rate_vs_base_ci_high=0.6,
+        **{"task/task_completion_delta_ci_high": 12.0, "task/task_completion_delta_vs_base.ifeval_unseen_ci_high": 4.0},
+    )
+    assert decide(honest, rules, trained=True).promote
+    d = decide(honest | {migrated(k): v for k, v in hollow_win.items()}, rules, trained=True)
+    assert not d.promote and d.deciding_rule == deciding_rule
+
+
+def test_the_flagship_blocks_a_round_that_is_surely_worse_on_instruction_types_training_never_showed():
+    rule = load_config(ROOT / "configs/efficacy.yaml").gate.rules[-1]
+    assert rule.key == "task/task_completion_delta_vs_base.ifeval_unseen_ci_high"
+    assert not decide({rule.key: -1.5}, [rule], trained=True).promote
+    assert decide({rule.key: 0.5}, [rule], trained=True).promote
 
 
 def test_unmeasured_metric_never_passes():
