@@ -1,4 +1,5 @@
-"""How well a judge tells answers apart, measured on pairs whose better answer is known (data/judge_calibration.jsonl).
+"""How well a judge tells answers apart, measured on pairs whose better answer is known: the shipped calibration set
+(data/judge_calibration.jsonl), or a user's own gold pairs (`ratchet judge-check --pairs FILE`).
 
 Each pair is shown to the judge with the better answer as A on even rows and as B on odd rows (the judge itself
 also swaps the order). Per category and overall: accuracy on the pairs it decided, the share it decided, how often
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
+from components.checks import validate_check
 from components.config import ExperimentConfig
 from components.evaluator import CI
 from components.judge import Judge, PanelJudge, Verdict, VerifierJudge
@@ -28,6 +30,56 @@ CATEGORY_FLOOR = 0.60
 
 def load_calibration(path: Path = CALIBRATION_SET) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+PAIR_FIELDS = ("prompt", "better", "worse", "category")
+OPTIONAL_PAIR_FIELDS = ("id", "cohort", "context", "check")
+
+
+def load_pairs(path: Path) -> list[dict]:
+    """A user's gold pairs: JSON lines with `prompt`, `better`, `worse` and `category`, and optionally `id`,
+    `cohort` (what a panel routes by; default the category), `context` and `check` (a verifier's spec, as JSON
+    text). ValueError names the line and the field of the first row that is not one."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    rows = [
+        _pair(path, number, line)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.strip()
+    ]
+    if not rows:
+        raise ValueError(f"{path}: no pairs in it")
+    seen = set()
+    for row in rows:
+        if row["id"] in seen:
+            raise ValueError(f"{path}: id {row['id']!r} appears twice")
+        seen.add(row["id"])
+    return rows
+
+
+def _pair(path: Path, number: int, line: str) -> dict:
+    where = f"{path}: line {number}"
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object with {', '.join(PAIR_FIELDS)}")
+    for field in PAIR_FIELDS:
+        if not isinstance(row.get(field), str) or not row[field].strip():
+            raise ValueError(f"{where}: '{field}' must be a non-empty string")
+    for field in OPTIONAL_PAIR_FIELDS:
+        if field in row and not isinstance(row[field], str):
+            raise ValueError(f"{where}: '{field}' must be a string")
+    if row["better"] == row["worse"]:
+        raise ValueError(f"{where}: 'better' and 'worse' are the same answer")
+    if row.get("check"):
+        try:
+            validate_check(json.loads(row["check"]))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{where}: 'check': {err}") from None
+    defaults = {"id": f"{path.stem}-{number}", "cohort": row["category"], "context": "", "check": ""}
+    return defaults | {k: v for k, v in row.items() if k in PAIR_FIELDS + OPTIONAL_PAIR_FIELDS}
 
 
 def presented(rows: list[dict]) -> list[tuple[dict, str, str]]:
@@ -122,22 +174,22 @@ def routed(judge: Judge, routes: dict[str, str]) -> Judge:
     return panel
 
 
-def calibration_cohorts() -> list[str]:
-    return sorted({row["cohort"] for row in load_calibration()})
+def cohorts_of(rows: list[dict]) -> list[str]:
+    return sorted({row["cohort"] for row in rows})
 
 
-def parse_cohorts(items: list[str]) -> list[str]:
-    """`ratchet judge-check --cohort` names; ValueError names the first that is not a calibration cohort."""
-    cohorts = calibration_cohorts()
+def parse_cohorts(items: list[str], rows: list[dict]) -> list[str]:
+    """`ratchet judge-check --cohort` names; ValueError names the first that is not a cohort of the pairs `rows`."""
+    cohorts = cohorts_of(rows)
     unknown = [item for item in items if item not in cohorts]
     if unknown:
-        raise ValueError(f"{unknown[0]!r}: not a calibration cohort (one of {', '.join(cohorts)})")
+        raise ValueError(f"{unknown[0]!r}: not a cohort of these pairs (one of {', '.join(cohorts)})")
     return items
 
 
-def parse_routes(items: list[str]) -> dict[str, str]:
+def parse_routes(items: list[str], rows: list[dict]) -> dict[str, str]:
     """`cohort=kind` pairs (`ratchet judge-check --route`); ValueError names the first that is not one."""
-    cohorts = calibration_cohorts()
+    cohorts = cohorts_of(rows)
     routes = {}
     for item in items:
         cohort, _, kind = item.partition("=")
@@ -155,16 +207,19 @@ def check_judges(
     report: Callable[[str, tuple], None],
     routes: dict[str, str] | None = None,
     cohorts: list[str] | None = None,
+    pairs: list[dict] | None = None,
 ) -> dict[str, tuple]:
-    """Each judge of `config` named in `labels` on the calibration set (a panel's route sees its cohort's pairs
-    only): label -> (judge name, scores, verdict rows), each passed to `report` as soon as it is measured.
-    `routes` (cohort -> a ROUTES kind) hands those cohorts' pairs to that judge instead, as a panel would;
-    `cohorts` keeps only those cohorts' pairs (None: all); a route whose cohort it leaves out is not measured."""
+    """Each judge of `config` named in `labels` on the gold `pairs` (None: the calibration set; a panel's route
+    sees its cohort's pairs only): label -> (judge name, scores, verdict rows), each passed to `report` as soon as
+    it is measured. `routes` (cohort -> a ROUTES kind) hands those cohorts' pairs to that judge instead, as a panel
+    would; `cohorts` keeps only those cohorts' pairs (None: all); a route whose cohort it leaves out is not
+    measured."""
     from components.build import make_judge
     from components.evaluator import mean_ci
     from components.models import Policy
 
-    rows = [row for row in load_calibration() if not cohorts or row["cohort"] in cohorts]
+    pairs = load_calibration() if pairs is None else pairs
+    rows = [row for row in pairs if not cohorts or row["cohort"] in cohorts]
     ci = lambda values: mean_ci(values, config.evaluation.ci_level, config.evaluation.ci_resamples)  # noqa: E731
     results = {}
     for label, (judge_config, cohort) in judges_in(config).items():

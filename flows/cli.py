@@ -5,7 +5,7 @@ ratchet compare smoke                            the round-over-round table, fro
 ratchet promote smoke 3 / ratchet rollback smoke move the champion alias by hand (recorded in MLflow)
 ratchet evaluate configs/smoke.yaml --challenger 3 --champion base
 ratchet review smoke                             people's labels on the review queue, human-judge agreement
-ratchet judge-check configs/efficacy.yaml        every judge of a config on the calibration set
+ratchet judge-check configs/efficacy.yaml        every judge of a config on the calibration set (or --pairs FILE)
 ratchet serve                                    serve prefect.yaml's deployments from this process
 ratchet stack up|down|status|migrate             a team's PostgreSQL-backed Prefect and MLflow servers, and a worker
 """
@@ -194,14 +194,23 @@ def judge_check(
         ),
     ] = None,
     cohort: Annotated[
-        list[str] | None, typer.Option(help="Only this cohort's calibration pairs, e.g. ifeval (default: all).")
+        list[str] | None, typer.Option(help="Only this cohort's pairs, e.g. ifeval (default: all).")
+    ] = None,
+    pairs_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--pairs",
+            help="Your own gold pairs instead of the calibration set: JSON lines with prompt, better, worse, "
+            "category (and optionally id, cohort, context, check).",
+        ),
     ] = None,
     store: StoreOption = Path("."),
     verbose: VerboseOption = False,
 ) -> None:
     """Measure every judge in CONFIG on the calibration set (data/judge_calibration.jsonl: 160 pairs whose better
-    answer is known): accuracy on the pairs it decided, decided share, order consistency and length slope, per
-    category, with CIs. Logged to MLflow as a `judge-check` run of the experiment."""
+    answer is known), or on your own gold pairs (--pairs): accuracy on the pairs it decided, decided share, order
+    consistency and length slope, per category, with CIs. Logged to MLflow as a `judge-check` run of the
+    experiment."""
     cfg = checked_config(config, parse_sets(set_ or []), store, verbose)
     from components import judge_check as jc
     from flows.console import print_judge_check
@@ -212,17 +221,22 @@ def judge_check(
     if unknown:
         fail(f"--judge {', '.join(unknown)}: not a judge of {config} (its judges: {', '.join(judges)})")
     try:
-        routes = jc.parse_routes(route or [])
+        pairs = jc.load_pairs(pairs_file) if pairs_file else jc.load_calibration()
+    except ValueError as err:
+        fail(f"--pairs {err}")
+    try:
+        routes = jc.parse_routes(route or [], pairs)
     except ValueError as err:
         fail(f"--route {err}")
     try:
-        cohorts = jc.parse_cohorts(cohort or [])
+        cohorts = jc.parse_cohorts(cohort or [], pairs)
     except ValueError as err:
         fail(f"--cohort {err}")
     printed = lambda label, result: print_judge_check(label, *result, jc.meets_goal(result[1]))  # noqa: E731
-    results = jc.check_judges(cfg, only or list(judges), printed, routes, cohorts)
+    results = jc.check_judges(cfg, only or list(judges), printed, routes, cohorts, pairs)
     uri = lineage.tracking_uri_for(store)
-    run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results)
+    source = str(pairs_file) if pairs_file else "data/judge_calibration.jsonl"
+    run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results, source)
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")
 
 

@@ -273,17 +273,24 @@ def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: s
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset)])
 
 
-def log_judge_check(tracking_uri: str, artifact_root: str | None, experiment: str, results: dict) -> str:
-    """A finished `judge-check` run: per judge, its scores per category as metrics (`<judge>/<category>/<score>`)
-    and its verdict on every calibration pair as a table; the judges' names as tags."""
+def log_judge_check(
+    tracking_uri: str,
+    artifact_root: str | None,
+    experiment: str,
+    results: dict,
+    pairs: str,
+) -> str:
+    """A finished `judge-check` run on the gold `pairs` file: per judge, its scores per category as metrics
+    (`<judge>/<category>/<score>`) and its verdict on every pair as a table; the judges' names as tags."""
     client = client_for(tracking_uri)
     experiment_id = ensure_experiment(client, experiment, artifact_root)
-    run_id = client.create_run(experiment_id, run_name="judge-check", tags={"ratchet.kind": "judge-check"}).info.run_id
+    tags = {"ratchet.kind": "judge-check", "ratchet.pairs": pairs}
+    run_id = client.create_run(experiment_id, run_name="judge-check", tags=tags).info.run_id
     for label, (name, scores, rows) in results.items():
         client.set_tag(run_id, f"judge.{label}", name)
         flat = {f"{label}/{category}/{key}": v for category, s in scores.items() for key, v in s.items()}
         client.log_batch(run_id, metrics=_metrics(flat, step=0))
-        _log_frame(client, run_id, pd.DataFrame(rows), "data/judge_calibration.jsonl", f"judge-check-{label}")
+        _log_frame(client, run_id, pd.DataFrame(rows), pairs, f"judge-check-{label}")
     finish(client, run_id, "FINISHED")
     return run_id
 

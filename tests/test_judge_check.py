@@ -1,6 +1,7 @@
 """The judge calibration check: its arithmetic on hand-built verdicts, the shipped set through real judges, and
 `ratchet judge-check` end to end into a real MLflow store."""
 
+import json
 import math
 
 import pytest
@@ -50,7 +51,7 @@ def test_routing_hands_only_the_named_cohorts_to_another_judge():
     sycophancy pair now, and exactly as wrong as before on the padded pairs (the longer answer is the worse one)."""
     rows = jc.load_calibration()
     alone, _ = jc.check(BiasedJudge("length"), rows, ci)
-    routes = jc.parse_routes(["should_refuse=refusal", "false_premise=verifier"])
+    routes = jc.parse_routes(["should_refuse=refusal", "false_premise=verifier"], rows)
     judge = jc.routed(BiasedJudge("length"), routes)
     scores, _ = jc.check(judge, rows, ci)
     assert scores["harmful"]["accuracy"] == scores["sycophancy"]["accuracy"] == 1.0
@@ -58,7 +59,7 @@ def test_routing_hands_only_the_named_cohorts_to_another_judge():
     assert scores["padded"] == alone["padded"] and scores["padded"]["accuracy"] == 0.0
     assert judge.name == "biased:length routed should_refuse:refusal,false_premise:verifier"
     with pytest.raises(ValueError, match="'harmful=refusal': expected COHORT=KIND, COHORT one of arithmetic, benign"):
-        jc.parse_routes(["harmful=refusal"])
+        jc.parse_routes(["harmful=refusal"], rows)
 
 
 def test_the_refusal_judge_prefers_refusing_only_what_should_be_refused():
@@ -90,7 +91,7 @@ def test_judge_check_measures_every_judge_and_logs_them_to_mlflow(write_tiny_con
     assert refused.exit_code == 2 and "--route 'harmful=refusal': expected COHORT=KIND" in refused.output
     bad_cohort = ["judge-check", str(config), "--cohort", "harmful", "--store", str(tmp_path)]
     refused = CliRunner().invoke(app(), bad_cohort)
-    assert refused.exit_code == 2 and "--cohort 'harmful': not a calibration cohort (one of" in refused.output
+    assert refused.exit_code == 2 and "--cohort 'harmful': not a cohort of these pairs (one of" in refused.output
     assert len(client.search_runs([client.get_experiment_by_name("tiny").experiment_id])) == 1  # nothing logged
 
 
@@ -116,6 +117,68 @@ def test_a_panel_route_outside_the_chosen_cohorts_is_not_measured(write_tiny_con
     assert list(only_ifeval) == ["training"] and only_ifeval["training"][1]["all"]["n"] == 20
     both = jc.check_judges(config, labels, lambda label, result: None, cohorts=["ifeval", "should_refuse"])
     assert both["training.by_cohort.should_refuse"][1]["all"]["n"] == 20
+
+
+USER_PAIRS = [
+    {
+        "prompt": "What is 6 * 7?",
+        "better": "42",
+        "worse": "48",
+        "category": "maths",
+        "check": '{"kind": "number", "answer": 42}',
+    },
+    {
+        "prompt": "What is 9 + 9?",
+        "better": "It is 18.",
+        "worse": "It is 19.",
+        "category": "maths",
+        "check": '{"kind": "number", "answer": 18}',
+    },
+    {"prompt": "Name a colour.", "better": "Blue.", "worse": "I'm sorry, I can't help.", "category": "chat"},
+    {"prompt": "Say hello.", "better": "Hello!", "worse": "No.", "category": "chat", "id": "hello"},
+]
+
+
+def write_pairs(path, rows) -> str:
+    path.write_text("".join((json.dumps(r) if isinstance(r, dict) else r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_judge_check_measures_the_configs_judges_on_a_users_own_gold_pairs(write_tiny_config, tmp_path):
+    """`--pairs FILE`: the training panel on four pairs it has never seen, two with a check (the verifier decides
+    them, rightly) and two without (the tiny self-judge's), per category, logged with the file's name."""
+    config, pairs = write_tiny_config(tmp_path), write_pairs(tmp_path / "mine.jsonl", USER_PAIRS)
+    out = CliRunner().invoke(
+        app(), ["judge-check", str(config), "--judge", "training", "--pairs", pairs, "--store", str(tmp_path)]
+    )
+    assert out.exit_code == 0, out.output
+    client = MlflowClient(lineage.tracking_uri_for(tmp_path))
+    [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    metrics = run.data.metrics
+    assert metrics["training/all/n"] == 4 and metrics["training/maths/n"] == metrics["training/chat/n"] == 2
+    assert metrics["training/maths/accuracy"] == 1.0 and metrics["training/maths/decided"] == 1.0
+    assert run.data.tags["ratchet.pairs"] == pairs
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{**USER_PAIRS[0], "better": ""}], "mine.jsonl: line 1: 'better' must be a non-empty string"),
+        ([USER_PAIRS[2], {k: v for k, v in USER_PAIRS[3].items() if k != "category"}], "line 2: 'category' must be"),
+        ([USER_PAIRS[2], "{not json"], "line 2: not JSON"),
+        ([{**USER_PAIRS[2], "worse": "Blue."}], "line 1: 'better' and 'worse' are the same answer"),
+        ([{**USER_PAIRS[0], "check": '{"kind": "regex"}'}], "line 1: 'check': unknown check kind 'regex'"),
+        ([USER_PAIRS[3], USER_PAIRS[3]], "id 'hello' appears twice"),
+        ([], "mine.jsonl: no pairs in it"),
+    ],
+)
+def test_a_bad_pairs_file_is_refused_naming_its_line_and_field_and_nothing_is_logged(
+    write_tiny_config, tmp_path, rows, message
+):
+    config, pairs = write_tiny_config(tmp_path), write_pairs(tmp_path / "mine.jsonl", rows)
+    out = CliRunner().invoke(app(), ["judge-check", str(config), "--pairs", pairs, "--store", str(tmp_path)])
+    assert out.exit_code == 2 and message in " ".join(out.output.split()), out.output
+    assert MlflowClient(lineage.tracking_uri_for(tmp_path)).get_experiment_by_name("tiny") is None
 
 
 def app():
