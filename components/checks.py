@@ -33,7 +33,7 @@ from components.substance import has_substance, long_enough, validate_substance
 DetectorFactory.seed = 0
 
 # needs NLTK's punkt_tab data, which cannot be downloaded here (design.md)
-UNSUPPORTED_IFEVAL = {"length_constraints:number_sentences"}
+UNSUPPORTED_IFEVAL = {"length_constraints:number_sentences", "change_case:capital_word_frequency"}
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
