@@ -9,8 +9,9 @@ marks, the postscript's marker, set closing phrases and polite filler):
 - at least `min_words` words of it;
 - the request's topic: a word from `related` that is not the topic's own word (so echoing the topic is not
   enough);
-- the task: `facts` wants at least two sentences or list items; `why` a reason; `postcard` a greeting or a
-  sign-off; `explain` nothing more.
+- the task: `facts` wants at least two sentences or list items; `postcard` a greeting or a sign-off; `explain`
+  nothing more. (A `why` task that wanted a reason word was dropped: on SmolLM2's own answers it failed real
+  reasons given without "because", docs/experiments.md.)
 
 Spec: {"topic": ["chocolate"], "related": ["cocoa", "sweet", ...], "task": "explain", "min_words": 12}
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-TASKS = ("explain", "facts", "why", "postcard")
+TASKS = ("explain", "facts", "postcard")
 MIN_WORDS = 12
 
 _SCAFFOLDING = [
@@ -36,14 +37,9 @@ _SCAFFOLDING = [
 _SCAFFOLDING_RE = re.compile("|".join(_SCAFFOLDING), re.IGNORECASE)
 _WORD = re.compile(r"[a-z][a-z'-]*")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|\n\s*(?:[-*•]|\d+[.)])\s+")
-_REASON = re.compile(
-    r"\b(because|since|so that|helps?|lets?|allows?|gives?|brings?|makes?|reasons?|important|enjoy|love|useful|"
-    r"matters?)\b",
-    re.IGNORECASE,
-)
 _POSTCARD = re.compile(
-    r"\b(dear|hi|hello|greetings|wish you|wishing you|love from|best wishes|all the best|cheers|regards|see you|"
-    r"miss you|yours|take care)\b",
+    r"\b(dear|hi|hello|hey|greetings|wish you|wishing you|you would love|love from|love,|best wishes|all the best|"
+    r"cheers|regards|see you|miss you|yours|take care|hope you|writing to you|from [a-z]+\s*$)\b",
     re.IGNORECASE,
 )
 
@@ -86,8 +82,14 @@ def has_substance(spec: dict, response: str) -> bool:
 
 
 def _matches(word: str, lexicon: list[str]) -> bool:
-    """The word is an entry, or its plural or a longer form of it ("bean" finds "beans")."""
-    return any(word == e or (len(e) >= 4 and word.startswith(e)) for e in (e.lower() for e in lexicon if " " not in e))
+    """The word is an entry or a form of it: a longer word from an entry of 4 letters or more ("bean" finds
+    "beans"), an inflection of a shorter one ("fly" finds "flying", not "flyer" nor "sea" "season")."""
+    for entry in (e.lower() for e in lexicon if " " not in e):
+        if word == entry or (len(entry) >= 4 and word.startswith(entry)):
+            return True
+        if len(entry) < 4 and word in {entry + ending for ending in ("s", "es", "ing", "ed", "ies")}:
+            return True
+    return False
 
 
 def _has_phrase(text: str, lexicon: list[str]) -> bool:
@@ -99,8 +101,6 @@ def _does_task(task: str, text: str) -> bool:
     if task == "facts":
         parts = [p for p in _SENTENCE_END.split(text) if len(_WORD.findall(p.lower())) >= 3]
         return len(parts) >= 2
-    if task == "why":
-        return bool(_REASON.search(text))
     if task == "postcard":
         return bool(_POSTCARD.search(text))
     return True

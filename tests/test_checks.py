@@ -105,8 +105,8 @@ def substance_check(task: str, instructions=HIGHLIGHT_AND_PS) -> dict:
         ),
         ("facts", "*Cooking* heats *food* so that it is safe to eat and tastes good and warm.\nP.S. Enjoy it", True),
         ("facts", "*Cooking* heats food so it is safe. A *recipe* lists each ingredient.\nP.S. Try it.", False),
-        ("why", "*Cooking* at home is a thing people do with *food* in a pan every night.\nP.S. Try it.", True),
-        ("why", "People care about *cooking* because a home *meal* is cheaper and fresher.\nP.S. Try it.", False),
+        ("explain", "*Cooking* is what I do and what *I love* to do every day and every night.\nP.S. Try it.", True),
+        ("explain", "People *fry* eggs in two *pans* and boil rice in a pot of salted water.\nP.S. Try it.", False),
         ("postcard", "*Cooking* here is great: fresh *food* and a pan over a fire every evening.\nP.S. Soon.", True),
         ("postcard", "Dear Sam, the *cooking* here is great: fresh food and a pan over a *fire*.\nP.S. Soon.", False),
     ],
@@ -138,7 +138,7 @@ def test_without_a_substance_spec_an_instruction_check_is_hollow_below_twelve_wo
     [
         {"related": ["food"], "task": "explain"},
         {"topic": ["cooking"], "related": [], "task": "explain"},
-        {"topic": ["cooking"], "related": ["food"], "task": "poem"},
+        {"topic": ["cooking"], "related": ["food"], "task": "why"},
         {"topic": ["cooking"], "related": ["food"], "task": "explain", "min_words": "twelve"},
     ],
 )
