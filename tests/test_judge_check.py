@@ -144,16 +144,17 @@ def write_pairs(path, rows) -> str:
     return str(path)
 
 
-def test_judge_check_measures_the_configs_judges_on_a_users_own_gold_pairs(write_tiny_config, tmp_path):
-    """`--pairs FILE`: the training panel on four pairs it has never seen, two with a check (the verifier decides
-    them, rightly) and two without (the tiny self-judge's), per category, logged with the file's name."""
-    config, pairs = write_tiny_config(tmp_path), write_pairs(tmp_path / "mine.jsonl", USER_PAIRS)
+def test_judge_check_measures_the_configs_judges_on_a_users_own_gold_pairs(tmp_path):
+    """`ratchet judge-check configs/smoke.yaml --judge training --pairs FILE`, as the README shows it: the smoke
+    config's training panel on four pairs it has never seen, two with a check (the verifier decides them, rightly)
+    and two without (SmolLM2 judging), per category, logged with the file's name."""
+    config, pairs = "configs/smoke.yaml", write_pairs(tmp_path / "my_pairs.jsonl", USER_PAIRS)
     out = CliRunner().invoke(
         app(), ["judge-check", str(config), "--judge", "training", "--pairs", pairs, "--store", str(tmp_path)]
     )
     assert out.exit_code == 0, out.output
     client = MlflowClient(lineage.tracking_uri_for(tmp_path))
-    [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    [run] = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     metrics = run.data.metrics
     assert metrics["training/all/n"] == 4 and metrics["training/maths/n"] == metrics["training/chat/n"] == 2
     assert metrics["training/maths/accuracy"] == 1.0 and metrics["training/maths/decided"] == 1.0
