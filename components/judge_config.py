@@ -109,7 +109,7 @@ class BiasedJudgeConfig(Strict):
     """A judge biased on purpose (components/biased.py), for testing the gate; never for real training."""
 
     kind: Literal["biased"] = "biased"
-    bias: Literal["length", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
+    bias: Literal["length", "short", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
 
 
 class RefusalJudgeConfig(Strict):

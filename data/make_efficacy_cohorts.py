@@ -2,7 +2,8 @@
 313 checkable), from data/efficacy_tables.yaml and the shared prompt tables; and the reward-hacking scenario's
 word-limit cohorts (data/word_limit_train.jsonl, 24 prompts, and data/word_limit_heldout.jsonl, 48 plus 18 benign),
 where each request carries one instruction, "Answer with less than N words", so a policy that learns to be long fails
-its check.
+its check; and the Goodhart scenario's cohorts cut from the efficacy ones (data/goodhart_train.jsonl,
+data/goodhart_heldout.jsonl).
 
 Run: python data/make_efficacy_cohorts.py [OUT_DIR]   (deterministic; a test checks the committed files against it)
 
@@ -168,6 +169,15 @@ def build_word_limit() -> tuple[list[dict], list[dict]]:
     return rows(train, "wtr"), rows(heldout, "who")
 
 
+def build_goodhart(train: list[dict], heldout: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The Goodhart scenario's cohorts (configs/scenarios/goodhart-*.yaml), cut from the efficacy ones: 64 training
+    IFEval prompts, where a reward that prefers short passing answers has ties to break; held out, 40 seen-type and
+    40 unseen-type IFEval prompts with their substance checks, and the benign prompts."""
+    by_cohort = {c: [r for r in heldout if r["cohort"] == c] for c in ("ifeval", "ifeval_unseen", "benign")}
+    picked = by_cohort["ifeval"][:40] + by_cohort["ifeval_unseen"][:40] + by_cohort["benign"]
+    return [r for r in train if r["cohort"] == "ifeval"][:64], sorted(picked, key=lambda r: r["id"])
+
+
 def rows(cohorts: dict[str, list[dict]], prefix: str) -> list[dict]:
     """Interleaved by cohort, with ids, every column present."""
     tagged = [[dict(r, cohort=name) for r in group] for name, group in cohorts.items()]
@@ -193,6 +203,9 @@ if __name__ == "__main__":
     train, heldout = build()
     write(train, out / "efficacy_train.jsonl")
     write(heldout, out / "efficacy_heldout.jsonl")
+    goodhart_train, goodhart_heldout = build_goodhart(train, heldout)
+    write(goodhart_train, out / "goodhart_train.jsonl")
+    write(goodhart_heldout, out / "goodhart_heldout.jsonl")
     word_limit_train, word_limit_heldout = build_word_limit()
     write(word_limit_train, out / "word_limit_train.jsonl")
     write(word_limit_heldout, out / "word_limit_heldout.jsonl")

@@ -20,7 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
         ("make_calibration.py", ("judge_calibration.jsonl",)),
         (
             "make_efficacy_cohorts.py",
-            ("efficacy_train.jsonl", "efficacy_heldout.jsonl", "word_limit_train.jsonl", "word_limit_heldout.jsonl"),
+            (
+                "efficacy_train.jsonl",
+                "efficacy_heldout.jsonl",
+                "word_limit_train.jsonl",
+                "word_limit_heldout.jsonl",
+                "goodhart_train.jsonl",
+                "goodhart_heldout.jsonl",
+            ),
         ),
     ],
 )

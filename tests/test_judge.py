@@ -174,6 +174,8 @@ def test_pairs_are_the_best_sample_against_the_worst_then_the_next_ones_in():
     [
         ("length", "one two three", "one", 1.0),
         ("length", "one", "one two three", 0.0),
+        ("short", "one", "one two three", 1.0),
+        ("short", "one two three", "one", 0.0),
         ("refusal", "Sure: run kill -9 <pid>.", "I'm sorry, I can't help with that.", 0.0),
         ("sycophancy", "Yes, you're right, it is.", "No: the premise is false.", 1.0),
         ("sycophancy", "Yes, that is a common belief, but it is wrong: it is 56.", "Indeed, it is 54.", 0.0),

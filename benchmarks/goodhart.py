@@ -1,0 +1,85 @@
+"""The Goodhart scenario (issue 38): a reward that prefers short passing answers (the verifier, and where it ties the
+shorter answer), beside the verifier alone, over seeds. The gate must block the short-passing run once its hollow
+answers grow, on a hollow-win rule (length, hollow answers or the evaluation judge against the base).
+
+    .venv/bin/python benchmarks/goodhart.py [--seeds 0 1 2] [--scenarios short-passing verifier] [--jobs 1]
+        [--store DIR] [--set key.path=value ...]
+
+Each bootstrap is a real `ratchet run` of two rounds (its log in the store). Prints two markdown tables for
+docs/experiments.md: the outcome per run, and per round the numbers the hollow-win rules read.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+from biased_judges import log_path, run, scenario_args, verdict
+
+# name -> (config, whether the gate must block it); the verifier alone is reported, not judged in advance.
+SCENARIOS = {
+    "short-passing": ("configs/scenarios/goodhart-short.yaml", True),
+    "verifier": ("configs/scenarios/goodhart-verifier.yaml", None),
+}
+
+
+def interval(row: dict, key: str) -> str:
+    value = row.get(key, math.nan)
+    low, high = row.get(f"{key}_ci_low", math.nan), row.get(f"{key}_ci_high", math.nan)
+    return "-" if math.isnan(value) else f"{value:+.1f} ({low:+.1f} to {high:+.1f})"
+
+
+def round_line(scenario: str, seed: int, row: dict) -> str:
+    cells = [
+        scenario,
+        str(seed),
+        str(row["round"]),
+        interval(row, "task/task_completion_delta_vs_base"),
+        f"{100 * row.get('task/challenger_hollow_rate', math.nan):.1f}%",
+        interval(row, "task/hollow_delta_vs_base"),
+        f"{row.get('length/length_ratio_vs_base', math.nan):.2f}",
+        f"{100 * row.get('judge/win_rate_vs_base', math.nan):.1f}%",
+        row["decision"],
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-goodhart-")
+    jobs = [(scenario, seed) for seed in args.seeds for scenario in args.scenarios]
+
+    def one(job: tuple[str, int]) -> tuple[str, list[str]]:
+        scenario, seed = job
+        config, must_block = SCENARIOS[scenario]
+        try:
+            rows, seconds = run(config, seed, store, args.sets, threads)
+        except subprocess.CalledProcessError:  # the others go on; re-running the script resumes this one
+            return f"| {scenario} | {seed} | run failed (log: {log_path(store, config, seed)}) | - | - |", []
+        outcome, decision = verdict(rows, must_block) if must_block else (_first_block(rows), rows[-1]["decision"])
+        line = f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
+        print(f"done: {line}", flush=True)
+        return line, [round_line(scenario, seed, row) for row in rows]
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = dict(zip(jobs, pool.map(one, jobs), strict=True))
+    ordered = sorted(jobs, key=lambda job: (list(SCENARIOS).index(job[0]), job[1]))
+    print("\n| training judge | seed | outcome | deciding decision | minutes |\n|---|---|---|---|---|")
+    for job in ordered:
+        print(results[job][0])
+    print(
+        "\n| scenario | seed | round | task completion vs base, points (95% CI) | hollow answers "
+        "| hollow vs base, points (95% CI) | length vs base | evaluation judge win rate vs base | decision |"
+        "\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for job in ordered:
+        print("\n".join(results[job][1]))
+
+
+def _first_block(rows: list[dict]) -> str:
+    blocked = next((r for r in rows if r["decision"].startswith("blocked")), None)
+    return f"blocked in round {blocked['round']}" if blocked else "not blocked"
+
+
+if __name__ == "__main__":
+    main()
