@@ -101,7 +101,7 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
         case RefusalJudgeConfig():
             return RefusalJudge()
         case PanelJudgeConfig():
-            routes = {c: make_judge(j, champion, models, loaded, memo) for c, j in config.by_cohort.items()}
+            routes = _cohort_judges(config, champion, models, loaded, memo)
             checkable = make_judge(config.checkable, champion, models, loaded, memo)
             default = make_judge(config.default, champion, models, loaded, memo)
             return PanelJudge(checkable, default, routes, config.ties_to_default)
@@ -123,6 +123,18 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             if program:
                 return ProgramJudge(name, code_writer(scorer, tokenizer, config.prompt_style), judge, memo)
             return judge
+
+
+def _cohort_judges(config: PanelJudgeConfig, champion: Policy, models: ModelsConfig, loaded, memo) -> dict:
+    """A panel's `by_cohort` judges; cohorts routed to equal configs share one judge, so one model load."""
+    built: dict[str, Judge] = {}
+    routes = {}
+    for cohort, judge_config in config.by_cohort.items():
+        key = judge_config.model_dump_json()
+        if key not in built:
+            built[key] = make_judge(judge_config, champion, models, loaded, memo)
+        routes[cohort] = built[key]
+    return routes
 
 
 def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loaded, name: str, memo: Memo):

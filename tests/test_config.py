@@ -267,3 +267,34 @@ def test_eval_judge_hidden_in_a_panel_route_still_counts_as_training(tmp_path):
     text = "name: x\njudge: {kind: panel, by_cohort: {benign: {kind: ai, model: gemma3-270m}}}\n"
     with pytest.raises(ConfigError, match="evaluation judge must differ"):
         load_config(write(tmp_path, text))
+
+
+def test_the_rlaif_flagship_differs_from_the_rlvr_one_in_its_judges_and_never_hands_a_gold_check_to_training():
+    """configs/efficacy-rlaif.yaml: every training cohort that carries a check goes to the AI judge (a panel's
+    by_cohort comes before its verifier), the refusal cohorts to the refusal classifier; the rest is the RLVR
+    flagship's, so the two rows share one evaluation."""
+    from components.data import load_prompts
+
+    rlaif, rlvr = load_config(ROOT / "configs/efficacy-rlaif.yaml"), load_config(ROOT / "configs/efficacy.yaml")
+    checked = {row["cohort"] for row in load_prompts(ROOT / rlaif.data.train_prompts) if row["check"]}
+    assert checked and checked <= set(rlaif.judge.by_cohort)
+    assert {judge.kind for judge in rlaif.judge.by_cohort.values()} == {"ai"} and rlaif.judge.default.kind == "refusal"
+    ignored = {"name": True, "judge": True, "evaluation": {"judge"}}
+    assert rlaif.model_dump(exclude=ignored) == rlvr.model_dump(exclude=ignored)
+
+
+def test_cohorts_routed_to_equal_judge_configs_share_one_judge():
+    from components.build import make_judge
+    from components.judge_config import PanelJudgeConfig
+    from components.models import Policy
+
+    panel = PanelJudgeConfig(
+        default={"kind": "refusal"},
+        by_cohort={
+            "a": {"kind": "biased", "bias": "short"},
+            "b": {"kind": "biased", "bias": "short"},
+            "c": {"kind": "biased", "bias": "length"},
+        },
+    )
+    judge = make_judge(panel, Policy("unused"), load_config(ROOT / "configs/smoke.yaml").models)
+    assert judge.by_cohort["a"] is judge.by_cohort["b"] and judge.by_cohort["a"] is not judge.by_cohort["c"]
