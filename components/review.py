@@ -169,6 +169,21 @@ def gold_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
     return rows
 
 
+def labelled_calibration_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
+    """Gold pairs for `ratchet judge-check --from-review` (components/judge_check.py's columns) from every
+    human-labelled item, training and held-out alike: a person's label measures a judge either way. A "tie" is no
+    pair; the category is the item's split and cohort."""
+    rows = []
+    for n, (human, item) in enumerate(labelled):
+        if human == "tie":
+            continue
+        better, worse = (item.answer_a, item.answer_b) if human == "A" else (item.answer_b, item.answer_a)
+        category = f"{item.split}:{item.cohort}"
+        rows.append({"id": f"review-{n}-{item.prompt_id}", "prompt": item.prompt, "better": better, "worse": worse})
+        rows[-1] |= {"category": category, "cohort": item.cohort, "context": "", "check": ""}
+    return rows
+
+
 def with_gold(pairs: list[dict], gold: list[dict]) -> list[dict]:
     """The judge's pairs with the gold pairs added; a judge's row on the same prompt and answers gives way."""
     labelled = {(g["prompt_id"], frozenset((g["chosen"], g["rejected"]))) for g in gold}

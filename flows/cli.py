@@ -204,13 +204,21 @@ def judge_check(
             "category (and optionally id, cohort, context, check).",
         ),
     ] = None,
+    from_review: Annotated[
+        str | None,
+        typer.Option(
+            "--from-review",
+            help="The pairs people labelled in this experiment's review queue (every bootstrap), instead of the "
+            "calibration set.",
+        ),
+    ] = None,
     store: StoreOption = Path("."),
     verbose: VerboseOption = False,
 ) -> None:
     """Measure every judge in CONFIG on the calibration set (data/judge_calibration.jsonl: 160 pairs whose better
-    answer is known), or on your own gold pairs (--pairs): accuracy on the pairs it decided, decided share, order
-    consistency and length slope, per category, with CIs. Logged to MLflow as a `judge-check` run of the
-    experiment."""
+    answer is known), on your own gold pairs (--pairs), or on the review queue's human labels (--from-review):
+    accuracy on the pairs it decided, decided share, order consistency and length slope, per category, with CIs.
+    Logged to MLflow as a `judge-check` run of the experiment."""
     cfg = checked_config(config, parse_sets(set_ or []), store, verbose)
     from components import judge_check as jc
     from flows.console import print_judge_check
@@ -220,10 +228,16 @@ def judge_check(
     unknown = sorted(set(only or []) - set(judges))
     if unknown:
         fail(f"--judge {', '.join(unknown)}: not a judge of {config} (its judges: {', '.join(judges)})")
-    try:
-        pairs = jc.load_pairs(pairs_file) if pairs_file else jc.load_calibration()
-    except ValueError as err:
-        fail(f"--pairs {err}")
+    if pairs_file and from_review:
+        fail("--pairs and --from-review: give one source of gold pairs")
+    if from_review:
+        pairs, source = _review_pairs(from_review, store), f"review:{from_review}"
+    else:
+        try:
+            pairs = jc.load_pairs(pairs_file) if pairs_file else jc.load_calibration()
+        except ValueError as err:
+            fail(f"--pairs {err}")
+        source = str(pairs_file) if pairs_file else "data/judge_calibration.jsonl"
     try:
         routes = jc.parse_routes(route or [], pairs)
     except ValueError as err:
@@ -235,9 +249,24 @@ def judge_check(
     printed = lambda label, result: print_judge_check(label, *result, jc.meets_goal(result[1]))  # noqa: E731
     results = jc.check_judges(cfg, only or list(judges), printed, routes, cohorts, pairs)
     uri = lineage.tracking_uri_for(store)
-    source = str(pairs_file) if pairs_file else "data/judge_calibration.jsonl"
-    run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results, source)
+    dataset = None if from_review else source
+    run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results, source, dataset)
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")
+
+
+def _review_pairs(experiment: str, store: Path) -> list[dict]:
+    """Gold pairs from the human labels in `experiment`'s review queue; exit 2 when there are none."""
+    from components.review import labelled_calibration_pairs
+    from registry import lineage, review
+
+    found = _client(store).get_experiment_by_name(experiment)
+    if found is None:
+        fail(f"--from-review {experiment}: no such experiment in {store}")
+    labelled = review.labelled(lineage.tracking_uri_for(store), found.experiment_id, None)
+    pairs = labelled_calibration_pairs(labelled)
+    if not pairs:
+        fail(f"--from-review {experiment}: no pair labelled A or B in its review queue yet (`ratchet review` says how)")
+    return pairs
 
 
 @app.command("review")

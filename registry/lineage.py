@@ -260,7 +260,7 @@ def storing(what: str) -> Iterator[None]:
         ) from err
 
 
-def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: str, name: str) -> None:
+def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: str | None, name: str) -> None:
     """A table artifact (tables/<name>.parquet) and a dataset input whose digest pins the exact rows."""
     with tempfile.TemporaryDirectory() as tmp, storing(f"the {name} table of run {run_id}"):
         path = Path(tmp) / f"{name}.parquet"
@@ -279,9 +279,11 @@ def log_judge_check(
     experiment: str,
     results: dict,
     pairs: str,
+    pairs_file: str | None,
 ) -> str:
-    """A finished `judge-check` run on the gold `pairs` file: per judge, its scores per category as metrics
-    (`<judge>/<category>/<score>`) and its verdict on every pair as a table; the judges' names as tags."""
+    """A finished `judge-check` run on the gold `pairs` (a file, or `review:<experiment>`): per judge, its scores
+    per category as metrics (`<judge>/<category>/<score>`) and its verdict on every pair as a table, whose dataset
+    source is `pairs_file` where there is one; the judges' names as tags."""
     client = client_for(tracking_uri)
     experiment_id = ensure_experiment(client, experiment, artifact_root)
     tags = {"ratchet.kind": "judge-check", "ratchet.pairs": pairs}
@@ -290,7 +292,7 @@ def log_judge_check(
         client.set_tag(run_id, f"judge.{label}", name)
         flat = {f"{label}/{category}/{key}": v for category, s in scores.items() for key, v in s.items()}
         client.log_batch(run_id, metrics=_metrics(flat, step=0))
-        _log_frame(client, run_id, pd.DataFrame(rows), pairs, f"judge-check-{label}")
+        _log_frame(client, run_id, pd.DataFrame(rows), pairs_file, f"judge-check-{label}")
     finish(client, run_id, "FINISHED")
     return run_id
 

@@ -53,10 +53,11 @@ def queue(uri: str, experiment_id: str, bootstrap_id: str, k: int, items: list[R
     return ids
 
 
-def labelled(uri: str, experiment_id: str, bootstrap_id: str) -> list[tuple[str, ReviewItem]]:
-    """(the person's verdict, the item) for every queued item of the bootstrap a person has labelled; the newest
-    human `better` assessment counts, and one that is not A, B or tie is left out."""
-    query = f"tag.`ratchet.bootstrap_id` = '{bootstrap_id}'"
+def labelled(uri: str, experiment_id: str, bootstrap_id: str | None) -> list[tuple[str, ReviewItem]]:
+    """(the person's verdict, the item) for every queued item of the bootstrap (None: of every bootstrap of the
+    experiment) a person has labelled; the newest human `better` assessment counts, and one that is not A, B or tie
+    is left out."""
+    query = f"tag.`ratchet.bootstrap_id` = '{bootstrap_id}'" if bootstrap_id else None
     found = []
     for trace in _all_traces(MlflowClient(uri), experiment_id, query):
         human = [

@@ -139,6 +139,14 @@ def test_a_person_labels_a_queued_pair_in_mlflow_and_the_next_round_trains_on_it
         result.output
     )
 
+    checked = ["judge-check", str(config), "--judge", "training", "--from-review", "tiny-review"]
+    result = CliRunner().invoke(app, [*checked, "--store", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    [check] = client.search_runs([first.experiment_id], "tags.`ratchet.kind` = 'judge-check'")
+    assert check.data.metrics["training/all/n"] == 1 and check.data.tags["ratchet.pairs"] == "review:tiny-review"
+    nothing = CliRunner().invoke(app, [*checked[:-1], "nobody", "--store", str(tmp_path)])
+    assert nothing.exit_code == 2 and "--from-review nobody: no such experiment" in nothing.output
+
     second = bootstrap(str(config), rounds=2, store=str(tmp_path))
     round_2 = Path(second.workdir) / "round-2"
     assert json.loads((round_2 / "gold.json").read_text())[0]["chosen"] == inputs["answer_b"]
