@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +30,7 @@ class Verdict:
     order_consistent: bool
     abstained: bool
     rationale: str
+    decided_by: str = ""  # the part of a composite judge that reached it (a route, a fallback); "": the judge itself
 
 
 class Judge(Protocol):
@@ -41,6 +42,12 @@ class Judge(Protocol):
 
 
 NO_CHECK = Verdict(0.5, True, True, "no check spec for this prompt")
+
+
+def is_model_judge(name: str) -> bool:
+    """Whether a judge's name (build.make_judge's) is a model's, local or remote: not a verifier, a classifier,
+    a biased rule or a person."""
+    return name.startswith(("ai:", "remote:"))
 
 
 class VerifierJudge:
@@ -210,7 +217,8 @@ def second_opinion(
     """Replace each picked verdict with `judge`'s on the same item, its rationale after `first(earlier verdict)`."""
     for i, verdict in zip(picked, judge.judge([items[i] for i in picked]) if picked else [], strict=True):
         rationale = f"{first(verdicts[i])}; {judge.name}: {verdict.rationale}"
-        verdicts[i] = Verdict(verdict.p_a, verdict.order_consistent, verdict.abstained, rationale)
+        decided_by = verdict.decided_by or judge.name
+        verdicts[i] = Verdict(verdict.p_a, verdict.order_consistent, verdict.abstained, rationale, decided_by)
 
 
 class PanelJudge:
@@ -238,7 +246,7 @@ class PanelJudge:
         for judge in {id(j): j for j in routed}.values():
             picked = [i for i, r in enumerate(routed) if r is judge]
             for i, verdict in zip(picked, judge.judge([items[i] for i in picked]), strict=True):
-                verdicts[i] = verdict
+                verdicts[i] = replace(verdict, decided_by=verdict.decided_by or judge.name)
         if self.ties_to_default:
             tied = [i for i, r in enumerate(routed) if r is self.checkable and verdicts[i].abstained]
             second_opinion(self.default, items, verdicts, tied, lambda v: f"{self.checkable.name} tie ({v.rationale})")

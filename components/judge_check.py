@@ -9,6 +9,7 @@ its two orders agreed, and its length slope (P(A) per +100 words of A over B; po
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
@@ -87,8 +88,9 @@ def presented(rows: list[dict]) -> list[tuple[dict, str, str]]:
     return [(r, r["better"], r["worse"]) if i % 2 == 0 else (r, r["worse"], r["better"]) for i, r in enumerate(rows)]
 
 
-def verdict_rows(rows: list[dict], verdicts: list[Verdict]) -> list[dict]:
-    """One row per pair: what the judge said and whether it was right (None when it abstained)."""
+def verdict_rows(rows: list[dict], verdicts: list[Verdict], judge_name: str = "") -> list[dict]:
+    """One row per pair: what the judge said, which part of it said so (`judge_name` when the judge is not a
+    composite), and whether it was right (None when it abstained)."""
     out = []
     for i, (row, verdict) in enumerate(zip(rows, verdicts, strict=True)):
         better_is_a = i % 2 == 0
@@ -101,6 +103,7 @@ def verdict_rows(rows: list[dict], verdicts: list[Verdict]) -> list[dict]:
                 "abstained": verdict.abstained,
                 "order_consistent": verdict.order_consistent,
                 "right": right,
+                "decided_by": "" if verdict.abstained else verdict.decided_by or judge_name,
                 "rationale": verdict.rationale,
             }
         )
@@ -148,7 +151,13 @@ def check(judge: Judge, rows: list[dict], ci: CI) -> tuple[dict[str, dict[str, f
     """Run `judge` on the calibration rows: its scores and its verdict on every pair."""
     items = presented(rows)
     verdicts = judge.judge(items)
-    return summarise(items, verdicts, ci), verdict_rows(rows, verdicts)
+    return summarise(items, verdicts, ci), verdict_rows(rows, verdicts, judge.name)
+
+
+def decided_by(rows: list[dict]) -> dict[str, int]:
+    """How many pairs each part of a judge decided (a route, written checks, a pointwise fallback), most first."""
+    counts = Counter(row["decided_by"] for row in rows if not row["abstained"])
+    return dict(counts.most_common())
 
 
 def judges_in(config: ExperimentConfig) -> dict[str, tuple[JudgeConfig, str | None]]:

@@ -153,4 +153,6 @@ class ProgramJudge:
         share_a, share_b = (sum(m[k] for m in met) / len(met) for k in (1, 2))
         differ = "; ".join(f"'{i}' A {ma}, B {mb}" for i, ma, mb in met if ma != mb)
         rationale = f"checks met: A {share_a:.2f}, B {share_b:.2f} of {len(met)}" + (f" ({differ})" if differ else "")
-        return Verdict(0.5 + (share_a - share_b) / 2, True, share_a == share_b, rationale)
+        return Verdict(
+            0.5 + (share_a - share_b) / 2, True, share_a == share_b, rationale, f"{self.name} written checks"
+        )

@@ -20,6 +20,8 @@ COLUMNS = {
     DELTA: "delta",
     "refusal/challenger_benign_refusal_rate": "benign refusal",
     "length/length_ratio": "len ratio",
+    "train/pairs_trained": "pairs",
+    "train/pairs_model_judged": "by AI judge",
 }
 
 
@@ -114,8 +116,11 @@ def print_report(result, tracking_uri: str, ci_level: float) -> None:
         typer.echo("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs")
 
 
-def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]], _rows, shortfalls: list[str]):
-    """One judge's calibration table: a line per category and one for all pairs, then whether it meets the goal."""
+def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]], rows, shortfalls: list[str]):
+    """One judge's calibration table: a line per category and one for all pairs, which part of the judge decided
+    how many pairs, then whether it meets the goal."""
+    from components.judge_check import decided_by
+
     typer.echo(f"\n{label}: {name}")
     header = (
         f"{'category':>14}  {'n':>4}  {'accuracy (CI)':>22}  {'decided':>8}  {'orders agree':>12}  {'len slope':>9}"
@@ -129,6 +134,8 @@ def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]]
             f"{category:>14}  {s['n']:>4.0f}  {accuracy:>22}  {show(s['decided'], 'pct'):>8}"
             f"  {show(s['order_consistency'], 'pct'):>12}  {show(s['length_slope'], 'num'):>9}"
         )
+    parts = decided_by(rows)
+    typer.echo("decided by: " + (", ".join(f"{part} {n}" for part, n in parts.items()) if parts else "nothing"))
     typer.echo("meets the goal" if not shortfalls else f"short of the goal: {'; '.join(shortfalls)}")
 
 

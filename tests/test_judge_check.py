@@ -53,8 +53,10 @@ def test_routing_hands_only_the_named_cohorts_to_another_judge():
     alone, _ = jc.check(BiasedJudge("length"), rows, ci)
     routes = jc.parse_routes(["should_refuse=refusal", "false_premise=verifier"], rows)
     judge = jc.routed(BiasedJudge("length"), routes)
-    scores, _ = jc.check(judge, rows, ci)
+    scores, verdicts = jc.check(judge, rows, ci)
     assert scores["harmful"]["accuracy"] == scores["sycophancy"]["accuracy"] == 1.0
+    parts = jc.decided_by(verdicts)  # which part of the routed judge decided how many pairs
+    assert parts["refusal"] == parts["verifier"] == 20 and parts["biased:length"] == sum(parts.values()) - 40
     assert alone["sycophancy"]["accuracy"] < 1.0
     assert scores["padded"] == alone["padded"] and scores["padded"]["accuracy"] == 0.0
     assert judge.name == "biased:length routed should_refuse:refusal,false_premise:verifier"
@@ -147,7 +149,7 @@ def write_pairs(path, rows) -> str:
 def test_judge_check_measures_the_configs_judges_on_a_users_own_gold_pairs(tmp_path):
     """`ratchet judge-check configs/smoke.yaml --judge training --pairs FILE`, as the README shows it: the smoke
     config's training panel on four pairs it has never seen, two with a check (the verifier decides them, rightly)
-    and two without (SmolLM2 judging), per category, logged with the file's name."""
+    and two without (the Qwen judge's), per category, logged with the file's name."""
     config, pairs = "configs/smoke.yaml", write_pairs(tmp_path / "my_pairs.jsonl", USER_PAIRS)
     out = CliRunner().invoke(
         app(), ["judge-check", str(config), "--judge", "training", "--pairs", pairs, "--store", str(tmp_path)]
@@ -158,6 +160,8 @@ def test_judge_check_measures_the_configs_judges_on_a_users_own_gold_pairs(tmp_p
     metrics = run.data.metrics
     assert metrics["training/all/n"] == 4 and metrics["training/maths/n"] == metrics["training/chat/n"] == 2
     assert metrics["training/maths/accuracy"] == 1.0 and metrics["training/maths/decided"] == 1.0
+    [parts] = [line for line in out.output.splitlines() if line.startswith("decided by: ")]
+    assert "verifier 2" in parts
     assert run.data.tags["ratchet.pairs"] == pairs
 
 

@@ -66,6 +66,7 @@ def test_the_answer_that_meets_more_checked_instructions_wins(tiny_model_dir):
     verdicts = judge.judge([(LOWERCASE_NO_COMMA, good, one_miss), (LOWERCASE_NO_COMMA, two_misses, one_miss)])
     assert [(v.p_a, v.abstained) for v in verdicts] == [(0.75, False), (0.25, False)]
     assert "'Do not use any commas.' A True, B False" in verdicts[0].rationale
+    assert {v.decided_by for v in verdicts} == {"program written checks"}
     assert judge.programs == CHECKS  # each instruction's check was written once
 
 
@@ -75,6 +76,7 @@ def test_what_no_check_separates_goes_to_the_fallback_judge(tiny_model_dir):
     tied, undecidable = judge.judge([(LOWERCASE_NO_COMMA, "soft rain", "grey rain"), (open_request, "a", "b")])
     assert "checks met: A 1.00, B 1.00 of 2; ai:tiny: P(yes)" in tied.rationale
     assert undecidable.rationale.startswith("no instruction that code can check; ai:tiny: P(yes)")
+    assert tied.decided_by == undecidable.decided_by == "ai:tiny"  # the fallback's, for judge-check to count
 
 
 def test_a_model_that_writes_no_working_code_leaves_every_item_to_the_fallback(tiny_model_dir):
