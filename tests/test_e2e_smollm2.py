@@ -1,5 +1,6 @@
-"""End to end on the embedded models: `ratchet run` (its own temporary Prefect server), SmolLM2 policy and
-self-judge, Gemma 3 270M evaluation judge, real DPO, real MLflow on sqlite. One round, a handful of prompts."""
+"""End to end on the embedded models: `ratchet run` (its own temporary Prefect server), SmolLM2 policy, the verifier
+and the Qwen2.5-Coder-1.5B judge training, Gemma 3 270M evaluation judge, real DPO, real MLflow on sqlite. One
+round, a handful of prompts."""
 
 import json
 import subprocess
@@ -54,7 +55,7 @@ def finished_run(tmp_path_factory):
 
 def test_prints_round_table_and_where_to_look(finished_run):
     tmp, stdout = finished_run
-    assert "judge win" in stdout and "task done" in stdout and "benign refusal" in stdout
+    assert "judge win" in stdout and "task done" in stdout and "benign refusal" in stdout and "by AI judge" in stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in stdout and "compareRunsMode=CHART" in stdout
     assert "prefect server start" in stdout
 
@@ -64,7 +65,10 @@ def test_pairs_and_adapter_are_real(finished_run):
     (round_dir,) = (tmp / "runs").glob("e2e-*/round-1")
     pairs = load_from_disk(str(round_dir / "pairs"))
     assert len(pairs) == 12 and not all(pairs["abstained"])
-    assert {"verifier", "ai:self"} & set(pairs["judge"])
+    qwen = "ai:qwen2.5-coder-1.5b-instruct:pointwise"
+    assert {"verifier", qwen} <= set(pairs["judge"])  # the AI judge has the prompts without a check
+    decided = [j for j, abstained in zip(pairs["judge"], pairs["abstained"], strict=True) if not abstained]
+    assert qwen in decided  # and decides some
     adapter = round_dir / "adapter"
     assert json.loads((adapter / "train_metrics.json").read_text())["steps"] > 0
     tok = load_tokenizer("smollm2-135m-instruct")

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+from datasets import load_from_disk
 from mlflow import MlflowClient
 from test_report import assert_tables_are_whole
 
@@ -66,6 +67,9 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
         drift
     )
     assert 0 <= drift["judge/judge_order_consistency"] <= 1 and 0 <= drift["judge/judge_abstention_rate"] <= 1
+    pairs = load_from_disk(str(out / "round-1" / "pairs"))
+    by_self = sum(j == "ai:self" and not a for j, a in zip(pairs["judge"], pairs["abstained"], strict=True))
+    assert drift["train/pairs_model_judged"] == by_self  # what the verifier decided is not counted
     assert {"judge/judge_length_slope", "judge/self_cross_agreement", "judge/self_judge_order_consistency"} <= set(
         drift
     )
