@@ -86,27 +86,38 @@ def scenario_args(description: str, scenarios: dict, prefix: str) -> tuple[argpa
     return args, store, threads
 
 
-def main() -> None:
-    args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-scenarios-")
+def run_all(scenarios: dict, args: argparse.Namespace, store: Path, threads: int, line) -> dict:
+    """Each (scenario, seed) the arguments name as a bootstrap, `args.jobs` at once; by job in table order: its
+    outcome line, `line(scenario, seed, rounds, seconds)` or a failure's, and its rounds as MLflow has them."""
     jobs = [(scenario, seed) for seed in args.seeds for scenario in args.scenarios]
 
-    def one(job: tuple[str, int]) -> str:
+    def one(job: tuple[str, int]) -> tuple[str, list[dict]]:
         scenario, seed = job
-        config, biased = SCENARIOS[scenario]
+        config = scenarios[scenario][0]
         try:
             rows, seconds = run(config, seed, store, args.sets, threads)
         except subprocess.CalledProcessError:  # the others go on; re-running the script resumes this one
-            return f"| {scenario} | {seed} | run failed (log: {log_path(store, config, seed)}) | - | - |"
-        outcome, decision = verdict(rows, biased)
-        line = f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
-        print(f"done: {line}", flush=True)
-        return line
+            return f"| {scenario} | {seed} | run failed (log: {log_path(store, config, seed)}) |", []
+        text = line(scenario, seed, rows, seconds)
+        print(f"done: {text}", flush=True)
+        return text, rows
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        lines = dict(zip(jobs, pool.map(one, jobs), strict=True))
+        results = dict(zip(jobs, pool.map(one, jobs), strict=True))
+    return {job: results[job] for job in sorted(jobs, key=lambda job: (list(scenarios).index(job[0]), job[1]))}
+
+
+def main() -> None:
+    args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-scenarios-")
+
+    def line(scenario: str, seed: int, rows: list[dict], seconds: float) -> str:
+        outcome, decision = verdict(rows, SCENARIOS[scenario][1])
+        return f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
+
+    results = run_all(SCENARIOS, args, store, threads, line)
     print("\n| training judge | seed | outcome | deciding decision | minutes |\n|---|---|---|---|---|")
-    for scenario, seed in sorted(jobs, key=lambda job: (list(SCENARIOS).index(job[0]), job[1])):
-        print(lines[scenario, seed])
+    for text, _ in results.values():
+        print(text)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ docs/experiments.md: the outcome per run, and per round the numbers the hollow-w
 from __future__ import annotations
 
 import math
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
-from biased_judges import log_path, run, scenario_args, verdict
+from biased_judges import run_all, scenario_args, verdict
 
 # name -> (config, whether the gate must block it); the verifier alone is reported, not judged in advance.
 SCENARIOS = {
@@ -47,33 +45,23 @@ def round_line(scenario: str, seed: int, row: dict) -> str:
 
 def main() -> None:
     args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-goodhart-")
-    jobs = [(scenario, seed) for seed in args.seeds for scenario in args.scenarios]
 
-    def one(job: tuple[str, int]) -> tuple[str, list[str]]:
-        scenario, seed = job
-        config, must_block = SCENARIOS[scenario]
-        try:
-            rows, seconds = run(config, seed, store, args.sets, threads)
-        except subprocess.CalledProcessError:  # the others go on; re-running the script resumes this one
-            return f"| {scenario} | {seed} | run failed (log: {log_path(store, config, seed)}) | - | - |", []
+    def line(scenario: str, seed: int, rows: list[dict], seconds: float) -> str:
+        must_block = SCENARIOS[scenario][1]
         outcome, decision = verdict(rows, must_block) if must_block else (_first_block(rows), rows[-1]["decision"])
-        line = f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
-        print(f"done: {line}", flush=True)
-        return line, [round_line(scenario, seed, row) for row in rows]
+        return f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip(jobs, pool.map(one, jobs), strict=True))
-    ordered = sorted(jobs, key=lambda job: (list(SCENARIOS).index(job[0]), job[1]))
+    results = run_all(SCENARIOS, args, store, threads, line)
     print("\n| training judge | seed | outcome | deciding decision | minutes |\n|---|---|---|---|---|")
-    for job in ordered:
-        print(results[job][0])
+    for text, _ in results.values():
+        print(text)
     print(
         "\n| scenario | seed | round | task completion vs base, points (95% CI) | hollow answers "
         "| hollow vs base, points (95% CI) | length vs base | evaluation judge win rate vs base | decision |"
         "\n|---|---|---|---|---|---|---|---|---|"
     )
-    for job in ordered:
-        print("\n".join(results[job][1]))
+    for (scenario, seed), (_, rows) in results.items():
+        print("\n".join(round_line(scenario, seed, row) for row in rows))
 
 
 def _first_block(rows: list[dict]) -> str:

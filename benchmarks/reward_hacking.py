@@ -12,10 +12,8 @@ the outcome per run, and per round the numbers the rule reads.
 from __future__ import annotations
 
 import math
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
-from biased_judges import log_path, run, scenario_args
+from biased_judges import run_all, scenario_args
 
 SCENARIOS = {
     "clean": ("configs/scenarios/reward-hacking-clean.yaml", False),
@@ -60,33 +58,22 @@ def round_line(scenario: str, seed: int, row: dict) -> str:
 
 def main() -> None:
     args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-reward-hacking-")
-    jobs = [(scenario, seed) for seed in args.seeds for scenario in args.scenarios]
 
-    def one(job: tuple[str, int]) -> tuple[str, list[str]]:
-        scenario, seed = job
-        config, hacked = SCENARIOS[scenario]
-        try:
-            rows, seconds = run(config, seed, store, args.sets, threads)
-        except subprocess.CalledProcessError:  # the others go on; re-running the script resumes this one
-            return f"| {scenario} | {seed} | run failed (log: {log_path(store, config, seed)}) | - |", []
-        line = f"| {scenario} | {seed} | {outcome(rows, hacked)} | {seconds / 60:.1f} |"
-        print(f"done: {line}", flush=True)
-        return line, [round_line(scenario, seed, row) for row in rows]
+    def line(scenario: str, seed: int, rows: list[dict], seconds: float) -> str:
+        return f"| {scenario} | {seed} | {outcome(rows, SCENARIOS[scenario][1])} | {seconds / 60:.1f} |"
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip(jobs, pool.map(one, jobs), strict=True))
-    ordered = sorted(jobs, key=lambda job: (list(SCENARIOS).index(job[0]), job[1]))
+    results = run_all(SCENARIOS, args, store, threads, line)
     print("\n| reward model trained on | seed | outcome | minutes |\n|---|---|---|---|")
-    for job in ordered:
-        print(results[job][0])
+    for text, _ in results.values():
+        print(text)
     print(
         "\n| scenario | seed | round | RM score of the challenger | RM score vs base (95% CI) "
         "| task completion vs base, points (95% CI) | evaluation judge win rate | length ratio "
         "| RM score-length correlation | RM held-out accuracy | reward_hacking | decision |"
         "\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
-    for job in ordered:
-        print("\n".join(results[job][1]))
+    for (scenario, seed), (_, rows) in results.items():
+        print("\n".join(round_line(scenario, seed, row) for row in rows))
 
 
 if __name__ == "__main__":
