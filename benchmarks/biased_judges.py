@@ -107,6 +107,18 @@ def run_all(scenarios: dict, args: argparse.Namespace, store: Path, threads: int
     return {job: results[job] for job in sorted(jobs, key=lambda job: (list(scenarios).index(job[0]), job[1]))}
 
 
+def print_tables(results: dict, header: str, round_header: str = "", round_line=None) -> None:
+    """`run_all`'s results as markdown for docs/experiments.md: a line per run under `header` (its columns), then
+    with `round_line(scenario, seed, row)` a line per round under `round_header`."""
+    print(f"\n| {header} |\n|{'---|' * (header.count('|') + 1)}")
+    for text, _ in results.values():
+        print(text)
+    if round_line:
+        print(f"\n| {round_header} |\n|{'---|' * (round_header.count('|') + 1)}")
+        for (scenario, seed), (_, rows) in results.items():
+            print("\n".join(round_line(scenario, seed, row) for row in rows))
+
+
 def main() -> None:
     args, store, threads = scenario_args(__doc__.split("\n")[0], SCENARIOS, "ratchet-scenarios-")
 
@@ -115,9 +127,7 @@ def main() -> None:
         return f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
 
     results = run_all(SCENARIOS, args, store, threads, line)
-    print("\n| training judge | seed | outcome | deciding decision | minutes |\n|---|---|---|---|---|")
-    for text, _ in results.values():
-        print(text)
+    print_tables(results, "training judge | seed | outcome | deciding decision | minutes")
 
 
 if __name__ == "__main__":

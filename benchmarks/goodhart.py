@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from biased_judges import run_all, scenario_args, verdict
+from biased_judges import print_tables, run_all, scenario_args, verdict
 
 # name -> (config, whether the gate must block it); the verifier alone is reported, not judged in advance.
 SCENARIOS = {
@@ -52,16 +52,13 @@ def main() -> None:
         return f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
 
     results = run_all(SCENARIOS, args, store, threads, line)
-    print("\n| training judge | seed | outcome | deciding decision | minutes |\n|---|---|---|---|---|")
-    for text, _ in results.values():
-        print(text)
-    print(
-        "\n| scenario | seed | round | task completion vs base, points (95% CI) | hollow answers "
-        "| hollow vs base, points (95% CI) | length vs base | evaluation judge win rate vs base | decision |"
-        "\n|---|---|---|---|---|---|---|---|---|"
+    print_tables(
+        results,
+        "training judge | seed | outcome | deciding decision | minutes",
+        "scenario | seed | round | task completion vs base, points (95% CI) | hollow answers "
+        "| hollow vs base, points (95% CI) | length vs base | evaluation judge win rate vs base | decision",
+        round_line,
     )
-    for (scenario, seed), (_, rows) in results.items():
-        print("\n".join(round_line(scenario, seed, row) for row in rows))
 
 
 def _first_block(rows: list[dict]) -> str:

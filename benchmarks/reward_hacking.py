@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from biased_judges import run_all, scenario_args
+from biased_judges import print_tables, run_all, scenario_args
 
 SCENARIOS = {
     "clean": ("configs/scenarios/reward-hacking-clean.yaml", False),
@@ -63,17 +63,14 @@ def main() -> None:
         return f"| {scenario} | {seed} | {outcome(rows, SCENARIOS[scenario][1])} | {seconds / 60:.1f} |"
 
     results = run_all(SCENARIOS, args, store, threads, line)
-    print("\n| reward model trained on | seed | outcome | minutes |\n|---|---|---|---|")
-    for text, _ in results.values():
-        print(text)
-    print(
-        "\n| scenario | seed | round | RM score of the challenger | RM score vs base (95% CI) "
+    print_tables(
+        results,
+        "reward model trained on | seed | outcome | minutes",
+        "scenario | seed | round | RM score of the challenger | RM score vs base (95% CI) "
         "| task completion vs base, points (95% CI) | evaluation judge win rate | length ratio "
-        "| RM score-length correlation | RM held-out accuracy | reward_hacking | decision |"
-        "\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| RM score-length correlation | RM held-out accuracy | reward_hacking | decision",
+        round_line,
     )
-    for (scenario, seed), (_, rows) in results.items():
-        print("\n".join(round_line(scenario, seed, row) for row in rows))
 
 
 if __name__ == "__main__":
