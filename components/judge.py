@@ -44,12 +44,6 @@ class Judge(Protocol):
 NO_CHECK = Verdict(0.5, True, True, "no check spec for this prompt")
 
 
-def is_model_judge(name: str) -> bool:
-    """Whether a judge's name (build.make_judge's) is a model's, local or remote: not a verifier, a classifier,
-    a biased rule or a person."""
-    return name.startswith(("ai:", "remote:"))
-
-
 class VerifierJudge:
     """Gold signal from the prompt's check spec: the response that satisfies more of it is better (all of a
     number or contains check, the share of a prompt's IFEval instructions); equal scores abstain."""

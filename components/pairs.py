@@ -90,6 +90,12 @@ def judge_label(judge: Judge, row: dict) -> str:
     return judge.judge_name(row) if isinstance(judge, PanelJudge) else judge.name
 
 
+def model_judged(pairs: list[dict]) -> int:
+    """How many pairs a model judge decided, local or remote (its name from build.make_judge): not a verifier, a
+    classifier, a biased rule or a person."""
+    return sum(not p["abstained"] and p["judge"].startswith(("ai:", "remote:")) for p in pairs)
+
+
 def example_pairs(pairs: list[dict], n: int) -> list[dict]:
     """The n most decisive non-abstained pairs: what the round report shows of the training judge."""
     return sorted((p for p in pairs if not p["abstained"]), key=lambda p: -p["p_chosen"])[:n]

@@ -19,11 +19,11 @@ from components.build import learns_from_pairs, make_generator, make_judge, make
 from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
-from components.judge import is_model_judge, load_rubric
+from components.judge import load_rubric
 from components.judge_config import JudgeConfig
 from components.memo import Memo
 from components.models import Policy, load_tokenizer
-from components.pairs import build_pairs, example_pairs
+from components.pairs import build_pairs, example_pairs, model_judged
 from components.revise import dropped, revise_pairs
 from components.rewards import JudgeReward, OnlineReward, VerifierReward
 from components.trainer import load_for_training
@@ -157,8 +157,7 @@ def _gold_rows(gold: str | None) -> list[dict]:
 def _save_pairs(pairs: list[dict], tmp: Path) -> dict:
     save_rows(pairs, tmp)
     abstained = sum(p["abstained"] for p in pairs)
-    model_judged = sum(not p["abstained"] and is_model_judge(p["judge"]) for p in pairs)
-    found = {"pairs": len(pairs), "abstained": abstained, "model_judged": model_judged}
+    found = {"pairs": len(pairs), "abstained": abstained, "model_judged": model_judged(pairs)}
     found["examples"] = example_pairs(pairs, EXAMPLE_PAIRS)
     return found | {"dropped": dropped(pairs)}
 
