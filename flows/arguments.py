@@ -56,3 +56,12 @@ def parse_sets(items: list[str]) -> dict:
         except json.JSONDecodeError:
             overrides[key.strip()] = yaml.safe_load(value)
     return overrides
+
+
+def store_client(store: Path):
+    """The MLflow client of the store a command names (or the tracking server); exit 2 when there is none."""
+    from registry import lineage
+
+    if not lineage.tracking_server() and not (store / "mlflow.db").exists():
+        fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)")
+    return lineage.client_for(lineage.tracking_uri_for(store))

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from flows.arguments import SetOption, StoreOption, VerboseOption, checked_config, parse_sets
+from flows.arguments import SetOption, StoreOption, VerboseOption, checked_config, parse_sets, store_client
 from flows.console import fail, print_report, print_rounds
 from stack.cli import app as stack_app
 
@@ -94,7 +94,7 @@ def compare(
     from registry import compare
 
     try:
-        found, rows, ci_level = compare.round_table(_client(store), experiment, bootstrap_id)
+        found, rows, ci_level = compare.round_table(store_client(store), experiment, bootstrap_id)
     except ValueError as err:
         fail(str(err))
     typer.echo(f"bootstrap {found}")
@@ -124,7 +124,7 @@ def rollback(
 
     if to is None:
         try:
-            to = versions.previous_champion(_client(store), versions.model_name_for(experiment))
+            to = versions.previous_champion(store_client(store), versions.model_name_for(experiment))
         except (ValueError, versions.MlflowException) as err:
             fail(str(err))
     _move(experiment, to, "rollback", reason, store)
@@ -133,7 +133,7 @@ def rollback(
 def _move(experiment: str, version: str | None, action: str, reason: str, store: Path) -> None:
     from registry import versions
 
-    client = _client(store)
+    client = store_client(store)
     try:
         if version is not None:
             version = versions.resolve_version(client, versions.model_name_for(experiment), version)
@@ -143,14 +143,6 @@ def _move(experiment: str, version: str | None, action: str, reason: str, store:
     now = f"version {version}" if version else "the base model"
     typer.echo(f"champion of {versions.model_name_for(experiment)} is now {now}")
     typer.echo(f"recorded as MLflow run {run_id}")
-
-
-def _client(store: Path):
-    from registry import lineage
-
-    if not lineage.tracking_server() and not (store / "mlflow.db").exists():
-        fail(f"no MLflow store at {store.resolve() / 'mlflow.db'} (pass --store)")
-    return lineage.client_for(lineage.tracking_uri_for(store))
 
 
 @app.command("evaluate")
@@ -167,7 +159,7 @@ def evaluate_command(
     from flows.runtime import Stopped, prefect_api, stop_on_signals
     from registry import versions
 
-    _client(store)
+    store_client(store)
     try:
         with stop_on_signals(), prefect_api():
             result = evaluate_checkpoints(str(config), challenger, champion, str(store))
@@ -222,22 +214,14 @@ def judge_check(
     cfg = checked_config(config, parse_sets(set_ or []), store, verbose)
     from components import judge_check as jc
     from flows.console import print_judge_check
-    from registry import lineage
+    from flows.gold_pairs import gold_pairs
+    from registry import judge_checks, lineage
 
     judges = jc.judges_in(cfg)
     unknown = sorted(set(only or []) - set(judges))
     if unknown:
         fail(f"--judge {', '.join(unknown)}: not a judge of {config} (its judges: {', '.join(judges)})")
-    if pairs_file and from_review:
-        fail("--pairs and --from-review: give one source of gold pairs")
-    if from_review:
-        pairs, source = _review_pairs(from_review, store), f"review:{from_review}"
-    else:
-        try:
-            pairs = jc.load_pairs(pairs_file) if pairs_file else jc.load_calibration()
-        except ValueError as err:
-            fail(f"--pairs {err}")
-        source = str(pairs_file) if pairs_file else "data/judge_calibration.jsonl"
+    pairs, source, source_file = gold_pairs(pairs_file, from_review, store)
     try:
         routes = jc.parse_routes(route or [], pairs)
     except ValueError as err:
@@ -249,24 +233,8 @@ def judge_check(
     printed = lambda label, result: print_judge_check(label, *result, jc.meets_goal(result[1]))  # noqa: E731
     results = jc.check_judges(cfg, only or list(judges), printed, routes, cohorts, pairs)
     uri = lineage.tracking_uri_for(store)
-    dataset = None if from_review else source
-    run_id = lineage.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results, source, dataset)
+    run_id = judge_checks.log_judge_check(uri, lineage.artifact_root_for(store), cfg.name, results, source, source_file)
     typer.echo(f"\nlogged to MLflow: run {run_id} of experiment {cfg.name} ({uri})")
-
-
-def _review_pairs(experiment: str, store: Path) -> list[dict]:
-    """Gold pairs from the human labels in `experiment`'s review queue; exit 2 when there are none."""
-    from components.review import labelled_calibration_pairs
-    from registry import lineage, review
-
-    found = _client(store).get_experiment_by_name(experiment)
-    if found is None:
-        fail(f"--from-review {experiment}: no such experiment in {store}")
-    labelled = review.labelled(lineage.tracking_uri_for(store), found.experiment_id, None)
-    pairs = labelled_calibration_pairs(labelled)
-    if not pairs:
-        fail(f"--from-review {experiment}: no pair labelled A or B in its review queue yet (`ratchet review` says how)")
-    return pairs
 
 
 @app.command("review")
@@ -280,7 +248,7 @@ def review_command(
     from flows.console import print_review
     from registry import compare, lineage, review
 
-    client = _client(store)
+    client = store_client(store)
     try:
         found, _, _ = compare.round_table(client, experiment, bootstrap_id)
     except ValueError as err:

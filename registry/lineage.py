@@ -1,4 +1,5 @@
-"""Lineage in MLflow: the runs of a bootstrap and what they log. With versions.py, the only code that imports mlflow.
+"""Lineage in MLflow: the runs of a bootstrap and what they log (judge_checks.py logs `ratchet judge-check` runs
+with the helpers here).
 
 One experiment per config name, a parent run per bootstrap and a child run per round, each opened by a context
 manager that ends it FINISHED, FAILED (an exception) or KILLED (a signal or Ctrl-C), and found again by tags on a
@@ -187,7 +188,7 @@ def round_run(bootstrap: BootstrapRun, k: int, champion_key: str, prefect_run: s
         yield found
 
 
-def _metrics(metrics: dict[str, float], step: int) -> list[mlflow.entities.Metric]:
+def metric_entities(metrics: dict[str, float], step: int) -> list[mlflow.entities.Metric]:
     """Unmeasured (NaN or None) metrics are left out, so a chart shows a gap rather than a broken point."""
     finite = {name: float(v) for name, v in metrics.items() if v is not None and math.isfinite(float(v))}
     return [mlflow.entities.Metric(name, value, 0, step) for name, value in finite.items()]
@@ -197,7 +198,7 @@ def log_round(bootstrap: BootstrapRun, run: RoundRun, k: int, metrics: dict[str,
     """Metrics at step=k on the round and on the parent (drift-over-rounds charts), stage tables as artifacts."""
     client = client_for(bootstrap.uri)
     for run_id in (run.run_id, bootstrap.run_id):
-        client.log_batch(run_id, metrics=_metrics(metrics, step=k))
+        client.log_batch(run_id, metrics=metric_entities(metrics, step=k))
     for stage in ("generations", "pairs", "eval"):
         if (round_dir / stage).exists():
             _log_dataset(client, run.run_id, round_dir / stage, stage)
@@ -210,7 +211,7 @@ def log_decision(bootstrap: BootstrapRun, run: RoundRun, k: int, decision: dict)
     with storing(f"round {k}'s decision"):
         client.log_dict(run.run_id, decision, "decision.json")
     for run_id in (run.run_id, bootstrap.run_id):
-        client.log_batch(run_id, metrics=_metrics({"gate/promoted": float(decision["promote"])}, step=k))
+        client.log_batch(run_id, metrics=metric_entities({"gate/promoted": float(decision["promote"])}, step=k))
 
 
 def tag(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
@@ -226,7 +227,7 @@ def log_evaluation(
     client = client_for(tracking_uri)
     tags = {"ratchet.kind": "evaluation", "prefect.flow_run_id": prefect_run, "ratchet.decision": decision["reason"]}
     run_id = client.create_run(experiment_id, run_name=f"evaluate {name}", tags=tags).info.run_id
-    client.log_batch(run_id, metrics=_metrics(metrics, step=0))
+    client.log_batch(run_id, metrics=metric_entities(metrics, step=0))
     client.log_dict(run_id, decision, "decision.json")
     _log_dataset(client, run_id, eval_dir, "eval")
     finish(client, run_id, "FINISHED")
@@ -238,14 +239,14 @@ def log_prompts(tracking_uri: str, run_id: str, files: dict[str, str]) -> None:
     client = client_for(tracking_uri)
     for name, path in files.items():
         frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_json(path, lines=True, dtype=False)
-        _log_frame(client, run_id, frame, str(Path(path).resolve()), name)
+        log_frame(client, run_id, frame, str(Path(path).resolve()), name)
 
 
 def _log_dataset(client: MlflowClient, run_id: str, stage_dir: Path, name: str) -> None:
     """The stage's rows as a parquet table artifact and as a run input with a digest."""
     from datasets import load_from_disk
 
-    _log_frame(client, run_id, load_from_disk(str(stage_dir)).to_pandas(), str(stage_dir), name)
+    log_frame(client, run_id, load_from_disk(str(stage_dir)).to_pandas(), str(stage_dir), name)
 
 
 @contextmanager
@@ -260,7 +261,7 @@ def storing(what: str) -> Iterator[None]:
         ) from err
 
 
-def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: str | None, name: str) -> None:
+def log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: str | None, name: str) -> None:
     """A table artifact (tables/<name>.parquet) and a dataset input whose digest pins the exact rows."""
     with tempfile.TemporaryDirectory() as tmp, storing(f"the {name} table of run {run_id}"):
         path = Path(tmp) / f"{name}.parquet"
@@ -271,30 +272,6 @@ def _log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, source: s
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, source=source, name=name)._to_mlflow_entity()
     client.log_inputs(run_id, datasets=[mlflow.entities.DatasetInput(dataset)])
-
-
-def log_judge_check(
-    tracking_uri: str,
-    artifact_root: str | None,
-    experiment: str,
-    results: dict,
-    pairs: str,
-    pairs_file: str | None,
-) -> str:
-    """A finished `judge-check` run on the gold `pairs` (a file, or `review:<experiment>`): per judge, its scores
-    per category as metrics (`<judge>/<category>/<score>`) and its verdict on every pair as a table, whose dataset
-    source is `pairs_file` where there is one; the judges' names as tags."""
-    client = client_for(tracking_uri)
-    experiment_id = ensure_experiment(client, experiment, artifact_root)
-    tags = {"ratchet.kind": "judge-check", "ratchet.pairs": pairs}
-    run_id = client.create_run(experiment_id, run_name="judge-check", tags=tags).info.run_id
-    for label, (name, scores, rows) in results.items():
-        client.set_tag(run_id, f"judge.{label}", name)
-        flat = {f"{label}/{category}/{key}": v for category, s in scores.items() for key, v in s.items()}
-        client.log_batch(run_id, metrics=_metrics(flat, step=0))
-        _log_frame(client, run_id, pd.DataFrame(rows), pairs_file, f"judge-check-{label}")
-    finish(client, run_id, "FINISHED")
-    return run_id
 
 
 def log_files(tracking_uri: str, run_id: str, directory: Path, artifact_path: str) -> None:
