@@ -11,7 +11,7 @@ from components import reward_model as rm
 from components.config import DataConfig, EvaluationConfig, ModelsConfig, RewardModelConfig
 from components.data import load_prompts, save_stage
 from components.evaluator import mean_ci
-from components.judge_check import load_calibration
+from components.judge_check import load_calibration, load_pairs
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,9 @@ def reward_model(
     seed: int,
 ) -> Rewarded:
     """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)), except the
-    held-out prompts' pairs, on which (and on the calibration set's gold pairs) its quality is measured. With no
-    pair to train on (every one abstained or held out), no reward model: the round has nothing to learn from it."""
+    held-out prompts' pairs, on which (and on the gold pairs: `config.gold_pairs`, else the calibration set) its
+    quality is measured. With no pair to train on (every one abstained or held out), no reward model: the round has
+    nothing to learn from it."""
     pairs = rm.judged_pairs(rounds)
     heldout, train = [], []
     for pair in pairs:
@@ -49,7 +50,8 @@ def reward_model(
         model = rm.RewardModel.load(tmp, base, models, config.batch_size)
         prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
         ci = lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)  # noqa: E731
-        found = rm.quality(model, heldout, load_calibration(), prompts, ci)
+        gold = load_pairs(Path(config.gold_pairs)) if config.gold_pairs else load_calibration()
+        found = rm.quality(model, heldout, gold, prompts, ci)
         found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
         found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
         return {"metrics": found, "base": base}

@@ -128,6 +128,11 @@ class RewardModelConfig(_Optimisation):
         0.2, gt=0, lt=1, description="Share of training prompts whose pairs are held out to measure accuracy."
     )
     max_length: int = Field(384, gt=0, description="Prompt + response tokens per side; longer pairs are dropped.")
+    gold_pairs: str | None = Field(
+        None,
+        description="Gold pairs its `rm_gold_accuracy` is measured on: a jsonl in `ratchet judge-check --pairs`'s "
+        "format (prompt, better, worse, category). None = the 160 pairs of data/judge_calibration.jsonl.",
+    )
     center_rewards_coefficient: float | None = Field(
         0.01, ge=0, description="Pulls scores toward mean zero (TRL's RewardConfig; None = off)."
     )

@@ -22,6 +22,7 @@ from components.config_loading import ConfigError
 from components.data import DataError, check_disjoint, load_prompts
 from components.embedded import check_gguf
 from components.generator import chat_prompt
+from components.judge_check import load_pairs
 from components.judge_config import AIJudgeConfig, PanelJudgeConfig, RemoteJudgeConfig, model_judges
 from components.models import ModelSpecError, check_spec, load_tokenizer, resolve_model
 
@@ -139,12 +140,17 @@ def _judges(cfg: ExperimentConfig) -> None:
 
 
 def _reward_model_and_reviser(cfg: ExperimentConfig) -> None:
-    """The reward model's base and the reviser resolve, named by their field."""
+    """The reward model's base and gold pairs and the reviser resolve, named by their field."""
     try:
         if cfg.reward_model and cfg.reward_model.base != "policy":
             check_spec(cfg.reward_model.base)
     except ModelSpecError as err:
         raise ConfigError(f"reward_model.base: {err}") from None
+    try:
+        if cfg.reward_model and cfg.reward_model.gold_pairs:
+            load_pairs(Path(cfg.reward_model.gold_pairs))
+    except ValueError as err:
+        raise ConfigError(f"reward_model.gold_pairs: {err}") from None
     try:
         if cfg.pairs.kind == "revise" and cfg.pairs.reviser_runtime == "llama_cpp":
             check_gguf(cfg.pairs.reviser)

@@ -169,6 +169,11 @@ CASES: dict[str, tuple[Mutation, str, int]] = {
     "missing model directory": (config_edit("models.policy", "/nonexistent/model"), "/nonexistent/model", 2),
     "model directory without config.json": (model_dir_without_config, "no config.json", 2),
     "reward model base missing": (config_edit("reward_model", {"base": "/nonexistent/rm"}), "reward_model.base: ", 2),
+    "reward model gold pairs missing": (
+        config_edit("reward_model", {"gold_pairs": "/nonexistent/gold.jsonl"}),
+        "reward_model.gold_pairs: /nonexistent/gold.jsonl: no such file",
+        2,
+    ),
     "reviser missing": (config_edit("pairs", {"kind": "revise", "reviser": "/nonexistent/r"}), "pairs.reviser: ", 2),
     # data
     "prompt file missing": (config_edit("data.train_prompts", "/nonexistent/p.jsonl"), "prompt file not found", 2),
