@@ -47,7 +47,7 @@ run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, loca
 
 # Both suites run in two processes (pytest-xdist), a test file to each: most of a test's time is one process (a
 # `ratchet run`, a server starting), so two use both cores. `pytest tests/test_x.py` runs one file alone.
-PYTEST := $(BIN)/pytest -n 2 --dist loadfile
+PYTEST := $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 test: setup setup-judge  ## lint, then the test suite (~15 min on 2 cores: docs/benchmarks.md)
 	$(BIN)/ruff check .

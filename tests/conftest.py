@@ -19,20 +19,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # two threads per process fight over the cores (measured: 1.59x the serial speed with one thread, 1.24x with two).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
-# The longest files first (by their measured times), so that under xdist neither process is left with a long file
-# while the other has finished; the rest keep their order.
+# The longest files first (by their wall time in `make test` and `make test-slow`, 2026-12-04), so that under xdist no
+# process is left with a long file while the others have finished; the rest keep their order. The Makefile passes
+# --no-loadscope-reorder: xdist otherwise sends the files with the most tests first, whatever their length.
 LONGEST_FIRST = (
     "reliability/test_stack_faults.py",
-    "test_e2e_smollm2.py",
+    "test_flow.py",
     "reliability/test_signals.py",
-    "reliability/test_stack_setups.py",
-    "test_deployments.py",
-    "reliability/test_crash_resume.py",
-    "test_console.py",
     "test_stack.py",
+    "reliability/test_stack_setups.py",
+    "test_e2e_smollm2.py",
     "test_reward_model.py",
-    "test_trainer.py",
     "test_judge_check.py",
+    "reliability/test_crash_resume.py",
+    "test_deployments.py",
+    "test_sharding.py",
+    "test_remote_judge.py",
+    "reliability/test_runtime_faults.py",
+    "test_console.py",
+    "test_trainer.py",
 )
 
 
