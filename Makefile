@@ -45,16 +45,17 @@ $(JUDGE): $(STAMP)
 run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, local Prefect, MLflow in ./mlflow.db
 	$(BIN)/ratchet run $(CONFIG)
 
-# Both suites run in two processes (pytest-xdist), a test file to each: most of a test's time is one process (a
-# `ratchet run`, a server starting), so two use both cores. `pytest tests/test_x.py` runs one file alone.
+# Both suites run in three processes (pytest-xdist), a test file to each, the longest files first: much of a test's
+# time is waiting on another process (a `ratchet run`, a server starting), so three keep both cores busy where two
+# left a quarter of them idle. `pytest tests/test_x.py` runs one file alone.
 PYTEST := $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
-test: setup setup-judge  ## lint, then the test suite (~15 min on 2 cores: docs/benchmarks.md)
+test: setup setup-judge  ## lint, then the test suite (~11 min on 2 cores: docs/benchmarks.md)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PYTEST)
 
-test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~30 min on 2 cores)
+test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~23 min on 2 cores)
 	$(PYTEST) -m slow
 
 bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md
