@@ -27,7 +27,7 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout
 
 
-def deployed(prefect, name: str) -> bool:
+def is_deployed(prefect, name: str) -> bool:
     """Whether the server knows the deployment (the API, not `prefect deployment ls`: a CLI process a poll is ~3 s of
     CPU)."""
     try:
@@ -86,7 +86,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
         ok(prefect.cli("deployment", "delete", name))
     prefect.start("serve", str(BIN / "ratchet"), "serve")
     deadline = time.monotonic() + 120
-    while not deployed(prefect, "evaluate/evaluate") or "serve" not in prefect.log("serve").lower():
+    while not is_deployed(prefect, "evaluate/evaluate") or "serve" not in prefect.log("serve").lower():
         assert time.monotonic() < deadline, prefect.log("serve")
         time.sleep(1)
     evaluation = prefect.cli(
