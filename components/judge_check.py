@@ -33,6 +33,11 @@ def load_calibration(path: Path = CALIBRATION_SET) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def load_gold(path: str | Path | None) -> list[dict]:
+    """A user's gold pairs (`load_pairs`) when a file is named, else the calibration set."""
+    return load_pairs(Path(path)) if path else load_calibration()
+
+
 PAIR_FIELDS = ("prompt", "better", "worse", "category")
 OPTIONAL_PAIR_FIELDS = ("id", "cohort", "context", "check")
 

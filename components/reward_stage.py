@@ -11,7 +11,7 @@ from components import reward_model as rm
 from components.config import DataConfig, EvaluationConfig, ModelsConfig, RewardModelConfig
 from components.data import load_prompts, save_stage
 from components.evaluator import mean_ci
-from components.judge_check import load_calibration, load_pairs
+from components.judge_check import load_gold
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,7 @@ def reward_model(
         model = rm.RewardModel.load(tmp, base, models, config.batch_size)
         prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
         ci = lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)  # noqa: E731
-        gold = load_pairs(Path(config.gold_pairs)) if config.gold_pairs else load_calibration()
-        found = rm.quality(model, heldout, gold, prompts, ci)
+        found = rm.quality(model, heldout, load_gold(config.gold_pairs), prompts, ci)
         found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
         found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
         return {"metrics": found, "base": base}

@@ -20,7 +20,7 @@ def gold_pairs(pairs_file: Path | None, from_review: str | None, store: Path) ->
     if from_review:
         return review_pairs(from_review, store), f"review:{from_review}", None
     try:
-        pairs = jc.load_pairs(pairs_file) if pairs_file else jc.load_calibration()
+        pairs = jc.load_gold(pairs_file)
     except ValueError as err:
         fail(f"--pairs {err}")
     source = str(pairs_file) if pairs_file else CALIBRATION

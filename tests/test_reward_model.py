@@ -108,7 +108,7 @@ def test_reward_model_ranks_unseen_pairs_above_chance_and_is_registered(tiny_mod
 def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_path):
     """SmolLM2-135M with a LoRA head, trained on 3/4 of the judge calibration set's gold pairs (by prompt), must rank
     the other quarter, which it never saw, above chance."""
-    from components.judge_check import load_calibration
+    from components.judge_check import OPTIONAL_PAIR_FIELDS, PAIR_FIELDS, load_calibration
 
     rows = load_calibration()
     prompts = [{k: r[k] for k in ("id", "prompt", "cohort", "check", "context")} for r in rows]
@@ -126,7 +126,7 @@ def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_pa
     ]
     # Its gold pairs are the held-out quarter in a user's file (`reward_model.gold_pairs`): the calibration set it
     # would use by default is what it trains on here, and scoring all 160 pairs took a third of the test.
-    fields = ("id", "prompt", "better", "worse", "category", "cohort", "context", "check")
+    fields = PAIR_FIELDS + OPTIONAL_PAIR_FIELDS
     gold = [{k: r[k] for k in fields if r.get(k)} for r in rows if held_out(r["id"], 0.25)]
     (tmp_path / "gold.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gold))
     rewarded, tags = train_and_register(
