@@ -274,9 +274,34 @@ class Prefect:
         return (self.logs / f"{name}.log").read_text()
 
 
+def migrated_prefect_home(home: Path) -> Path:
+    """`home` as a Prefect home whose database is already migrated: a copy of one that `prefect server database
+    upgrade` made once per Prefect version. A fresh home's migrations are ~8 s of CPU in every server started on it;
+    test_runtime.py and `make run` still start on fresh homes."""
+    import shutil
+    import tempfile
+
+    import prefect
+    from filelock import FileLock
+
+    template = Path(tempfile.gettempdir()) / f"ratchet-tests-prefect-{prefect.__version__}" / "prefect.db"
+    with FileLock(f"{template.parent}.lock"):  # xdist's processes share one
+        if not template.exists():
+            building = Path(tempfile.mkdtemp(prefix="prefect-home-", dir=tempfile.gettempdir()))
+            env = os.environ | {"PREFECT_HOME": str(building), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+            env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+            command = [str(BIN / "prefect"), "server", "database", "upgrade", "-y"]
+            subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+            building.rename(template.parent)  # whole or absent
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "prefect.db").exists():
+        shutil.copyfile(template, home / "prefect.db")
+    return home
+
+
 @pytest.fixture
 def prefect_server(tmp_path):
-    server = Prefect(tmp_path / "prefect-home")
+    server = Prefect(migrated_prefect_home(tmp_path / "prefect-home"))
     server.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", server.url[17:-4])
     try:
         server.wait_healthy()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +26,15 @@ pytestmark = pytest.mark.e2e
 def ok(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def api(prefect, method: str, path: str, body: dict | None = None) -> dict | None:
+    """One request to the Prefect server's REST API (a `prefect` CLI process is ~3 s of CPU)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(prefect.url + path, data, {"Content-Type": "application/json"}, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read()
+    return json.loads(text) if text else None
 
 
 def is_deployed(prefect, name: str) -> bool:
@@ -48,10 +58,13 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
         assert name in deployed
     worker = prefect.start("worker", str(BIN / "prefect"), "worker", "start", "--pool", "ratchet")
 
-    # Prefect validates the form's fields against the flow's typed signature (the config's rules) before any run.
-    for bad in ("rounds=0", "learning_rate=-1", "method=ppo", "on_block=pause"):
-        rejected = prefect.cli("deployment", "run", "bootstrap/smoke", "--param", bad)
-        assert rejected.returncode != 0 and bad.split("=")[0] in rejected.stdout + rejected.stderr, bad
+    # Prefect's server validates the form's fields against the flow's typed signature (the config's rules) before
+    # any run: the UI's form and `prefect deployment run --param` both send them to this endpoint.
+    deployment = api(prefect, "GET", "/deployments/name/bootstrap/smoke")
+    for field, value in (("rounds", 0), ("learning_rate", -1), ("method", "ppo"), ("on_block", "pause")):
+        with pytest.raises(urllib.error.HTTPError) as rejected:
+            api(prefect, "POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {field: value}})
+        assert rejected.value.code == 409 and field in rejected.value.read().decode(), field
 
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
     params += ["--param", "learning_rate=0.0001", "--param", "samples_per_prompt=3"]  # knobs; the rest: the YAML's
@@ -83,7 +96,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     )
     assert conflict.returncode == 2 and "deployed to work pool 'ratchet'" in conflict.stderr
     for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
-        ok(prefect.cli("deployment", "delete", name))
+        api(prefect, "DELETE", f"/deployments/{api(prefect, 'GET', f'/deployments/name/{name}')['id']}")
     prefect.start("serve", str(BIN / "ratchet"), "serve")
     deadline = time.monotonic() + 120
     while not is_deployed(prefect, "evaluate/evaluate") or "serve" not in prefect.log("serve").lower():

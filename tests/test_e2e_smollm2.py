@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
 
-def run_shipped_config(shipped: str, tmp: Path, name: str, max_train: int, max_eval: int, **sections) -> str:
-    """`ratchet run` on a shipped config shrunk to a handful of prompts; returns its stdout."""
+def run_shipped_config(
+    shipped: str, tmp: Path, name: str, max_train: int, max_eval: int, flags: tuple[str, ...] = (), **sections
+) -> subprocess.CompletedProcess:
+    """`ratchet run` on a shipped config shrunk to a handful of prompts, with `flags`; returns the process."""
     config = yaml.safe_load((ROOT / "configs" / shipped).read_text())
     config |= {"name": name, "rounds": 1, "workdir": str(tmp / "runs")}
     config["data"] |= {
@@ -35,33 +37,42 @@ def run_shipped_config(shipped: str, tmp: Path, name: str, max_train: int, max_e
         config[section] |= values
     (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(tmp / f"{name}.yaml"), "--store", str(tmp)],
+        [sys.executable, "-m", "flows.cli", "run", str(tmp / f"{name}.yaml"), "--store", str(tmp), *flags],
         cwd=tmp,
         capture_output=True,
         text=True,
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return proc
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """With --verbose (test_console.py has the quiet terminal): the table on stdout, the logs on stderr."""
     tmp = tmp_path_factory.mktemp("e2e")
     short = {"max_new_tokens": 32}
     sections = {"generation": short, "training": {"num_train_epochs": 1}, "evaluation": short}  # make run: 3 epochs
-    return tmp, run_shipped_config("smoke.yaml", tmp, "e2e", 12, 6, **sections)
+    proc = run_shipped_config("smoke.yaml", tmp, "e2e", 12, 6, ("--verbose",), **sections)
+    return tmp, proc.stdout, proc.stderr
 
 
 def test_prints_round_table_and_where_to_look(finished_run):
-    tmp, stdout = finished_run
+    tmp, stdout, _ = finished_run
     assert "judge win" in stdout and "task done" in stdout and "benign refusal" in stdout and "by AI judge" in stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in stdout and "compareRunsMode=CHART" in stdout
     assert "prefect server start" in stdout
 
 
+def test_verbose_shows_prefect_and_training_step_lines(finished_run):
+    _, stdout, stderr = finished_run
+    assert "Finished in state Completed" in stderr
+    assert "train dpo step 1/" in stderr  # components' log lines, on the terminal too
+    assert "train dpo step" not in stdout  # stdout is the table and where to look, whatever the verbosity
+
+
 def test_pairs_and_adapter_are_real(finished_run):
-    tmp, _ = finished_run
+    tmp, _, _ = finished_run
     (round_dir,) = (tmp / "runs").glob("e2e-*/round-1")
     pairs = load_from_disk(str(round_dir / "pairs"))
     assert len(pairs) == 12 and not all(pairs["abstained"])
@@ -79,7 +90,7 @@ def test_pairs_and_adapter_are_real(finished_run):
 
 
 def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
-    tmp, stdout = finished_run
+    tmp, stdout, _ = finished_run
     client = MlflowClient(lineage.tracking_uri_for(tmp))
     exp = client.get_experiment_by_name("e2e")
     runs = client.search_runs([exp.experiment_id])
@@ -127,7 +138,7 @@ def test_printed_mlflow_ui_command_serves_the_runs_and_artifacts(finished_run):
     import time
     import urllib.request
 
-    tmp, stdout = finished_run
+    tmp, stdout, _ = finished_run
     command = re.search(r"\.venv/bin/mlflow ui --backend-store-uri (\S+) --port 5000", stdout)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from conftest import migrated_prefect_home
 from mlflow import MlflowClient
 
 from registry import lineage
@@ -18,7 +19,7 @@ BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 def ratchet_run(config: Path, store: Path, home: Path | None = None, **env: str) -> subprocess.Popen:
     home = home or store
     home.mkdir(parents=True, exist_ok=True)
-    full_env = os.environ | {"PREFECT_HOME": str(home / "prefect")} | env
+    full_env = os.environ | {"PREFECT_HOME": str(migrated_prefect_home(home / "prefect"))} | env
     if "PREFECT_API_URL" not in env:
         full_env.pop("PREFECT_API_URL", None)  # its own temporary server, as `make run` has
     full_env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
