@@ -203,6 +203,9 @@ class Stack:
         found = self.secrets()
         env = self._server_env()
         env["MLFLOW_BACKEND_STORE_URI"] = self.mlflow_database_url()
+        # MLflow's job runner (GenAI scorers, trace roll-ups) is eight processes that cost ~25 s of CPU at each start
+        # (measured, docs/benchmarks.md); Ratchet starts no MLflow job.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         artifacts = self.directory / "mlflow-artifacts"
         artifacts.mkdir(exist_ok=True)
         command = [sys.executable, "-m", "mlflow", "server", "--host", self.settings.host]

@@ -3,6 +3,7 @@ and the Qwen2.5-Coder-1.5B judge training, Gemma 3 270M evaluation judge, real D
 round, a handful of prompts."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,7 @@ def test_printed_mlflow_ui_command_serves_the_runs_and_artifacts(finished_run):
         [str(mlflow_bin), "ui", "--backend-store-uri", command.group(1), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # eight job processes this test never uses
     )
     try:
         base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
