@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -41,19 +42,39 @@ def stop_on_signals() -> Iterator[None]:
     out runs: MLflow runs end KILLED, child processes are stopped. (Inside a flow, Prefect's own SIGTERM handler
     runs first, marks the flow run crashed, then hands the signal back to this one.)"""
     previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _resend_lost_stops(sys.unraisablehook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _resend_lost_stops(fallback: Callable) -> Callable:
+    """A handler's exception that lands inside a garbage-collection callback is "ignored" by Python, and the stop
+    with it (seen once: a SIGTERM during generation, and the run finished 54 s later). Send the signal again from
+    another thread a moment later, so that the handler runs anew once the callback (and this hook) is over."""
+
+    def hook(unraisable) -> None:
+        from prefect.exceptions import TerminationSignal
+
+        error = unraisable.exc_value
+        if isinstance(error, Stopped | TerminationSignal):
+            signum = error.signum if isinstance(error, Stopped) else error.signal
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        else:
+            fallback(unraisable)
+
+    return hook
 
 
 @contextmanager
 def prefect_api(wait_seconds: float = 120, meanwhile: Callable[[], object] = lambda: None) -> Iterator[str | None]:
     """The configured Prefect API if there is one; else a temporary local server for the life of the block. Its
     flow runs are kept in PREFECT_HOME's database, where `prefect server start` shows them later, and its log in
-    PREFECT_HOME/ratchet-server.log. `meanwhile()` runs while the server starts (the run's imports: together the two
-    took twice as long one after the other)."""
+    PREFECT_HOME/ratchet-server.log. `meanwhile()` runs while the server starts (the run's input checks and imports:
+    one after the other the two took twice as long); if it raises, the server is stopped."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     settings = get_current_settings()

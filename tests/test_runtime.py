@@ -36,3 +36,26 @@ def test_the_temporary_server_dies_with_a_sigkilled_run(tmp_path):
         assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
     finally:
         run.kill()
+
+
+def test_a_stop_raised_inside_a_garbage_collection_callback_is_not_lost():
+    """The handler's exception inside a weakref callback is swallowed by Python; the signal is sent again."""
+    import gc
+    import weakref
+
+    from flows.runtime import Stopped, stop_on_signals
+
+    class Collected:
+        pass
+
+    def callback(_ref) -> None:  # the signal lands here, as it did in SQLAlchemy's `_collection_gced`
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+    with pytest.raises(Stopped, match="SIGTERM"), stop_on_signals():
+        obj = Collected()
+        ref = weakref.ref(obj, callback)
+        del obj
+        gc.collect()
+        for _ in range(1000):  # the resent signal is handled between two bytecodes, here
+            time.sleep(0.001)
+    assert ref() is None  # the callback ran, and its Stopped was lost there before it was sent again
