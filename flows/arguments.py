@@ -21,23 +21,35 @@ SetOption = Annotated[
 
 
 def checked_config(config_path: Path, overrides: dict, store: Path, verbose: bool = True):
-    """The config, validated with everything that can be checked before work; exit 2 with one line if not.
+    """The config, validated with everything that can be checked before work; exit 2 with one line if not."""
+    cfg = checked_schema(config_path, overrides, verbose)
+    checked_inputs(cfg, store)
+    return cfg
 
-    The schema is checked before anything heavy is imported, so a broken config is refused in about a second.
-    Unless `verbose`, the terminal is made quiet before those imports.
-    """
+
+def checked_schema(config_path: Path, overrides: dict, verbose: bool = True):
+    """The config as its schema reads it, in about a second, before anything heavy is imported; exit 2 with one line
+    if not. Unless `verbose`, the terminal is made quiet before those imports."""
     from components.config_loading import ConfigError, load_config
 
     try:
         cfg = load_config(config_path, overrides)
-        if not verbose:
-            quiet_terminal()
-        from components.validate import validate  # imports torch and transformers: only for a valid config
+    except ConfigError as err:
+        fail(str(err))
+    if not verbose:
+        quiet_terminal()
+    return cfg
 
+
+def checked_inputs(cfg, store: Path) -> None:
+    """What the schema cannot see: data files and their rows, models, servers, the store; exit 2 with one line."""
+    from components.config_loading import ConfigError
+    from components.validate import validate  # imports torch and transformers: only for a valid config
+
+    try:
         validate(cfg, store)
     except ConfigError as err:
         fail(str(err))
-    return cfg
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -19,7 +19,16 @@ from typing import Annotated
 
 import typer
 
-from flows.arguments import SetOption, StoreOption, VerboseOption, checked_config, parse_sets, store_client
+from flows.arguments import (
+    SetOption,
+    StoreOption,
+    VerboseOption,
+    checked_config,
+    checked_inputs,
+    checked_schema,
+    parse_sets,
+    store_client,
+)
 from flows.console import fail, print_report, print_rounds
 from stack.cli import app as stack_app
 
@@ -53,7 +62,7 @@ def run(
     from components.config_loading import run_overrides
 
     overrides = parse_sets(set_ or [])
-    cfg = checked_config(config, run_overrides(rounds, overrides), store, verbose)
+    cfg = checked_schema(config, run_overrides(rounds, overrides), verbose)
     from prefect.settings import get_current_settings
 
     if cfg.gate.require_approval and not get_current_settings().api.url:
@@ -63,11 +72,17 @@ def run(
         )
     from flows.runtime import Stopped, prefect_api, stop_on_signals
 
+    def meanwhile() -> None:  # while the temporary server starts: the input checks and the run's imports
+        checked_inputs(cfg, store)
+        importlib.import_module("flows.bootstrap")
+
     try:
-        with stop_on_signals(), prefect_api(meanwhile=lambda: importlib.import_module("flows.bootstrap")):
+        with stop_on_signals(), prefect_api(meanwhile=meanwhile):
             from flows.bootstrap import bootstrap
 
             result = bootstrap(str(config), rounds=rounds, store=str(store), overrides=overrides or None)
+    except typer.Exit:  # refused by the input checks: their one line is out
+        raise
     except Stopped as stop:
         fail(f"stopped by {stop}; re-run the same command to resume", 128 + stop.signum)
     except Exception as err:  # the traceback is in the log above; the last line says what failed
