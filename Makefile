@@ -50,7 +50,7 @@ run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, loca
 # left a quarter of them idle. `pytest tests/test_x.py` runs one file alone.
 PYTEST := $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
-test: setup setup-judge  ## lint, then the test suite (~11 min on 2 cores: docs/benchmarks.md)
+test: setup setup-judge  ## lint, then the test suite (~10 min on 2 cores: docs/benchmarks.md)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PYTEST)

@@ -15,7 +15,7 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs two pytest processes on two cores: one thread each (and in the runs they start), or torch's
+    # `make test` runs three pytest processes on two cores: one thread each (and in the runs they start), or torch's
     # two threads per process fight over the cores (measured: 1.59x the serial speed with one thread, 1.24x with two).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
