@@ -62,7 +62,9 @@ def _resend_lost_stops(fallback: Callable) -> Callable:
         error = unraisable.exc_value
         if isinstance(error, Stopped | TerminationSignal):
             signum = error.signum if isinstance(error, Stopped) else error.signal
-            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            resend = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            resend.daemon = True  # a process already on its way out is not signalled again
+            resend.start()
         else:
             fallback(unraisable)
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,13 +27,12 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout
 
 
-def api(prefect, method: str, path: str, body: dict | None = None) -> dict | None:
-    """One request to the Prefect server's REST API (a `prefect` CLI process is ~3 s of CPU)."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(prefect.url + path, data, {"Content-Type": "application/json"}, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        text = response.read()
-    return json.loads(text) if text else None
+def api(prefect):
+    """Prefect's own client in this process (a `prefect` CLI process is ~3 s of CPU); like the CLI's, it retries
+    the server's 503s (a busy SQLite)."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(prefect.url)
 
 
 def is_deployed(prefect, name: str) -> bool:
@@ -60,11 +58,14 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
 
     # Prefect's server validates the form's fields against the flow's typed signature (the config's rules) before
     # any run: the UI's form and `prefect deployment run --param` both send them to this endpoint.
-    deployment = api(prefect, "GET", "/deployments/name/bootstrap/smoke")
-    for field, value in (("rounds", 0), ("learning_rate", -1), ("method", "ppo"), ("on_block", "pause")):
-        with pytest.raises(urllib.error.HTTPError) as rejected:
-            api(prefect, "POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {field: value}})
-        assert rejected.value.code == 409 and field in rejected.value.read().decode(), field
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with api(prefect) as prefect_client:
+        deployment = prefect_client.read_deployment_by_name("bootstrap/smoke")
+        for field, value in (("rounds", 0), ("learning_rate", -1), ("method", "ppo"), ("on_block", "pause")):
+            with pytest.raises(PrefectHTTPStatusError) as rejected:
+                prefect_client.create_flow_run_from_deployment(deployment.id, parameters={field: value})
+            assert rejected.value.response.status_code == 409 and field in rejected.value.response.text, field
 
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
     params += ["--param", "learning_rate=0.0001", "--param", "samples_per_prompt=3"]  # knobs; the rest: the YAML's
@@ -95,8 +96,9 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
         [str(BIN / "ratchet"), "serve"], cwd=ROOT, env=prefect.env, capture_output=True, text=True
     )
     assert conflict.returncode == 2 and "deployed to work pool 'ratchet'" in conflict.stderr
-    for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
-        api(prefect, "DELETE", f"/deployments/{api(prefect, 'GET', f'/deployments/name/{name}')['id']}")
+    with api(prefect) as prefect_client:
+        for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
+            prefect_client.delete_deployment(prefect_client.read_deployment_by_name(name).id)
     prefect.start("serve", str(BIN / "ratchet"), "serve")
     deadline = time.monotonic() + 120
     while not is_deployed(prefect, "evaluate/evaluate") or "serve" not in prefect.log("serve").lower():
