@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout
 
 
-def api(prefect):
+def client_of(prefect):
     """Prefect's own client in this process (a `prefect` CLI process is ~3 s of CPU); like the CLI's, it retries
     the server's 503s (a busy SQLite)."""
     from prefect.client.orchestration import SyncPrefectClient
@@ -36,13 +35,15 @@ def api(prefect):
 
 
 def is_deployed(prefect, name: str) -> bool:
-    """Whether the server knows the deployment (the API, not `prefect deployment ls`: a CLI process a poll is ~3 s of
-    CPU)."""
-    try:
-        with urllib.request.urlopen(f"{prefect.url}/deployments/name/{name}", timeout=5):
+    """Whether the server knows the deployment yet."""
+    from prefect.exceptions import ObjectNotFound
+
+    with client_of(prefect) as client:
+        try:
+            client.read_deployment_by_name(name)
             return True
-    except OSError:  # 404 until it is registered
-        return False
+        except ObjectNotFound:
+            return False
 
 
 def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_server, write_tiny_config, tmp_path):
@@ -60,7 +61,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
     # any run: the UI's form and `prefect deployment run --param` both send them to this endpoint.
     from prefect.exceptions import PrefectHTTPStatusError
 
-    with api(prefect) as prefect_client:
+    with client_of(prefect) as prefect_client:
         deployment = prefect_client.read_deployment_by_name("bootstrap/smoke")
         for field, value in (("rounds", 0), ("learning_rate", -1), ("method", "ppo"), ("on_block", "pause")):
             with pytest.raises(PrefectHTTPStatusError) as rejected:
@@ -96,7 +97,7 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
         [str(BIN / "ratchet"), "serve"], cwd=ROOT, env=prefect.env, capture_output=True, text=True
     )
     assert conflict.returncode == 2 and "deployed to work pool 'ratchet'" in conflict.stderr
-    with api(prefect) as prefect_client:
+    with client_of(prefect) as prefect_client:
         for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
             prefect_client.delete_deployment(prefect_client.read_deployment_by_name(name).id)
     prefect.start("serve", str(BIN / "ratchet"), "serve")
