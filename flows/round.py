@@ -8,29 +8,26 @@ path that no longer exists is recomputed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, pause_flow_run, task
-from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from components import review as review_items
 from components import reward_stage, stages
 from components.config import ExperimentConfig
 from components.evaluation import EvalInputs, Evaluated
 from components.evaluation import evaluate as evaluate_stage
-from components.metrics import grouped
 from components.models import Policy
 from flows import shards
 from flows.caching import STAGE
+from flows.recording import human_agreement, record, record_reward_model, redecided, snapshot_gold
 from flows.reporting import publish_round_report
-from registry import lineage, review, versions
+from registry import lineage
 from registry.promotion import Decision, decide
 
 # The components' own INFO lines (e.g. each training step's loss) reach the Prefect UI through
@@ -208,7 +205,7 @@ def bootstrap_round(
         version = record(cfg, k, tracking, run, metrics, decision, challenger, out, generated, champion_version)
         if rewarded and rewarded.path:
             record_reward_model(cfg, k, tracking, run, rewarded)
-        if not run.logged or _redecided(run, decision):
+        if not run.logged or redecided(run, decision):
             publish_round_report(cfg, k, tracking, run.run_id, metrics, decision, history, judged, evaluated, out)
     return RoundResult(k, decision, metrics, challenger if decision.promote else champion, version)
 
@@ -234,94 +231,6 @@ def _ask_approval(decision: Decision, timeout: int) -> Decision:
     return replace(decision, promote=False, reason=reason, deciding_rule="human review", approval=approval)
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def snapshot_gold(tracking: lineage.BootstrapRun, out: Path) -> str:
-    """The pairs people have labelled so far, as round k's gold (gold.json), written once: a resumed round trains
-    on the same pairs as its first run, and labels added later go to the next round."""
-    path = out / "gold.json"
-    if not path.exists():
-        labelled = review.labelled(tracking.uri, tracking.experiment_id, tracking.bootstrap_id)
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(review_items.gold_pairs(labelled)))
-        partial.rename(path)
-    return str(path)
-
-
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def human_agreement(cfg: ExperimentConfig, tracking: lineage.BootstrapRun) -> dict[str, float]:
-    """How often the judges agreed with the people who labelled this bootstrap's review queue, so far."""
-    labelled = review.labelled(tracking.uri, tracking.experiment_id, tracking.bootstrap_id)
-    return grouped(review_items.agreement_metrics(labelled, evaluation_judge_name(cfg)))
-
-
 def memo_dir(cfg: ExperimentConfig) -> str:
     """The run store's memo (components/memo.py), shared by every bootstrap in the config's workdir."""
     return str(Path(cfg.workdir).resolve() / "memo")
-
-
-def evaluation_judge_name(cfg: ExperimentConfig) -> str:
-    return f"evaluation:{cfg.evaluation.judge.model}"
-
-
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def record(
-    cfg: ExperimentConfig,
-    k: int,
-    tracking: lineage.BootstrapRun,
-    run: lineage.RoundRun,
-    metrics: dict,
-    decision: Decision,
-    challenger: Policy | None,
-    out: Path,
-    generated: stages.Generated,
-    previous: str | None,
-) -> str | None:
-    """Metrics, tables and the adapter to MLflow, the decision and the aliases; retried because it is I/O to the
-    store, and idempotent. Returns the champion's registered version after this round (None: the base model)."""
-    version = None
-    if not run.logged:
-        lineage.log_round(tracking, run, k, metrics, out)
-        lineage.tag(tracking.uri, run.run_id, {"ratchet.generation_backend": generated.kind})
-        evaluated = str(out / "eval") if (out / "eval").exists() else None
-        on_tasks = not decision.promote and (decision.deciding_rule or "").startswith("task/task_completion")
-        items = stages.review_items(
-            str(out / "pairs"), evaluated, cfg.data, evaluation_judge_name(cfg), cfg.review.max_pairs, on_tasks
-        )
-        review.queue(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, k, items)
-    if challenger:
-        # The version's tags lead back to what made it: base, adapter chain, round, training judge, bootstrap.
-        provenance = {"base": challenger.base, "adapter_chain": list(challenger.adapters), "round": k}
-        provenance |= {"training_judge": cfg.judge.model_dump(mode="json"), "bootstrap_id": tracking.bootstrap_id}
-        adapter = Path(challenger.adapters[-1])
-        version = versions.register_adapter(
-            tracking.uri, tracking.model_name, run.run_id, adapter, provenance, parent=previous
-        )
-        versions.point_alias(tracking.uri, tracking.model_name, "challenger", version)
-    if _redecided(run, decision):
-        lineage.log_decision(tracking, run, k, asdict(decision))
-    was_promoted = bool(run.decision and run.decision["promote"])
-    if decision.promote or was_promoted:  # a round re-decided either way moves the champion with it
-        champion = version if decision.promote else previous
-        versions.point_alias(tracking.uri, tracking.model_name, "champion", champion)
-    return version if decision.promote else previous
-
-
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def record_reward_model(
-    cfg: ExperimentConfig,
-    k: int,
-    tracking: lineage.BootstrapRun,
-    run: lineage.RoundRun,
-    rewarded: reward_stage.Rewarded,
-) -> str:
-    """The round's reward model as a version of `<model>-reward`, its tags the lineage: base, the rounds whose
-    pairs trained it, who labelled them, the training judge's config and the bootstrap."""
-    provenance = {"base": rewarded.base, "rounds": rewarded.rounds, "labelled_by": rewarded.judges, "round": k}
-    provenance |= {"training_judge": cfg.judge.model_dump(mode="json"), "bootstrap_id": tracking.bootstrap_id}
-    name = f"{tracking.model_name}-reward"
-    return versions.register_reward_model(tracking.uri, name, run.run_id, Path(rewarded.path), provenance)
-
-
-def _redecided(run: lineage.RoundRun, decision: Decision) -> bool:
-    """Whether `decision` is not yet what the round's MLflow run holds (a first run, or changed gate rules)."""
-    return run.decision is None or run.decision["reason"] != decision.reason
