@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -23,11 +24,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # process is left with a long file while the others have finished; the rest keep their order. The Makefile passes
 # --no-loadscope-reorder: xdist otherwise sends the files with the most tests first, whatever their length.
 LONGEST_FIRST = (
-    "reliability/test_stack_faults.py",
+    "reliability/test_team_stack.py",
     "test_flow.py",
     "reliability/test_signals.py",
-    "test_stack.py",
-    "reliability/test_stack_setups.py",
     "test_e2e_smollm2.py",
     "test_reward_model.py",
     "test_judge_check.py",
@@ -134,12 +133,18 @@ def tiny_chain(tiny_vllm_model_dir, random_adapter, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """One real (temporary) Prefect server for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(tmp_path_factory):
+    """One real Prefect server for the flows this test process runs in itself: Prefect's own test harness, its
+    database a copy of the migrated one (the harness would migrate a fresh one in each test process: ~7 s of CPU)."""
+    from unittest import mock
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    from prefect.testing import utilities
+
+    directory = tmp_path_factory.mktemp("prefect-harness")
+    shutil.copyfile(migrated_prefect_database(), directory / "prefect-test.db")
+    with mock.patch.object(utilities, "mkdtemp", lambda: str(directory)):  # where the harness puts its database
+        with utilities.prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 def prompt_file(path: Path, prefix: str) -> str:
@@ -218,7 +223,8 @@ class Prefect:
     """A real Prefect server with its own home, plus helpers to run the `prefect` CLI and background processes."""
 
     def __init__(self, home: Path):
-        self.url = f"http://127.0.0.1:{free_port()}/api"
+        self.port = str(free_port())
+        self.url = f"http://127.0.0.1:{self.port}/api"
         self.env = os.environ | {
             "PREFECT_HOME": str(home),
             "PREFECT_API_URL": self.url,
@@ -274,11 +280,9 @@ class Prefect:
         return (self.logs / f"{name}.log").read_text()
 
 
-def migrated_prefect_home(home: Path) -> Path:
-    """`home` as a Prefect home whose database is already migrated: a copy of one that `prefect server database
-    upgrade` made once per Prefect version. A fresh home's migrations are ~8 s of CPU in every server started on it;
-    test_runtime.py and `make run` still start on fresh homes."""
-    import shutil
+def migrated_prefect_database() -> Path:
+    """A Prefect database that `prefect server database upgrade` made, once per Prefect version and machine: a fresh
+    one's migrations are ~8 s of CPU in every server started on it."""
     import tempfile
 
     import prefect
@@ -293,16 +297,22 @@ def migrated_prefect_home(home: Path) -> Path:
             command = [str(BIN / "prefect"), "server", "database", "upgrade", "-y"]
             subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
             building.rename(template.parent)  # whole or absent
+    return template
+
+
+def migrated_prefect_home(home: Path) -> Path:
+    """`home` as a Prefect home whose database is already migrated (a copy of `migrated_prefect_database()`);
+    test_runtime.py and `make run` still start on fresh homes."""
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "prefect.db").exists():
-        shutil.copyfile(template, home / "prefect.db")
+        shutil.copyfile(migrated_prefect_database(), home / "prefect.db")
     return home
 
 
 @pytest.fixture
 def prefect_server(tmp_path):
     server = Prefect(migrated_prefect_home(tmp_path / "prefect-home"))
-    server.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", server.url[17:-4])
+    server.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", server.port)
     try:
         server.wait_healthy()
         yield server
