@@ -50,12 +50,12 @@ run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, loca
 # left a quarter of them idle. `pytest tests/test_x.py` runs one file alone.
 PYTEST := $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
-test: setup setup-judge  ## lint, then the test suite (~10 min on 2 cores: docs/benchmarks.md)
+test: setup setup-judge  ## lint, then the test suite (~8 min on 2 cores: docs/benchmarks.md)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PYTEST)
 
-test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage (~23 min on 2 cores)
+test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage, the team stack (~24 min on 2 cores)
 	$(PYTEST) -m slow
 
 bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md

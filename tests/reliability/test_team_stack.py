@@ -251,8 +251,8 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
         for key in stack.client_env():
             os.environ.pop(key, None)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
-    stored = list((stack.directory / "mlflow-artifacts").rglob("adapter_model.safetensors"))
-    assert stored, "the adapter went through the proxy to the stack's artifact store"
+    own = stack.directory / "mlflow-artifacts" / experiment.artifact_location.removeprefix("mlflow-artifacts:/")
+    assert list(own.rglob("adapter_model.safetensors")), "the adapter went through the proxy to the stack's store"
 
     # A second working directory that shares only the tracking server: the first one's adapters are gone, so the
     # champion's adapter comes from MLflow's artifact store (the version's adapter_uris).
