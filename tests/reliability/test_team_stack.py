@@ -18,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -153,13 +154,24 @@ def wait_for_training(workdir: Path, seconds: float = 300) -> None:
         time.sleep(0.5)
 
 
+@contextmanager
+def credentials_of(stack: Stack):
+    """The stack's client variables in this process's environment, where the MLflow client reads its credentials;
+    the environment as it was afterwards."""
+    saved = dict(os.environ)
+    os.environ.update(stack.client_env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def mlflow_lineage(stack: Stack, experiment: str) -> dict:
     """Every run of the experiment by kind and status, and its registered versions."""
     from mlflow import MlflowClient
 
-    saved = dict(os.environ)
-    os.environ.update(stack.client_env())
-    try:
+    with credentials_of(stack):
         client = MlflowClient(stack.mlflow_url)
         found = client.get_experiment_by_name(experiment)
         runs = client.search_runs([found.experiment_id]) if found else []
@@ -170,9 +182,6 @@ def mlflow_lineage(stack: Stack, experiment: str) -> dict:
             "versions": [(v.version, v.run_id) for v in versions],
             "bootstraps": {r.data.tags.get("ratchet.bootstrap_id") for r in runs},
         }
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 ONE_ROUND = [("bootstrap", "FINISHED"), ("round", "FINISHED")]
@@ -213,14 +222,10 @@ def test_migrate_a_local_store_into_the_stack(stack, write_tiny_config, tmp_path
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
-    os.environ.update(stack.client_env())
-    try:
+    with credentials_of(stack):
         version = MlflowClient(stack.mlflow_url).get_model_version("ratchet-tiny-migrated", "1")
         files = os.listdir(download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path / "download")))
         assert "adapter_model.safetensors" in files
-    finally:
-        for key in stack.client_env():
-            os.environ.pop(key, None)
     finish(ratchet_run(config, store, **stack.client_env()), store)
     assert mlflow_lineage(stack, "tiny-migrated")["runs"] == ONE_ROUND
 
@@ -237,8 +242,7 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
     assert run.returncode == 0 and "COMPLETED" in run.stdout.upper(), run.stdout + run.stderr
 
     client = MlflowClient(stack.mlflow_url)
-    os.environ.update(stack.client_env())  # the MLflow client reads its credentials from the environment
-    try:
+    with credentials_of(stack):
         experiment = client.get_experiment_by_name("tiny")
         assert experiment.artifact_location.startswith("mlflow-artifacts:/")  # the server's proxy, not a worker's disk
         [parent] = client.search_runs([experiment.experiment_id], "tags.`ratchet.kind` = 'bootstrap'")
@@ -247,9 +251,6 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
         assert "task/task_completion_delta" in parent.data.metrics
         [version] = client.search_model_versions("name = 'ratchet-tiny'")
         assert "champion" in client.get_model_version("ratchet-tiny", version.version).aliases
-    finally:
-        for key in stack.client_env():
-            os.environ.pop(key, None)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
     own = stack.directory / "mlflow-artifacts" / experiment.artifact_location.removeprefix("mlflow-artifacts:/")
     assert list(own.rglob("adapter_model.safetensors")), "the adapter went through the proxy to the stack's store"
@@ -382,16 +383,12 @@ def test_no_secret_in_ps_logs_mlflow_or_prefect(stack):
 
     from mlflow import MlflowClient
 
-    os.environ.update(stack.client_env())
-    try:
+    with credentials_of(stack):
         client = MlflowClient(stack.mlflow_url)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         assert runs
         for run in runs:
             assert leaked(json.dumps([run.data.params, run.data.tags])) == [], run.info.run_name
-    finally:
-        for key in stack.client_env():
-            os.environ.pop(key, None)
 
     auth = basic(stack.secrets()["prefect_auth_string"])
     for kind in ("artifacts", "flow_runs", "logs"):
