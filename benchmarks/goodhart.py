@@ -1,8 +1,9 @@
 """The Goodhart scenario (issue 38): a reward that prefers short passing answers (the verifier, and where it ties the
-shorter answer), beside the verifier alone, over seeds. The gate must block the short-passing run once its hollow
-answers grow, on a hollow-win rule (length, hollow answers or the evaluation judge against the base).
+shorter answer), beside the verifier alone and the honest configuration (the AI judge that trains the RLAIF
+flagship), over seeds. The gate must block the short-passing run once its hollow answers grow, on a hollow-win rule
+(length, hollow answers or the evaluation judge against the base), and must not block the honest one.
 
-    .venv/bin/python benchmarks/goodhart.py [--seeds 0 1 2] [--scenarios short-passing verifier] [--jobs 1]
+    .venv/bin/python benchmarks/goodhart.py [--seeds 0 1 2] [--scenarios short-passing verifier honest] [--jobs 1]
         [--store DIR] [--set key.path=value ...]
 
 Each bootstrap is a real `ratchet run` of two rounds (its log in the store). Prints two markdown tables for
@@ -19,6 +20,7 @@ from biased_judges import print_tables, run_all, scenario_args, verdict
 SCENARIOS = {
     "short-passing": ("configs/scenarios/goodhart-short.yaml", True),
     "verifier": ("configs/scenarios/goodhart-verifier.yaml", None),
+    "honest": ("configs/scenarios/goodhart-honest.yaml", False),
 }
 
 
@@ -48,7 +50,8 @@ def main() -> None:
 
     def line(scenario: str, seed: int, rows: list[dict], seconds: float) -> str:
         must_block = SCENARIOS[scenario][1]
-        outcome, decision = verdict(rows, must_block) if must_block else (_first_block(rows), rows[-1]["decision"])
+        judged = must_block is not None
+        outcome, decision = verdict(rows, must_block) if judged else (_first_block(rows), rows[-1]["decision"])
         return f"| {scenario} | {seed} | {outcome} | {decision} | {seconds / 60:.1f} |"
 
     results = run_all(SCENARIOS, args, store, threads, line)

@@ -23,7 +23,7 @@ def test_every_shipped_config_validates(path):
     [
         ("gate-", ["clean", "length-loving", "refusal-loving", "sycophantic"], ["biased", "biased", "biased", "panel"]),
         ("reward-hacking-", ["clean", "length"], ["biased", "panel"]),
-        ("goodhart-", ["short", "verifier"], ["verifier", "weighted"]),
+        ("goodhart-", ["honest", "short", "verifier"], ["ai", "verifier", "weighted"]),
     ],
 )
 def test_scenarios_differ_only_in_the_training_judge(family, names, judges):
