@@ -1,11 +1,11 @@
-"""Runs one model-written check function on a list of responses, in a process of its own.
+"""Runs one model-written check function on a list of responses: the program inside the OS sandbox.
 
 The program judge's model writes `def check(response: str)` from an instruction in the request; this script runs it
-(`python -I check_sandbox.py` with {"code": ..., "responses": [...]} on stdin) and prints one result per response:
-true, false, null (what the function returned), or "error" (it raised, or ran out of time). The code is model
-output, so it is parsed first (imports of re, string and math only; no names with double underscores), then run
-with a short list of builtins, no file writes, no new processes, capped memory and CPU, and half a second a
-response. The responses are only ever data to it.
+with {"code": ..., "responses": [...]} on stdin, always inside bubblewrap (components/isolation.py: no network, no
+view of the machine's files or environment), and prints one result per response: true, false, null (what the
+function returned), or "error" (it raised, or ran out of time). As a first line only, the code is parsed first
+(imports of re, string and math only; no names with double underscores) and run with a short list of builtins;
+rlimits cap its memory, CPU time, file size and processes, and each response gets half a second.
 """
 
 import ast
@@ -51,6 +51,7 @@ SAFE_BUILTINS = (
     "ValueError",
 )
 SECONDS_PER_RESPONSE = 0.5
+OUTPUT_BYTES = 1 << 20
 ERROR = "error"
 
 
@@ -100,7 +101,7 @@ def main() -> None:
     request = json.load(sys.stdin)
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
     resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_BYTES, OUTPUT_BYTES))  # stdout is a file: the results fit
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     signal.signal(signal.SIGALRM, _timeout)
     signal.setitimer(signal.ITIMER_REAL, SECONDS_PER_RESPONSE)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from components import isolation
 from components.check_sandbox import ERROR
 from components.judge import Judge, Verdict, second_opinion
 from components.memo import NO_MEMO, Memo, memo_key
@@ -79,19 +78,18 @@ def code_writer(scorer: Scorer, tokenizer: PreTrainedTokenizerBase, prompt_style
 
 
 def run_check(code: str, responses: list[str]) -> list[bool | str | None]:
-    """What `code`'s check returned for each response in the sandbox (True, False or None), or ERROR."""
-    request = json.dumps({"code": code, "responses": responses})
+    """What `code`'s check returned for each response in the OS sandbox (True, False or None), or ERROR. Raises
+    IsolationUnavailable where the machine cannot isolate it: model-written code never runs outside."""
+    if reason := isolation.unavailable():
+        raise isolation.IsolationUnavailable(reason)
+    printed = isolation.run_python(SANDBOX, json.dumps({"code": code, "responses": responses}), 10 + len(responses))
     try:
-        done = subprocess.run(
-            [sys.executable, "-I", str(SANDBOX)],
-            input=request,
-            capture_output=True,
-            text=True,
-            timeout=10 + len(responses),
-        )
-        return json.loads(done.stdout)
-    except (subprocess.TimeoutExpired, json.JSONDecodeError):
+        results = json.loads(printed) if printed is not None else None
+    except json.JSONDecodeError:
+        results = None
+    if not isinstance(results, list) or len(results) != len(responses):
         return [ERROR] * len(responses)
+    return [r if r is True or r is False or r is None else ERROR for r in results]
 
 
 class ProgramJudge:

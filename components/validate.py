@@ -17,6 +17,7 @@ import httpx
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from components import isolation
 from components.config import ExperimentConfig
 from components.config_loading import ConfigError
 from components.data import DataError, check_disjoint, load_prompts
@@ -39,6 +40,7 @@ def validate(cfg: ExperimentConfig, store: Path) -> None:
         check_disjoint(load_prompts(cfg.data.train_prompts), load_prompts(cfg.data.eval_prompts))
         _cohorts(cfg, set(train["cohort"]), set(heldout["cohort"]))
         _judges(cfg)
+        _isolation(cfg)
         _reward_model_and_reviser(cfg)
         check_spec(cfg.models.policy)
         _lora_targets(cfg)
@@ -137,6 +139,16 @@ def _judges(cfg: ExperimentConfig) -> None:
             check_spec(judge.model)
         if isinstance(judge, RemoteJudgeConfig) and judge.api_key_env and not os.environ.get(judge.api_key_env):
             raise ConfigError(f"the remote judge's API key variable {judge.api_key_env} is not set in the environment")
+
+
+def _isolation(cfg: ExperimentConfig) -> None:
+    """A program verdict runs the code its judge writes, which runs only inside the OS sandbox (isolation.py)."""
+    judges = {"evaluation.judge": [cfg.evaluation.judge], "judge": model_judges(cfg.judge)}
+    for field, found in judges.items():
+        if any(getattr(j, "verdict", None) == "program" for j in found) and (reason := isolation.unavailable()):
+            raise ConfigError(
+                f"{field}.verdict: program runs the code its judge writes only in an OS sandbox: {reason}"
+            )
 
 
 def _reward_model_and_reviser(cfg: ExperimentConfig) -> None:
