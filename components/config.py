@@ -98,6 +98,13 @@ class ServerGenerationConfig(_Sampling):
     max_concurrency: int = Field(8, gt=0, description="Requests in flight at once, over all servers.")
     max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
     timeout: float = Field(300.0, gt=0, description="Seconds per request.")
+    max_lora_rank: int = Field(
+        16,
+        gt=0,
+        description="The servers' --max-lora-rank (vLLM's default is 16). The champion's chain is served as one "
+        "adapter of rank lora_r per promoted round, so a run needs rounds x lora_r; a config that needs more is "
+        "refused before any work.",
+    )
 
 
 GenerationConfig = Annotated[

@@ -11,18 +11,15 @@ changed. The adapter's directory must be readable by the servers (the shared wor
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from components import endpoints
 from components.config import ModelsConfig, ServerGenerationConfig
 from components.data import write_atomically
 from components.generator import Sampling, chat_prompt, prompt_seed
 from components.models import Policy, load_policy
-from components.remote_judge import RemoteJudgeError, api_key, post
 
 
 class ServerGenerator:
@@ -41,63 +38,58 @@ class ServerGenerator:
             tokenizer,
             sampling,
         )
-        self.urls = [url.rstrip("/") for url in config.urls]
-        self._headers = {"Authorization": f"Bearer {api_key(config.api_key_env)}"} if config.api_key_env else {}
+        c = config
+        self.servers = [endpoints.client(url, c.api_key_env, c.timeout, c.max_retries) for url in c.urls]
 
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
-        with httpx.Client(timeout=self.config.timeout, headers=self._headers) as http:
-            model = self._serve_champion(http)
-            with ThreadPoolExecutor(self.config.max_concurrency) as pool:
-                asks = pool.map(lambda i: self._complete(http, i, prompts[i], model, n, seed), range(len(prompts)))
-                answers = list(
-                    tqdm(asks, total=len(prompts), desc=f"generate x{n}", unit="prompt", leave=False, disable=None)
-                )
+        model = self._serve_champion()
+        sample = lambda i: self._complete(i, prompts[i], model, n, seed)  # noqa: E731
+        answers = endpoints.each(self.config.max_concurrency, sample, range(len(prompts)), f"generate x{n}", "prompt")
         return [row for rows in answers for row in rows]
 
-    def _complete(self, http: httpx.Client, i: int, prompt: dict, model: str, n: int, seed: int) -> list[dict]:
+    def _complete(self, i: int, prompt: dict, model: str, n: int, seed: int) -> list[dict]:
         """Prompt i's samples, from server i mod the number of servers, seeded by the prompt (not by the server)."""
-        s = self.sampling
+        s, server = self.sampling, self.servers[i % len(self.servers)]
         greedy = s.temperature == 0
-        body = {
-            "model": model,
-            "prompt": self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False).input_ids,
-            "n": 1 if greedy else n,  # vLLM refuses n > 1 when greedy; the copies are equal anyway
-            "temperature": s.temperature,
-            "top_p": 1.0 if greedy else s.top_p,
-            "max_tokens": s.max_new_tokens,
-            "seed": prompt_seed(seed, prompt["id"]),
-            "return_token_ids": True,
-        }
-        url = self.urls[i % len(self.urls)]
-        choices = sorted(
-            post(http, f"{url}/completions", body, self.config.max_retries)["choices"], key=lambda c: c["index"]
-        )
+        with endpoints.calling(server, "sampling"):
+            completion = server.completions.create(
+                model=model,
+                prompt=self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False).input_ids,
+                n=1 if greedy else n,  # vLLM refuses n > 1 when greedy; the copies are equal anyway
+                temperature=s.temperature,
+                top_p=1.0 if greedy else s.top_p,
+                max_tokens=s.max_new_tokens,
+                seed=prompt_seed(seed, prompt["id"]),
+                extra_body={"return_token_ids": True},  # vLLM's: the sampled ids, to count the answer's tokens
+            )
+            choices = sorted(completion.choices, key=lambda c: c.index)
+            samples = [(c.text, c.finish_reason, (c.model_extra or {}).get("token_ids") or []) for c in choices]
         eos = self.tokenizer.eos_token_id
         return [
             {
                 "prompt_id": prompt["id"],
                 "sample": j,
-                "response": choice["text"].strip(),
-                "n_tokens": sum(1 for t in choice.get("token_ids") or [] if t != eos),
-                "finish_reason": "stop" if choice["finish_reason"] == "stop" else "length",
+                "response": text.strip(),
+                "n_tokens": sum(1 for t in token_ids if t != eos),
+                "finish_reason": "stop" if finish == "stop" else "length",
             }
-            for j, choice in enumerate(choices * (n if greedy else 1))
+            for j, (text, finish, token_ids) in enumerate(samples * (n if greedy else 1))
         ]
 
-    def _serve_champion(self, http: httpx.Client) -> str:
-        """The model name to ask for: the base's, or the champion's adapter once every server has it loaded."""
+    def _serve_champion(self) -> str:
+        """The model name to ask for: the base's, or the champion's adapter once every server has it loaded. The
+        adapters of earlier champions are unloaded first, so a server holds one of Ratchet's at a time."""
         if not self.policy.adapters:
             return self.config.model
         name = f"ratchet-{self.policy.key()}"
         adapter = str(served_adapter(self.policy, self.models))
-        for url in self.urls:
-            try:
-                post(
-                    http, f"{url}/load_lora_adapter", {"lora_name": name, "lora_path": adapter}, self.config.max_retries
-                )
-            except RemoteJudgeError as err:
-                if "already been loaded" not in str(err):
-                    raise RemoteJudgeError(f"{url} did not load the champion's adapter {adapter}: {err}") from err
+        for server in self.servers:
+            with endpoints.calling(server, f"loading the champion's adapter {adapter}"):
+                served = {model.id for model in server.models.list()}
+                for earlier in sorted(m for m in served if m.startswith("ratchet-") and m != name):
+                    endpoints.post(server, "/unload_lora_adapter", {"lora_name": earlier})
+                if name not in served:
+                    endpoints.post(server, "/load_lora_adapter", {"lora_name": name, "lora_path": adapter})
         return name
 
 

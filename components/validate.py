@@ -13,11 +13,10 @@ import socket
 import tempfile
 from pathlib import Path
 
-import httpx
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from components import isolation
+from components import endpoints, isolation
 from components.config import ExperimentConfig
 from components.config_loading import ConfigError
 from components.data import DataError, check_disjoint, load_prompts
@@ -87,26 +86,35 @@ def _services(cfg: ExperimentConfig) -> None:
                 f"execution.address: no Ray cluster answers at {address} ({err}; `make cluster` starts one here)"
             ) from None
     if cfg.generation.kind == "server":
+        _server_rank(cfg)
         _servers(cfg.generation)
     if cfg.training.accelerate_config and not Path(cfg.training.accelerate_config).is_file():
         raise ConfigError(f"training.accelerate_config: no file {cfg.training.accelerate_config}")
 
 
+def _server_rank(cfg: ExperimentConfig) -> None:
+    """The stacked chain of the last round's challenger (its held-out answers come from the servers too) fits the
+    rank the servers load."""
+    needed = cfg.rounds * cfg.training.lora_r
+    if needed > cfg.generation.max_lora_rank:
+        raise ConfigError(
+            f"generation.max_lora_rank: {cfg.rounds} rounds of lora_r {cfg.training.lora_r} stack to rank {needed}, "
+            f"more than the servers load ({cfg.generation.max_lora_rank}); start them with --max-lora-rank {needed} "
+            "and set it here, or run fewer rounds"
+        )
+
+
 def _servers(generation) -> None:
     """Each server answers and serves the base model the config names."""
-    key = os.environ.get(generation.api_key_env) if generation.api_key_env else None
-    if generation.api_key_env and not key:
+    if generation.api_key_env and not os.environ.get(generation.api_key_env):
         raise ConfigError(f"generation.api_key_env: {generation.api_key_env} is not set in the environment")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
     for i, url in enumerate(generation.urls):
+        server = endpoints.client(url, generation.api_key_env, timeout=10, max_retries=0)
         try:
-            response = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=10)
-            response.raise_for_status()
-            served = {model["id"] for model in response.json()["data"]}
-        except (httpx.HTTPError, ValueError, KeyError) as err:
-            raise ConfigError(
-                f"generation.urls.{i}: {url} does not answer as an OpenAI-compatible server: {err}"
-            ) from None
+            with endpoints.calling(server, "listing the served models"):
+                served = {model.id for model in server.models.list()}
+        except endpoints.EndpointError as err:
+            raise ConfigError(f"generation.urls.{i}: {err}") from None
         if generation.model not in served:
             raise ConfigError(
                 f"generation.model: {url} does not serve {generation.model!r} (it serves: {', '.join(sorted(served))})"

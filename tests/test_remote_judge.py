@@ -1,18 +1,23 @@
-"""The remote judge against a real OpenAI-compatible server (vLLM serving SmolLM2 on localhost)."""
+"""The remote judge against real servers: vLLM serving SmolLM2 on localhost, and a local HTTP server that answers
+with the faults an endpoint can have (401, 429 with Retry-After, 5xx, silence, a body that is not the API's)."""
 
 import json
 import math
 import os
 import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from components.build import make_judge
 from components.config import ModelsConfig
+from components.endpoints import EndpointError
 from components.judge import load_rubric
 from components.judge_config import RemoteJudgeConfig
 from components.models import Policy
-from components.remote_judge import RemoteJudge, RemoteJudgeError, label_probability, parse_label
+from components.remote_judge import RemoteJudge, label_probability, parse_label
 
 NUMBER = {
     "id": "n",
@@ -43,7 +48,7 @@ def test_a_wrong_key_fails_at_once_without_leaking_either_key(openai_server, mon
     monkeypatch.setenv("RATCHET_WRONG_KEY", "sk-wrong-0000")
     config = RemoteJudgeConfig(base_url=base_url, model=model, api_key_env="RATCHET_WRONG_KEY")
     judge = RemoteJudge(config, load_rubric("concise-and-correct"))
-    with pytest.raises(RemoteJudgeError, match="HTTP 401") as err:
+    with pytest.raises(EndpointError, match="HTTP 401") as err:
         judge.judge([(OPEN, "a", "b")])
     assert "sk-wrong-0000" not in str(err.value) and os.environ[key_env] not in str(err.value)
 
@@ -55,24 +60,22 @@ def test_an_unreachable_endpoint_fails_after_bounded_retries():
     judge = RemoteJudge(
         RemoteJudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, timeout=2), ""
     )
-    with pytest.raises(RemoteJudgeError, match=r"cannot reach .* \(after 2 attempts\)"):
+    with pytest.raises(EndpointError, match=r"cannot reach it \(ConnectError; 2 attempts\)"):
         judge.judge([(OPEN, "a", "b")])
 
 
 def test_a_missing_key_variable_is_named():
     os.environ.pop("RATCHET_NO_SUCH_KEY", None)
-    with pytest.raises(RemoteJudgeError, match="RATCHET_NO_SUCH_KEY is not set"):
+    with pytest.raises(EndpointError, match="RATCHET_NO_SUCH_KEY is not set"):
         RemoteJudge(
             RemoteJudgeConfig(base_url="http://127.0.0.1:1/v1", model="m", api_key_env="RATCHET_NO_SUCH_KEY"), ""
         )
 
 
 def test_label_probability_and_text_fallback():
-    top = [{"token": " A", "logprob": -0.5}, {"token": "B", "logprob": -1.5}, {"token": "The", "logprob": -2.0}]
-    p = label_probability({"content": [{"token": " A", "top_logprobs": top}]})
+    p = label_probability([(" A", -0.5), ("B", -1.5), ("The", -2.0)])
     assert p == pytest.approx(1 / (1 + math.exp(-1.0)))
-    assert label_probability({"content": [{"token": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}]}) is None
-    assert label_probability(None) is None
+    assert label_probability([("x", 0.0)]) is None and label_probability([]) is None
     assert (parse_label("A, because"), parse_label("**B**"), parse_label("Neither")) == (1.0, 0.0, None)
     assert (parse_label("Bananas are yellow."), parse_label("(a)"), parse_label("Answer")) == (None, 1.0, None)
 
@@ -103,3 +106,82 @@ def test_a_bootstrap_judged_remotely_never_writes_the_key(openai_server, prefect
         artifacts = client.read_artifacts()
     assert logs and not any(key.decode() in log.message for log in logs)
     assert not any(key.decode() in json.dumps(a.data, default=str) for a in artifacts)
+
+
+def completion(label: str) -> bytes:
+    top = [{"token": label, "logprob": -0.1, "bytes": None}, {"token": "AB".replace(label, ""), "logprob": -3.0}]
+    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": label}}
+    choice["logprobs"] = {"content": [{"token": label, "logprob": -0.1, "bytes": None, "top_logprobs": top}]}
+    return json.dumps(
+        {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]}
+    ).encode()
+
+
+@pytest.fixture
+def faulty_server():
+    """A real HTTP server on localhost that answers each request with the next scripted (status, headers, body), or
+    after `delay` seconds; it records each request's time and Authorization header."""
+    script, seen = [], []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen.append((time.monotonic(), self.headers.get("authorization")))
+            status, headers, body, delay = script.pop(0)
+            time.sleep(delay)
+            try:
+                self.send_response(status)
+                for name, value in (headers | {"content-type": "application/json"}).items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except BrokenPipeError:
+                pass  # the client gave up waiting, as it should
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", script, seen
+    server.shutdown()
+
+
+def faulty_judge(base_url: str, monkeypatch, **settings) -> RemoteJudge:
+    monkeypatch.setenv("RATCHET_FAULTY_KEY", "sk-faulty-1234")
+    config = RemoteJudgeConfig(base_url=base_url, model="m", api_key_env="RATCHET_FAULTY_KEY", **settings)
+    return RemoteJudge(config, load_rubric("concise-and-correct"))
+
+
+def test_429_is_retried_after_the_servers_retry_after_then_judged(faulty_server, monkeypatch):
+    base_url, script, seen = faulty_server
+    judge = faulty_judge(base_url, monkeypatch, max_retries=2, max_concurrency=1)
+    slow_down = (429, {"retry-after": "1"}, b'{"error": {"message": "slow down"}}', 0)
+    script += [slow_down, (200, {}, completion("A"), 0), (200, {}, completion("B"), 0)]
+    [verdict] = judge.judge([(OPEN, "a", "b")])
+    assert verdict.p_a > 0.9 and not verdict.abstained  # A first, then B when swapped: A in both orders
+    assert len(seen) == 3 and seen[1][0] - seen[0][0] >= 1.0  # waited the second the server asked for
+    assert {auth for _, auth in seen} == {"Bearer sk-faulty-1234"}  # the key read once, sent as the header
+
+
+@pytest.mark.parametrize(
+    ("fault", "attempts", "message"),
+    [
+        ((401, {}, b'{"error": {"message": "invalid key"}}', 0), 1, "HTTP 401: invalid key"),
+        ((503, {}, b'{"error": {"message": "overloaded"}}', 0), 3, "HTTP 503: overloaded"),
+        ((200, {}, completion("A"), 3.0), 3, r"no answer within 1(\.0)? s \(3 attempts\)"),
+        ((200, {}, b"<html>a proxy's error page</html>", 0), 1, "the reply is not an OpenAI-compatible one"),
+        ((200, {}, b'{"choices": "none"}', 0), 1, "the reply is not an OpenAI-compatible one"),
+    ],
+    ids=["401", "5xx", "timeout", "not json", "not the api's json"],
+)
+def test_an_endpoint_fault_fails_after_bounded_retries_with_one_line(
+    faulty_server, monkeypatch, fault, attempts, message
+):
+    base_url, script, seen = faulty_server
+    judge = faulty_judge(base_url, monkeypatch, max_retries=2, max_concurrency=1, timeout=1)
+    script += [fault] * attempts
+    with pytest.raises(EndpointError, match=f"the remote judge m at {base_url}: {message}") as err:
+        judge.judge([(OPEN, "a", "b")])
+    assert len(seen) == attempts and "sk-faulty-1234" not in str(err.value)

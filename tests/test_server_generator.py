@@ -7,11 +7,11 @@ import torch
 
 from components.build import make_generator
 from components.config import ModelsConfig, ServerGenerationConfig
-from components.config_loading import ConfigError
+from components.config_loading import ConfigError, load_config
 from components.generator import Sampling, TransformersGenerator
 from components.models import Policy, load_policy, load_tokenizer
 from components.server_generator import served_adapter
-from components.validate import _servers
+from components.validate import _servers, validate
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for i, name in enumerate("abcd")]
 
@@ -27,6 +27,16 @@ def test_a_chain_served_as_one_stacked_adapter_is_the_merged_chain(tiny_chain):
     ids = tokenizer("Say hello to a.", return_tensors="pt").input_ids
     with torch.inference_mode():
         assert torch.allclose(served(ids).logits, merged(ids).logits, atol=1e-4)
+
+
+def test_a_chain_of_more_rank_than_the_servers_load_is_refused_before_work(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: x\nrounds: 3\ntraining: {lora_r: 16}\n"
+        "generation: {kind: server, urls: [http://127.0.0.1:9/v1], model: m, max_lora_rank: 32}\n"
+    )
+    with pytest.raises(ConfigError, match=r"generation.max_lora_rank: 3 rounds of lora_r 16 stack to rank 48, more"):
+        validate(load_config(config), tmp_path)  # before the servers are asked anything
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +58,13 @@ def servers(tiny_vllm_model_dir, tmp_path_factory):
             vllm_server.stop(server)
 
 
+def served_models(urls: list[str]) -> list[set[str]]:
+    return [
+        {m["id"] for m in httpx.get(f"{url}/models", headers={"Authorization": "Bearer k"}).json()["data"]}
+        for url in urls
+    ]
+
+
 def generator(urls, policy, sampling):
     config = ServerGenerationConfig(urls=urls, model="tiny", api_key_env="RATCHET_TEST_SERVER_KEY")
     return make_generator(config, policy, ModelsConfig(), load_tokenizer(policy.base), sampling)
@@ -63,13 +80,18 @@ def test_servers_load_the_champion_at_runtime_and_sample_what_one_server_does(se
     for ours, theirs in zip(rows[0::2], reference, strict=True):
         assert (ours["n_tokens"], ours["finish_reason"]) == (theirs["n_tokens"], theirs["finish_reason"])
         assert ours["response"] == theirs["response"].rstrip("\ufffd").strip()
-    for url in servers:  # both servers took the adapter without a restart
-        listed = httpx.get(f"{url}/models", headers={"Authorization": "Bearer k"}).json()["data"]
-        assert f"ratchet-{tiny_chain.key()}" in {model["id"] for model in listed}
+    assert served_models(servers) == [{"tiny", f"ratchet-{tiny_chain.key()}"}] * 2  # taken without a restart
+
+    earlier = Policy(tiny_chain.base, tiny_chain.adapters[:1])  # another champion: the chain's own is unloaded
+    generator(servers, earlier, greedy).generate(PROMPTS[:1], n=1, seed=0)
+    assert served_models(servers) == [{"tiny", f"ratchet-{earlier.key()}"}] * 2
 
     for changes, refused in (
         ({"model": "other"}, "generation.model: .* does not serve 'other' \\(it serves: .*tiny"),
-        ({"urls": [*servers, "http://127.0.0.1:9/v1"]}, "generation.urls.2: http://127.0.0.1:9/v1 does not answer"),
+        (
+            {"urls": [*servers, "http://127.0.0.1:9/v1"]},
+            "generation.urls.2: listing the served models at http://127.0.0.1:9/v1: cannot reach it",
+        ),
     ):
         config = ServerGenerationConfig(urls=servers, model="tiny", api_key_env="RATCHET_TEST_SERVER_KEY")
         with pytest.raises(ConfigError, match=refused):

@@ -96,7 +96,8 @@ def test_an_unreachable_remote_judge_fails_the_run_after_bounded_retries(write_t
     judge = {"kind": "remote", "base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 1}
     config = edit(write_tiny_config(tmp_path), rounds=1, evaluation={"judge": judge})
     output = finish(ratchet_run(config, tmp_path / "store"), tmp_path / "store", expect=1)
-    assert_failed_cleanly(output, tmp_path / "store", tmp_path / "runs", "RemoteJudgeError")
+    unreachable = "EndpointError: the remote judge m at http://127.0.0.1:9/v1: cannot reach it"
+    assert_failed_cleanly(output, tmp_path / "store", tmp_path / "runs", unreachable)
     assert not list((tmp_path / "runs").glob("*/round-1/eval"))
 
 
