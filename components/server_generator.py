@@ -2,11 +2,12 @@
 servers' URLs (data parallel), with the champion's adapter loaded into each server at runtime through vLLM's
 `/v1/load_lora_adapter`, so a server keeps running from round to round.
 
-A server runs with `--enable-lora`, a `--max-lora-rank` that fits the champion's chain, and
-`VLLM_ALLOW_RUNTIME_LORA_UPDATING=True` in its environment (`vllm_server.start(lora=True)` does so here). vLLM serves
-one adapter per request, so a chain of adapters is served as one: PEFT's `cat` combination stacks their low-rank
-factors (rank r1 + r2 + ...), which is exact, because each round's adapter adds to the weights the earlier ones
-changed. The adapter's directory must be readable by the servers (the shared workdir, docs/scaling.md).
+A server runs with `--enable-lora`, a `--max-lora-rank` that fits the champion's chain (`generation.max_lora_rank`
+says what it is), and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True` in its environment (`vllm_server.start(max_lora_rank=...)`
+does so here). vLLM serves one adapter per request, so a chain of adapters is served as one: PEFT's `cat`
+combination stacks their low-rank factors (rank r1 + r2 + ...), which is exact, because each round's adapter adds to
+the weights the earlier ones changed. The adapters of earlier champions are unloaded before the new one is loaded.
+The adapter's directory must be readable by the servers (the shared workdir, docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+import openai
 
 from components.process_group import free_port
 from components.vllm_worker import CPU_ENVIRONMENT
@@ -26,27 +27,28 @@ def start(
     max_lora_rank: int = 0,
     max_model_len: int = 2048,
 ) -> tuple:
-    """Serve `model_dir` as `served_name` on a free localhost port; return (process, base URL) once it answers.
-    `max_lora_rank` > 0 lets adapters up to that rank be loaded at runtime (`generation.kind: server`)."""
+    """Serve `model_dir` as `served_name` on a free port of 127.0.0.1 only; return (process, base URL) once it
+    answers. The key goes through the environment (VLLM_API_KEY), so `ps` does not show it. `max_lora_rank` > 0
+    lets adapters up to that rank be loaded at runtime (`generation.kind: server`)."""
     port = free_port()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
-    command += ["--served-model-name", served_name, "--port", str(port), "--api-key", api_key]
+    command += ["--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len)]
     command += ["--no-enable-chunked-prefill"]  # seeded requests on CPU: see vllm_worker.main
-    env = CPU_ENVIRONMENT | os.environ
+    env = CPU_ENVIRONMENT | os.environ | {"VLLM_API_KEY": api_key}
     if max_lora_rank:
         command += ["--enable-lora", "--max-loras", "2", "--max-lora-rank", str(max_lora_rank)]
         env |= {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}/v1"
-    request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"})
+    answers = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=2, max_retries=0)
     for _ in range(wait_seconds // 2):
         if server.poll() is not None:
             raise RuntimeError(f"vLLM server exited: {log.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(request, timeout=2)
+            answers.models.list()
             return server, base_url
-        except OSError:
+        except openai.APIError:
             time.sleep(2)
     stop(server)
     raise RuntimeError(f"vLLM server did not come up in {wait_seconds} s: {log.read_text()[-2000:]}")
