@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, Tag, model_validator
+from pydantic import Field, Tag, field_validator, model_validator
 
 from components.gate_config import GateConfig
 from components.judge_config import (
@@ -23,7 +23,7 @@ from components.judge_config import (
     kind_or,
     model_judges,
 )
-from components.strict import Strict
+from components.strict import FILE_NAME, Strict, allowed_key_variable
 from components.training_config import (  # noqa: F401 (re-exported: the config's one import point)
     TRAINING_KINDS,
     DPOTrainingConfig,
@@ -94,7 +94,9 @@ class ServerGenerationConfig(_Sampling):
         min_length=1, description="The servers' base URLs (http://host:8000/v1); prompts are spread across them."
     )
     model: str = Field(description="The base model's name on the servers (their --served-model-name).")
-    api_key_env: str | None = Field(None, description="The environment variable holding the servers' API key.")
+    api_key_env: str | None = Field(
+        None, description="The environment variable holding the servers' API key (a *_KEY name; see the remote judge)."
+    )
     max_concurrency: int = Field(8, gt=0, description="Requests in flight at once, over all servers.")
     max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
     timeout: float = Field(300.0, gt=0, description="Seconds per request.")
@@ -105,6 +107,8 @@ class ServerGenerationConfig(_Sampling):
         "adapter of rank lora_r per promoted round, so a run needs rounds x lora_r; a config that needs more is "
         "refused before any work.",
     )
+
+    _key_variable = field_validator("api_key_env")(allowed_key_variable)
 
 
 GenerationConfig = Annotated[
@@ -136,7 +140,9 @@ class PairsConfig(Strict):
     reviser_runtime: Literal["transformers", "llama_cpp"] = Field(
         "transformers", description="revise: transformers loads a checkpoint; llama_cpp runs a GGUF as it is."
     )
-    constitution: str = Field("constitution", description="revise: the principles, a file in configs/rubrics/.")
+    constitution: str = Field(
+        "constitution", pattern=FILE_NAME, description="revise: the principles, a file in configs/rubrics/."
+    )
     max_new_tokens: int = Field(96, gt=0, description="revise: tokens per critique and per revision.")
 
     @model_validator(mode="after")

@@ -5,12 +5,14 @@ A model judge may leave `kind` out; it is then a local model (`ai`). Every defau
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
-from components.strict import Strict
+from components.strict import FILE_NAME, Strict, allowed_key_variable
 
 RUBRICS_DIR = Path(__file__).resolve().parent.parent / "configs" / "rubrics"
 
@@ -22,7 +24,9 @@ class VerifierJudgeConfig(Strict):
 class _ModelJudge(Strict):
     """What a model judge shares, local or remote: the rubric it follows and how its verdicts are read."""
 
-    rubric: str = Field("helpful-harmless-honest", description="Name of a rubric file in configs/rubrics/ (no .txt).")
+    rubric: str = Field(
+        "helpful-harmless-honest", pattern=FILE_NAME, description="Name of a rubric file in configs/rubrics/ (no .txt)."
+    )
     abstain_margin: float = Field(0.02, ge=0, lt=0.5, description="Abstain when |P(A better) - 0.5| is below this.")
     length_controlled: bool = Field(
         False, description="Remove the judge's length preference, fitted per batch (AlpacaEval-style LC)."
@@ -77,10 +81,14 @@ class RemoteJudgeConfig(_ModelJudge):
     """An OpenAI-compatible chat-completions endpoint as judge; the key stays in the environment."""
 
     kind: Literal["remote"] = "remote"
-    base_url: str = Field(pattern=r"^https?://", description="Endpoint root, e.g. http://localhost:8000/v1.")
+    base_url: str = Field(
+        pattern=r"^https?://", description="Endpoint root, e.g. https://api.example.com/v1; http only on loopback."
+    )
     model: str = Field(description="Model name the endpoint serves.")
     api_key_env: str | None = Field(
-        None, description="Name of the environment variable holding the API key (None = no key); never the key."
+        None,
+        description="Name of the environment variable holding the API key (None = no key); never the key. A name "
+        "ending in _KEY, not one of the stack's secrets, and on RATCHET_KEY_VARIABLES where that is set.",
     )
     max_tokens: int = Field(16, gt=0, description="Reply tokens: the verdict letter, then a short reason kept.")
     top_logprobs: int = Field(
@@ -89,6 +97,24 @@ class RemoteJudgeConfig(_ModelJudge):
     max_concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
     max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx, with backoff.")
     timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+
+    _key_variable = field_validator("api_key_env")(allowed_key_variable)
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, url: str) -> str:
+        """The judge is sent the prompts and the key: over the network only encrypted."""
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            raise ValueError(f"{url}: a remote judge off this machine needs https (http only on loopback)")
+        return url
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def kind_or(default: str):

@@ -36,6 +36,9 @@ def test_scenarios_differ_only_in_the_training_judge(family, names, judges):
     assert sorted(c.judge.kind for c in scenarios) == judges
 
 
+REMOTE = "{kind: remote, model: m, base_url: 'https://judge.example/v1'"
+
+
 def write(tmp_path, text: str) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -52,6 +55,21 @@ def write(tmp_path, text: str) -> Path:
         ("name: x\ngate: {rules: [{metric: vibes, op: '>=', threshold: 1}]}\n", "gate.rules.0.metric"),
         ("name: x\nevaluation: {judge: {rubric: nope}}\n", "evaluation.judge"),
         ("rounds: 1\n", "name"),
+        # what a form or `overrides` could use to reach a file or a secret (issue 42)
+        ("name: x\nevaluation: {judge: {rubric: ../../../etc/hostname}}\n", "evaluation.judge.rubric"),
+        ("name: x\npairs: {kind: revise, constitution: ../rubrics/x}\n", "pairs.constitution"),
+        (
+            f"name: x\nevaluation: {{judge: {REMOTE}, api_key_env: MLFLOW_TRACKING_PASSWORD}}}}\n",
+            "evaluation.judge.api_key_env",
+        ),
+        (
+            f"name: x\nevaluation: {{judge: {REMOTE}, api_key_env: PREFECT_API_AUTH_STRING}}}}\n",
+            "evaluation.judge.api_key_env",
+        ),
+        (
+            "name: x\nevaluation: {judge: {kind: remote, model: m, base_url: 'http://10.0.0.5/v1'}}\n",
+            "evaluation.judge.base_url",
+        ),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, text, field):
