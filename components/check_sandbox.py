@@ -5,7 +5,8 @@ with {"code": ..., "responses": [...]} on stdin, always inside bubblewrap (compo
 view of the machine's files or environment), and prints one result per response: true, false, null (what the
 function returned), or "error" (it raised, or ran out of time). As a first line only, the code is parsed first
 (imports of re, string and math only; no names with double underscores) and run with a short list of builtins;
-rlimits cap its memory, CPU time, file size and processes, and each response gets half a second.
+rlimits cap its memory, CPU time and file size, and each response gets half a second (new processes: the
+sandbox's seccomp filter refuses them; RLIMIT_NPROC, set too, does not bind in its user namespace here).
 """
 
 import ast
@@ -51,7 +52,7 @@ SAFE_BUILTINS = (
     "ValueError",
 )
 SECONDS_PER_RESPONSE = 0.5
-OUTPUT_BYTES = 1 << 20
+OUTPUT_BYTES = 1 << 20  # isolation.OUTPUT_BYTES: this script runs alone in the sandbox and imports nothing of ours
 ERROR = "error"
 
 
