@@ -137,7 +137,10 @@ def _run(
 
 def run_python(script: Path, stdin: str, timeout: float, args: tuple[str, ...] = ()) -> str | None:
     """What the script printed, run isolated (mounted read-only at /sandbox/<name>) with `stdin` and `args`; None
-    when it failed, timed out or printed more than OUTPUT_BYTES."""
+    when it failed, timed out or printed more than OUTPUT_BYTES. Raises IsolationUnavailable on a machine that
+    cannot isolate it: nothing runs outside."""
+    if reason := unavailable():
+        raise IsolationUnavailable(reason)
     inside = f"/sandbox/{script.name}"
     ran = _run(["--ro-bind", str(script.resolve()), inside], [inside, *args], stdin, timeout)
     if ran is None or ran.returncode != 0 or len(ran.stdout) > OUTPUT_BYTES:

@@ -22,6 +22,8 @@ from components.data import write_atomically
 from components.generator import Sampling, chat_prompt, prompt_seed
 from components.models import Policy, load_policy
 
+ADAPTER_PREFIX = "ratchet-"  # the served names of champions' adapters, which Ratchet loads and unloads
+
 
 class ServerGenerator:
     def __init__(
@@ -39,8 +41,9 @@ class ServerGenerator:
             tokenizer,
             sampling,
         )
-        c = config
-        self.servers = [endpoints.client(url, c.api_key_env, c.timeout, c.max_retries) for url in c.urls]
+        self.servers = [
+            endpoints.client(url, config.api_key_env, config.timeout, config.max_retries) for url in config.urls
+        ]
 
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
         model = self._serve_champion()
@@ -82,12 +85,12 @@ class ServerGenerator:
         adapters of earlier champions are unloaded first, so a server holds one of Ratchet's at a time."""
         if not self.policy.adapters:
             return self.config.model
-        name = f"ratchet-{self.policy.key()}"
+        name = ADAPTER_PREFIX + self.policy.key()
         adapter = str(served_adapter(self.policy, self.models))
         for server in self.servers:
             with endpoints.calling(server, f"loading the champion's adapter {adapter}"):
                 served = {model.id for model in server.models.list()}
-                for earlier in sorted(m for m in served if m.startswith("ratchet-") and m != name):
+                for earlier in sorted(m for m in served if m.startswith(ADAPTER_PREFIX) and m != name):
                     endpoints.post(server, "/unload_lora_adapter", {"lora_name": earlier})
                 if name not in served:
                     endpoints.post(server, "/load_lora_adapter", {"lora_name": name, "lora_path": adapter})
