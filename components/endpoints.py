@@ -14,9 +14,12 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import openai
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import openai  # imported where a client is made: 0.6 s a process that never calls an endpoint (most runs)
 
 NO_KEY = "no-key"  # the client needs a key; a server without one ignores the header
 
@@ -33,6 +36,8 @@ def api_key(env_var: str) -> str:
 
 
 def client(base_url: str, api_key_env: str | None, timeout: float, max_retries: int) -> openai.OpenAI:
+    import openai
+
     key = api_key(api_key_env) if api_key_env else NO_KEY
     return openai.OpenAI(base_url=base_url.rstrip("/"), api_key=key, timeout=timeout, max_retries=max_retries)
 
@@ -40,6 +45,8 @@ def client(base_url: str, api_key_env: str | None, timeout: float, max_retries: 
 @contextmanager
 def calling(endpoint: openai.OpenAI, what: str) -> Iterator[None]:
     """Errors of the calls made inside, as EndpointError lines: `what` at the endpoint's URL, then why."""
+    import openai
+
     url, attempts = str(endpoint.base_url).rstrip("/"), endpoint.max_retries + 1
     try:
         yield

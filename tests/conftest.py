@@ -24,6 +24,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # process is left with a long file while the others have finished; the rest keep their order. The Makefile passes
 # --no-loadscope-reorder: xdist otherwise sends the files with the most tests first, whatever their length.
 LONGEST_FIRST = (
+    "reliability/test_team_stack_faults.py",
     "reliability/test_team_stack.py",
     "test_flow.py",
     "reliability/test_signals.py",

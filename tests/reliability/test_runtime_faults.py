@@ -8,19 +8,21 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from datasets import load_from_disk
 from mlflow import MlflowClient
-from ratchet_process import finish, ratchet_run, runs_by_status
+from ratchet_process import finish, ratchet_run, run_log, runs_by_status
 
 from registry import lineage
 
-pytestmark = pytest.mark.slow  # four tiny bootstraps that fail or limp on purpose (~5 min); `make test-slow`
+pytestmark = pytest.mark.slow  # four tiny bootstraps that fail or limp on purpose (~4 min); `make test-slow`
 
 STAGES = ("generations", "pairs", "adapter", "eval")
 
@@ -92,12 +94,27 @@ def test_a_judge_replying_garbage_is_counted_as_abstentions_and_the_run_goes_on(
     assert "round 1:" in output
 
 
-def test_an_unreachable_remote_judge_fails_the_run_after_bounded_retries(write_tiny_config, tmp_path):
+def test_an_unreachable_remote_judge_fails_the_run_after_bounded_retries_and_it_exits_at_once(
+    write_tiny_config, tmp_path
+):
+    """The run fails in evaluation (its remote judge does not answer, twice); it says so in one line, exits within
+    10 s of saying it, and takes every process it started with it (its temporary Prefect server too)."""
     judge = {"kind": "remote", "base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 1}
     config = edit(write_tiny_config(tmp_path), rounds=1, evaluation={"judge": judge})
-    output = finish(ratchet_run(config, tmp_path / "store"), tmp_path / "store", expect=1)
+    store = tmp_path / "store"
+    proc, started = ratchet_run(config, store), set()
+    while proc.poll() is None:
+        started |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        if "error: the bootstrap failed" in run_log(store):
+            break
+        time.sleep(0.05)
+    failed = time.monotonic()
+    output = finish(proc, store, expect=1)
+    assert time.monotonic() - failed <= 10, output[-3000:]
+    assert [pid for pid in started if psutil.pid_exists(pid)] == []
     unreachable = "EndpointError: the remote judge m at http://127.0.0.1:9/v1: cannot reach it"
-    assert_failed_cleanly(output, tmp_path / "store", tmp_path / "runs", unreachable)
+    assert_failed_cleanly(output, store, tmp_path / "runs", unreachable)
+    assert set(runs_by_status(store)) == {"FAILED"}
     assert not list((tmp_path / "runs").glob("*/round-1/eval"))
 
 
