@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 DirectoryOption = Annotated[
     Path | None, typer.Option(help="Where the stack keeps its database, secrets and logs; default PROJECT/.stack.")
 ]
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 ProjectOption = Annotated[Path, typer.Option(help="The project directory, with prefect.yaml.")]
 
 
@@ -30,6 +32,10 @@ def up(
     prefect_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default 4200.")] = None,
     mlflow_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default 5000.")] = None,
     postgres_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default 55432 (127.0.0.1 only).")] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(help="A DNS name teammates reach this machine by; the servers answer it besides its addresses."),
+    ] = None,
     project: ProjectOption = Path("."),
     directory: DirectoryOption = None,
 ) -> None:
@@ -38,9 +44,11 @@ def up(
 
     if not (project / "prefect.yaml").exists():
         fail(f"no prefect.yaml in {project.resolve()} (pass --project)", 1)
+    if advertise is not None and not HOST_NAME.fullmatch(advertise):
+        fail(f"--advertise {advertise!r}: not a host name (letters, digits, '-' and '.')", 2)
     current = Stack(project, directory)
     given = {"host": host, "auth": auth, "prefect_port": prefect_port, "mlflow_port": mlflow_port}
-    given["postgres_port"] = postgres_port
+    given |= {"postgres_port": postgres_port, "advertise": advertise}
     changes = {key: value for key, value in given.items() if value is not None}
     stack = Stack(project, directory, dataclasses.replace(current.settings, **changes))
     try:
@@ -50,6 +58,11 @@ def up(
     typer.echo(f"\nup. In every shell that uses it:  source {_shown(stack.env_file())}")
     typer.echo(f"  Prefect UI  {stack.prefect_url.removesuffix('/api')}")
     typer.echo(f"  MLflow UI   {stack.mlflow_url}")
+    if stack.settings.advertise:
+        typer.echo(
+            f"  teammates   PREFECT_API_URL=http://{stack.settings.advertise}:{stack.settings.prefect_port}/api "
+            f"MLFLOW_TRACKING_URI=http://{stack.settings.advertise}:{stack.settings.mlflow_port}"
+        )
     if stack.settings.auth:
         typer.echo(
             f"  credentials in {_shown(stack.env_file())} (PREFECT_API_AUTH_STRING, MLFLOW_TRACKING_USERNAME/PASSWORD)"

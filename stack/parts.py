@@ -53,6 +53,7 @@ class Settings:
     mlflow_port: int = 5000
     postgres_port: int = 55432  # not 5432, which a system PostgreSQL may hold
     auth: bool = False  # credentials on both servers; always on when `host` is not a loopback address
+    advertise: str = ""  # a DNS name teammates reach this machine by, besides its addresses
 
     def __post_init__(self):
         if self.host not in LOOPBACK and not self.auth:

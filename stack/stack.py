@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -19,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import psutil
+
 from stack.parts import (
     HEARTBEAT_SECONDS,
+    LOOPBACK,
     ZOMBIE_AUTOMATION,
     Part,
     PartExited,
@@ -192,6 +196,8 @@ class Stack:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.postgres.url(
             found["postgres_password"], "prefect", "+asyncpg"
         )
+        if self.settings.advertise:  # the API the UI's pages call from a teammate's browser
+            env["PREFECT_UI_API_URL"] = f"http://{self.settings.advertise}:{self.settings.prefect_port}/api"
         if self.settings.auth:
             env["PREFECT_SERVER_API_AUTH_STRING"] = found["prefect_auth_string"]
         command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.settings.host]
@@ -210,6 +216,7 @@ class Stack:
         artifacts.mkdir(exist_ok=True)
         command = [sys.executable, "-m", "mlflow", "server", "--host", self.settings.host]
         command += ["--port", str(self.settings.mlflow_port), "--workers", "2"]
+        command += ["--allowed-hosts", ",".join(self.allowed_hosts())]
         command += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
         if self.settings.auth:
             auth_config = self.directory / "mlflow-auth.ini"
@@ -220,6 +227,31 @@ class Stack:
             command += ["--app-name", "basic-auth"]
         self.mlflow.start(command, env, self.directory)
         self._wait(self.mlflow, self.mlflow_healthy, 300)  # the first start creates MLflow's schema
+
+    def allowed_hosts(self) -> list[str]:
+        """The Host headers MLflow answers (any other gets 403, its guard against DNS rebinding): loopback, and when
+        it listens on every interface, each of this machine's addresses and names and the advertised name; each
+        with any port. MLflow's default allows private ranges only, so a teammate's request to any other address
+        of the machine was refused."""
+        names = ["localhost", "127.0.0.1", "::1"]
+        if self.settings.host in ("0.0.0.0", "::"):
+            names += [
+                a.address.split("%")[0]
+                for addrs in psutil.net_if_addrs().values()
+                for a in addrs
+                if a.family in (socket.AF_INET, socket.AF_INET6)
+            ]
+            names += [socket.gethostname(), socket.getfqdn()]
+        elif self.settings.host not in LOOPBACK:
+            names.append(self.settings.host)
+        names += [self.settings.advertise] if self.settings.advertise else []
+        hosts = []
+        for name in dict.fromkeys(names):
+            if ":" in name:  # IPv6: in brackets, the first one escaped for MLflow's fnmatch
+                hosts += [f"[{name}]", f"[[]{name}]:*"]
+            else:
+                hosts += [name, f"{name}:*"]
+        return hosts
 
     def _mlflow_auth_ini(self, found: dict[str, str]) -> str:
         return (

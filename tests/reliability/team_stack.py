@@ -46,7 +46,7 @@ def ok(done: subprocess.CompletedProcess) -> str:
 
 
 @contextmanager
-def brought_up(directory: Path) -> Iterator[Stack]:
+def brought_up(directory: Path, *options: str) -> Iterator[Stack]:
     """A stack on all interfaces (which turns credentials on), on free ports, brought up and down with the
     `ratchet stack` commands in `directory`. Its artifact store is a 64 MB tmpfs of its own where this user may mount
     one (root, as on the CI machines), so that a full-disk case can fill it."""
@@ -55,7 +55,7 @@ def brought_up(directory: Path) -> Iterator[Stack]:
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(artifacts)], capture_output=True)
     ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--postgres-port", str(free_port())]
     try:
-        up = ok(ratchet("stack", "up", "--host", "0.0.0.0", *ports, "--directory", str(directory)))
+        up = ok(ratchet("stack", "up", "--host", "0.0.0.0", *ports, *options, "--directory", str(directory)))
         assert f"source {directory / 'env'}" in up and "credentials in" in up
         yield Stack(ROOT, directory)
     finally:
@@ -71,6 +71,16 @@ def client_env(stack: Stack) -> dict[str, str]:
     )
     assert exported == stack.client_env()
     return without_stack_env() | exported
+
+
+def machine_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback: where a teammate's requests arrive."""
+    import socket
+
+    import psutil
+
+    found = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET]
+    return next((address for address in found if not address.startswith("127.")), None)
 
 
 def status_of(url: str, headers: dict | None = None, body: bytes | None = None) -> int:

@@ -21,6 +21,7 @@ from team_stack import (
     brought_up,
     client_env,
     credentials_of,
+    machine_address,
     mlflow_lineage,
     ok,
     ratchet,
@@ -28,11 +29,12 @@ from team_stack import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+ADVERTISED = "ratchet-stack.invalid"  # a name teammates would reach the machine by (`--advertise`)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with brought_up(tmp_path_factory.mktemp("stack") / ".stack") as up:
+    with brought_up(tmp_path_factory.mktemp("stack") / ".stack", "--advertise", ADVERTISED) as up:
         yield up
 
 
@@ -52,6 +54,26 @@ def test_status_then_requests_without_credentials_are_refused(stack):
     assert status_of(experiments + "?max_results=1", basic(mlflow_login)) == 200
     assert (stack.directory / "secrets.json").stat().st_mode & 0o777 == 0o600
     assert (stack.directory / "env").stat().st_mode & 0o777 == 0o600
+
+
+def test_teammates_reach_both_servers_by_the_machines_address_and_the_advertised_name(stack):
+    """MLflow refuses a Host header it does not know (403, its guard against DNS rebinding); it must know the
+    machine's own addresses and the advertised name, and still refuse any other."""
+    secrets = stack.secrets()
+    mlflow_login = basic(f"{secrets['mlflow_username']}:{secrets['mlflow_password']}")
+    prefect_login = basic(secrets["prefect_auth_string"])
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    address = machine_address()
+    assert address, "this machine has no address but loopback"
+    mlflow_there = f"http://{address}:{stack.settings.mlflow_port}{search}"
+    prefect_there = f"http://{address}:{stack.settings.prefect_port}/api/flows/filter"
+    assert status_of(mlflow_there) == 401 and status_of(mlflow_there, mlflow_login) == 200
+    assert status_of(prefect_there, body=b"{}") == 401 and status_of(prefect_there, prefect_login, b"{}") == 200
+
+    named = {"Host": f"{ADVERTISED}:{stack.settings.mlflow_port}"}
+    assert status_of(stack.mlflow_url + search, mlflow_login | named) == 200
+    forged = {"Host": f"rebinding.example:{stack.settings.mlflow_port}"}
+    assert status_of(stack.mlflow_url + search, mlflow_login | forged) == 403
 
 
 def test_migrate_a_local_store_into_the_stack(stack, write_tiny_config, tmp_path):
