@@ -139,7 +139,16 @@ class Stack:
 
     def up(self, say: Callable[[str], None] = print) -> None:
         """Start, in order, every part that is not healthy; then deploy prefect.yaml. Safe to repeat: after a crash
-        it starts what is missing."""
+        it starts what is missing. Every file and directory that `up` and the servers it starts create is its
+        owner's alone (umask 077: the logs, the artifact store, the worker's runs); PostgreSQL's user is let through
+        the directories on its data's path and no further."""
+        previous = os.umask(0o077)
+        try:
+            self._up(say)
+        finally:
+            os.umask(previous)
+
+    def _up(self, say: Callable[[str], None]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         running = Stack(self.project, self.directory)
         if running.settings != self.settings and any(part.healthy for part in running.status()):

@@ -195,6 +195,8 @@ def assert_no_secret_leaked(stack: Stack) -> None:
     for path in (stack.directory / "mlflow-artifacts").rglob("*"):
         if path.is_file():
             assert leaked(path.read_bytes().decode(errors="replace")) == [], path
+    for path in [*(stack.directory / "logs").iterdir(), *(stack.directory / "mlflow-artifacts").rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others: {oct(path.stat().st_mode)}"
 
     from mlflow import MlflowClient
 
