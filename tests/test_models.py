@@ -82,3 +82,33 @@ def test_a_failed_conversion_leaves_no_temp_dir(tmp_path):
     with pytest.raises(OSError):
         convert_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"](), blocker)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2-135m-instruct"]
+
+
+def test_a_cached_joined_model_is_checked_again_by_each_process_and_rejoined_if_it_changed(tmp_path, monkeypatch):
+    """The Qwen GGUF's path (`components.embedded.joined`) on three small parts: joined and checked once; a copy
+    changed in the cache after that is found by the next process's first use and joined again from the parts."""
+    import hashlib
+
+    from components import embedded
+
+    parts = []
+    for i, text in enumerate((b"alpha-", b"beta-", b"gamma")):
+        parts.append(tmp_path / f"part{i}.bin")
+        parts[-1].write_bytes(text)
+    whole = b"alpha-beta-gamma"
+    size, sha256 = len(whole), hashlib.sha256(whole).hexdigest()
+    target = tmp_path / "cache" / "model.gguf"
+    monkeypatch.setattr(embedded, "_CHECKED_THIS_PROCESS", set())
+
+    assert embedded.joined(target, lambda: parts, size, sha256).read_bytes() == whole
+    target.write_bytes(b"alpha-beta-GAMMA")  # tampered with in the cache
+    assert embedded.joined(target, lambda: parts, size, sha256).read_bytes() == b"alpha-beta-GAMMA"  # same process
+
+    monkeypatch.setattr(embedded, "_CHECKED_THIS_PROCESS", set())  # the next process
+    assert embedded.joined(target, lambda: parts, size, sha256).read_bytes() == whole
+    parts[2].write_bytes(b"delta")  # a part that is not the pinned one is refused, and nothing is published
+    target.unlink()
+    monkeypatch.setattr(embedded, "_CHECKED_THIS_PROCESS", set())
+    with pytest.raises(ModelSpecError, match="not the pinned 16 bytes"):
+        embedded.joined(target, lambda: parts, size, sha256)
+    assert not target.exists() and list(target.parent.iterdir()) == []
