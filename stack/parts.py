@@ -97,3 +97,29 @@ def answers(url: str, headers: dict[str, str]) -> bool:
 
 def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+# What a flow run of the stack's deployments may set of the worker's job (prefect.yaml's `job_variables`, a run's
+# own): these environment variables and nothing else. The command and the working directory are fixed, so that a
+# person who can start a run cannot start anything else on the worker.
+JOB_ENV_ALLOWED = ("PREFECT_LOGGING_EXTRA_LOGGERS",)
+
+
+def locked_job_template(project: Path) -> dict:
+    """Prefect's process-worker job template with its command and working directory fixed (Prefect's own
+    `python -m prefect.engine` in the project directory) and its `env` limited to JOB_ENV_ALLOWED. The server
+    refuses (422) a flow run whose job variables set anything else."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["job_configuration"] |= {"command": None, "working_dir": str(project)}
+    variables = template["variables"]
+    for name in ("command", "working_dir"):
+        variables["properties"].pop(name)
+    allowed = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    variables["properties"]["env"] |= {
+        "properties": {name: allowed for name in JOB_ENV_ALLOWED},
+        "additionalProperties": False,
+    }
+    variables["additionalProperties"] = False
+    return template

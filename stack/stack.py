@@ -32,6 +32,7 @@ from stack.parts import (
     Settings,
     StackError,
     answers,
+    locked_job_template,
     tail,
     write_private,
 )
@@ -286,8 +287,11 @@ class Stack:
 
     def _start_worker(self) -> None:
         env = self._client_process_env()
-        if self._prefect(["work-pool", "inspect", POOL], env).returncode != 0:
-            self._prefect(["work-pool", "create", POOL, "--type", "process"], env, check=True)
+        template = self.directory / "pool-job-template.json"
+        write_private(template, json.dumps(locked_job_template(self.project), indent=2))
+        exists = self._prefect(["work-pool", "inspect", POOL], env).returncode == 0
+        action = ["update", POOL] if exists else ["create", POOL, "--type", "process"]
+        self._prefect(["work-pool", *action, "--base-job-template", str(template)], env, check=True)
         command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"]
         self.worker.start(command, env, self.project)
         time.sleep(1)

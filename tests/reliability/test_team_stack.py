@@ -8,14 +8,17 @@ docs/reliability.md records what each shows."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import urllib.request
 
 import pytest
 from conftest import BIN, ROOT
 from ratchet_process import finish, ratchet_run
 from team_stack import (
     ONE_ROUND,
+    api,
     assert_no_secret_leaked,
     basic,
     brought_up,
@@ -74,6 +77,24 @@ def test_teammates_reach_both_servers_by_the_machines_address_and_the_advertised
     assert status_of(stack.mlflow_url + search, mlflow_login | named) == 200
     forged = {"Host": f"rebinding.example:{stack.settings.mlflow_port}"}
     assert status_of(stack.mlflow_url + search, mlflow_login | forged) == 403
+
+
+def test_a_flow_run_cannot_change_the_workers_command_directory_or_environment(stack):
+    """The `ratchet` pool's job template is locked: a flow run whose job variables set the command, the working
+    directory or an environment variable outside the allow-list is refused (422) before it exists; the one
+    prefect.yaml sets is accepted."""
+    deployment = api(stack, "deployments/name/bootstrap/smoke")["id"]
+    later = {"type": "SCHEDULED", "state_details": {"scheduled_time": "2099-01-01T00:00:00Z"}}  # never picked up
+    refused = ({"command": "touch /tmp/owned"}, {"working_dir": "/tmp"}, {"env": {"LD_PRELOAD": "/tmp/x.so"}})
+    for variables in refused:
+        body = json.dumps({"job_variables": variables, "state": later}).encode()
+        url = f"{stack.prefect_url}/deployments/{deployment}/create_flow_run"
+        assert status_of(url, basic(stack.secrets()["prefect_auth_string"]), body) == 422, variables
+    allowed = {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": "components"}}
+    flow_run = api(stack, f"deployments/{deployment}/create_flow_run", {"job_variables": allowed, "state": later})
+    auth = basic(stack.secrets()["prefect_auth_string"])
+    delete = urllib.request.Request(f"{stack.prefect_url}/flow_runs/{flow_run['id']}", method="DELETE", headers=auth)
+    urllib.request.urlopen(delete, timeout=30).close()
 
 
 def test_migrate_a_local_store_into_the_stack(stack, write_tiny_config, tmp_path):
