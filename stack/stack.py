@@ -42,6 +42,12 @@ from stack.processes import Process
 POOL = "ratchet"
 
 
+def machine_addresses() -> list[str]:
+    """Every IPv4 and IPv6 address of this machine's interfaces, loopback included, without an IPv6 zone."""
+    found = [a for addrs in psutil.net_if_addrs().values() for a in addrs]
+    return [a.address.split("%")[0] for a in found if a.family in (socket.AF_INET, socket.AF_INET6)]
+
+
 class Stack:
     def __init__(self, project: Path, directory: Path | None = None, settings: Settings | None = None):
         self.project = project.resolve()
@@ -245,13 +251,7 @@ class Stack:
         of the machine was refused."""
         names = ["localhost", "127.0.0.1", "::1"]
         if self.settings.host in ("0.0.0.0", "::"):
-            names += [
-                a.address.split("%")[0]
-                for addrs in psutil.net_if_addrs().values()
-                for a in addrs
-                if a.family in (socket.AF_INET, socket.AF_INET6)
-            ]
-            names += [socket.gethostname(), socket.getfqdn()]
+            names += [*machine_addresses(), socket.gethostname(), socket.getfqdn()]
         elif self.settings.host not in LOOPBACK:
             names.append(self.settings.host)
         names += [self.settings.advertise] if self.settings.advertise else []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from conftest import BIN, ROOT, free_port
 
-from stack.stack import Stack
+from stack.stack import Stack, machine_addresses
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 CLIENT_VARIABLES = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME")
@@ -75,12 +75,8 @@ def client_env(stack: Stack) -> dict[str, str]:
 
 def machine_address() -> str | None:
     """An IPv4 address of this machine that is not loopback: where a teammate's requests arrive."""
-    import socket
-
-    import psutil
-
-    found = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET]
-    return next((address for address in found if not address.startswith("127.")), None)
+    ipv4 = [address for address in machine_addresses() if ":" not in address]
+    return next((address for address in ipv4 if not address.startswith("127.")), None)
 
 
 def status_of(url: str, headers: dict | None = None, body: bytes | None = None) -> int:

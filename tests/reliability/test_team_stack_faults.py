@@ -23,12 +23,12 @@ from team_stack import (
     brought_up,
     mlflow_lineage,
     start_deployment,
-    status_of,
     wait_for_state,
     wait_for_training,
 )
 
 from registry import lineage as local_lineage
+from stack.parts import answers
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -80,13 +80,6 @@ def test_prefect_server_restarted_while_a_round_trains(stack, write_tiny_config,
     assert wait_for_state(stack, flow_run, TERMINAL) == "COMPLETED"
     lineage = mlflow_lineage(stack, "tiny-restart")
     assert lineage["runs"] == ONE_ROUND and len(lineage["versions"]) == 1, lineage  # no orphan run
-
-
-def answers(url: str, headers: dict) -> bool:
-    try:
-        return status_of(url, headers) == 200
-    except OSError:  # not listening yet
-        return False
 
 
 def local_metric_keys(store) -> list[list[str]]:
