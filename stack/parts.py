@@ -42,10 +42,6 @@ class StackError(RuntimeError):
     """A part did not come up; the message says which and where its log is."""
 
 
-class PartExited(StackError):
-    """A server process ended before it answered."""
-
-
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"  # where the Prefect and MLflow servers listen; PostgreSQL listens on 127.0.0.1 only

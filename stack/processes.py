@@ -62,6 +62,10 @@ class Process:
         """The pid of this process if it runs; None if it never started, exited, or its pid now names another."""
         try:
             record = json.loads(self.pid_file.read_text())
+            started = _STARTED.get(self.pid_file)
+            if started is not None and started.pid == record["pid"]:
+                # Our own child: between fork and exec its command line is still ours, so ask the kernel instead.
+                return None if started.poll() is not None else started.pid
             if psutil.Process(record["pid"]).cmdline() == record["command"]:
                 return record["pid"]
         except (FileNotFoundError, json.JSONDecodeError, psutil.Error):

@@ -27,7 +27,6 @@ from stack.parts import (
     LOOPBACK,
     ZOMBIE_AUTOMATION,
     Part,
-    PartExited,
     PartStatus,
     Settings,
     StackError,
@@ -169,11 +168,7 @@ class Stack:
                 say(f"{part.name:15} already up  {part.address}")
                 continue
             say(f"{part.name:15} starting    {part.address}  (log: {part.log})")
-            try:
-                part.start()
-            except PartExited as exited:  # seen once in CI: MLflow's first start ended with no output
-                say(f"{part.name:15} {exited}\n{part.name:15} starting again")
-                part.start()
+            part.start()
         self._deploy()
         env = "".join(f"export {key}={value}\n" for key, value in self.client_env().items())
         write_private(self.env_file(), env)
@@ -334,7 +329,7 @@ class Stack:
                 return
             if process.pid() is None:
                 how = process.exit_status() or "exited"
-                raise PartExited(
+                raise StackError(
                     f"{process.name} exited while starting ({how}); see {process.log}:\n{tail(process.log)}"
                 )
             time.sleep(0.5)

@@ -1,5 +1,5 @@
-"""`ratchet stack`'s settings and refusals, which need no stack. A real stack, its runs and its faults are
-tests/reliability/test_team_stack.py's (`make test-slow`)."""
+"""`ratchet stack`'s settings, refusals and process records, which need no stack. A real stack, its runs and its
+faults are tests/reliability/test_team_stack*.py's (`make test-slow`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 
 from conftest import BIN, ROOT
 
+from stack.processes import Process
 from stack.stack import Settings
 
 
@@ -20,3 +21,16 @@ def test_up_refuses_a_project_without_prefect_yaml(tmp_path):
     refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "no prefect.yaml in" in refused.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_started_process_counts_as_running_until_it_exits_whatever_its_command_line_shows(tmp_path):
+    """Right after fork and exec, /proc shows a child's command line empty (or its parent's): the stack once took a
+    starting MLflow server for dead and started a second beside it, and the two raced to create the schema. The
+    shell here execs `sleep`, so /proc never shows the recorded command line at all."""
+    server = Process("server", tmp_path)
+    pid = server.start(["sh", "-c", "exec sleep 30"], {"PATH": "/usr/bin:/bin"}, tmp_path)
+    try:
+        assert server.pid() == pid and server.exit_status() == ""
+    finally:
+        assert server.stop(grace=5)
+    assert server.pid() is None and server.exit_status() == "killed by SIGTERM"
