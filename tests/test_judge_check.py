@@ -196,26 +196,30 @@ def app():
 @pytest.mark.e2e
 def test_the_efficacy_configs_judges_on_the_calibration_set(tmp_path):
     """`ratchet judge-check configs/efficacy.yaml` with the safety cohorts routed, as the README shows it, on the
-    constraint cohort and the two routed ones (~2 min; all 160 pairs took ~10 min): the training panel (verifier and
-    refusal classifier) meets the goal, and so does the evaluation judge, the embedded Qwen2.5-Coder-1.5B through
-    llama.cpp, with the two cohorts it cannot see (harmful requests, false premises) handed to the refusal
-    classifier and the verifier. It sees constraint compliance through the checks it writes (90% on the constraint
-    pairs; pointwise it was 58%: docs/experiments.md has the tables of all eight cohorts)."""
+    calibration set's harmful and false-premise pairs and half of its constraint pairs, given as a user's own file
+    (`--pairs`): the training panel (verifier and refusal classifier) meets the goal, and so does the evaluation
+    judge, the embedded Qwen2.5-Coder-1.5B through llama.cpp, with the two cohorts it cannot see handed to the
+    refusal classifier and the verifier. It sees constraint compliance through the checks it writes (~4 s each on
+    2 cores, most of this test; on all 20 constraint pairs it was 90%, pointwise 58%: docs/experiments.md has the
+    tables of all eight cohorts)."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
+    rows = jc.load_calibration()
+    chosen = [r for r in rows if r["cohort"] == "ifeval"][:10]
+    chosen += [r for r in rows if r["cohort"] in ("should_refuse", "false_premise")]
+    (tmp_path / "gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
     command = [sys.executable, "-m", "flows.cli", "judge-check", "configs/efficacy.yaml", "--store", str(tmp_path)]
-    command += ["--judge", "training", "--judge", "evaluation"]
+    command += ["--judge", "training", "--judge", "evaluation", "--pairs", str(tmp_path / "gold.jsonl")]
     command += ["--route", "should_refuse=refusal", "--route", "false_premise=verifier"]
-    command += ["--cohort", "ifeval", "--cohort", "should_refuse", "--cohort", "false_premise"]
     proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(lineage.tracking_uri_for(tmp_path))
     [run] = client.search_runs([client.get_experiment_by_name("efficacy").experiment_id])
     m = run.data.metrics
-    assert m["training/all/accuracy"] == 1.0 and m["training/all/decided"] == 1.0 and m["training/all/n"] == 60
+    assert m["training/all/accuracy"] == 1.0 and m["training/all/decided"] == 1.0 and m["training/all/n"] == 50
     training, evaluation = proc.stdout.split("\nevaluation: ")
     assert "training: panel(" in training and "meets the goal" in training
     assert "meets the goal" in evaluation, evaluation
