@@ -64,7 +64,7 @@ class Process:
             record = json.loads(self.pid_file.read_text())
             started = _STARTED.get(self.pid_file)
             if started is not None and started.pid == record["pid"]:
-                # Our own child: between fork and exec its command line is still ours, so ask the kernel instead.
+                # Our own child: just after its start /proc may not show its command line yet; Popen knows.
                 return None if started.poll() is not None else started.pid
             if psutil.Process(record["pid"]).cmdline() == record["command"]:
                 return record["pid"]
