@@ -20,6 +20,7 @@ from components.trainer import (
     clearest,
     load_for_training,
     resumable,
+    score_only_labelled_positions,
     to_conversational,
 )
 
@@ -80,6 +81,36 @@ def train_dpo(model_dir, out, **overrides):
 def trained(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter")
     return out, train_dpo(tiny_model_dir, out)
+
+
+def test_scoring_only_the_labelled_positions_on_cpu_gives_trls_log_probs_and_gradients(tiny_model_dir, monkeypatch):
+    """TRL's fused LM head scores every position on a CPU; Ratchet has it score the labelled ones only (a quarter
+    of a SmolLM2 DPO step): the same log-probs, entropies and LM-head gradient."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :7] = -100  # the prompt
+    labels[1, 10:] = -100  # padding
+
+    def score():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        return out.log_probs.detach(), out.entropy.detach(), model.lm_head.weight.grad.clone()
+
+    trls_choice = getattr(trl_utils._use_triton, "trl_choice", trl_utils._use_triton)
+    monkeypatch.setattr(trl_utils, "_use_triton", trls_choice)
+    assert not trl_utils._use_triton(torch.device("cpu"))  # TRL's own: every position
+    every = score()
+    score_only_labelled_positions()
+    assert trl_utils._use_triton(torch.device("cpu"))
+    for ours, theirs in zip(score(), every, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_abstained_pairs_are_not_trained_on():
