@@ -137,26 +137,29 @@ class RewardModel:
 
     @torch.inference_mode()
     def score(self, requests: list[str], answers: list[str]) -> list[float]:
-        """The scalar reward of each answer to its request."""
+        """The scalar reward of each answer to its request; a (request, answer) given twice is scored once (an
+        answer sits in several of a prompt's pairs)."""
         texts = [
             self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False
             )
             for q, a in zip(requests, answers, strict=True)
         ]
+        unique = list(dict.fromkeys(texts))
         scores: list[float] = []
         for start in tqdm(
-            range(0, len(texts), self.batch_size), desc="reward model", unit="batch", leave=False, disable=None
+            range(0, len(unique), self.batch_size), desc="reward model", unit="batch", leave=False, disable=None
         ):
             batch = self.tokenizer(
-                texts[start : start + self.batch_size],
+                unique[start : start + self.batch_size],
                 return_tensors="pt",
                 padding=True,
                 padding_side="right",
                 add_special_tokens=False,
             ).to(self.model.device)
             scores += self.model(**batch).logits[:, 0].float().tolist()
-        return scores
+        score_of = dict(zip(unique, scores, strict=True))
+        return [score_of[text] for text in texts]
 
 
 def quality(model: RewardModel, heldout: list[dict], gold: list[dict], prompts: dict[str, dict], ci: CI) -> dict:
@@ -164,8 +167,12 @@ def quality(model: RewardModel, heldout: list[dict], gold: list[dict], prompts: 
     held-out judged pairs, on the calibration set's gold pairs, agreement with the verifier on held-out pairs it
     separates, and the Spearman correlation of its score with answer length in words over every answer it scored
     (held-out and gold; the gold set has the longer answer the worse one about half the time)."""
-    chosen, rejected = _pair_scores(model, [p["prompt"] for p in heldout], heldout, "chosen", "rejected")
-    better, worse = _pair_scores(model, [user_message(g) for g in gold], gold, "better", "worse")
+    requests = [p["prompt"] for p in heldout] + [user_message(g) for g in gold]
+    firsts = [p["chosen"] for p in heldout] + [g["better"] for g in gold]
+    seconds = [p["rejected"] for p in heldout] + [g["worse"] for g in gold]
+    scored = model.score(requests + requests, firsts + seconds)  # in one call, so a gold pair held out is scored once
+    n, total = len(heldout), len(requests)
+    chosen, rejected, better, worse = scored[:n], scored[total : total + n], scored[n:total], scored[total + n :]
     right = [float(c > r) for c, r in zip(chosen, rejected, strict=True)]
     gold_right = [float(b > w) for b, w in zip(better, worse, strict=True)]
     verifier = []
@@ -186,10 +193,6 @@ def quality(model: RewardModel, heldout: list[dict], gold: list[dict], prompts: 
         found |= _rate(name, values, ci)
     found["rm_length_correlation"] = _spearman(scores, [len(a.split()) for a in answers])
     return found
-
-
-def _pair_scores(model: RewardModel, requests: list[str], pairs: list[dict], first: str, second: str) -> tuple:
-    return model.score(requests, [p[first] for p in pairs]), model.score(requests, [p[second] for p in pairs])
 
 
 def hacking_signals(

@@ -102,6 +102,7 @@ def common_args(config: TrainingConfig, models: ModelsConfig, checkpoints: Path,
         "save_strategy": "steps",
         "save_steps": config.save_steps,
         "save_total_limit": 1,
+        "gradient_checkpointing": config.gradient_checkpointing,
         "report_to": "none",
         "seed": seed,
         "disable_tqdm": True,  # StepProgress draws the bar and logs each step's numbers instead

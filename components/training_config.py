@@ -28,6 +28,11 @@ class _Optimisation(Strict):
     per_device_train_batch_size: int = Field(4, gt=0, description="Examples per device step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Steps per optimiser update.")
     save_steps: int = Field(10, gt=0, description="Save a resumable checkpoint every N steps.")
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute activations in the backward pass instead of keeping them (TRL's default): less "
+        "memory, more time.",
+    )
     lora_r: int = Field(16, gt=0, description="LoRA rank: higher = more capacity and memory.")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")

@@ -125,7 +125,8 @@ def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_pa
         for r in rows
     ]
     # Its gold pairs are the held-out quarter in a user's file (`reward_model.gold_pairs`): the calibration set it
-    # would use by default is what it trains on here, and scoring all 160 pairs took a third of the test.
+    # would use by default is what it trains on here, and scoring all 160 pairs took a third of the test. They are
+    # the held-out pairs themselves, so the reward model scores each once (its scores are keyed by text).
     fields = PAIR_FIELDS + OPTIONAL_PAIR_FIELDS
     gold = [{k: r[k] for k in fields if r.get(k)} for r in rows if held_out(r["id"], 0.25)]
     (tmp_path / "gold.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gold))
@@ -138,12 +139,31 @@ def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_pa
         learning_rate=1e-3,
         max_steps=8,
         per_device_train_batch_size=8,
+        gradient_checkpointing=False,  # 5.0 GB at its peak where 3.1, and 30% less time (89.9 s -> 61.8 s alone)
         gold_pairs=str(tmp_path / "gold.jsonl"),
     )
     found = rewarded.metrics
     assert found["rm_heldout_pairs"] >= 30 and found["rm_heldout_accuracy_ci_low"] > 0.5, found
     assert found["rm_gold_accuracy"] == found["rm_heldout_accuracy"]  # the same pairs, read from the gold file
     assert json.loads(tags["rounds"]) == [1, 2] and tags["base"] == "smollm2-135m-instruct"
+
+
+def test_an_answer_given_twice_is_scored_once_and_alike(tiny_model_dir):
+    import torch
+
+    from components.models import load_tokenizer
+    from components.reward_model import load_head
+
+    torch.manual_seed(0)
+    model = RewardModel(load_head(tiny_model_dir, CPU), load_tokenizer(tiny_model_dir), batch_size=16)
+    model.model.config.pad_token_id = model.tokenizer.pad_token_id
+    rows_seen = []
+    model.model.register_forward_hook(
+        lambda module, args, kwargs, output: rows_seen.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    scores = model.score(["q", "r", "q", "q"], ["a", "b", "a", "c"])
+    assert rows_seen == [3] and scores[0] == scores[2]
+    assert model.score(["q", "q"], ["a", "c"]) == pytest.approx([scores[0], scores[3]], abs=1e-5)
 
 
 def test_an_empty_pair_set_is_refused(tiny_model_dir, tmp_path):
