@@ -1,5 +1,6 @@
-"""Signals stop a run cleanly: SIGTERM to the `ratchet` process alone (as `kill PID`, systemd and Kubernetes send
-it) in every stage, and in training to its whole process group (as `timeout` does) or SIGINT (Ctrl-C). Each time
+"""Signals stop a run cleanly, in every stage: SIGTERM to the `ratchet` process alone (as `kill PID`, systemd and
+Kubernetes send it) in generate, train and evaluate, and to its whole process group as a terminal's Ctrl-C (SIGINT,
+in judge) and `timeout` (SIGTERM, in train) send it. Each time
 `ratchet run` exits within 10 s, every process it started is gone (its temporary Prefect server, the vLLM worker),
 the MLflow runs it had open end KILLED, no stage directory looks complete that is not, and the same command then
 resumes.
@@ -21,7 +22,7 @@ from ratchet_process import finish, ratchet_run, run_log, runs_by_status
 from components.data import load_rows
 from components.trainer import resumable
 
-pytestmark = pytest.mark.slow  # tiny bootstraps, stopped and resumed (eight runs); `make test-slow`
+pytestmark = pytest.mark.slow  # tiny bootstraps, stopped and resumed (seven runs); `make test-slow`
 
 STAGES = ("generations", "pairs", "adapter", "eval")
 # Long training (save_steps 2, so a stop during it has a checkpoint to resume from); the other stages are caught
@@ -91,21 +92,21 @@ def whole_group(sig: int):
     return lambda proc: os.killpg(proc.pid, sig)
 
 
-# Each stop of one bootstrap, in order: SIGTERM to `ratchet` alone in every stage (as `kill PID`, systemd and
-# Kubernetes send it), and in training also to the whole process group, as `timeout` (SIGTERM) and a terminal's
-# Ctrl-C (SIGINT) send it. Each run resumes the one before and is stopped in turn; the last one completes.
+# Each stop of one bootstrap, in order: a signal in every stage, SIGTERM to `ratchet` alone (as `kill PID`, systemd
+# and Kubernetes send it) or to the whole process group, as a terminal's Ctrl-C (SIGINT) and `timeout` (SIGTERM)
+# send it; in training both ways, each after a checkpoint of its own. Each run resumes the one before and is
+# stopped in turn; the last one completes.
 STOPS = [
     ("generations", "SIGTERM to ratchet", only_ratchet),
-    ("pairs", "SIGTERM to ratchet", only_ratchet),
+    ("pairs", "SIGINT to the group (Ctrl-C)", whole_group(signal.SIGINT)),
     ("adapter", "SIGTERM to ratchet", only_ratchet),
-    ("adapter", "SIGINT to the group (Ctrl-C)", whole_group(signal.SIGINT)),
     ("adapter", "SIGTERM to the group (timeout)", whole_group(signal.SIGTERM)),
     ("eval", "SIGTERM to ratchet", only_ratchet),
 ]
 
 
 def test_a_signal_in_each_stage_stops_the_run_cleanly_and_the_next_run_resumes(write_tiny_config, tmp_path):
-    """One bootstrap stopped six times (seven runs, where a bootstrap per case took ten)."""
+    """One bootstrap stopped five times (six runs, where a bootstrap per case took ten)."""
     config = write_tiny_config(tmp_path, **CHANGES)
     for stage, what, how in STOPS:
         since = len(run_log(tmp_path)) if (tmp_path / "run.log").exists() else 0
