@@ -12,6 +12,7 @@ Measured here: ~28 s per DPO step of 8 pairs at up to 320 tokens on SmolLM2-135M
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -111,8 +112,14 @@ def common_args(config: TrainingConfig, models: ModelsConfig, checkpoints: Path,
 
 def resumable(checkpoint: Path) -> bool:
     """Whether a checkpoint is whole: the Trainer writes trainer_state.json after the weights, so a kill while it
-    saves leaves no state, and a kill while it deletes an older one (save_total_limit) can leave state alone."""
-    return (checkpoint / "trainer_state.json").exists() and any(checkpoint.glob("*.safetensors"))
+    saves leaves no state or a part of it (a SIGTERM in `json.dump` left it empty, seen 2026-12-05), and a kill
+    while it deletes an older one (save_total_limit) can leave state alone."""
+    state = checkpoint / "trainer_state.json"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError):
+        return False
+    return any(checkpoint.glob("*.safetensors"))
 
 
 def score_only_labelled_positions() -> None:

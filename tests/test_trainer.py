@@ -113,6 +113,19 @@ def test_scoring_only_the_labelled_positions_on_cpu_gives_trls_log_probs_and_gra
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_a_checkpoint_whose_state_is_missing_or_cut_short_is_not_resumable(tmp_path):
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"weights")
+    assert not resumable(checkpoint)
+    (checkpoint / "trainer_state.json").write_text("")  # a stop while the Trainer wrote it
+    assert not resumable(checkpoint)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 4, "log_hist')
+    assert not resumable(checkpoint)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 4}')
+    assert resumable(checkpoint)
+
+
 def test_abstained_pairs_are_not_trained_on():
     assert len(to_conversational(Dataset.from_list(PAIRS))) == 8
 
