@@ -55,7 +55,7 @@ test: setup setup-judge  ## lint, then the test suite (~8 min on 2 cores: docs/b
 	$(BIN)/ruff format --check .
 	$(PYTEST)
 
-test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage, the team stack (~22 min on 2 cores)
+test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolLM2, a crash and a signal in every stage, the team stack (~20 min on 2 cores)
 	$(PYTEST) -m slow
 
 bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md
