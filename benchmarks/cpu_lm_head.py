@@ -1,5 +1,5 @@
 """DPO on SmolLM2 with TRL's fused LM head as TRL runs it on a CPU (every position scored) and as Ratchet runs it
-(only the labelled positions: `components.trainer.score_only_labelled_positions`), side by side in one run.
+(only the labelled positions: `components.trl_cpu.score_only_labelled_positions`), side by side in one run.
 
     .venv/bin/python benchmarks/cpu_lm_head.py [--steps 3] [--repeats 1]
 

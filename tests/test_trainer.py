@@ -20,9 +20,9 @@ from components.trainer import (
     clearest,
     load_for_training,
     resumable,
-    score_only_labelled_positions,
     to_conversational,
 )
+from components.trl_cpu import score_only_labelled_positions
 
 CPU = ModelsConfig(device="cpu")
 
