@@ -26,12 +26,11 @@ from components.config import (
     OnlineTrainingConfig,
     TransformersGenerationConfig,
 )
-from components.config_loading import load_config
 from components.gate_config import GateConfig
 from components.models import Policy
 from components.validate import validate
 from flows import shards
-from flows.forms import STORE_HELP, described, knob
+from flows.forms import STORE_HELP, described, knob, load_form_config
 from flows.reporting import artifact_key
 from flows.round import RoundResult, bootstrap_round
 from registry import lineage, links
@@ -111,7 +110,7 @@ def bootstrap(
     """Check everything that can be checked, then run the config's rounds from its base policy."""
     arguments = dict(locals())
     chosen = {name: value for name, value in arguments.items() if name in KNOBS and value is not None}
-    cfg = load_config(config, knob_overrides(chosen) | (overrides or {}))
+    cfg = load_form_config(config, store, knob_overrides(chosen) | (overrides or {}))
     validate(cfg, Path(store))  # before anything is written: a bad input ends here, with no MLflow run
     return run_rounds(cfg, lineage.tracking_uri_for(store), lineage.artifact_root_for(store))
 

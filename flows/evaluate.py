@@ -17,11 +17,10 @@ from pydantic import Field
 
 from components import report
 from components.config import ExperimentConfig
-from components.config_loading import load_config
 from components.evaluation import EvalInputs
 from components.models import Policy
 from components.validate import validate
-from flows.forms import STORE_HELP, described
+from flows.forms import STORE_HELP, described, load_form_config
 from flows.reporting import artifact_key, publish
 from flows.round import evaluate, memo_dir
 from registry import lineage, versions
@@ -56,7 +55,7 @@ def evaluate_checkpoints(
     store: Annotated[str, Field(description=STORE_HELP)] = ".",
 ) -> dict:
     """Evaluate `challenger` against `champion`; return the metrics and what the gate would decide."""
-    cfg = load_config(config)
+    cfg = load_form_config(config, store)
     validate(cfg, Path(store))
     uri = lineage.tracking_uri_for(store)
     client = lineage.client_for(uri)

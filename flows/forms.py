@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -37,3 +38,22 @@ def knob(model: type[BaseModel], field: str, description: str | None = None) -> 
     value_type = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
     text = description or info.description or field
     return Annotated[value_type | None, Field(description=f"{text} Empty: the config's value.")]
+
+
+def load_form_config(config: str, store: str, overrides: dict | None = None):
+    """The flow's config. In a deployment run, whose values come from a form, the config file, the store and every
+    path in the config must lie in the project directory or one the stack's owner allows (components/confinement.py);
+    the config file is not read before its path passes."""
+    # Imported here: the CLI reads STORE_HELP from this module before it imports Prefect.
+    from prefect.runtime import deployment
+
+    from components.config_loading import load_config
+    from components.confinement import disk_values, refuse_outside
+
+    if deployment.id is None:
+        return load_config(config, overrides)
+    project = Path.cwd()
+    refuse_outside({"config": config, "store": store}, project)
+    cfg = load_config(config, overrides)
+    refuse_outside(disk_values(cfg), project)
+    return cfg

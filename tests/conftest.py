@@ -69,6 +69,16 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def deployment_runs_may_use_the_test_directories(tmp_path_factory):
+    """As a stack's owner would allow a data directory: deployment runs started by these tests (their workers and
+    stacks inherit this) may use the session's temporary directory, where the tiny model, configs and stores are,
+    besides the project (components/confinement.py). test_confinement.py unsets it."""
+    from components.confinement import ALLOWED_DIRS
+
+    os.environ[ALLOWED_DIRS] = str(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def smol_tokenizer():
     """The embedded SmolLM2 tokenizer (converts the packaged GGUF once per machine, ~30 s)."""

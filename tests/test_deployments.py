@@ -46,7 +46,9 @@ def is_deployed(prefect, name: str) -> bool:
             return False
 
 
-def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_server, write_tiny_config, tmp_path):
+def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(
+    prefect_server, write_tiny_config, tmp_path, tmp_path_factory
+):
     prefect = prefect_server
     config = write_tiny_config(tmp_path)
 
@@ -90,6 +92,18 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(prefect_serve
         Path(client.download_artifacts(child.info.run_id, "decision.json", str(tmp_path))).read_text()
     )
     assert decision["promote"] and versions.current_champion(client, "ratchet-tiny") == str(version.version)
+
+    # A form's path outside the allowed directories (the project and, in tests, the session's temporary directory:
+    # conftest.py) fails the run before anything is written there.
+    elsewhere = tmp_path_factory.getbasetemp().parent / f"elsewhere-{tmp_path.name}"
+    overrides = json.dumps({"workdir": str(elsewhere)})
+    refused = prefect.cli(
+        "deployment", "run", "bootstrap/smoke", "--param", f"config={config}", "--param", f"store={tmp_path}",
+        "--param", f"overrides={overrides}", "--watch", "--watch-timeout", "300", timeout=360,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "FAILED" in refused.stdout.upper(), refused.stdout + refused.stderr
+    assert f"workdir: '{elsewhere}' is outside the directories" in prefect.log("worker")
+    assert not elsewhere.exists()
 
     # `ratchet serve` serves the same deployments from one process, instead of the worker; it runs `evaluate`.
     prefect.halt(worker)  # SIGKILL after 30 s: the worker can hang on SIGTERM while its flow-run process exits
