@@ -15,10 +15,13 @@ not nudged. Verdicts are "A", "B" or "tie".
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 HUMAN = "human"  # the judge name of a pair a person labelled
+QUEUED = "review-queue.json"  # in a round's directory: trace id -> the item as the round queued it
 VERIFIER = "verifier"
 SELF = "self"  # the champion judging itself, beside the evaluation judge
 
@@ -34,6 +37,25 @@ class ReviewItem:
     why: str
     verdicts: dict[str, str] = field(default_factory=dict)  # judge name -> "A" | "B" | "tie"
     rationales: dict[str, str] = field(default_factory=dict)
+
+
+def save_queued(round_dir: Path, trace_ids: list[str], items: list[ReviewItem]) -> None:
+    """The round's own record of what it queued: the only labels a later round reads are those on these traces,
+    with the text and split from here, never from the trace (which anyone who can write to MLflow can change)."""
+    record = {trace_id: asdict(item) for trace_id, item in zip(trace_ids, items, strict=True)}
+    partial = round_dir / f"{QUEUED}.partial"
+    partial.write_text(json.dumps(record))
+    partial.rename(round_dir / QUEUED)
+
+
+def queued_before(bootstrap_dir: Path, k: int) -> dict[str, ReviewItem]:
+    """Trace id -> item, for what rounds 1 to k-1 of the bootstrap queued."""
+    found = {}
+    for j in range(1, k):
+        path = bootstrap_dir / f"round-{j}" / QUEUED
+        if path.exists():
+            found |= {trace_id: ReviewItem(**item) for trace_id, item in json.loads(path.read_text()).items()}
+    return found
 
 
 def _swapped(prompt_id: str) -> bool:

@@ -148,4 +148,5 @@ def print_review(bootstrap_id: str, labelled: list, experiment_id: str) -> None:
     for judge, (share, n) in sorted(agreement([(human, item.verdicts) for human, item in labelled]).items()):
         typer.echo(f"  {judge:<40} agrees with the person on {share:6.1%} of {n}")
     typer.echo(f"gold pairs for the next round: {len(gold_pairs(labelled))} (people's labels over the judges')")
+    typer.echo("  (a round trains only on labels of the pairs its bootstrap queued: judge/ignored_labels)")
     typer.echo(f"label more: open {traces_url(experiment_id)}, a `review ...` trace, and add feedback `better`")

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from components import review as review_items
@@ -21,12 +21,12 @@ from registry.promotion import Decision
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def snapshot_gold(tracking: lineage.BootstrapRun, out: Path) -> str:
+def snapshot_gold(tracking: lineage.BootstrapRun, out: Path, k: int) -> str:
     """The pairs people have labelled so far, as round k's gold (gold.json), written once: a resumed round trains
     on the same pairs as its first run, and labels added later go to the next round."""
     path = out / "gold.json"
     if not path.exists():
-        labelled = review.labelled(tracking.uri, tracking.experiment_id, tracking.bootstrap_id)
+        labelled, _ = trusted_labels(tracking, out.parent, k)
         partial = path.with_suffix(".partial")
         partial.write_text(json.dumps(review_items.gold_pairs(labelled)))
         partial.rename(path)
@@ -34,10 +34,24 @@ def snapshot_gold(tracking: lineage.BootstrapRun, out: Path) -> str:
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def human_agreement(cfg: ExperimentConfig, tracking: lineage.BootstrapRun) -> dict[str, float]:
-    """How often the judges agreed with the people who labelled this bootstrap's review queue, so far."""
-    labelled = review.labelled(tracking.uri, tracking.experiment_id, tracking.bootstrap_id)
-    return grouped(review_items.agreement_metrics(labelled, evaluation_judge_name(cfg)))
+def human_agreement(cfg: ExperimentConfig, tracking: lineage.BootstrapRun, out: Path, k: int) -> dict[str, float]:
+    """How often the judges agreed with the people who labelled this bootstrap's review queue, so far, and how
+    many labels were ignored because no round queued their trace."""
+    labelled, ignored = trusted_labels(tracking, out.parent, k)
+    agreement = review_items.agreement_metrics(labelled, evaluation_judge_name(cfg))
+    return grouped(agreement | {"ignored_labels": float(ignored)})
+
+
+def trusted_labels(tracking: lineage.BootstrapRun, bootstrap_dir: Path, k: int) -> tuple[list, int]:
+    """People's labels on the pairs rounds 1 to k-1 queued (the text and split as the rounds recorded them), and
+    how many labels were on other traces of the bootstrap, which are ignored and logged as forged."""
+    queued = review_items.queued_before(bootstrap_dir, k)
+    forged = review.unqueued_labels(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, set(queued))
+    if forged:
+        get_run_logger().warning(
+            "ignored %d label(s) on traces that no round of this bootstrap queued: %s", len(forged), ", ".join(forged)
+        )
+    return review.labels_on(tracking.uri, queued), len(forged)
 
 
 def evaluation_judge_name(cfg: ExperimentConfig) -> str:
@@ -68,7 +82,8 @@ def record(
         items = stages.review_items(
             str(out / "pairs"), evaluated, cfg.data, evaluation_judge_name(cfg), cfg.review.max_pairs, on_tasks
         )
-        review.queue(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, k, items)
+        trace_ids = review.queue(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, k, items)
+        review_items.save_queued(out, trace_ids, items)
     if challenger:
         # The version's tags lead back to what made it: base, adapter chain, round, training judge, bootstrap.
         provenance = {"base": challenger.base, "adapter_chain": list(challenger.adapters), "round": k}

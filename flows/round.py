@@ -150,7 +150,7 @@ def bootstrap_round(
         else:
             generated = _run(generate, k, *sampling)
         # --- judge: best against worst sample per prompt, abstentions kept and counted
-        gold = snapshot_gold(tracking, out)
+        gold = snapshot_gold(tracking, out, k)
         judging = (cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"), gold)
         if shards.sharded(cfg.execution):  # (without the memo: a Ray node need not see the run store)
             judged = _timed(k, "judge", shards.judge, cfg.execution, *judging)
@@ -193,7 +193,7 @@ def bootstrap_round(
         if challenger:
             inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
             evaluated = _run(evaluate, k, inputs, champion, challenger, str(out / "eval"), memo_dir(cfg), reward_model)
-        metrics = stages.round_metrics(judged, trained, evaluated, rewarded) | human_agreement(cfg, tracking)
+        metrics = stages.round_metrics(judged, trained, evaluated, rewarded) | human_agreement(cfg, tracking, out, k)
         # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
         decision = decide(metrics, cfg.gate.rules, trained=challenger is not None)
         if run.decision and run.decision["gate_reason"] == decision.gate_reason:

@@ -55,21 +55,44 @@ def queue(uri: str, experiment_id: str, bootstrap_id: str, k: int, items: list[R
 
 def labelled(uri: str, experiment_id: str, bootstrap_id: str | None) -> list[tuple[str, ReviewItem]]:
     """(the person's verdict, the item) for every queued item of the bootstrap (None: of every bootstrap of the
-    experiment) a person has labelled; the newest human `better` assessment counts, and one that is not A, B or tie
-    is left out."""
+    experiment) a person has labelled, as the traces hold them: what `ratchet review` and `judge-check
+    --from-review` read. A round reads `labels_on` instead."""
     query = f"tag.`ratchet.bootstrap_id` = '{bootstrap_id}'" if bootstrap_id else None
     found = []
     for trace in _all_traces(MlflowClient(uri), experiment_id, query):
-        human = [
-            a
-            for a in trace.info.assessments
-            if a.name == LABEL and a.source.source_type == "HUMAN" and str(a.value).lower() in VERDICTS
-        ]
-        if not human or REVIEW_TAG not in trace.info.tags:
-            continue
-        newest = max(human, key=lambda a: a.last_update_time_ms or 0)
-        found.append((VERDICTS[str(newest.value).lower()], _item(trace)))
+        verdict = _human_verdict(trace)
+        if verdict and REVIEW_TAG in trace.info.tags:
+            found.append((verdict, _item(trace)))
     return found
+
+
+def labels_on(uri: str, queued: dict[str, ReviewItem]) -> list[tuple[str, ReviewItem]]:
+    """(the person's verdict, the item as the round queued it) for each of the `queued` traces a person has
+    labelled: the text and the split come from the round's own record, never from the trace."""
+    client = MlflowClient(uri)
+    found = []
+    for trace_id, item in queued.items():
+        verdict = _human_verdict(client.get_trace(trace_id))
+        if verdict:
+            found.append((verdict, item))
+    return found
+
+
+def unqueued_labels(uri: str, experiment_id: str, bootstrap_id: str, queued: set[str]) -> list[str]:
+    """Ids of the bootstrap's traces that carry a person's label but that none of its rounds queued: forged."""
+    query = f"tag.`ratchet.bootstrap_id` = '{bootstrap_id}'"
+    traces = _all_traces(MlflowClient(uri), experiment_id, query)
+    return [t.info.trace_id for t in traces if t.info.trace_id not in queued and _human_verdict(t)]
+
+
+def _human_verdict(trace) -> str | None:
+    """The newest human `better` assessment's verdict; None when there is none, or it is not A, B or tie."""
+    human = [
+        a
+        for a in trace.info.assessments
+        if a.name == LABEL and a.source.source_type == "HUMAN" and str(a.value).lower() in VERDICTS
+    ]
+    return VERDICTS[str(max(human, key=lambda a: a.last_update_time_ms or 0).value).lower()] if human else None
 
 
 def _all_traces(client: MlflowClient, experiment_id: str, query: str):

@@ -55,6 +55,7 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
             "gold.json",
             "pairs",
             "report",
+            "review-queue.json",
             "reward_model",
         ]
         markdown = (out / f"round-{r.k}" / "report" / "report.md").read_text()
@@ -208,6 +209,7 @@ def test_a_round_with_nothing_to_train_is_kept_by_the_gate(prefect_harness, writ
         "gold.json",
         "pairs",
         "report",
+        "review-queue.json",
     ]
 
 

@@ -147,13 +147,31 @@ def test_a_person_labels_a_queued_pair_in_mlflow_and_the_next_round_trains_on_it
     nothing = CliRunner().invoke(app, [*checked[:-1], "nobody", "--store", str(tmp_path)])
     assert nothing.exit_code == 2 and "--from-review nobody: no such experiment" in nothing.output
 
+    # Whoever can write to MLflow: a trace of their own, tagged as this bootstrap's training pair, on a held-out
+    # prompt, labelled; and the real pair's split tag changed. The round reads only what its rounds queued, with
+    # the text and split from its own record.
+    heldout = json.loads((tmp_path / "heldout.jsonl").read_text().splitlines()[0])
+    tags = {REVIEW_TAG: "train", "ratchet.bootstrap_id": first.bootstrap_id, "ratchet.round": "1"}
+    fake = {"prompt": heldout["prompt"], "answer_a": "forged good", "answer_b": "forged bad"}
+    fake |= {"prompt_id": heldout["id"], "cohort": heldout["cohort"]}
+    mlflow.set_tracking_uri(uri)
+    try:
+        forged = client.start_trace("review", inputs=fake, tags=tags, experiment_id=first.experiment_id)
+        client.end_trace(forged.trace_id, outputs={"why": "forged", "judges": {}})
+        mlflow.flush_trace_async_logging()
+        mlflow.log_feedback(trace_id=forged.trace_id, name="better", value="A", source=source)
+    finally:
+        mlflow.set_tracking_uri(before)
+    client.set_trace_tag(trace.info.trace_id, REVIEW_TAG, "heldout")
+
     second = bootstrap(str(config), rounds=2, store=str(tmp_path))
     round_2 = Path(second.workdir) / "round-2"
-    assert json.loads((round_2 / "gold.json").read_text())[0]["chosen"] == inputs["answer_b"]
+    [gold] = json.loads((round_2 / "gold.json").read_text())
+    assert gold["chosen"] == inputs["answer_b"] and gold["prompt"] == inputs["prompt"]
     pairs = load_from_disk(str(round_2 / "pairs"))
     human = [p for p in pairs if p["judge"] == "human"]
     assert [(p["chosen"], p["rejected"]) for p in human] == [(inputs["answer_b"], inputs["answer_a"])]
     metrics = second.rounds[1].metrics
-    assert metrics["judge/human_labels"] == 1.0
+    assert metrics["judge/human_labels"] == 1.0 and metrics["judge/ignored_labels"] == 1.0
     assert metrics["judge/human_agreement_training"] == (1.0 if verdict == "B" else 0.0)
     assert (Path(first.workdir) / "round-1" / "gold.json").read_text() == "[]"  # round 1 ran before the label
