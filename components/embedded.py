@@ -172,12 +172,17 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise a GGUF into a safetensors dir, written to a temp dir and renamed so a crash leaves nothing."""
     if not gguf.exists():
         raise ModelSpecError(f"GGUF file {gguf} is missing; reinstall the package that ships it")
-    target.parent.mkdir(parents=True, exist_ok=True)
     quant = GgufConfig(dequantize=True)  # packed weights cannot be saved with save_pretrained
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
     )
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    save_whole(model, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), target)
+
+
+def save_whole(model, tokenizer, target: Path) -> None:
+    """Save a checkpoint to `target` whole or not at all: into a temp dir beside it, then renamed. When another
+    process renamed its copy first (both converted the same file), theirs is kept."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         model.save_pretrained(tmp)
@@ -187,7 +192,6 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "config.json").exists():
             raise
-        # Another run converting at the same time renamed its copy first; both copies are identical.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

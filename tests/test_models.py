@@ -1,4 +1,5 @@
 import pytest
+from transformers import AutoModelForCausalLM
 
 from components.config import ModelsConfig
 from components.models import ModelSpecError, Policy, check_spec, load_policy, resolve_model
@@ -60,27 +61,27 @@ def test_the_newest_adapter_can_stay_unmerged_with_the_same_outputs(tiny_model_d
         assert not torch.allclose(merged(ids).logits, base(ids).logits, atol=1e-4)  # the adapters do something
 
 
-def test_a_run_that_loses_the_conversion_race_uses_the_winners_copy(tmp_path):
-    """Two runs on a fresh cache both convert; the second rename hits the first's dir and must not fail."""
-    from components.embedded import EMBEDDED_MODELS, convert_gguf
+def test_a_run_that_loses_the_conversion_race_uses_the_winners_copy(tmp_path, tiny_model_dir, smol_tokenizer):
+    """Two runs on a fresh cache both convert; the second rename hits the first's dir and must not fail. (The
+    conversion itself runs for real wherever the cache is fresh: the first load of the embedded SmolLM2.)"""
+    from components.embedded import save_whole
 
     winner = tmp_path / "smollm2-135m-instruct"
     winner.mkdir()
     (winner / "config.json").write_text("{}")
-    convert_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"](), winner)
+    save_whole(AutoModelForCausalLM.from_pretrained(tiny_model_dir), smol_tokenizer, winner)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2-135m-instruct"]
     assert sorted(p.name for p in winner.iterdir()) == ["config.json"]
 
 
-@pytest.mark.slow
-def test_a_failed_conversion_leaves_no_temp_dir(tmp_path):
-    from components.embedded import EMBEDDED_MODELS, convert_gguf
+def test_a_failed_conversion_leaves_no_temp_dir(tmp_path, tiny_model_dir, smol_tokenizer):
+    from components.embedded import save_whole
 
     blocker = tmp_path / "smollm2-135m-instruct"
     blocker.mkdir()
     (blocker / "something-else").write_text("not a checkpoint")
     with pytest.raises(OSError):
-        convert_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"](), blocker)
+        save_whole(AutoModelForCausalLM.from_pretrained(tiny_model_dir), smol_tokenizer, blocker)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2-135m-instruct"]
 
 
