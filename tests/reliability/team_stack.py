@@ -73,6 +73,17 @@ def client_env(stack: Stack) -> dict[str, str]:
     return without_stack_env() | exported
 
 
+def teammate_env(stack: Stack) -> dict[str, str]:
+    """A teammate's shell: `.stack/env` with the machine's non-loopback address in its two URLs, as the README
+    says."""
+    address = machine_address()
+    assert address, "this machine has no address but loopback"
+    env = client_env(stack)
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env[name] = env[name].replace(f"//{stack.client_host}:", f"//{address}:")
+    return env
+
+
 def machine_address() -> str | None:
     """An IPv4 address of this machine that is not loopback: where a teammate's requests arrive."""
     ipv4 = [address for address in machine_addresses() if ":" not in address]

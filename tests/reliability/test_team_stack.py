@@ -30,6 +30,7 @@ from team_stack import (
     ok,
     ratchet,
     status_of,
+    teammate_env,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -134,9 +135,12 @@ def test_teammates_reach_both_servers_by_the_machines_address_and_the_advertised
 
 
 def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_config, tmp_path):
+    """As a teammate would, through the machine's non-loopback address: `prefect deployment run` starts a bootstrap
+    and then an evaluation of its champion in a second working directory; compare, rollback and promote."""
     from mlflow import MlflowClient
 
-    env = client_env(stack)
+    env = teammate_env(stack)
+    assert stack.client_host not in env["PREFECT_API_URL"] + env["MLFLOW_TRACKING_URI"]
     config = write_tiny_config(tmp_path)
     prefect = [str(BIN / "prefect"), "deployment", "run"]
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
