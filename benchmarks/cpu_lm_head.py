@@ -10,11 +10,9 @@ training prompts, answers of 36-130 tokens), 8 pairs a step at `max_length` 320 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import date
@@ -22,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from own_process import print_result, run_variants  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 VARIANTS = ["every position (TRL on CPU)", "labelled positions (Ratchet)"]
@@ -61,7 +61,7 @@ def worker(variant: str, steps: int) -> None:
         dpo = trainer.DPOLoRATrainer(model, load_tokenizer(MODEL), config, models, 0, Path(tmp) / "checkpoints")
         metrics = dpo.train(Dataset.from_list(pairs()), Path(tmp) / "adapter")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("RESULT " + json.dumps({"seconds": metrics["seconds"], "tokens": metrics["tokens"], "peak_gib": peak}))
+    print_result({"seconds": metrics["seconds"], "tokens": metrics["tokens"], "peak_gib": peak})
 
 
 def main() -> None:
@@ -72,12 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.steps)
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    for _ in range(args.repeats):
-        for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            runs[variant].append(json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:]))
+    runs = run_variants(__file__, VARIANTS, args.repeats, "--steps", str(args.steps))
     print(
         f"\n{date.today()} · {platform.machine()} · {args.repeats} x {args.steps} DPO steps of 8 pairs, SmolLM2-135M\n"
     )

@@ -32,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from own_process import print_result, result_of  # noqa: E402
+
 CONFIG = ROOT / "configs/efficacy.yaml"
 
 
@@ -379,7 +382,7 @@ def step(name: str, scratch: Path) -> dict:
     log = scratch / f"{name.replace(' ', '-')}.log"
     with open(log, "w") as out:
         subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    result = json.loads(next(line for line in log.read_text().splitlines() if line.startswith("RESULT "))[7:])
+    result = result_of(log.read_text())
     print(f"{name}: {result}", file=sys.stderr)
     return result
 
@@ -441,7 +444,7 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path)
     args = parser.parse_args()
     if args.step:
-        print("RESULT " + json.dumps(STEPS[args.step](args.scratch)), flush=True)
+        print_result(STEPS[args.step](args.scratch))
         return
     scratch = Path(tempfile.mkdtemp(prefix="ratchet-flagship-stages-"))
     (scratch / "args.json").write_text(json.dumps(vars(args) | {"scratch": str(scratch)}))

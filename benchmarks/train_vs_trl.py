@@ -9,11 +9,9 @@ medians over repeats are compared as ratios. Throughput is tokens seen by the tr
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from own_process import print_result, run_variants  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 VARIANTS = ["ratchet-lora", "trl-lora", "ratchet-qlora", "trl-qlora"]
@@ -115,7 +115,7 @@ def worker(variant: str, steps: int) -> None:
         run = run_ratchet if variant.startswith("ratchet") else run_plain_trl
         result = run(variant.endswith("qlora"), steps, Path(tmp))
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("RESULT " + json.dumps(result))
+    print_result(result)
 
 
 def main() -> None:
@@ -126,14 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.steps)
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    for repeat in range(args.repeats):
-        for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-            runs[variant].append(result)
-            print(f"repeat {repeat + 1} {variant}: {result}", file=sys.stderr)
+    runs = run_variants(__file__, VARIANTS, args.repeats, "--steps", str(args.steps))
     med = {
         v: {k: statistics.median(r[k] for r in rs) for k in ("tokens", "seconds", "peak_rss_gib")}
         for v, rs in runs.items()
