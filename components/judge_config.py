@@ -18,7 +18,9 @@ RUBRICS_DIR = Path(__file__).resolve().parent.parent / "configs" / "rubrics"
 
 
 class VerifierJudgeConfig(Strict):
-    kind: Literal["verifier"] = "verifier"
+    kind: Literal["verifier"] = Field(
+        "verifier", description="The prompt's own check (components/checks.py) decides; no model."
+    )
 
 
 class _ModelJudge(Strict):
@@ -46,7 +48,7 @@ class _ModelJudge(Strict):
 class AIJudgeConfig(_ModelJudge):
     """A local causal LM as judge, scored by the log-probabilities of the verdict label, in both orders."""
 
-    kind: Literal["ai"] = "ai"
+    kind: Literal["ai"] = Field("ai", description="A local causal LM judges, by a rubric, in both orders.")
     model: str = Field(
         "gemma3-270m",
         description="'self' (the current champion judges its own samples) or a model spec of another family.",
@@ -80,7 +82,9 @@ class AIJudgeConfig(_ModelJudge):
 class RemoteJudgeConfig(_ModelJudge):
     """An OpenAI-compatible chat-completions endpoint as judge; the key stays in the environment."""
 
-    kind: Literal["remote"] = "remote"
+    kind: Literal["remote"] = Field(
+        "remote", description="An OpenAI-compatible endpoint judges, by a rubric, in both orders."
+    )
     base_url: str = Field(
         pattern=r"^https?://", description="Endpoint root, e.g. https://api.example.com/v1; http only on loopback."
     )
@@ -134,14 +138,19 @@ ModelJudgeConfig = Annotated[
 class BiasedJudgeConfig(Strict):
     """A judge biased on purpose (components/biased.py), for testing the gate; never for real training."""
 
-    kind: Literal["biased"] = "biased"
+    kind: Literal["biased"] = Field(
+        "biased", description="A judge with a known bias, to test the gate (never for real training)."
+    )
     bias: Literal["length", "short", "refusal", "sycophancy"] = Field(description="The surface feature it prefers.")
 
 
 class RefusalJudgeConfig(Strict):
     """The refusal classifier as a judge: prefers the refusal on should-refuse prompts, the answer elsewhere."""
 
-    kind: Literal["refusal"] = "refusal"
+    kind: Literal["refusal"] = Field(
+        "refusal",
+        description="A classifier of refusals decides: better refused where a prompt should be, worse elsewhere.",
+    )
 
 
 # A judge that is one thing, not a combination of others.
@@ -163,7 +172,9 @@ class PanelJudgeConfig(Strict):
     """Routes each prompt: its cohort's judge if `by_cohort` names one, else the verifier where a check exists,
     else the default judge."""
 
-    kind: Literal["panel"] = "panel"
+    kind: Literal["panel"] = Field(
+        "panel", description="The checkable judge where a check exists, a judge per cohort, the default elsewhere."
+    )
     checkable: VerifierJudgeConfig = Field(
         default_factory=VerifierJudgeConfig, description="Judge for prompts with a check spec."
     )
@@ -186,7 +197,9 @@ class PanelJudgeConfig(Strict):
 class WeightedJudgeConfig(Strict):
     """Several judges on every pair; P(A) is the weighted mean over those that did not abstain."""
 
-    kind: Literal["weighted"] = "weighted"
+    kind: Literal["weighted"] = Field(
+        "weighted", description="Several judges asked about every pair, their P(A) averaged by weight."
+    )
     judges: list[SingleJudgeConfig] = Field(min_length=2, description="Judges asked about every pair.")
     weights: list[float] = Field(description="One positive weight per judge; P(A) is the weighted mean.")
 

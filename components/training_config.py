@@ -59,7 +59,7 @@ class _Training(_Optimisation):
 class DPOTrainingConfig(_Training):
     """Offline: TRL's DPOTrainer on the round's judged pairs; the champion is the reference."""
 
-    kind: Literal["dpo"] = "dpo"
+    kind: Literal["dpo"] = Field("dpo", description="DPO on the judge's pairs (TRL's DPOTrainer).")
     beta: float = Field(0.1, gt=0, description="Higher = stay closer to the champion.")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss variant.")
     max_length: int = Field(256, gt=0, description="Prompt + response tokens kept per pair (truncated beyond).")
@@ -80,7 +80,9 @@ class DPOTrainingConfig(_Training):
 class OnlineTrainingConfig(_Training):
     """Online: TRL's GRPOTrainer or RLOOTrainer samples fresh completions and scores them with the training judge."""
 
-    kind: Literal["grpo", "rloo"] = "grpo"
+    kind: Literal["grpo", "rloo"] = Field(
+        "grpo", description="GRPO or RLOO online, the judge (or a reward model) as the reward (TRL's trainers)."
+    )
     beta: float = Field(0.05, ge=0, description="KL penalty to the champion (0 = no reference pass).")
     num_generations: int = Field(4, ge=2, description="Samples per prompt per step (a batch divides by it).")
     max_completion_length: int = Field(48, gt=0, description="Tokens per fresh sample.")

@@ -63,3 +63,32 @@ def test_the_owner_allows_a_directory_and_links_into_the_project(tmp_path, monke
     refuse_outside({"data.train_prompts": str(data / "train.jsonl"), "store": str(data / "store")}, project)
     with pytest.raises(ConfigError, match="^workdir: "):
         refuse_outside({"workdir": str(tmp_path / "data-but-not-quite")}, project)
+
+
+def test_every_key_overrides_can_set_is_documented():
+    """A form's `overrides` reaches any config key by its dotted path and the schema refuses any other; so each one
+    has a description (the deployment form's help, and `ratchet` errors name the same path)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from components.config import ExperimentConfig
+
+    def models_in(annotation) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+    seen, undocumented, todo = set(), [], [ExperimentConfig]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if not field.description:
+                undocumented.append(f"{model.__name__}.{name}")
+            todo += models_in(field.annotation)
+    assert len(seen) > 20 and not undocumented, undocumented
+    with pytest.raises(ConfigError, match="training.learning_rte: Extra inputs are not permitted"):
+        load_config(ROOT / "configs" / "smoke.yaml", {"training.learning_rte": 1e-4})
