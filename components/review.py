@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -48,13 +49,12 @@ def save_queued(round_dir: Path, trace_ids: list[str], items: list[ReviewItem]) 
     partial.rename(round_dir / QUEUED)
 
 
-def queued_before(bootstrap_dir: Path, k: int) -> dict[str, ReviewItem]:
-    """Trace id -> item, for what rounds 1 to k-1 of the bootstrap queued."""
+def queued_by_round(bootstrap_dir: Path) -> dict[str, tuple[int, ReviewItem]]:
+    """Trace id -> (round, item), for everything the bootstrap's rounds queued (a superseded round's too)."""
     found = {}
-    for j in range(1, k):
-        path = bootstrap_dir / f"round-{j}" / QUEUED
-        if path.exists():
-            found |= {trace_id: ReviewItem(**item) for trace_id, item in json.loads(path.read_text()).items()}
+    for path in bootstrap_dir.glob(f"round-*/{QUEUED}"):
+        k = int(re.match(r"round-(\d+)", path.parent.name)[1])
+        found |= {trace_id: (k, ReviewItem(**item)) for trace_id, item in json.loads(path.read_text()).items()}
     return found
 
 

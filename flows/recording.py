@@ -44,14 +44,16 @@ def human_agreement(cfg: ExperimentConfig, tracking: lineage.BootstrapRun, out: 
 
 def trusted_labels(tracking: lineage.BootstrapRun, bootstrap_dir: Path, k: int) -> tuple[list, int]:
     """People's labels on the pairs rounds 1 to k-1 queued (the text and split as the rounds recorded them), and
-    how many labels were on other traces of the bootstrap, which are ignored and logged as forged."""
-    queued = review_items.queued_before(bootstrap_dir, k)
+    how many labels are on traces of the bootstrap that none of its rounds queued, which are ignored and logged as
+    forged."""
+    queued = review_items.queued_by_round(bootstrap_dir)
     forged = review.unqueued_labels(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, set(queued))
     if forged:
         get_run_logger().warning(
             "ignored %d label(s) on traces that no round of this bootstrap queued: %s", len(forged), ", ".join(forged)
         )
-    return review.labels_on(tracking.uri, queued), len(forged)
+    earlier = {trace_id: item for trace_id, (j, item) in queued.items() if j < k}
+    return review.labels_on(tracking.uri, earlier), len(forged)
 
 
 def evaluation_judge_name(cfg: ExperimentConfig) -> str:
