@@ -72,6 +72,7 @@ class Part:
     healthy: Callable[[], bool]
     start: Callable[[], None]
     stop: Callable[[], None]
+    wait: Callable[[], None] = lambda: None  # until it answers, for a part whose `start` does not wait
 
 
 def write_private(path: Path, text: str) -> None:

@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -37,6 +39,9 @@ from stack.parts import (
 )
 from stack.postgres import Postgres
 from stack.processes import Process
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 POOL = "ratchet"
 
@@ -124,6 +129,7 @@ class Stack:
                 self._prefect_healthy,
                 self._start_prefect,
                 self.prefect.stop,
+                wait=self._wait_prefect,
             ),
             Part(
                 "mlflow-server",
@@ -132,6 +138,7 @@ class Stack:
                 self.mlflow_healthy,
                 self._start_mlflow,
                 self.mlflow.stop,
+                wait=lambda: self._wait(self.mlflow, self.mlflow_healthy, 300),  # the first start makes the schema
             ),
             Part(
                 "worker",
@@ -144,7 +151,8 @@ class Stack:
         ]
 
     def up(self, say: Callable[[str], None] = print) -> None:
-        """Start, in order, every part that is not healthy; then deploy prefect.yaml. Safe to repeat: after a crash
+        """Start, in order, every part that is not healthy (the two servers side by side: neither waits for the
+        other, and the worker waits for Prefect's); then deploy prefect.yaml. Safe to repeat: after a crash
         it starts what is missing. Every file and directory that `up` and the servers it starts create is its
         owner's alone (umask 077: the logs, the artifact store, the worker's runs); PostgreSQL's user is let through
         the directories on its data's path and no further."""
@@ -163,12 +171,16 @@ class Stack:
                 "`ratchet stack down` first"
             )
         write_private(self.directory / "stack.json", json.dumps(asdict(self.settings), indent=2))
+        started = []
         for part in self.parts():
             if part.healthy():
                 say(f"{part.name:15} already up  {part.address}")
                 continue
             say(f"{part.name:15} starting    {part.address}  (log: {part.log})")
             part.start()
+            started.append(part)
+        for part in started:
+            part.wait()
         self._deploy()
         env = "".join(f"export {key}={value}\n" for key, value in self.client_env().items())
         write_private(self.env_file(), env)
@@ -214,6 +226,8 @@ class Stack:
         command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.settings.host]
         command += ["--port", str(self.settings.prefect_port), "--log-level", "WARNING"]
         self.prefect.start(command, env, self.directory)
+
+    def _wait_prefect(self) -> None:
         self._wait(self.prefect, self._prefect_healthy, 180)
 
     def _start_mlflow(self) -> None:
@@ -237,7 +251,6 @@ class Stack:
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = found["mlflow_flask_secret_key"]
             command += ["--app-name", "basic-auth"]
         self.mlflow.start(command, env, self.directory)
-        self._wait(self.mlflow, self.mlflow_healthy, 300)  # the first start creates MLflow's schema
 
     def allowed_hosts(self) -> list[str]:
         """The Host headers MLflow answers (any other gets 403, its guard against DNS rebinding): loopback, and when
@@ -281,31 +294,45 @@ class Stack:
         )
 
     def _start_worker(self) -> None:
-        env = self._client_process_env()
-        template = self.directory / "pool-job-template.json"
-        write_private(template, json.dumps(locked_job_template(self.project), indent=2))
-        exists = self._prefect(["work-pool", "inspect", POOL], env).returncode == 0
-        action = ["update", POOL] if exists else ["create", POOL, "--type", "process"]
-        self._prefect(["work-pool", *action, "--base-job-template", str(template)], env, check=True)
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        self._wait_prefect()
+        pool = WorkPoolCreate(name=POOL, type="process", base_job_template=locked_job_template(self.project))
+        with self._prefect_client() as client:
+            client.create_work_pool(pool, overwrite=True)  # an existing pool gets the locked template too
         command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"]
-        self.worker.start(command, env, self.project)
+        self.worker.start(command, self._client_process_env(), self.project)
         time.sleep(1)
         if self.worker.pid() is None:
             raise StackError(f"the worker exited at once; see {self.worker.log}")
 
     def _deploy(self) -> None:
-        env = self._client_process_env()
-        self._prefect(["--no-prompt", "deploy", "--all"], env, check=True)
-        if self._prefect(["automation", "inspect", ZOMBIE_AUTOMATION["name"]], env).returncode != 0:
-            self._prefect(["automation", "create", "--from-json", json.dumps(ZOMBIE_AUTOMATION)], env, check=True)
+        from prefect.events.schemas.automations import AutomationCore
 
-    def _prefect(self, args: list[str], env: dict[str, str], check: bool = False) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [sys.executable, "-m", "prefect", *args], env=env, cwd=self.project, capture_output=True, text=True
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+            env=self._client_process_env(),
+            cwd=self.project,
+            capture_output=True,
+            text=True,
         )
-        if check and done.returncode != 0:
-            raise StackError(f"`prefect {' '.join(args)}` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-        return done
+        if done.returncode != 0:
+            raise StackError(f"`prefect deploy --all` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        with self._prefect_client() as client:
+            if not client.read_automations_by_name(ZOMBIE_AUTOMATION["name"]):
+                client.create_automation(AutomationCore.model_validate(ZOMBIE_AUTOMATION))
+
+    @contextmanager
+    def _prefect_client(self) -> Iterator[SyncPrefectClient]:
+        """Prefect's client on this stack's server, in this process (a `prefect` command costs seconds to start)."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        updates = {PREFECT_API_URL: self.prefect_url}
+        if self.settings.auth:
+            updates[PREFECT_API_AUTH_STRING] = self.secrets()["prefect_auth_string"]
+        with temporary_settings(updates=updates), get_client(sync_client=True) as client:
+            yield client
 
     # -- health ----------------------------------------------------------------------------------------------------
 
