@@ -59,10 +59,13 @@ def up(
     typer.echo(f"  Prefect UI  {stack.prefect_url.removesuffix('/api')}")
     typer.echo(f"  MLflow UI   {stack.mlflow_url}")
     if stack.settings.advertise:
+        name, scheme = stack.settings.advertise, stack.scheme
         typer.echo(
-            f"  teammates   PREFECT_API_URL=http://{stack.settings.advertise}:{stack.settings.prefect_port}/api "
-            f"MLFLOW_TRACKING_URI=http://{stack.settings.advertise}:{stack.settings.mlflow_port}"
+            f"  teammates   PREFECT_API_URL={scheme}://{name}:{stack.settings.prefect_port}/api "
+            f"MLFLOW_TRACKING_URI={scheme}://{name}:{stack.settings.mlflow_port}"
         )
+    if stack.tls:
+        typer.echo(f"  TLS         by the stack's own authority: teammates trust {_shown(stack.proxy.ca_file)}")
     if stack.settings.auth:
         typer.echo(
             f"  credentials in {_shown(stack.env_file())} (PREFECT_API_AUTH_STRING, MLFLOW_TRACKING_USERNAME/PASSWORD)"

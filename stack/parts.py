@@ -4,6 +4,9 @@ writing secrets and asking a part whether it answers (stack.py puts them togethe
 from __future__ import annotations
 
 import os
+import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -84,12 +87,37 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def answers(url: str, headers: dict[str, str]) -> bool:
+def answers(url: str, headers: dict[str, str], ca_file: Path | None = None) -> bool:
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=3) as response:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=3, context=context) as response:
             return response.status == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def prefect_commands(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """`prefect` commands side by side (each spends seconds starting); each prints a few lines, so no pipe fills
+    while another is read."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "prefect", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    outputs = [process.communicate() for process in started]
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(started, outputs, strict=True)]
+
+
+def checked(args: list[str], done: subprocess.CompletedProcess) -> None:
+    if done.returncode != 0:
+        raise StackError(f"`prefect {' '.join(args)}` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -12,18 +12,13 @@ import base64
 import json
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import psutil
-
+from stack.names import in_url, mlflow_allowed_hosts, served_names
 from stack.parts import (
     HEARTBEAT_SECONDS,
     LOOPBACK,
@@ -33,23 +28,17 @@ from stack.parts import (
     Settings,
     StackError,
     answers,
+    checked,
     locked_job_template,
+    prefect_commands,
     tail,
     write_private,
 )
 from stack.postgres import Postgres
 from stack.processes import Process
-
-if TYPE_CHECKING:
-    from prefect.client.orchestration import SyncPrefectClient
+from stack.proxy import Proxy
 
 POOL = "ratchet"
-
-
-def machine_addresses() -> list[str]:
-    """Every IPv4 and IPv6 address of this machine's interfaces, loopback included, without an IPv6 zone."""
-    found = [a for addrs in psutil.net_if_addrs().values() for a in addrs]
-    return [a.address.split("%")[0] for a in found if a.family in (socket.AF_INET, socket.AF_INET6)]
 
 
 class Stack:
@@ -64,6 +53,7 @@ class Stack:
         self.prefect = Process("prefect-server", self.directory)
         self.mlflow = Process("mlflow-server", self.directory)
         self.worker = Process("worker", self.directory)
+        self.proxy_process = Process("proxy", self.directory)
 
     # -- what a client needs -------------------------------------------------------------------------------------
 
@@ -73,12 +63,29 @@ class Stack:
         return "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
     @property
+    def tls(self) -> bool:
+        """Shared beyond loopback: both servers behind the TLS proxy. Plain HTTP only on loopback."""
+        return self.settings.host not in LOOPBACK
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def prefect_url(self) -> str:
-        return f"http://{self.client_host}:{self.settings.prefect_port}/api"
+        return f"{self.scheme}://{self.client_host}:{self.settings.prefect_port}/api"
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://{self.client_host}:{self.settings.mlflow_port}"
+        return f"{self.scheme}://{self.client_host}:{self.settings.mlflow_port}"
+
+    @property
+    def proxy(self) -> Proxy:
+        return Proxy(self.directory, self.settings.host, served_names(self.settings))
+
+    def ca_file(self) -> Path | None:
+        """The root certificate a client trusts the stack's TLS by; None without TLS."""
+        return self.proxy.ca_file if self.tls else None
 
     def secrets(self) -> dict[str, str]:
         """The stack's generated secrets, created on first use and kept in secrets.json (mode 0600)."""
@@ -108,6 +115,8 @@ class Stack:
             env["PREFECT_API_AUTH_STRING"] = found["prefect_auth_string"]
             env["MLFLOW_TRACKING_USERNAME"] = found["mlflow_username"]
             env["MLFLOW_TRACKING_PASSWORD"] = found["mlflow_password"]
+        if self.tls:
+            env["PREFECT_API_SSL_CERT_FILE"] = env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(self.proxy.ca_file)
         return env
 
     def mlflow_database_url(self) -> str:
@@ -140,6 +149,7 @@ class Stack:
                 self.mlflow.stop,
                 wait=lambda: self._wait(self.mlflow, self.mlflow_healthy, 300),  # the first start makes the schema
             ),
+            *([self._proxy_part()] if self.tls else []),
             Part(
                 "worker",
                 f"pool {POOL}",
@@ -149,6 +159,18 @@ class Stack:
                 self.worker.stop,
             ),
         ]
+
+    def _proxy_part(self) -> Part:
+        addresses = f"https://{self.client_host}:{{{self.settings.prefect_port},{self.settings.mlflow_port}}}"
+        return Part(
+            "proxy",
+            addresses,
+            self.proxy_process.log,
+            self._proxy_healthy,
+            self._start_proxy,
+            self.proxy_process.stop,
+            wait=lambda: self._wait(self.proxy_process, self._proxy_healthy, 60),
+        )
 
     def up(self, say: Callable[[str], None] = print) -> None:
         """Start, in order, every part that is not healthy (the two servers side by side: neither waits for the
@@ -219,12 +241,14 @@ class Stack:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.postgres.url(
             found["postgres_password"], "prefect", "+asyncpg"
         )
-        if self.settings.advertise:  # the API the UI's pages call from a teammate's browser
-            env["PREFECT_UI_API_URL"] = f"http://{self.settings.advertise}:{self.settings.prefect_port}/api"
+        if self.settings.advertise or self.tls:  # the API the UI's pages call, from a teammate's browser too
+            name = self.settings.advertise or self.client_host
+            env["PREFECT_UI_API_URL"] = f"{self.scheme}://{name}:{self.settings.prefect_port}/api"
         if self.settings.auth:
             env["PREFECT_SERVER_API_AUTH_STRING"] = found["prefect_auth_string"]
-        command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.settings.host]
-        command += ["--port", str(self.settings.prefect_port), "--log-level", "WARNING"]
+        host, port = self._listens("prefect")
+        command = [sys.executable, "-m", "prefect", "server", "start", "--host", host]
+        command += ["--port", str(port), "--log-level", "WARNING"]
         self.prefect.start(command, env, self.directory)
 
     def _wait_prefect(self) -> None:
@@ -239,9 +263,10 @@ class Stack:
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         artifacts = self.directory / "mlflow-artifacts"
         artifacts.mkdir(exist_ok=True)
-        command = [sys.executable, "-m", "mlflow", "server", "--host", self.settings.host]
-        command += ["--port", str(self.settings.mlflow_port), "--workers", "2"]
-        command += ["--allowed-hosts", ",".join(self.allowed_hosts())]
+        host, port = self._listens("mlflow")
+        command = [sys.executable, "-m", "mlflow", "server", "--host", host]
+        command += ["--port", str(port), "--workers", "2"]
+        command += ["--allowed-hosts", ",".join(mlflow_allowed_hosts(served_names(self.settings)))]
         command += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
         if self.settings.auth:
             auth_config = self.directory / "mlflow-auth.ini"
@@ -252,24 +277,11 @@ class Stack:
             command += ["--app-name", "basic-auth"]
         self.mlflow.start(command, env, self.directory)
 
-    def allowed_hosts(self) -> list[str]:
-        """The Host headers MLflow answers (any other gets 403, its guard against DNS rebinding): loopback, and when
-        it listens on every interface, each of this machine's addresses and names and the advertised name; each
-        with any port. MLflow's default allows private ranges only, so a teammate's request to any other address
-        of the machine was refused."""
-        names = ["localhost", "127.0.0.1", "::1"]
-        if self.settings.host in ("0.0.0.0", "::"):
-            names += [*machine_addresses(), socket.gethostname(), socket.getfqdn()]
-        elif self.settings.host not in LOOPBACK:
-            names.append(self.settings.host)
-        names += [self.settings.advertise] if self.settings.advertise else []
-        hosts = []
-        for name in dict.fromkeys(names):
-            if ":" in name:  # IPv6: in brackets, the first one escaped for MLflow's fnmatch
-                hosts += [f"[{name}]", f"[[]{name}]:*"]
-            else:
-                hosts += [name, f"{name}:*"]
-        return hosts
+    def _listens(self, server: str) -> tuple[str, int]:
+        """Where a server listens: behind the proxy, on a loopback port of its own; else on the stack's."""
+        if self.tls:
+            return "127.0.0.1", self.proxy.backend_ports()[server]
+        return self.settings.host, {"prefect": self.settings.prefect_port, "mlflow": self.settings.mlflow_port}[server]
 
     def _mlflow_auth_ini(self, found: dict[str, str]) -> str:
         return (
@@ -293,61 +305,67 @@ class Stack:
             }
         )
 
-    def _start_worker(self) -> None:
-        from prefect.client.schemas.actions import WorkPoolCreate
+    def _start_proxy(self) -> None:
+        proxy = self.proxy
+        ports = proxy.backend_ports()
+        write_private(
+            proxy.caddyfile,
+            proxy.config({self.settings.prefect_port: ports["prefect"], self.settings.mlflow_port: ports["mlflow"]}),
+        )
+        own = self.directory / "caddy"
+        env = self._server_env() | {"XDG_DATA_HOME": str(own), "XDG_CONFIG_HOME": str(own)}
+        self.proxy_process.start(proxy.command(), env, self.directory)
 
+    def _start_worker(self) -> None:
         self._wait_prefect()
-        pool = WorkPoolCreate(name=POOL, type="process", base_job_template=locked_job_template(self.project))
-        with self._prefect_client() as client:
-            client.create_work_pool(pool, overwrite=True)  # an existing pool gets the locked template too
+        if self.tls:  # the worker is a client like any other: through the proxy
+            self._wait(self.proxy_process, self._proxy_healthy, 60)
+        env = self._client_process_env()
+        template = self.directory / "pool-job-template.json"
+        write_private(template, json.dumps(locked_job_template(self.project), indent=2))
+        create = ["work-pool", "create", POOL, "--type", "process", "--base-job-template", str(template)]
+        create.append("--overwrite")  # an existing pool gets the locked template too
+        checked(create, *prefect_commands([create], env, self.project))
         command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"]
-        self.worker.start(command, self._client_process_env(), self.project)
+        self.worker.start(command, env, self.project)
         time.sleep(1)
         if self.worker.pid() is None:
             raise StackError(f"the worker exited at once; see {self.worker.log}")
 
     def _deploy(self) -> None:
-        from prefect.events.schemas.automations import AutomationCore
-
-        done = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-            env=self._client_process_env(),
-            cwd=self.project,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise StackError(f"`prefect deploy --all` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-        with self._prefect_client() as client:
-            if not client.read_automations_by_name(ZOMBIE_AUTOMATION["name"]):
-                client.create_automation(AutomationCore.model_validate(ZOMBIE_AUTOMATION))
-
-    @contextmanager
-    def _prefect_client(self) -> Iterator[SyncPrefectClient]:
-        """Prefect's client on this stack's server, in this process (a `prefect` command costs seconds to start)."""
-        from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-        updates = {PREFECT_API_URL: self.prefect_url}
-        if self.settings.auth:
-            updates[PREFECT_API_AUTH_STRING] = self.secrets()["prefect_auth_string"]
-        with temporary_settings(updates=updates), get_client(sync_client=True) as client:
-            yield client
+        """prefect.yaml's deployments, and the zombie-flow automation if it is missing; the first two commands side
+        by side (each `prefect` command spends seconds starting)."""
+        env = self._client_process_env()
+        deploy, inspect = ["--no-prompt", "deploy", "--all"], ["automation", "inspect", ZOMBIE_AUTOMATION["name"]]
+        deployed, found = prefect_commands([deploy, inspect], env, self.project)
+        checked(deploy, deployed)
+        if found.returncode != 0:
+            create = ["automation", "create", "--from-json", json.dumps(ZOMBIE_AUTOMATION)]
+            checked(create, *prefect_commands([create], env, self.project))
 
     # -- health ----------------------------------------------------------------------------------------------------
 
     def _postgres_ready(self) -> bool:
         return self.postgres.ready(self.secrets()["postgres_password"])
 
+    def _prefect_auth(self) -> dict[str, str]:
+        if not self.settings.auth:
+            return {}
+        token = base64.b64encode(self.secrets()["prefect_auth_string"].encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
     def _prefect_healthy(self) -> bool:
-        headers = {}
-        if self.settings.auth:
-            token = base64.b64encode(self.secrets()["prefect_auth_string"].encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
-        return answers(f"{self.prefect_url}/health", headers)
+        host, port = self._listens("prefect")
+        return answers(f"http://{in_url(host)}:{port}/api/health", self._prefect_auth())
 
     def mlflow_healthy(self) -> bool:
-        return answers(f"{self.mlflow_url}/health", {})
+        host, port = self._listens("mlflow")
+        return answers(f"http://{in_url(host)}:{port}/health", {})
+
+    def _proxy_healthy(self) -> bool:
+        """The proxy answers on both ports, over TLS that the stack's own authority vouches for (whether the servers
+        behind it do is their own health: a restarted server does not restart the proxy)."""
+        return self.proxy.answers([self.prefect_url, self.mlflow_url])
 
     def _wait(self, process: Process, healthy: Callable[[], bool], seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import re
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from conftest import BIN, ROOT, free_port
 
-from stack.stack import Stack, machine_addresses
+from stack.names import machine_addresses
+from stack.stack import Stack
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 CLIENT_VARIABLES = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME")
@@ -90,10 +92,15 @@ def machine_address() -> str | None:
     return next((address for address in ipv4 if not address.startswith("127.")), None)
 
 
-def status_of(url: str, headers: dict | None = None, body: bytes | None = None) -> int:
+def trusting(stack: Stack) -> ssl.SSLContext:
+    """TLS that trusts the stack's own authority, as a teammate's machine given its root certificate does."""
+    return ssl.create_default_context(cafile=str(stack.ca_file()))
+
+
+def status_of(url: str, headers: dict | None = None, body: bytes | None = None, *, stack: Stack) -> int:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=trusting(stack)) as response:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -109,7 +116,7 @@ def api(stack: Stack, path: str, body: dict | None = None):
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **basic(stack.secrets()["prefect_auth_string"])},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=30, context=trusting(stack)) as response:
         return json.loads(response.read())
 
 
@@ -219,6 +226,6 @@ def assert_no_secret_leaked(stack: Stack) -> None:
         request = urllib.request.Request(
             f"{stack.prefect_url}/{kind}/filter", data=b"{}", headers={"Content-Type": "application/json", **auth}
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=trusting(stack)) as response:
             body = response.read().decode()
         assert json.loads(body) and leaked(body) == [], kind

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -31,6 +33,7 @@ from team_stack import (
     ratchet,
     status_of,
     teammate_env,
+    trusting,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -45,18 +48,18 @@ def stack(tmp_path_factory):
 
 def test_status_then_requests_without_credentials_are_refused(stack):
     status = ok(ratchet("stack", "status", "--directory", str(stack.directory)))
-    for part in ("postgres", "prefect-server", "mlflow-server", "worker"):
-        assert f"{part} " in status and status.count(" up ") == 4, status
+    for part in ("postgres", "prefect-server", "mlflow-server", "proxy", "worker"):
+        assert f"{part} " in status and status.count(" up ") == 5, status
     secrets = stack.secrets()
     flows, experiments = f"{stack.prefect_url}/flows/filter", f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search"
     mlflow_login = f"{secrets['mlflow_username']}:{secrets['mlflow_password']}"
 
-    assert status_of(flows, body=b"{}") == 401
-    assert status_of(flows, basic("ratchet:wrong"), b"{}") == 401
-    assert status_of(flows, basic(secrets["prefect_auth_string"]), b"{}") == 200
-    assert status_of(experiments + "?max_results=1") == 401
-    assert status_of(experiments + "?max_results=1", basic(f"{secrets['mlflow_username']}:wrong")) == 401
-    assert status_of(experiments + "?max_results=1", basic(mlflow_login)) == 200
+    assert status_of(flows, body=b"{}", stack=stack) == 401
+    assert status_of(flows, basic("ratchet:wrong"), b"{}", stack=stack) == 401
+    assert status_of(flows, basic(secrets["prefect_auth_string"]), b"{}", stack=stack) == 200
+    assert status_of(experiments + "?max_results=1", stack=stack) == 401
+    assert status_of(experiments + "?max_results=1", basic(f"{secrets['mlflow_username']}:wrong"), stack=stack) == 401
+    assert status_of(experiments + "?max_results=1", basic(mlflow_login), stack=stack) == 200
     assert (stack.directory / "secrets.json").stat().st_mode & 0o777 == 0o600
     assert (stack.directory / "env").stat().st_mode & 0o777 == 0o600
 
@@ -71,12 +74,12 @@ def test_a_flow_run_cannot_change_the_workers_command_directory_or_environment(s
     for variables in refused:
         body = json.dumps({"job_variables": variables, "state": later}).encode()
         url = f"{stack.prefect_url}/deployments/{deployment}/create_flow_run"
-        assert status_of(url, basic(stack.secrets()["prefect_auth_string"]), body) == 422, variables
+        assert status_of(url, basic(stack.secrets()["prefect_auth_string"]), body, stack=stack) == 422, variables
     allowed = {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": "components"}}
     flow_run = api(stack, f"deployments/{deployment}/create_flow_run", {"job_variables": allowed, "state": later})
     auth = basic(stack.secrets()["prefect_auth_string"])
     delete = urllib.request.Request(f"{stack.prefect_url}/flow_runs/{flow_run['id']}", method="DELETE", headers=auth)
-    urllib.request.urlopen(delete, timeout=30).close()
+    urllib.request.urlopen(delete, timeout=30, context=trusting(stack)).close()
 
 
 def test_migrate_a_local_store_into_the_stack(stack, write_tiny_config, tmp_path):
@@ -104,34 +107,45 @@ def test_migrate_a_local_store_into_the_stack(stack, write_tiny_config, tmp_path
     assert mlflow_lineage(stack, "tiny-migrated")["runs"] == ONE_ROUND
 
 
-def test_teammates_reach_both_servers_by_the_machines_address_and_the_advertised_name(stack):
-    """After the migration (which needs a stack without runs). MLflow refuses a Host header it does not know
-    (403, its guard against DNS rebinding); it must know the machine's own addresses and the advertised name, and
-    still refuse any other. An MLflow client logs a run through the machine's address."""
+def test_teammates_reach_both_servers_over_tls_by_the_machines_address_and_the_advertised_name(stack):
+    """After the migration (which needs a stack without runs). Both servers answer only through the TLS proxy:
+    HTTPS that the stack's authority vouches for, plain HTTP refused, the servers themselves on loopback alone.
+    MLflow refuses a Host header it does not know (403, its guard against DNS rebinding); it must know the
+    machine's own addresses and the advertised name, and still refuse any other. An MLflow client logs a run
+    through the machine's address."""
     secrets = stack.secrets()
     mlflow_login = basic(f"{secrets['mlflow_username']}:{secrets['mlflow_password']}")
     prefect_login = basic(secrets["prefect_auth_string"])
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
     address = machine_address()
     assert address, "this machine has no address but loopback"
-    mlflow_there = f"http://{address}:{stack.settings.mlflow_port}{search}"
-    prefect_there = f"http://{address}:{stack.settings.prefect_port}/api/flows/filter"
-    assert status_of(mlflow_there) == 401 and status_of(mlflow_there, mlflow_login) == 200
-    assert status_of(prefect_there, body=b"{}") == 401 and status_of(prefect_there, prefect_login, b"{}") == 200
+    mlflow_there = f"https://{address}:{stack.settings.mlflow_port}{search}"
+    prefect_there = f"https://{address}:{stack.settings.prefect_port}/api/flows/filter"
+    assert status_of(mlflow_there, stack=stack) == 401
+    assert status_of(mlflow_there, mlflow_login, stack=stack) == 200
+    assert status_of(prefect_there, body=b"{}", stack=stack) == 401
+    assert status_of(prefect_there, prefect_login, b"{}", stack=stack) == 200
+    plain = status_of(mlflow_there.replace("https:", "http:"), mlflow_login, stack=stack)
+    assert plain == 400, plain  # Caddy: "Client sent an HTTP request to an HTTPS server"
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # a client without its root
+        urllib.request.urlopen(mlflow_there, timeout=10)
+    for server in ("prefect", "mlflow"):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((address, stack.proxy.backend_ports()[server]), timeout=10)
 
     from mlflow import MlflowClient
 
     with credentials_of(stack):  # an MLflow client on a teammate's machine logs a run through that address
-        client = MlflowClient(f"http://{address}:{stack.settings.mlflow_port}")
+        client = MlflowClient(f"https://{address}:{stack.settings.mlflow_port}")
         run = client.create_run(client.create_experiment("teammate"))
         client.log_metric(run.info.run_id, "reached", 1.0)
         assert client.get_run(run.info.run_id).data.metrics == {"reached": 1.0}
         client.set_terminated(run.info.run_id)
 
     named = {"Host": f"{ADVERTISED}:{stack.settings.mlflow_port}"}
-    assert status_of(stack.mlflow_url + search, mlflow_login | named) == 200
+    assert status_of(stack.mlflow_url + search, mlflow_login | named, stack=stack) == 200
     forged = {"Host": f"rebinding.example:{stack.settings.mlflow_port}"}
-    assert status_of(stack.mlflow_url + search, mlflow_login | forged) == 403
+    assert status_of(stack.mlflow_url + search, mlflow_login | forged, stack=stack) == 403
 
 
 def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_config, tmp_path):

@@ -72,7 +72,7 @@ def test_prefect_server_restarted_while_a_round_trains(stack, write_tiny_config,
     up = threading.Thread(target=stack.up, kwargs={"say": lambda line: None})
     up.start()
     health, auth = f"{stack.prefect_url}/health", basic(stack.secrets()["prefect_auth_string"])
-    while not answers(health, auth):
+    while not answers(health, auth, stack.ca_file()):
         assert up.is_alive(), "`ratchet stack up` ended without the Prefect server answering"
         time.sleep(0.5)
     assert not list((tmp_path / "runs").glob("*/round-1/adapter")), "training ended before the server was back"
