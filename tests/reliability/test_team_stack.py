@@ -150,17 +150,26 @@ def test_teammates_reach_both_servers_over_tls_by_the_machines_address_and_the_a
 
 def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_config, tmp_path):
     """As a teammate would, through the machine's non-loopback address: `prefect deployment run` starts a bootstrap
-    and then an evaluation of its champion in a second working directory; compare, rollback and promote."""
+    (while another experiment's `ratchet run` bootstraps on the same stack) and then an evaluation of its champion
+    in a second working directory; compare, rollback and promote."""
     from mlflow import MlflowClient
 
     env = teammate_env(stack)
     assert stack.client_host not in env["PREFECT_API_URL"] + env["MLFLOW_TRACKING_URI"]
     config = write_tiny_config(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = write_tiny_config(tmp_path / "other", name="tiny-other", rounds=1, gate={"rules": []})
+    at_once = ratchet_run(other, tmp_path / "other", **stack.client_env())
     prefect = [str(BIN / "prefect"), "deployment", "run"]
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
     params += ["--param", 'overrides={"gate.rules": []}', "--watch", "--watch-timeout", "600"]
     run = subprocess.run([*prefect, "bootstrap/smoke", *params], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0 and "COMPLETED" in run.stdout.upper(), run.stdout + run.stderr
+    finish(at_once, tmp_path / "other")
+    for name in ("tiny", "tiny-other"):  # two bootstraps at once: each its own lineage
+        lineage = mlflow_lineage(stack, name)
+        assert lineage["runs"] == ONE_ROUND and len(lineage["versions"]) == 1 and len(lineage["bootstraps"]) == 1
+    assert mlflow_lineage(stack, "tiny")["bootstraps"] != mlflow_lineage(stack, "tiny-other")["bootstraps"]
 
     client = MlflowClient(stack.mlflow_url)
     with credentials_of(stack):
@@ -193,20 +202,6 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
     assert "bootstrap tiny-" in table and "promoted" in table
     assert "is now the base model" in ok(ratchet("rollback", "tiny", "--reason", "test", env=env))
     assert "is now version 1" in ok(ratchet("promote", "tiny", "1", "--reason", "test", env=env))
-
-
-def test_two_bootstraps_at_once_keep_separate_lineage(stack, write_tiny_config, tmp_path):
-    runs = []
-    for name in ("tiny-a", "tiny-b"):
-        (tmp_path / name).mkdir()
-        config = write_tiny_config(tmp_path / name, name=name, rounds=1, gate={"rules": []})
-        runs.append((name, ratchet_run(config, tmp_path / name, **stack.client_env())))
-    for name, process in runs:
-        finish(process, tmp_path / name)
-    for name, _ in runs:
-        lineage = mlflow_lineage(stack, name)
-        assert lineage["runs"] == ONE_ROUND and len(lineage["versions"]) == 1 and len(lineage["bootstraps"]) == 1
-    assert mlflow_lineage(stack, "tiny-a")["bootstraps"] != mlflow_lineage(stack, "tiny-b")["bootstraps"]
 
 
 def test_no_secret_in_ps_logs_mlflow_or_prefect(stack):
