@@ -8,7 +8,9 @@ Three ways to run round 1 of the same config and seed, each in a fresh process s
 - resume:  the same `ratchet run` again, on its finished outputs (every stage cached).
 Goals: ratchet / plain <= 1.05, resume / ratchet <= 0.02. Each is reported twice: for the whole process (imports,
 Prefect's temporary server, MLflow store) and for the round itself (the plain script's stage calls, timed inside it,
-vs the round flow run's start and end in Prefect's log). Prints a markdown table for docs/benchmarks.md.
+vs the round flow run's start and end in Prefect's log). The libraries are imported once before the first variant,
+and the order alternates between repeats (plain first, then ratchet first). Prints a markdown table for
+docs/benchmarks.md.
 """
 
 from __future__ import annotations

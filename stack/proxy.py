@@ -57,6 +57,8 @@ class Proxy:
         for public, backend in fronts.items():
             sites = ", ".join(f"https://{_bracketed(name)}:{public}" for name in self.names)
             text += f"\n{sites} {{\n{bind}\treverse_proxy 127.0.0.1:{backend}\n}}\n"
+            # Any other Host header (DNS rebinding) is refused here, as MLflow refuses it, not passed on.
+            text += f'\nhttps://:{public} {{\n{bind}\trespond "Invalid Host header" 403\n}}\n'
         return text
 
     def answers(self, urls: list[str]) -> bool:
