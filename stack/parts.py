@@ -1,5 +1,5 @@
 """The stack's settings, its parts' records and errors, Prefect's zombie-flow automation, and small helpers for
-writing secrets and asking a part whether it answers (stack.py puts them together)."""
+writing secrets, asking a part whether it answers and running `prefect` commands (stack.py puts them together)."""
 
 from __future__ import annotations
 

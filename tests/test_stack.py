@@ -1,13 +1,21 @@
-"""`ratchet stack`'s settings, refusals and process records, which need no stack. A real stack, its runs and its
-faults are tests/reliability/test_team_stack*.py's (`make test-slow`)."""
+"""`ratchet stack`'s settings, refusals, process records and TLS proxy, which need no stack. A real stack, its runs
+and its faults are tests/reliability/test_team_stack*.py's (`make test-slow`)."""
 
 from __future__ import annotations
 
+import http.server
+import ssl
 import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 
-from conftest import BIN, ROOT
+import pytest
+from conftest import BIN, ROOT, free_port
 
 from stack.processes import Process
+from stack.proxy import Proxy
 from stack.stack import Settings
 
 
@@ -34,3 +42,50 @@ def test_a_started_process_counts_as_running_until_it_exits_whatever_its_command
     finally:
         assert server.stop(grace=5)
     assert server.pid() is None and server.exit_status() == "killed by SIGTERM"
+
+
+def test_the_proxy_serves_tls_from_its_own_authority_and_refuses_other_hosts_and_plain_http(tmp_path):
+    """Caddy with the config `ratchet stack up` writes, in front of a one-line HTTP server: the backend's answer over
+    TLS that the stack's root certificate vouches for; a forged Host header refused at the proxy (403, nothing passed
+    on); plain HTTP refused (400); a client without the root refused. The whole stack does this on its two ports
+    (tests/reliability/test_team_stack.py)."""
+    backend = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    proxy, public = Proxy(tmp_path, "127.0.0.1", ["127.0.0.1", "localhost"]), free_port()
+    proxy.caddyfile.write_text(proxy.config({public: backend.server_port}))
+    caddy = Process("proxy", tmp_path)
+    caddy.start(proxy.command(), {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, tmp_path)
+    url = f"https://127.0.0.1:{public}/"
+    try:
+        deadline = time.monotonic() + 30
+        while not proxy.answers([url]):
+            assert time.monotonic() < deadline and caddy.pid(), (tmp_path / "logs" / "proxy.log").read_text()
+            time.sleep(0.2)
+        trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
+        assert urllib.request.urlopen(url, timeout=10, context=trusted).read() == b"hello"
+        forged = urllib.request.Request(url, headers={"Host": f"rebinding.example:{public}"})
+        assert _status(forged, trusted) == 403
+        assert _status(urllib.request.Request(url.replace("https:", "http:")), None) == 400
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(url, timeout=10)
+    finally:
+        caddy.stop(grace=5)
+        backend.shutdown()
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - the standard library's name
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, *args):
+        pass
+
+
+def _status(request: urllib.request.Request, context: ssl.SSLContext | None) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
