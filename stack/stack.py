@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 from stack.names import in_url, mlflow_allowed_hosts, served_names
@@ -79,8 +80,10 @@ class Stack:
     def mlflow_url(self) -> str:
         return f"{self.scheme}://{self.client_host}:{self.settings.mlflow_port}"
 
-    @property
+    @cached_property
     def proxy(self) -> Proxy:
+        """Built once: its names come from the machine's interfaces and a reverse DNS lookup (`getfqdn`), which the
+        health checks' polling must not repeat."""
         return Proxy(self.directory, self.settings.host, served_names(self.settings))
 
     def ca_file(self) -> Path | None:
@@ -266,7 +269,7 @@ class Stack:
         host, port = self._listens("mlflow")
         command = [sys.executable, "-m", "mlflow", "server", "--host", host]
         command += ["--port", str(port), "--workers", "2"]
-        command += ["--allowed-hosts", ",".join(mlflow_allowed_hosts(served_names(self.settings)))]
+        command += ["--allowed-hosts", ",".join(mlflow_allowed_hosts(self.proxy.names))]
         command += ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
         if self.settings.auth:
             auth_config = self.directory / "mlflow-auth.ini"
