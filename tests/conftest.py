@@ -65,6 +65,19 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from components.models import load_tokenizer  # noqa: E402
 from components.process_group import free_port  # noqa: E402, F401 (tests import it from here)
 
+
+def http_status(request, context=None) -> int:
+    """The status an HTTP request gets, an error status included (`urllib` raises on those)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import BIN, ROOT, free_port
+from conftest import BIN, ROOT, free_port, http_status
 
 from stack.processes import Process
 from stack.proxy import Proxy
@@ -64,8 +64,8 @@ def test_the_proxy_serves_tls_from_its_own_authority_and_refuses_other_hosts_and
         trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
         assert urllib.request.urlopen(url, timeout=10, context=trusted).read() == b"hello"
         forged = urllib.request.Request(url, headers={"Host": f"rebinding.example:{public}"})
-        assert _status(forged, trusted) == 403
-        assert _status(urllib.request.Request(url.replace("https:", "http:")), None) == 400
+        assert http_status(forged, trusted) == 403
+        assert http_status(url.replace("https:", "http:")) == 400
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             urllib.request.urlopen(url, timeout=10)
     finally:
@@ -81,11 +81,3 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def _status(request: urllib.request.Request, context: ssl.SSLContext | None) -> int:
-    try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code

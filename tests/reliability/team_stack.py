@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import BIN, ROOT, free_port
+from conftest import BIN, ROOT, free_port, http_status
 
 from stack.names import machine_addresses
 from stack.stack import Stack
@@ -99,11 +99,7 @@ def trusting(stack: Stack) -> ssl.SSLContext:
 
 def status_of(url: str, headers: dict | None = None, body: bytes | None = None, *, stack: Stack) -> int:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=10, context=trusting(stack)) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
+    return http_status(request, trusting(stack))
 
 
 def basic(user_and_password: str) -> dict[str, str]:
