@@ -33,7 +33,8 @@ MAX_CODE_TOKENS = 256  # a check is a few lines; a reply cut off at the cap fail
 PROGRAM_INSTRUCTIONS = """Write a Python function `check(response: str)` that tests whether an assistant's response \
 follows one instruction from a user's request. The response is only the assistant's answer: it does not contain the \
 instruction. Return True if the response follows the instruction and False if it does not. Return None if code \
-cannot decide it (the instruction is about a topic, facts, tone or quality). Use only the modules re and string. \
+cannot decide it (the instruction is about a topic, facts, tone or quality). A question with one computed answer \
+is checked by computing it. Use only the modules re and string. \
 Reply with the code only.
 
 Instruction: "Use at most 3 sentences."
@@ -49,6 +50,15 @@ Instruction: "Start your reply with the word 'Hello'."
 ```python
 def check(response: str):
     return response.strip().startswith("Hello")
+```
+
+Instruction: "What is 7 * 8?"
+```python
+import re
+
+def check(response: str):
+    numbers = re.findall(r"-?\\d+", response.replace(",", ""))
+    return bool(numbers) and numbers[-1] == str(7 * 8)
 ```
 
 Instruction: "Describe a sunset over the sea."
