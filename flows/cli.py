@@ -34,6 +34,9 @@ from stack.cli import app as stack_app
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
 os.environ.setdefault("DO_NOT_TRACK", "1")  # nor client telemetry (and no notice about it)
+# MLflow reads DO_NOT_TRACK only as "true"; its telemetry thread also sets a variable in os.environ while other
+# threads read it, which once failed an upload with KeyError('_MLFLOW_TELEMETRY_SESSION_ID').
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "1")  # "View run ... at" on a server; we print links
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "components")  # their log lines reach the Prefect UI
