@@ -121,11 +121,13 @@ def knob_overrides(chosen: dict[str, Any]) -> dict[str, Any]:
     return {KNOBS[name]: value for name, value in plain.items()}
 
 
-def _tag_this_flow_run(*names: str) -> None:
-    """Tags on the bootstrap's own flow run (deployments add theirs; `ratchet run` has none)."""
+def _tag_this_flow_run(*names: str) -> str | None:
+    """Tags on the bootstrap's own flow run (deployments add theirs; `ratchet run` has none); returns who started
+    it, where the server knows: on a shared stack the proxy names the person (stack/people.py)."""
     with get_client(sync_client=True) as client:
-        current = client.read_flow_run(flow_run.id).tags
-        client.update_flow_run(flow_run.id, tags=sorted(set(current) | set(names)))
+        run = client.read_flow_run(flow_run.id)
+        client.update_flow_run(flow_run.id, tags=sorted(set(run.tags) | set(names)))
+    return run.created_by.display_value if run.created_by else None
 
 
 def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str | None) -> BootstrapResult:
@@ -142,7 +144,9 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str | No
             tracking.run_id,
             {"train_prompts": cfg.data.train_prompts, "eval_prompts": cfg.data.eval_prompts},
         )
-        _tag_this_flow_run("ratchet", cfg.name)
+        started_by = _tag_this_flow_run("ratchet", cfg.name)
+        if started_by:
+            lineage.tag(tracking_uri, tracking.run_id, {"ratchet.started_by": started_by})
         create_link_artifact(
             links.comparison_url(tracking.experiment_id),
             link_text=f"MLflow: {cfg.name} runs over rounds",

@@ -10,12 +10,13 @@ local directory are rewritten to the proxy's `mlflow-artifacts:/`, which is wher
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from registry.accounts import client_environment
 
 SKIPPED_TABLES = {"alembic_version"}  # the server's schema version stays its own
 FILLED_TABLES = ("runs", "registered_models", "logged_models")  # a target with any of these is not overwritten
@@ -100,15 +101,6 @@ def _upload_artifacts(local_root: Path, server_url: str, client_env: dict[str, s
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    saved = {key: os.environ.get(key) for key in client_env}
-    os.environ.update(client_env)  # the proxy's credentials, as every MLflow client reads them
-    try:
-        with _use_tracking_uri(server_url):
-            for directory in sorted(p for p in local_root.iterdir() if p.is_dir()):
-                get_artifact_repository(f"mlflow-artifacts:/{directory.name}").log_artifacts(str(directory))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with client_environment(client_env), _use_tracking_uri(server_url):  # the proxy's credentials
+        for directory in sorted(p for p in local_root.iterdir() if p.is_dir()):
+            get_artifact_repository(f"mlflow-artifacts:/{directory.name}").log_artifacts(str(directory))

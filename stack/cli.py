@@ -93,6 +93,40 @@ def status(project: ProjectOption = Path("."), directory: DirectoryOption = None
         raise typer.Exit(1)
 
 
+users = typer.Typer(no_args_is_help=True, help="Per-person accounts on a stack shared over TLS.")
+app.add_typer(users, name="user")
+
+
+@users.command("add")
+def add_user(
+    name: Annotated[str, typer.Argument(help="Lowercase letters, digits, '-' and '_'.")],
+    role: Annotated[str, typer.Option(help="operator (runs bootstraps), reviewer (labels), viewer (reads).")],
+    project: ProjectOption = Path("."),
+    directory: DirectoryOption = None,
+) -> None:
+    """Make NAME an account on both servers with ROLE's rights, and write the env file to hand them."""
+    from stack.people import AccountRefused
+    from stack.stack import Stack
+
+    try:
+        path = Stack(project, directory).add_person(name, role)
+    except AccountRefused as err:
+        fail(str(err), 2)
+    except RuntimeError as err:  # a stack that is not up (StackError), MLflow's refusal (AccountError)
+        fail(str(err), 1)
+    typer.echo(f"{name} ({role}): give them {_shown(path)} to `source` (it holds their password; mode 0600)")
+
+
+@users.command("list")
+def list_users(project: ProjectOption = Path("."), directory: DirectoryOption = None) -> None:
+    """Each person's account and role."""
+    from stack.people import load_people
+    from stack.stack import Stack
+
+    for person in load_people(Stack(project, directory).directory):
+        typer.echo(f"{person.name:20} {person.role}")
+
+
 @app.command()
 def migrate(
     store: Annotated[Path, typer.Option(help="Directory holding the mlflow.db and mlartifacts/ to copy.")] = Path("."),

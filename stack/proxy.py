@@ -41,8 +41,15 @@ class Proxy:
             path.write_text(json.dumps({"prefect": free_port(), "mlflow": free_port()}))
         return json.loads(path.read_text())
 
-    def config(self, fronts: dict[int, int]) -> str:
-        """A Caddyfile that serves each public port in `fronts` over TLS for every name, from its loopback port."""
+    @property
+    def access_log(self) -> Path:
+        """Who made each request (the account, the method, the path, the status), one JSON line each; credentials
+        are redacted by Caddy."""
+        return self.directory / "logs" / "proxy-access.log"
+
+    def config(self, fronts: dict[int, list[str]]) -> str:
+        """A Caddyfile that serves each public port in `fronts` over TLS for every name, by its route's lines
+        (people.route: who may pass, and to which loopback port)."""
         options = [
             "admin off",  # no admin API on a shared machine; the stack stops Caddy by its process group
             "persist_config off",
@@ -51,12 +58,15 @@ class Proxy:
             "local_certs",
             "auto_https disable_redirects",  # nothing on port 80
             "servers {\n\t\tprotocols h1 h2\n\t}",  # TCP only
+            f"log access {{\n\t\toutput file {self.access_log}\n\t\tformat json\n\t\tinclude http.log.access\n\t}}",
+            "log default {\n\t\texclude http.log.access\n\t}",  # the requests go to the access log alone
         ]
         text = "{\n" + "".join(f"\t{option}\n" for option in options) + "}\n"
         bind = "" if self.host in ("0.0.0.0", "::") else f"\tbind {self.host}\n"
-        for public, backend in fronts.items():
+        for public, lines in fronts.items():
             sites = ", ".join(f"https://{_bracketed(name)}:{public}" for name in self.names)
-            text += f"\n{sites} {{\n{bind}\treverse_proxy 127.0.0.1:{backend}\n}}\n"
+            route = "".join(f"\t\t{line}\n" for line in "\n".join(lines).splitlines())
+            text += f"\n{sites} {{\n{bind}\tlog\n\troute {{\n{route}\t}}\n}}\n"
             # Any other Host header (DNS rebinding) is refused here, as MLflow refuses it, not passed on.
             text += f'\nhttps://:{public} {{\n{bind}\trespond "Invalid Host header" 403\n}}\n'
         return text

@@ -35,9 +35,10 @@ from stack.parts import (
     tail,
     write_private,
 )
+from stack.people import Login, check_new_person, load_people, password_hash, routes, save_people, write_person_env
 from stack.postgres import Postgres
 from stack.processes import Process
-from stack.proxy import Proxy
+from stack.proxy import Proxy, caddy_binary
 
 POOL = "ratchet"
 
@@ -309,15 +310,34 @@ class Stack:
         )
 
     def _start_proxy(self) -> None:
-        proxy = self.proxy
-        ports = proxy.backend_ports()
-        write_private(
-            proxy.caddyfile,
-            proxy.config({self.settings.prefect_port: ports["prefect"], self.settings.mlflow_port: ports["mlflow"]}),
-        )
+        proxy, caddy = self.proxy, caddy_binary()
+        prefect, mlflow = routes(proxy.backend_ports(), self.secrets(), load_people(self.directory), caddy)
+        fronts = {self.settings.prefect_port: prefect, self.settings.mlflow_port: mlflow}
+        write_private(proxy.caddyfile, proxy.config(fronts))
         own = self.directory / "caddy"
         env = self._server_env() | {"XDG_DATA_HOME": str(own), "XDG_CONFIG_HOME": str(own)}
         self.proxy_process.start(proxy.command(), env, self.directory)
+
+    # -- people ----------------------------------------------------------------------------------------------------
+
+    def add_person(self, name: str, role: str) -> Path:
+        """A person's account on both servers with `role`'s rights; returns the env file to hand them (mode 0600).
+        Refused, with nothing made, unless the stack is up and shared over TLS."""
+        from registry.accounts import add_account
+
+        check_new_person(name, role, load_people(self.directory), self.secrets()["mlflow_username"])
+        if not self.tls:
+            raise StackError("per-person accounts need a stack shared over TLS (`ratchet stack up --host ADDRESS`)")
+        if not (self.mlflow_healthy() and self._proxy_healthy()):
+            raise StackError("the stack is not up: `ratchet stack up` first")
+        password = secrets.token_urlsafe(18)
+        person = Login(name, password_hash(caddy_binary(), password), role)
+        add_account(self.mlflow_url, self.client_env(), name, password, role)
+        save_people(self.directory, [*load_people(self.directory), person])
+        self.proxy_process.stop()  # Caddy's admin API is off: a new account means a restart (~1 s)
+        self._start_proxy()
+        self._wait(self.proxy_process, self._proxy_healthy, 60)
+        return write_person_env(self.directory, self.client_env(), name, password)
 
     def _start_worker(self) -> None:
         self._wait_prefect()

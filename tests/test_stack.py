@@ -3,19 +3,24 @@ and its faults are tests/reliability/test_team_stack*.py's (`make test-slow`).""
 
 from __future__ import annotations
 
+import base64
 import http.server
+import json
 import ssl
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
+from contextlib import contextmanager
 
 import pytest
 from conftest import BIN, ROOT, free_port, http_status
 
+from stack.people import Login, password_hash, route
 from stack.processes import Process
-from stack.proxy import Proxy
+from stack.proxy import Proxy, caddy_binary
 from stack.stack import Settings
 
 
@@ -45,39 +50,107 @@ def test_a_started_process_counts_as_running_until_it_exits_whatever_its_command
 
 
 def test_the_proxy_serves_tls_from_its_own_authority_and_refuses_other_hosts_and_plain_http(tmp_path):
-    """Caddy with the config `ratchet stack up` writes, in front of a one-line HTTP server: the backend's answer over
-    TLS that the stack's root certificate vouches for; a forged Host header refused at the proxy (403, nothing passed
-    on); plain HTTP refused (400); a client without the root refused. The whole stack does this on its two ports
-    (tests/reliability/test_team_stack.py)."""
-    backend = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    proxy, public = Proxy(tmp_path, "127.0.0.1", ["127.0.0.1", "localhost"]), free_port()
-    proxy.caddyfile.write_text(proxy.config({public: backend.server_port}))
-    caddy = Process("proxy", tmp_path)
-    caddy.start(proxy.command(), {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, tmp_path)
-    url = f"https://127.0.0.1:{public}/"
-    try:
-        deadline = time.monotonic() + 30
-        while not proxy.answers([url]):
-            assert time.monotonic() < deadline and caddy.pid(), (tmp_path / "logs" / "proxy.log").read_text()
-            time.sleep(0.2)
+    """Caddy with the config `ratchet stack up` writes, in front of a server that echoes each request: the backend's
+    answer over TLS that the stack's root certificate vouches for; a forged Host header refused at the proxy (403,
+    nothing passed on); plain HTTP refused (400); a client without the root refused. The whole stack does this on its
+    two ports (tests/reliability/test_team_stack.py)."""
+    with _proxy_before_echo(tmp_path, []) as (proxy, urls):
+        url = urls[0]
         trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
-        assert urllib.request.urlopen(url, timeout=10, context=trusted).read() == b"hello"
-        forged = urllib.request.Request(url, headers={"Host": f"rebinding.example:{public}"})
+        assert _echo(url, trusted)["path"] == "/api/health"
+        forged = urllib.request.Request(url, headers={"Host": "rebinding.example"})
         assert http_status(forged, trusted) == 403
         assert http_status(url.replace("https:", "http:")) == 400
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             urllib.request.urlopen(url, timeout=10)
+
+
+def test_the_proxy_lets_each_person_do_what_their_role_allows_and_names_them_to_prefect(tmp_path):
+    """Per-person accounts at the proxy (`ratchet stack user add`): no or a wrong password 401 on both fronts; a
+    viewer reads Prefect (GET, and the POST routes that only filter or count) but creating a flow run is refused
+    (403, never passed on); an operator's request goes on with the stack's own Prefect auth string, stamped with
+    their name in Prefect's provenance headers whatever the client sent there; MLflow's front passes a person's own
+    credentials on (MLflow checks them and grants by role); Prefect's websocket streams pass with no credentials
+    added (the server checks its own token inside them); the access log names who made each request and holds no
+    password."""
+    owner_auth = "Basic " + base64.b64encode(b"ratchet:stack-token").decode()
+    people = [
+        Login("alice", password_hash(caddy_binary(), "alice-pass"), "operator"),
+        Login("vera", password_hash(caddy_binary(), "vera-pass"), "viewer"),
+    ]
+    with _proxy_before_echo(tmp_path, people, owner_auth) as (proxy, (prefect, mlflow)):
+        trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
+        as_alice, as_vera = _basic("alice", "alice-pass"), _basic("vera", "vera-pass")
+        for url in (prefect, mlflow):
+            assert http_status(urllib.request.Request(url), trusted) == 401
+            assert http_status(urllib.request.Request(url, headers=_basic("vera", "wrong")), trusted) == 401
+
+        create = prefect.replace("/api/health", "/api/deployments/1/create_flow_run")
+        assert _echo(prefect, trusted, as_vera)["headers"]["Authorization"] == owner_auth
+        assert _echo(prefect.replace("health", "flow_runs/filter"), trusted, as_vera, b"{}")["method"] == "POST"
+        assert http_status(urllib.request.Request(create, b"{}", as_vera), trusted) == 403
+
+        forged = {"Prefect-Automation-Id": str(uuid.uuid4()), "Prefect-Automation-Name": "Zm9yZ2Vk"}
+        seen = _echo(create, trusted, as_alice | forged, b"{}")["headers"]
+        assert seen["Authorization"] == owner_auth and seen["Prefect-Automation-Name"] == "YWxpY2U="  # "alice"
+        assert seen["Prefect-Automation-Id"] == people[0].stamp[0]
+        assert _echo(mlflow, trusted, as_alice)["headers"]["Authorization"] == as_alice["Authorization"]
+        # Prefect's streams authenticate inside the websocket: passed on without a password, and given none.
+        upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+        assert "Authorization" not in _echo(prefect.replace("health", "events/in"), trusted, upgrade)["headers"]
+
+    logged = [json.loads(line) for line in proxy.access_log.read_text().splitlines()]
+    assert {(r["user_id"], r["request"]["uri"], r["status"]) for r in logged} >= {
+        ("alice", "/api/deployments/1/create_flow_run", 200),
+        ("vera", "/api/deployments/1/create_flow_run", 403),
+    }
+    assert "alice-pass" not in proxy.access_log.read_text()
+
+
+@contextmanager
+def _proxy_before_echo(directory, people, prefect_authorization=None):
+    """Caddy, as `ratchet stack up` configures it, on two public ports before one echoing server: the first front
+    as Prefect's (roles, the stack's auth string), the second as MLflow's; yields the proxy and a URL on each."""
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    proxy, ports = Proxy(directory, "127.0.0.1", ["127.0.0.1", "localhost"]), (free_port(), free_port())
+    logins = [Login("ratchet", password_hash(caddy_binary(), "stack-token")), *people] if people else []
+    fronts = {ports[0]: route(backend.server_port, logins, prefect_authorization or "Basic none")}
+    fronts[ports[1]] = route(backend.server_port, logins, None)
+    proxy.caddyfile.write_text(proxy.config(fronts))
+    caddy = Process("proxy", directory)
+    caddy.start(proxy.command(), {"PATH": "/usr/bin:/bin", "HOME": str(directory)}, directory)
+    urls = [f"https://127.0.0.1:{port}/api/health" for port in ports]
+    try:
+        deadline = time.monotonic() + 30
+        while not proxy.answers(urls):
+            assert time.monotonic() < deadline and caddy.pid(), (directory / "logs" / "proxy.log").read_text()
+            time.sleep(0.2)
+        yield proxy, urls
     finally:
         caddy.stop(grace=5)
         backend.shutdown()
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the standard library's name
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _echo(url: str, context, headers=None, data=None) -> dict:
+    request = urllib.request.Request(url, data, headers or {})
+    return json.loads(urllib.request.urlopen(request, timeout=10, context=context).read())
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"method": self.command, "path": self.path, "headers": dict(self.headers)}).encode()
         self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"hello")
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer  # noqa: N815 - the standard library's names
 
     def log_message(self, *args):
         pass

@@ -66,21 +66,28 @@ def brought_up(directory: Path, *options: str) -> Iterator[Stack]:
             subprocess.run(["umount", str(artifacts)], check=False)
 
 
+def exported(env_file: Path) -> dict[str, str]:
+    """What `source env_file` sets."""
+    return dict(line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines())
+
+
 def client_env(stack: Stack) -> dict[str, str]:
     """The environment of a shell that ran `source .stack/env`, as the README says."""
-    exported = dict(
-        line.removeprefix("export ").split("=", 1) for line in (stack.directory / "env").read_text().splitlines()
-    )
-    assert exported == stack.client_env()
-    return without_stack_env() | exported
+    found = exported(stack.directory / "env")
+    assert found == stack.client_env()
+    return without_stack_env() | found
 
 
-def teammate_env(stack: Stack) -> dict[str, str]:
-    """A teammate's shell: `.stack/env` with the machine's non-loopback address in its two URLs, as the README
-    says."""
+def teammate_env(stack: Stack, person: str | None = None) -> dict[str, str]:
+    """A teammate's shell: `.stack/env` (or, for `person`, the env file `ratchet stack user add` wrote for them) with
+    the machine's non-loopback address in its two URLs, as the README says."""
     address = machine_address()
     assert address, "this machine has no address but loopback"
-    env = client_env(stack)
+    env = (
+        client_env(stack)
+        if person is None
+        else without_stack_env() | exported(stack.directory / "people" / f"{person}.env")
+    )
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env[name] = env[name].replace(f"//{stack.client_host}:", f"//{address}:")
     return env
@@ -158,11 +165,11 @@ def wait_for_training(workdir: Path, seconds: float = 300) -> None:
 
 
 @contextmanager
-def credentials_of(stack: Stack):
-    """The stack's client variables in this process's environment, where the MLflow client reads its credentials;
-    the environment as it was afterwards."""
+def credentials_of(stack: Stack, env: dict[str, str] | None = None):
+    """The stack's client variables (or `env`'s) in this process's environment, where the MLflow client reads its
+    credentials; the environment as it was afterwards."""
     saved = dict(os.environ)
-    os.environ.update(stack.client_env())
+    os.environ.update(env or stack.client_env())
     try:
         yield
     finally:

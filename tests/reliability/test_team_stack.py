@@ -2,15 +2,18 @@
 wheel, the Prefect and MLflow servers on it with credentials, a process worker and prefect.yaml's deployments. In
 order: requests without credentials are refused; a flow run cannot change the worker's command, directory or
 environment; a local store is migrated into it (while it holds no run, so early); teammates reach both servers by
-the machine's address and the advertised name; a bootstrap and an evaluation run through it as deployments, and
-compare, rollback and promote work against it; two bootstraps at once keep their lineage apart; no secret (and no
-file readable by others) shows up in `ps`, a log, MLflow or Prefect; and `up` again starts only what is missing.
-The faults are `test_team_stack_faults.py`'s, on a stack of their own. docs/reliability.md records what each shows."""
+the machine's address and the advertised name; people get accounts whose role decides what they may do; a
+bootstrap (started by the operator) and an evaluation run through it as deployments, and compare, rollback and
+promote work against it; two bootstraps at once keep their lineage apart; the reviewer labels the review queue and
+the viewer cannot, and the proxy's log names who did what; no secret (and no file readable by others) shows up in
+`ps`, a log, MLflow or Prefect; and `up` again starts only what is missing. The faults are
+`test_team_stack_faults.py`'s, on a stack of their own. docs/reliability.md records what each shows."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import urllib.error
@@ -21,6 +24,7 @@ from conftest import BIN, ROOT
 from ratchet_process import finish, ratchet_run
 from team_stack import (
     ONE_ROUND,
+    TERMINAL,
     api,
     assert_no_secret_leaked,
     basic,
@@ -34,10 +38,16 @@ from team_stack import (
     status_of,
     teammate_env,
     trusting,
+    wait_for_state,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-ADVERTISED = "ratchet-stack.invalid"  # a name teammates would reach the machine by (`--advertise`)
+ADVERTISED = "ratchet-stack.invalid"
+PEOPLE = {
+    "otto": "operator",
+    "rita": "reviewer",
+    "vera": "viewer",
+}  # a name teammates would reach the machine by (`--advertise`)
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +158,50 @@ def test_teammates_reach_both_servers_over_tls_by_the_machines_address_and_the_a
     assert status_of(stack.mlflow_url + search, mlflow_login | forged, stack=stack) == 403
 
 
+def test_people_get_accounts_and_their_role_decides_what_they_may_do(stack):
+    """`ratchet stack user add` for an operator, a reviewer and a viewer; a taken name or an unknown role is refused
+    (exit 2, nothing made). The reviewer and the viewer read both servers through the machine's address, and
+    neither can start a deployment run (403 at the proxy) or log a run to the team's experiment (403 from MLflow); the
+    operator logs one. The operator starts the bootstrap below, and the reviewer labels its queue."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    where = ["--directory", str(stack.directory)]
+    for name, role in PEOPLE.items():
+        assert f"{name} ({role}): give them" in ok(ratchet("stack", "user", "add", name, "--role", role, *where))
+    taken = ratchet("stack", "user", "add", "vera", "--role", "operator", *where)
+    assert taken.returncode == 2 and "'vera' already has an account" in taken.stderr
+    unknown = ratchet("stack", "user", "add", "mallory", "--role", "admin", *where)
+    assert unknown.returncode == 2 and "--role 'admin'" in unknown.stderr
+    assert not (stack.directory / "people" / "mallory.env").exists()
+    assert ok(ratchet("stack", "user", "list", *where)).split() == [w for p in PEOPLE.items() for w in p]
+
+    operator = teammate_env(stack, "otto")
+    with credentials_of(stack, operator):  # the operator logs a run to the team's experiment
+        client = MlflowClient(operator["MLFLOW_TRACKING_URI"])
+        run = client.create_run(client.get_experiment_by_name("teammate").experiment_id)
+        client.set_terminated(run.info.run_id)
+
+    [smoke] = api(stack, "deployments/filter", {"deployments": {"name": {"any_": ["smoke"]}}})
+    for name in ("rita", "vera"):
+        env = teammate_env(stack, name)
+        login, prefect = basic(env["PREFECT_API_AUTH_STRING"]), env["PREFECT_API_URL"]
+        assert status_of(f"{prefect}/flow_runs/filter", login, b"{}", stack=stack) == 200
+        assert status_of(f"{prefect}/deployments/{smoke['id']}/create_flow_run", login, b"{}", stack=stack) == 403
+        with credentials_of(stack, env):
+            client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+            assert client.search_experiments()
+            with pytest.raises(MlflowException, match="403"):  # into the team's experiment (MLflow lets anyone
+                client.create_run(client.get_experiment_by_name("teammate").experiment_id)  # make one of their own)
+
+
 def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_config, tmp_path):
     """As a teammate would, through the machine's non-loopback address: `prefect deployment run` starts a bootstrap
     (while another experiment's `ratchet run` bootstraps on the same stack) and then an evaluation of its champion
     in a second working directory; compare, rollback and promote."""
     from mlflow import MlflowClient
 
-    env = teammate_env(stack)
+    env = teammate_env(stack, "otto")  # the operator
     assert stack.client_host not in env["PREFECT_API_URL"] + env["MLFLOW_TRACKING_URI"]
     config = write_tiny_config(tmp_path)
     (tmp_path / "other").mkdir()
@@ -162,9 +209,11 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
     at_once = ratchet_run(other, tmp_path / "other", **stack.client_env())
     prefect = [str(BIN / "prefect"), "deployment", "run"]
     params = ["--param", f"config={config}", "--param", "rounds=1", "--param", f"store={tmp_path}"]
-    params += ["--param", 'overrides={"gate.rules": []}', "--watch", "--watch-timeout", "600"]
+    params += ["--param", 'overrides={"gate.rules": []}']  # no --watch: a person's token opens no Prefect stream
     run = subprocess.run([*prefect, "bootstrap/smoke", *params], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert run.returncode == 0 and "COMPLETED" in run.stdout.upper(), run.stdout + run.stderr
+    assert run.returncode == 0, run.stdout + run.stderr
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
+    assert wait_for_state(stack, flow_run_id, TERMINAL) == "COMPLETED"
     finish(at_once, tmp_path / "other")
     for name in ("tiny", "tiny-other"):  # two bootstraps at once: each its own lineage
         lineage = mlflow_lineage(stack, name)
@@ -179,6 +228,7 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
         [child] = client.search_runs([experiment.experiment_id], "tags.`ratchet.kind` = 'round'")
         assert parent.info.status == child.info.status == "FINISHED"
         assert "task/task_completion_delta" in parent.data.metrics
+        assert parent.data.tags["ratchet.started_by"] == "otto"  # from Prefect's record, which the proxy stamped
         [version] = client.search_model_versions("name = 'ratchet-tiny'")
         assert "champion" in client.get_model_version("ratchet-tiny", version.version).aliases
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
@@ -193,7 +243,8 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
     second_config = write_tiny_config(second)
     evaluation = [*prefect, "evaluate/evaluate", "--param", f"config={second_config}", "--param", "challenger=1"]
     evaluation += ["--param", "champion=base", "--param", f"store={second}", "--watch", "--watch-timeout", "300"]
-    done = subprocess.run(evaluation, cwd=ROOT, env=env, capture_output=True, text=True)
+    # As the stack's owner (.stack/env), whose token opens Prefect's streams through the proxy: --watch works.
+    done = subprocess.run(evaluation, cwd=ROOT, env=teammate_env(stack), capture_output=True, text=True)
     assert done.returncode == 0 and "COMPLETED" in done.stdout.upper(), done.stdout + done.stderr
     [downloaded] = (second / "runs" / "registry").iterdir()
     assert (downloaded / "adapter_model.safetensors").exists()
@@ -202,6 +253,39 @@ def test_a_bootstrap_and_an_evaluation_run_through_the_stack(stack, write_tiny_c
     assert "bootstrap tiny-" in table and "promoted" in table
     assert "is now the base model" in ok(ratchet("rollback", "tiny", "--reason", "test", env=env))
     assert "is now version 1" in ok(ratchet("promote", "tiny", "1", "--reason", "test", env=env))
+
+
+def test_the_reviewer_labels_the_queue_the_viewer_cannot_and_the_proxy_log_names_who(stack):
+    """After the bootstraps, whose rounds queued pairs for review in MLflow: the reviewer adds a label (a HUMAN
+    assessment, as the Traces view does); the viewer's is refused (403). Prefect records the operator as the
+    bootstrap's creator; the proxy's access log names the account behind each of these requests."""
+    from mlflow import MlflowClient
+    from mlflow.entities import AssessmentSource, Feedback
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracing.client import TracingClient
+
+    with credentials_of(stack):  # a queued pair of either bootstrap (a round of the tiny model may queue none)
+        client = MlflowClient(stack.mlflow_url)
+        experiments = [client.get_experiment_by_name(name).experiment_id for name in ("tiny", "tiny-other")]
+        trace_id = client.search_traces(locations=experiments)[0].info.trace_id
+    for name in ("rita", "vera"):
+        env = teammate_env(stack, name)
+        label = Feedback(name="better", value="A", source=AssessmentSource(source_type="HUMAN", source_id=name))
+        with credentials_of(stack, env):
+            if name == "rita":
+                TracingClient(env["MLFLOW_TRACKING_URI"]).log_assessment(trace_id, label)
+            else:
+                with pytest.raises(MlflowException, match="403"):
+                    TracingClient(env["MLFLOW_TRACKING_URI"]).log_assessment(trace_id, label)
+
+    query = {"flows": {"name": {"any_": ["bootstrap"]}}, "flow_runs": {"tags": {"all_": ["tiny"]}}}
+    [bootstrap] = api(stack, "flow_runs/filter", query)
+    assert bootstrap["created_by"]["display_value"] == "otto"
+    logged = [json.loads(line) for line in stack.proxy.access_log.read_text().splitlines()]
+    done = {(r["user_id"], r["request"]["method"], r["request"]["uri"], r["status"]) for r in logged}
+    assert ("rita", "POST", f"/api/3.0/mlflow/traces/{trace_id}/assessments", 200) in done
+    assert ("vera", "POST", f"/api/3.0/mlflow/traces/{trace_id}/assessments", 403) in done
+    assert any(user == "otto" and uri.endswith("/create_flow_run") and status < 300 for user, _, uri, status in done)
 
 
 def test_no_secret_in_ps_logs_mlflow_or_prefect(stack):
