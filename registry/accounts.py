@@ -12,8 +12,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# A registered model's MANAGE, not EDIT: `ratchet rollback` deletes an alias, which MLflow counts as a delete.
 ROLE_GRANTS = {
-    "operator": [("experiment", "EDIT"), ("registered_model", "MANAGE"), ("trace", "EDIT")],  # MANAGE: an alias off
+    "operator": [("experiment", "EDIT"), ("registered_model", "MANAGE"), ("trace", "EDIT")],
     "reviewer": [("trace", "EDIT")],
     "viewer": [],
 }
