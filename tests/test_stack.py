@@ -98,6 +98,9 @@ def test_the_proxy_lets_each_person_do_what_their_role_allows_and_names_them_to_
         # Prefect's streams authenticate inside the websocket: passed on without a password, and given none.
         upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
         assert "Authorization" not in _echo(prefect.replace("health", "events/in"), trusted, upgrade)["headers"]
+        # ... so a viewer's write dressed as a stream reaches the server with the viewer's own password, which the
+        # server refuses (it accepts only its own auth string), never with the stack's.
+        assert _echo(create, trusted, as_vera | upgrade, b"{}")["headers"]["Authorization"] == as_vera["Authorization"]
 
     logged = [json.loads(line) for line in proxy.access_log.read_text().splitlines()]
     assert {(r["user_id"], r["request"]["uri"], r["status"]) for r in logged} >= {
