@@ -20,6 +20,7 @@ from pathlib import Path
 from stack.parts import StackError, write_private
 
 ROLES = ("operator", "reviewer", "viewer")
+OWNER = "ratchet"  # the stack's own account on both servers (stack.py's secrets): the worker's and `.stack/env`'s
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 STAMP_NAMESPACE = uuid.UUID("6f1c5a52-3f0e-4d1b-9a55-2a0d3b8e6c11")  # a person's fixed id in Prefect's `created_by`
 # Prefect's POST routes that only read (filters, counts, pages, histories, the UI's schema validation).
@@ -59,11 +60,11 @@ def save_people(directory: Path, people: list[Login]) -> None:
     write_private(people_file(directory), json.dumps([asdict(p) for p in people], indent=2))
 
 
-def check_new_person(name: str, role: str, people: list[Login], reserved: str) -> None:
+def check_new_person(name: str, role: str, people: list[Login]) -> None:
     """Refuse a name or role `user add` cannot take, before anything is made."""
     if not NAME.fullmatch(name):
         raise AccountRefused(f"user name {name!r}: lowercase letters, digits, '-' and '_', starting with a letter")
-    if name == reserved or any(p.name == name for p in people):
+    if name == OWNER or any(p.name == name for p in people):
         raise AccountRefused(f"user {name!r} already has an account on this stack")
     if role not in ROLES:
         raise AccountRefused(f"--role {role!r}: one of {', '.join(ROLES)}")

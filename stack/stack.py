@@ -35,7 +35,16 @@ from stack.parts import (
     tail,
     write_private,
 )
-from stack.people import Login, check_new_person, load_people, password_hash, routes, save_people, write_person_env
+from stack.people import (
+    OWNER,
+    Login,
+    check_new_person,
+    load_people,
+    password_hash,
+    routes,
+    save_people,
+    write_person_env,
+)
 from stack.postgres import Postgres
 from stack.processes import Process
 from stack.proxy import Proxy, caddy_binary
@@ -97,8 +106,8 @@ class Stack:
         found = json.loads(path.read_text()) if path.exists() else {}
         wanted = {
             "postgres_password": lambda: secrets.token_urlsafe(24),
-            "prefect_auth_string": lambda: f"ratchet:{secrets.token_urlsafe(24)}",
-            "mlflow_username": lambda: "ratchet",
+            "prefect_auth_string": lambda: f"{OWNER}:{secrets.token_urlsafe(24)}",
+            "mlflow_username": lambda: OWNER,
             "mlflow_password": lambda: secrets.token_urlsafe(24),
             "mlflow_flask_secret_key": lambda: secrets.token_urlsafe(32),  # signs the auth app's CSRF tokens
         }
@@ -325,10 +334,10 @@ class Stack:
         Refused, with nothing made, unless the stack is up and shared over TLS."""
         from registry.accounts import add_account
 
-        check_new_person(name, role, load_people(self.directory), self.secrets()["mlflow_username"])
+        check_new_person(name, role, load_people(self.directory))
         if not self.tls:
             raise StackError("per-person accounts need a stack shared over TLS (`ratchet stack up --host ADDRESS`)")
-        if not (self.mlflow_healthy() and self._proxy_healthy()):
+        if not (self._proxy_healthy() and self.mlflow_healthy()):  # the proxy first: it answers only once set up
             raise StackError("the stack is not up: `ratchet stack up` first")
         password = secrets.token_urlsafe(18)
         person = Login(name, password_hash(caddy_binary(), password), role)

@@ -36,6 +36,23 @@ def test_up_refuses_a_project_without_prefect_yaml(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_user_add_refuses_a_bad_name_or_role_and_a_stack_not_shared_over_tls_writing_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    where = ["--directory", str(tmp_path / ".stack")]
+    for args, code, said in (
+        (["Mallory!", "--role", "viewer"], 2, "user name 'Mallory!'"),
+        (["ratchet", "--role", "viewer"], 2, "'ratchet' already has an account"),
+        (["mallory", "--role", "admin"], 2, "--role 'admin'"),
+        (["mallory", "--role", "viewer"], 1, "per-person accounts need a stack shared over TLS"),
+    ):
+        refused = CliRunner().invoke(app, ["stack", "user", "add", *args, *where])
+        assert refused.exit_code == code and said in refused.output, refused.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_started_process_counts_as_running_until_it_exits_whatever_its_command_line_shows(tmp_path):
     """Right after fork and exec, /proc shows a child's command line empty (or its parent's): the stack once took a
     starting MLflow server for dead and started a second beside it, and the two raced to create the schema. The
