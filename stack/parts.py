@@ -3,6 +3,7 @@ writing secrets, asking a part whether it answers and running `prefect` commands
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import subprocess
@@ -39,6 +40,11 @@ ZOMBIE_AUTOMATION = {
         {"type": "change-flow-run-state", "state": "CRASHED", "message": "No heartbeat: its worker or machine died."}
     ],
 }
+
+
+def basic_auth(credentials: str) -> dict[str, str]:
+    """The HTTP Basic header for `credentials` ("user:password", as Prefect's auth string is)."""
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
 
 
 class StackError(RuntimeError):

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stack.parts import StackError, write_private
+from stack.parts import StackError, basic_auth, write_private
 
 ROLES = ("operator", "reviewer", "viewer")
 OWNER = "ratchet"  # the stack's own account on both servers (stack.py's secrets): the worker's and `.stack/env`'s
@@ -114,7 +114,7 @@ def routes(ports: dict[str, int], found: dict[str, str], people: list[Login], ca
     prefect_owner, token = found["prefect_auth_string"].split(":", 1)
     prefect = [Login(prefect_owner, password_hash(caddy, token)), *people]
     mlflow = [Login(found["mlflow_username"], password_hash(caddy, found["mlflow_password"])), *people]
-    upstream = "Basic " + base64.b64encode(found["prefect_auth_string"].encode()).decode()
+    upstream = basic_auth(found["prefect_auth_string"])["Authorization"]
     return route(ports["prefect"], prefect, upstream), route(ports["mlflow"], mlflow, None)
 
 

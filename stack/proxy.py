@@ -65,7 +65,7 @@ class Proxy:
         bind = "" if self.host in ("0.0.0.0", "::") else f"\tbind {self.host}\n"
         for public, lines in fronts.items():
             sites = ", ".join(f"https://{_bracketed(name)}:{public}" for name in self.names)
-            route = "".join(f"\t\t{line}\n" for line in "\n".join(lines).splitlines())
+            route = "".join(f"\t\t{line}\n" for line in lines)
             text += f"\n{sites} {{\n{bind}\tlog\n\troute {{\n{route}\t}}\n}}\n"
             # Any other Host header (DNS rebinding) is refused here, as MLflow refuses it, not passed on.
             text += f'\nhttps://:{public} {{\n{bind}\trespond "Invalid Host header" 403\n}}\n'

@@ -8,7 +8,6 @@ client needs (env, also owner-only, to `source`), the database, the artifacts, a
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -29,6 +28,7 @@ from stack.parts import (
     Settings,
     StackError,
     answers,
+    basic_auth,
     checked,
     locked_job_template,
     prefect_commands,
@@ -334,19 +334,21 @@ class Stack:
         Refused, with nothing made, unless the stack is up and shared over TLS."""
         from registry.accounts import add_account
 
-        check_new_person(name, role, load_people(self.directory))
+        people = load_people(self.directory)
+        check_new_person(name, role, people)
         if not self.tls:
             raise StackError("per-person accounts need a stack shared over TLS (`ratchet stack up --host ADDRESS`)")
         if not (self._proxy_healthy() and self.mlflow_healthy()):  # the proxy first: it answers only once set up
             raise StackError("the stack is not up: `ratchet stack up` first")
         password = secrets.token_urlsafe(18)
         person = Login(name, password_hash(caddy_binary(), password), role)
-        add_account(self.mlflow_url, self.client_env(), name, password, role)
-        save_people(self.directory, [*load_people(self.directory), person])
+        env = self.client_env()
+        add_account(self.mlflow_url, env, name, password, role)
+        save_people(self.directory, [*people, person])
         self.proxy_process.stop()  # Caddy's admin API is off: a new account means a restart (~1 s)
         self._start_proxy()
         self._wait(self.proxy_process, self._proxy_healthy, 60)
-        return write_person_env(self.directory, self.client_env(), name, password)
+        return write_person_env(self.directory, env, name, password)
 
     def _start_worker(self) -> None:
         self._wait_prefect()
@@ -383,8 +385,7 @@ class Stack:
     def _prefect_auth(self) -> dict[str, str]:
         if not self.settings.auth:
             return {}
-        token = base64.b64encode(self.secrets()["prefect_auth_string"].encode()).decode()
-        return {"Authorization": f"Basic {token}"}
+        return basic_auth(self.secrets()["prefect_auth_string"])
 
     def _prefect_healthy(self) -> bool:
         host, port = self._listens("prefect")

@@ -3,7 +3,6 @@ and its faults are tests/reliability/test_team_stack*.py's (`make test-slow`).""
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
 import ssl
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 from conftest import BIN, ROOT, free_port, http_status
 
+from stack.parts import basic_auth
 from stack.people import Login, password_hash, route
 from stack.processes import Process
 from stack.proxy import Proxy, caddy_binary
@@ -90,17 +90,17 @@ def test_the_proxy_lets_each_person_do_what_their_role_allows_and_names_them_to_
     credentials on (MLflow checks them and grants by role); Prefect's websocket streams pass with no credentials
     added (the server checks its own token inside them); the access log names who made each request and holds no
     password."""
-    owner_auth = "Basic " + base64.b64encode(b"ratchet:stack-token").decode()
+    owner_auth = basic_auth("ratchet:stack-token")["Authorization"]
     people = [
         Login("alice", password_hash(caddy_binary(), "alice-pass"), "operator"),
         Login("vera", password_hash(caddy_binary(), "vera-pass"), "viewer"),
     ]
     with _proxy_before_echo(tmp_path, people, owner_auth) as (proxy, (prefect, mlflow)):
         trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
-        as_alice, as_vera = _basic("alice", "alice-pass"), _basic("vera", "vera-pass")
+        as_alice, as_vera = basic_auth("alice:alice-pass"), basic_auth("vera:vera-pass")
         for url in (prefect, mlflow):
             assert http_status(urllib.request.Request(url), trusted) == 401
-            assert http_status(urllib.request.Request(url, headers=_basic("vera", "wrong")), trusted) == 401
+            assert http_status(urllib.request.Request(url, headers=basic_auth("vera:wrong")), trusted) == 401
 
         create = prefect.replace("/api/health", "/api/deployments/1/create_flow_run")
         assert _echo(prefect, trusted, as_vera)["headers"]["Authorization"] == owner_auth
@@ -150,10 +150,6 @@ def _proxy_before_echo(directory, people, prefect_authorization=None):
     finally:
         caddy.stop(grace=5)
         backend.shutdown()
-
-
-def _basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def _echo(url: str, context, headers=None, data=None) -> dict:

@@ -5,7 +5,6 @@ run side by side (one stack for all ten tests made the longest file of `make tes
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 from conftest import BIN, ROOT, free_port, http_status
 
 from stack.names import machine_addresses
+from stack.parts import basic_auth
 from stack.stack import Stack
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -109,15 +109,11 @@ def status_of(url: str, headers: dict | None = None, body: bytes | None = None, 
     return http_status(request, trusting(stack))
 
 
-def basic(user_and_password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(user_and_password.encode()).decode()}
-
-
 def api(stack: Stack, path: str, body: dict | None = None):
     request = urllib.request.Request(
         f"{stack.prefect_url}/{path}",
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **basic(stack.secrets()["prefect_auth_string"])},
+        headers={"Content-Type": "application/json", **basic_auth(stack.secrets()["prefect_auth_string"])},
     )
     with urllib.request.urlopen(request, timeout=30, context=trusting(stack)) as response:
         return json.loads(response.read())
@@ -224,7 +220,7 @@ def assert_no_secret_leaked(stack: Stack) -> None:
         for run in runs:
             assert leaked(json.dumps([run.data.params, run.data.tags])) == [], run.info.run_name
 
-    auth = basic(stack.secrets()["prefect_auth_string"])
+    auth = basic_auth(stack.secrets()["prefect_auth_string"])
     for kind in ("artifacts", "flow_runs", "logs"):
         request = urllib.request.Request(
             f"{stack.prefect_url}/{kind}/filter", data=b"{}", headers={"Content-Type": "application/json", **auth}

@@ -27,7 +27,7 @@ from team_stack import (
     TERMINAL,
     api,
     assert_no_secret_leaked,
-    basic,
+    basic_auth,
     brought_up,
     client_env,
     credentials_of,
@@ -42,12 +42,8 @@ from team_stack import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-ADVERTISED = "ratchet-stack.invalid"
-PEOPLE = {
-    "otto": "operator",
-    "rita": "reviewer",
-    "vera": "viewer",
-}  # a name teammates would reach the machine by (`--advertise`)
+ADVERTISED = "ratchet-stack.invalid"  # a name teammates would reach the machine by (`--advertise`)
+PEOPLE = {"otto": "operator", "rita": "reviewer", "vera": "viewer"}  # `ratchet stack user add NAME --role ROLE`
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +61,12 @@ def test_status_then_requests_without_credentials_are_refused(stack):
     mlflow_login = f"{secrets['mlflow_username']}:{secrets['mlflow_password']}"
 
     assert status_of(flows, body=b"{}", stack=stack) == 401
-    assert status_of(flows, basic("ratchet:wrong"), b"{}", stack=stack) == 401
-    assert status_of(flows, basic(secrets["prefect_auth_string"]), b"{}", stack=stack) == 200
-    assert status_of(experiments + "?max_results=1", stack=stack) == 401
-    assert status_of(experiments + "?max_results=1", basic(f"{secrets['mlflow_username']}:wrong"), stack=stack) == 401
-    assert status_of(experiments + "?max_results=1", basic(mlflow_login), stack=stack) == 200
+    assert status_of(flows, basic_auth("ratchet:wrong"), b"{}", stack=stack) == 401
+    assert status_of(flows, basic_auth(secrets["prefect_auth_string"]), b"{}", stack=stack) == 200
+    search = experiments + "?max_results=1"
+    assert status_of(search, stack=stack) == 401
+    assert status_of(search, basic_auth(f"{secrets['mlflow_username']}:wrong"), stack=stack) == 401
+    assert status_of(search, basic_auth(mlflow_login), stack=stack) == 200
     assert (stack.directory / "secrets.json").stat().st_mode & 0o777 == 0o600
     assert (stack.directory / "env").stat().st_mode & 0o777 == 0o600
 
@@ -84,10 +81,10 @@ def test_a_flow_run_cannot_change_the_workers_command_directory_or_environment(s
     for variables in refused:
         body = json.dumps({"job_variables": variables, "state": later}).encode()
         url = f"{stack.prefect_url}/deployments/{deployment}/create_flow_run"
-        assert status_of(url, basic(stack.secrets()["prefect_auth_string"]), body, stack=stack) == 422, variables
+        assert status_of(url, basic_auth(stack.secrets()["prefect_auth_string"]), body, stack=stack) == 422, variables
     allowed = {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": "components"}}
     flow_run = api(stack, f"deployments/{deployment}/create_flow_run", {"job_variables": allowed, "state": later})
-    auth = basic(stack.secrets()["prefect_auth_string"])
+    auth = basic_auth(stack.secrets()["prefect_auth_string"])
     delete = urllib.request.Request(f"{stack.prefect_url}/flow_runs/{flow_run['id']}", method="DELETE", headers=auth)
     urllib.request.urlopen(delete, timeout=30, context=trusting(stack)).close()
 
@@ -124,8 +121,8 @@ def test_teammates_reach_both_servers_over_tls_by_the_machines_address_and_the_a
     machine's own addresses and the advertised name, and still refuse any other. An MLflow client logs a run
     through the machine's address."""
     secrets = stack.secrets()
-    mlflow_login = basic(f"{secrets['mlflow_username']}:{secrets['mlflow_password']}")
-    prefect_login = basic(secrets["prefect_auth_string"])
+    mlflow_login = basic_auth(f"{secrets['mlflow_username']}:{secrets['mlflow_password']}")
+    prefect_login = basic_auth(secrets["prefect_auth_string"])
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
     address = machine_address()
     assert address, "this machine has no address but loopback"
@@ -185,7 +182,7 @@ def test_people_get_accounts_and_their_role_decides_what_they_may_do(stack):
     [smoke] = api(stack, "deployments/filter", {"deployments": {"name": {"any_": ["smoke"]}}})
     for name in ("rita", "vera"):
         env = teammate_env(stack, name)
-        login, prefect = basic(env["PREFECT_API_AUTH_STRING"]), env["PREFECT_API_URL"]
+        login, prefect = basic_auth(env["PREFECT_API_AUTH_STRING"]), env["PREFECT_API_URL"]
         assert status_of(f"{prefect}/flow_runs/filter", login, b"{}", stack=stack) == 200
         create = f"{prefect}/deployments/{smoke['id']}/create_flow_run"
         assert status_of(create, login, b"{}", stack=stack) == 403

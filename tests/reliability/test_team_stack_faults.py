@@ -19,7 +19,7 @@ from team_stack import (
     ONE_ROUND,
     TERMINAL,
     assert_no_secret_leaked,
-    basic,
+    basic_auth,
     brought_up,
     mlflow_lineage,
     start_deployment,
@@ -71,7 +71,7 @@ def test_prefect_server_restarted_while_a_round_trains(stack, write_tiny_config,
     # must hold is that training was still going when the server answered.
     up = threading.Thread(target=stack.up, kwargs={"say": lambda line: None})
     up.start()
-    health, auth = f"{stack.prefect_url}/health", basic(stack.secrets()["prefect_auth_string"])
+    health, auth = f"{stack.prefect_url}/health", basic_auth(stack.secrets()["prefect_auth_string"])
     while not answers(health, auth, stack.ca_file()):
         assert up.is_alive(), "`ratchet stack up` ended without the Prefect server answering"
         time.sleep(0.5)
