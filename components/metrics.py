@@ -89,7 +89,12 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("judge", "human_agreement_training", "training judge-human agreement (reviewed pairs)", "pct", "gate"),
     _m("judge", "human_agreement_evaluation", "evaluation judge-human agreement (reviewed pairs)", "pct", "gate"),
     _m("judge", "human_labels", "pairs a person labelled in the review queue, so far", "num"),
-    _m("judge", "ignored_labels", "labels on traces no round of the bootstrap queued (forged), ignored", "num"),
+    _m(
+        "judge",
+        "ignored_labels",
+        "labels ignored: on traces no round of the bootstrap queued (forged), or on a team stack written by no account",
+        "num",
+    ),
     _m("reward", "rm_score_challenger", "reward model score of the challenger's held-out answers (mean)", "num"),
     _m("reward", "rm_score_base", "reward model score of the round-0 base's held-out answers (mean)", "num"),
     _m("reward", "rm_score_delta_vs_base", "reward model score delta vs round-0 base", "num", "ci", "gate"),

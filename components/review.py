@@ -25,6 +25,8 @@ HUMAN = "human"  # the judge name of a pair a person labelled
 QUEUED = "review-queue.json"  # in a round's directory: trace id -> the item as the round queued it
 VERIFIER = "verifier"
 SELF = "self"  # the champion judging itself, beside the evaluation judge
+# Set by a team stack for its worker: its TLS proxy's access log, which alone knows the account that wrote a label.
+ACCESS_LOG_ENV = "RATCHET_PROXY_ACCESS_LOG"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ReviewItem:
     why: str
     verdicts: dict[str, str] = field(default_factory=dict)  # judge name -> "A" | "B" | "tie"
     rationales: dict[str, str] = field(default_factory=dict)
+    labelled_by: str = ""  # read back with a person's label: the account that wrote it where the stack knows it
 
 
 def save_queued(round_dir: Path, trace_ids: list[str], items: list[ReviewItem]) -> None:
@@ -55,6 +58,15 @@ def queued_by_round(bootstrap_dir: Path) -> dict[str, tuple[int, ReviewItem]]:
     for path in bootstrap_dir.glob(f"round-*/{QUEUED}"):
         k = int(re.match(r"round-(\d+)", path.parent.name)[1])
         found |= {trace_id: (k, ReviewItem(**item)) for trace_id, item in json.loads(path.read_text()).items()}
+    return found
+
+
+def queued_at(bootstrap_dir: Path) -> dict[str, float]:
+    """Trace id -> when its round recorded it (seconds since the epoch): the judges' own assessments on the trace
+    were written before, so a write to it after this is a person's."""
+    found = {}
+    for path in bootstrap_dir.glob(f"round-*/{QUEUED}"):
+        found |= dict.fromkeys(json.loads(path.read_text()), path.stat().st_mtime)
     return found
 
 
@@ -185,7 +197,7 @@ def gold_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
                 "margin": 1.0,
                 "order_consistent": True,
                 "abstained": False,
-                "rationale": "labelled by a person in the review queue",
+                "rationale": f"labelled by {item.labelled_by or 'a person'} in the review queue",
             }
         )
     return rows

@@ -5,7 +5,8 @@ and idempotent."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import os
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -44,16 +45,43 @@ def human_agreement(cfg: ExperimentConfig, tracking: lineage.BootstrapRun, out: 
 
 def trusted_labels(tracking: lineage.BootstrapRun, bootstrap_dir: Path, k: int) -> tuple[list, int]:
     """People's labels on the pairs rounds 1 to k-1 queued (the text and split as the rounds recorded them), and
-    how many labels are on traces of the bootstrap that none of its rounds queued, which are ignored and logged as
-    forged."""
+    how many were ignored: labels on traces of the bootstrap that none of its rounds queued (forged), and, on a team
+    stack, labels that no account wrote through its proxy. There each label is credited to the account that wrote it,
+    whatever name it is signed with."""
+    logger = get_run_logger()
     queued = review_items.queued_by_round(bootstrap_dir)
     forged = review.unqueued_labels(tracking.uri, tracking.experiment_id, tracking.bootstrap_id, set(queued))
     if forged:
-        get_run_logger().warning(
+        logger.warning(
             "ignored %d label(s) on traces that no round of this bootstrap queued: %s", len(forged), ", ".join(forged)
         )
     earlier = {trace_id: item for trace_id, (j, item) in queued.items() if j < k}
-    return review.labels_on(tracking.uri, earlier), len(forged)
+    labels = review.labels_on(tracking.uri, earlier)
+    access_log = os.environ.get(review_items.ACCESS_LOG_ENV)
+    if not access_log:
+        return list(labels.values()), len(forged)
+    credited, unwritten = _credit_to_writers(labels, Path(access_log), bootstrap_dir)
+    return credited, len(forged) + unwritten
+
+
+def _credit_to_writers(labels: dict, access_log: Path, bootstrap_dir: Path) -> tuple[list, int]:
+    """The labels a proxy's account wrote, each credited to that account, and how many no account wrote."""
+    logger = get_run_logger()
+    writers = review.label_writers(access_log, review_items.queued_at(bootstrap_dir))
+    unwritten = sorted(set(labels) - set(writers))
+    if unwritten:
+        logger.warning(
+            "ignored %d label(s) no account wrote through the proxy: %s", len(unwritten), ", ".join(unwritten)
+        )
+    credited = []
+    for trace_id in sorted(set(labels) & set(writers)):
+        verdict, item = labels[trace_id]
+        if writers[trace_id] != item.labelled_by:
+            logger.warning(
+                "the label on %s, signed %r, was written by %r", trace_id, item.labelled_by, writers[trace_id]
+            )
+        credited.append((verdict, replace(item, labelled_by=writers[trace_id])))
+    return credited, len(unwritten)
 
 
 def evaluation_judge_name(cfg: ExperimentConfig) -> str:

@@ -5,8 +5,12 @@ human-judge agreement (components/review.py)."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -18,6 +22,7 @@ from components.review import VERIFIER, ReviewItem
 REVIEW_TAG = "ratchet.review"  # the item's split: train or heldout
 LABEL = "better"
 VERDICTS = {"a": "A", "b": "B", "tie": "tie"}
+_ASSESSMENTS = re.compile(r"/(?:ajax-)?api/3\.0/mlflow/traces/([^/?]+)/assessments")  # the client's and the UI's
 
 
 @contextmanager
@@ -60,39 +65,66 @@ def labelled(uri: str, experiment_id: str, bootstrap_id: str | None) -> list[tup
     query = f"tag.`ratchet.bootstrap_id` = '{bootstrap_id}'" if bootstrap_id else None
     found = []
     for trace in _all_traces(MlflowClient(uri), experiment_id, query):
-        verdict = _human_verdict(trace)
-        if verdict and REVIEW_TAG in trace.info.tags:
-            found.append((verdict, _item(trace)))
+        label = _human_label(trace)
+        if label and REVIEW_TAG in trace.info.tags:
+            found.append((_verdict(label), replace(_item(trace), labelled_by=label.source.source_id)))
     return found
 
 
 def labels_on(uri: str, queued: dict[str, ReviewItem]) -> list[tuple[str, ReviewItem]]:
     """(the person's verdict, the item as the round queued it) for each of the `queued` traces a person has
-    labelled: the text and the split come from the round's own record, never from the trace."""
+    labelled: the text and the split come from the round's own record, never from the trace. Keyed by trace id;
+    `labelled_by` is the name the label is signed with, which the client chose (see `label_writers`)."""
     client = MlflowClient(uri)
-    found = []
+    found = {}
     for trace_id, item in queued.items():
-        verdict = _human_verdict(client.get_trace(trace_id))
-        if verdict:
-            found.append((verdict, item))
+        label = _human_label(client.get_trace(trace_id))
+        if label:
+            found[trace_id] = (_verdict(label), replace(item, labelled_by=label.source.source_id))
     return found
+
+
+def label_writers(access_log: Path, queued_at: dict[str, float]) -> dict[str, str]:
+    """Trace id -> the account whose request last wrote to the trace's assessments through the stack's proxy after
+    the trace was queued (`queued_at`, seconds since the epoch): the person behind its label, whatever name the label
+    carries. From Caddy's access log and its rolled files, oldest first."""
+    writers = {}
+    for path in sorted(access_log.parent.glob(f"{access_log.stem}*{access_log.suffix}")):
+        with path.open() as lines:
+            for line in lines:
+                if "/assessments" in line:
+                    writers |= _assessment_writer(json.loads(line), queued_at)
+    return writers
+
+
+def _assessment_writer(entry: dict, queued_at: dict[str, float]) -> dict[str, str]:
+    request, user = entry.get("request", {}), entry.get("user_id")
+    found = _ASSESSMENTS.match(request.get("uri", ""))
+    if not (found and user and request.get("method") in ("POST", "PATCH") and 200 <= entry.get("status", 0) < 300):
+        return {}
+    trace_id = found[1]
+    return {trace_id: user} if entry.get("ts", 0) > queued_at.get(trace_id, float("inf")) else {}
 
 
 def unqueued_labels(uri: str, experiment_id: str, bootstrap_id: str, queued: set[str]) -> list[str]:
     """Ids of the bootstrap's traces that carry a person's label but that none of its rounds queued: forged."""
     query = f"tag.`ratchet.bootstrap_id` = '{bootstrap_id}'"
     traces = _all_traces(MlflowClient(uri), experiment_id, query)
-    return [t.info.trace_id for t in traces if t.info.trace_id not in queued and _human_verdict(t)]
+    return [t.info.trace_id for t in traces if t.info.trace_id not in queued and _human_label(t)]
 
 
-def _human_verdict(trace) -> str | None:
-    """The newest human `better` assessment's verdict; None when there is none, or it is not A, B or tie."""
+def _human_label(trace) -> Feedback | None:
+    """The newest human `better` assessment; None when there is none, or its value is not A, B or tie."""
     human = [
         a
         for a in trace.info.assessments
         if a.name == LABEL and a.source.source_type == "HUMAN" and str(a.value).lower() in VERDICTS
     ]
-    return VERDICTS[str(max(human, key=lambda a: a.last_update_time_ms or 0).value).lower()] if human else None
+    return max(human, key=lambda a: a.last_update_time_ms or 0) if human else None
+
+
+def _verdict(label: Feedback) -> str:
+    return VERDICTS[str(label.value).lower()]
 
 
 def _all_traces(client: MlflowClient, experiment_id: str, query: str):

@@ -58,7 +58,9 @@ class Proxy:
             "local_certs",
             "auto_https disable_redirects",  # nothing on port 80
             "servers {\n\t\tprotocols h1 h2\n\t}",  # TCP only
-            f"log access {{\n\t\toutput file {self.access_log}\n\t\tformat json\n\t\tinclude http.log.access\n\t}}",
+            # Rolled files stay plain text: a round reads them for who wrote each label (registry/review.py).
+            f"log access {{\n\t\toutput file {self.access_log} {{\n\t\t\troll_uncompressed\n\t\t}}\n"
+            "\t\tformat json\n\t\tinclude http.log.access\n\t}",
             "log default {\n\t\texclude http.log.access\n\t}",  # the requests go to the access log alone
         ]
         text = "{\n" + "".join(f"\t{option}\n" for option in options) + "}\n"

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
+from components.review import ACCESS_LOG_ENV
 from stack.names import in_url, mlflow_allowed_hosts, served_names
 from stack.parts import (
     HEARTBEAT_SECONDS,
@@ -355,6 +356,8 @@ class Stack:
         if self.tls:  # the worker is a client like any other: through the proxy
             self._wait(self.proxy_process, self._proxy_healthy, 60)
         env = self._client_process_env()
+        if self.tls:  # so that a round credits each label to the account that wrote it (registry/review.py)
+            env[ACCESS_LOG_ENV] = str(self.proxy.access_log)
         template = self.directory / "pool-job-template.json"
         write_private(template, json.dumps(locked_job_template(self.project), indent=2))
         create = ["work-pool", "create", POOL, "--type", "process", "--base-job-template", str(template)]

@@ -3,18 +3,24 @@ MLflow store, a person's feedback is added through MLflow's own API (what the Tr
 reports human-judge agreement, and the next round trains on the labelled pair."""
 
 import json
+import ssl
 from pathlib import Path
 
 import mlflow
 from datasets import load_from_disk
 from mlflow import MlflowClient
 from mlflow.entities import AssessmentSource
+from proxy_echo import echo, proxy_before_echo
 from typer.testing import CliRunner
 
 from components import review
+from components.review import ACCESS_LOG_ENV
 from flows.cli import app
 from registry import lineage
 from registry.review import REVIEW_TAG
+from stack.parts import basic_auth
+from stack.people import Login, password_hash
+from stack.proxy import caddy_binary
 
 
 def pair(prompt_id, chosen, rejected, abstained=False, consistent=True, judge="ai:self"):
@@ -103,7 +109,7 @@ def test_agreement_gold_pairs_and_people_over_judges():
 
 
 def test_a_person_labels_a_queued_pair_in_mlflow_and_the_next_round_trains_on_it(
-    prefect_harness, write_tiny_config, tmp_path
+    prefect_harness, write_tiny_config, tmp_path, monkeypatch
 ):
     from flows.bootstrap import bootstrap
 
@@ -164,10 +170,20 @@ def test_a_person_labels_a_queued_pair_in_mlflow_and_the_next_round_trains_on_it
         mlflow.set_tracking_uri(before)
     client.set_trace_tag(trace.info.trace_id, REVIEW_TAG, "heldout")
 
+    # On a team stack the round credits the label to the account that wrote it through the proxy (its access log,
+    # here from a real Caddy before an echoing server), not to the name the label is signed with.
+    people = [Login("rita", password_hash(caddy_binary(), "rita-pass"), "reviewer")]
+    (tmp_path / "proxy").mkdir()
+    with proxy_before_echo(tmp_path / "proxy", people) as (proxy, (_, front)):
+        labelled = front.replace("/api/health", f"/api/3.0/mlflow/traces/{trace.info.trace_id}/assessments")
+        echo(labelled, ssl.create_default_context(cafile=str(proxy.ca_file)), basic_auth("rita:rita-pass"), b"{}")
+    monkeypatch.setenv(ACCESS_LOG_ENV, str(proxy.access_log))
+
     second = bootstrap(str(config), rounds=2, store=str(tmp_path))
     round_2 = Path(second.workdir) / "round-2"
     [gold] = json.loads((round_2 / "gold.json").read_text())
     assert gold["chosen"] == inputs["answer_b"] and gold["prompt"] == inputs["prompt"]
+    assert gold["rationale"] == "labelled by rita in the review queue"  # signed reviewer@example.com
     pairs = load_from_disk(str(round_2 / "pairs"))
     human = [p for p in pairs if p["judge"] == "human"]
     assert [(p["chosen"], p["rejected"]) for p in human] == [(inputs["answer_b"], inputs["answer_a"])]

@@ -3,24 +3,22 @@ and its faults are tests/reliability/test_team_stack*.py's (`make test-slow`).""
 
 from __future__ import annotations
 
-import http.server
 import json
 import ssl
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from contextlib import contextmanager
 
 import pytest
-from conftest import BIN, ROOT, free_port, http_status
+from conftest import BIN, ROOT, http_status
+from proxy_echo import echo, proxy_before_echo
 
 from stack.parts import basic_auth
-from stack.people import Login, password_hash, route
+from stack.people import Login, password_hash
 from stack.processes import Process
-from stack.proxy import Proxy, caddy_binary
+from stack.proxy import caddy_binary
 from stack.stack import Settings
 
 
@@ -71,10 +69,10 @@ def test_the_proxy_serves_tls_from_its_own_authority_and_refuses_other_hosts_and
     answer over TLS that the stack's root certificate vouches for; a forged Host header refused at the proxy (403,
     nothing passed on); plain HTTP refused (400); a client without the root refused. The whole stack does this on its
     two ports (tests/reliability/test_team_stack.py)."""
-    with _proxy_before_echo(tmp_path, []) as (proxy, urls):
+    with proxy_before_echo(tmp_path, []) as (proxy, urls):
         url = urls[0]
         trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
-        assert _echo(url, trusted)["path"] == "/api/health"
+        assert echo(url, trusted)["path"] == "/api/health"
         forged = urllib.request.Request(url, headers={"Host": "rebinding.example"})
         assert http_status(forged, trusted) == 403
         assert http_status(url.replace("https:", "http:")) == 400
@@ -95,7 +93,7 @@ def test_the_proxy_lets_each_person_do_what_their_role_allows_and_names_them_to_
         Login("alice", password_hash(caddy_binary(), "alice-pass"), "operator"),
         Login("vera", password_hash(caddy_binary(), "vera-pass"), "viewer"),
     ]
-    with _proxy_before_echo(tmp_path, people, owner_auth) as (proxy, (prefect, mlflow)):
+    with proxy_before_echo(tmp_path, people, owner_auth) as (proxy, (prefect, mlflow)):
         trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
         as_alice, as_vera = basic_auth("alice:alice-pass"), basic_auth("vera:vera-pass")
         for url in (prefect, mlflow):
@@ -103,21 +101,21 @@ def test_the_proxy_lets_each_person_do_what_their_role_allows_and_names_them_to_
             assert http_status(urllib.request.Request(url, headers=basic_auth("vera:wrong")), trusted) == 401
 
         create = prefect.replace("/api/health", "/api/deployments/1/create_flow_run")
-        assert _echo(prefect, trusted, as_vera)["headers"]["Authorization"] == owner_auth
-        assert _echo(prefect.replace("health", "flow_runs/filter"), trusted, as_vera, b"{}")["method"] == "POST"
+        assert echo(prefect, trusted, as_vera)["headers"]["Authorization"] == owner_auth
+        assert echo(prefect.replace("health", "flow_runs/filter"), trusted, as_vera, b"{}")["method"] == "POST"
         assert http_status(urllib.request.Request(create, b"{}", as_vera), trusted) == 403
 
         forged = {"Prefect-Automation-Id": str(uuid.uuid4()), "Prefect-Automation-Name": "Zm9yZ2Vk"}
-        seen = _echo(create, trusted, as_alice | forged, b"{}")["headers"]
+        seen = echo(create, trusted, as_alice | forged, b"{}")["headers"]
         assert seen["Authorization"] == owner_auth and seen["Prefect-Automation-Name"] == "YWxpY2U="  # "alice"
         assert seen["Prefect-Automation-Id"] == people[0].stamp[0]
-        assert _echo(mlflow, trusted, as_alice)["headers"]["Authorization"] == as_alice["Authorization"]
+        assert echo(mlflow, trusted, as_alice)["headers"]["Authorization"] == as_alice["Authorization"]
         # Prefect's streams authenticate inside the websocket: passed on without a password, and given none.
         upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
-        assert "Authorization" not in _echo(prefect.replace("health", "events/in"), trusted, upgrade)["headers"]
+        assert "Authorization" not in echo(prefect.replace("health", "events/in"), trusted, upgrade)["headers"]
         # ... so a viewer's write dressed as a stream reaches the server with the viewer's own password, which the
         # server refuses (it accepts only its own auth string), never with the stack's.
-        assert _echo(create, trusted, as_vera | upgrade, b"{}")["headers"]["Authorization"] == as_vera["Authorization"]
+        assert echo(create, trusted, as_vera | upgrade, b"{}")["headers"]["Authorization"] == as_vera["Authorization"]
 
     logged = [json.loads(line) for line in proxy.access_log.read_text().splitlines()]
     assert {(r["user_id"], r["request"]["uri"], r["status"]) for r in logged} >= {
@@ -127,46 +125,31 @@ def test_the_proxy_lets_each_person_do_what_their_role_allows_and_names_them_to_
     assert "alice-pass" not in proxy.access_log.read_text()
 
 
-@contextmanager
-def _proxy_before_echo(directory, people, prefect_authorization=None):
-    """Caddy, as `ratchet stack up` configures it, on two public ports before one echoing server: the first front
-    as Prefect's (roles, the stack's auth string), the second as MLflow's; yields the proxy and a URL on each."""
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    proxy, ports = Proxy(directory, "127.0.0.1", ["127.0.0.1", "localhost"]), (free_port(), free_port())
-    logins = [Login("ratchet", password_hash(caddy_binary(), "stack-token")), *people] if people else []
-    fronts = {ports[0]: route(backend.server_port, logins, prefect_authorization or "Basic none")}
-    fronts[ports[1]] = route(backend.server_port, logins, None)
-    proxy.caddyfile.write_text(proxy.config(fronts))
-    caddy = Process("proxy", directory)
-    caddy.start(proxy.command(), {"PATH": "/usr/bin:/bin", "HOME": str(directory)}, directory)
-    urls = [f"https://127.0.0.1:{port}/api/health" for port in ports]
-    try:
-        deadline = time.monotonic() + 30
-        while not proxy.answers(urls):
-            assert time.monotonic() < deadline and caddy.pid(), (directory / "logs" / "proxy.log").read_text()
-            time.sleep(0.2)
-        yield proxy, urls
-    finally:
-        caddy.stop(grace=5)
-        backend.shutdown()
+def test_the_access_log_names_the_account_behind_each_label_written_after_its_pair_was_queued(tmp_path):
+    """A label's name is whatever the client sent; the proxy's access log has the account that wrote it. Of the
+    writes to a trace's assessments that passed (2xx) after the trace was queued, the last one's account labelled
+    it: the round's own judges' writes before, reads, and refused requests do not count (registry/review.py)."""
+    from registry.review import label_writers
 
+    people = [
+        Login("otto", password_hash(caddy_binary(), "otto-pass"), "operator"),
+        Login("rita", password_hash(caddy_binary(), "rita-pass"), "reviewer"),
+    ]
+    with proxy_before_echo(tmp_path, people) as (proxy, (_, mlflow)):
+        trusted = ssl.create_default_context(cafile=str(proxy.ca_file))
+        as_otto, as_rita = basic_auth("otto:otto-pass"), basic_auth("rita:rita-pass")
+        traces = mlflow.replace("/api/health", "/api/3.0/mlflow/traces")
+        echo(f"{traces}/tr-1/assessments", trusted, as_otto, b"{}")  # the round's judges, as it queues
+        time.sleep(0.5)  # a round writes its queue file after its judges' writes
+        queued_at = time.time()
+        echo(f"{traces}/tr-1/assessments", trusted, as_rita, b'{"source_id": "otto"}')  # signed as another
+        ui = mlflow.replace("/api/health", "/ajax-api/3.0/mlflow/traces/tr-2/assessments/a-1")
+        echo(ui, trusted, as_rita, b"{}", method="PATCH")  # the Traces view's edit
+        echo(f"{traces}/tr-2/assessments", trusted, as_otto, b"{}")  # a later write replaces it
+        echo(f"{traces}/tr-3/assessments", trusted, as_rita)  # a read
+        wrong = urllib.request.Request(f"{traces}/tr-3/assessments", b"{}", basic_auth("otto:wrong"))
+        assert http_status(wrong, trusted) == 401
 
-def _echo(url: str, context, headers=None, data=None) -> dict:
-    request = urllib.request.Request(url, data, headers or {})
-    return json.loads(urllib.request.urlopen(request, timeout=10, context=context).read())
-
-
-class _Echo(http.server.BaseHTTPRequestHandler):
-    def _answer(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"method": self.command, "path": self.path, "headers": dict(self.headers)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer  # noqa: N815 - the standard library's names
-
-    def log_message(self, *args):
-        pass
+    written = label_writers(proxy.access_log, dict.fromkeys(["tr-1", "tr-2", "tr-3"], queued_at))
+    assert written == {"tr-1": "rita", "tr-2": "otto"}
+    assert label_writers(proxy.access_log, {"tr-1": time.time()}) == {}  # nothing after it was queued

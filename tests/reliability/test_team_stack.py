@@ -18,6 +18,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import BIN, ROOT
@@ -40,6 +41,9 @@ from team_stack import (
     trusting,
     wait_for_state,
 )
+
+from components.review import ACCESS_LOG_ENV
+from registry.review import label_writers
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ADVERTISED = "ratchet-stack.invalid"  # a name teammates would reach the machine by (`--advertise`)
@@ -270,7 +274,8 @@ def test_the_reviewer_labels_the_queue_the_viewer_cannot_and_the_proxy_log_names
         trace_id = client.search_traces(locations=experiments)[0].info.trace_id
     for name in ("rita", "vera"):
         env = teammate_env(stack, name)
-        label = Feedback(name="better", value="A", source=AssessmentSource(source_type="HUMAN", source_id=name))
+        signed = "otto"  # whatever name the client puts on it: the proxy knows who wrote it
+        label = Feedback(name="better", value="A", source=AssessmentSource(source_type="HUMAN", source_id=signed))
         with credentials_of(stack, env):
             if name == "rita":
                 TracingClient(env["MLFLOW_TRACKING_URI"]).log_assessment(trace_id, label)
@@ -286,6 +291,10 @@ def test_the_reviewer_labels_the_queue_the_viewer_cannot_and_the_proxy_log_names
     assert ("rita", "POST", f"/api/3.0/mlflow/traces/{trace_id}/assessments", 200) in done
     assert ("vera", "POST", f"/api/3.0/mlflow/traces/{trace_id}/assessments", 403) in done
     assert any(user == "otto" and uri.endswith("/create_flow_run") and status < 300 for user, _, uri, status in done)
+    # What a round run by the stack's worker reads to credit each label to its writer (flows/recording.py).
+    assert label_writers(stack.proxy.access_log, {trace_id: 0.0}) == {trace_id: "rita"}
+    worker_env = dict(v.split("=", 1) for v in Path(f"/proc/{stack.worker.pid()}/environ").read_text().split("\0") if v)
+    assert worker_env[ACCESS_LOG_ENV] == str(stack.proxy.access_log)
 
 
 def test_no_secret_in_ps_logs_mlflow_or_prefect(stack):
