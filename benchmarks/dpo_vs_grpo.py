@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import stages  # noqa: E402
+from components.build import train_request  # noqa: E402
 from components.config import OnlineTrainingConfig  # noqa: E402
 from components.config_loading import load_config  # noqa: E402
 from components.data import load_prompts  # noqa: E402
@@ -76,7 +77,8 @@ def run(cfg, work: Path) -> list[dict]:
     champion, models, data, seed = Policy(cfg.models.policy), cfg.models, cfg.data, cfg.seed
 
     def train(training, name: str, generated, judged):
-        return stages.train(models, data, training, cfg.judge, champion, generated.path, judged, work / name, seed)
+        with_training = cfg.model_copy(update={"training": training})
+        return stages.train(train_request(with_training, champion, generated.path, judged, work / name, seed, None))
 
     generated, gen_s = timed(lambda: stages.generate(models, data, cfg.generation, champion, work / "gen", seed))
     judged, judge_s = timed(

@@ -125,6 +125,7 @@ def train(scratch: Path, variant: str, again: bool = False) -> dict:
     """Ratchet's train stage (DPO) on the judged pairs; `variant` names a changed setting; `again` trains into a
     directory of its own (a published one would be skipped), as a resumed round does after a kill."""
     from components import stages
+    from components.build import train_request
     from components.data import load_rows
     from components.models import Policy
     from components.stages import Judged
@@ -135,9 +136,7 @@ def train(scratch: Path, variant: str, again: bool = False) -> dict:
     judged = Judged(str(scratch / "pairs"), len(pairs), sum(pairs["abstained"]), [])
     out = scratch / f"adapter-{variant.replace(' ', '-')}{'-again' if again else ''}"
     policy = Policy(cfg.models.policy)
-    seconds, trained = timed(
-        lambda: stages.train(cfg.models, cfg.data, cfg.training, cfg.judge, policy, "", judged, out, cfg.seed)
-    )
+    seconds, trained = timed(lambda: stages.train(train_request(cfg, policy, "", judged, out, cfg.seed, None)))
     return {"seconds": seconds, "steps": trained.metrics["steps"], "tokens": trained.metrics["tokens"]}
 
 
@@ -338,6 +337,7 @@ def _bare_logprobs(base: Path, adapter: Path, tokenizer, texts: list[tuple[str, 
 def second_adapter(scratch: Path) -> dict:
     """Round 2's challenger: an adapter trained on the same pairs from the round-1 adapter's champion."""
     from components import stages
+    from components.build import train_request
     from components.data import load_rows
     from components.models import Policy
     from components.stages import Judged
@@ -347,9 +347,7 @@ def second_adapter(scratch: Path) -> dict:
     judged = Judged(str(scratch / "pairs"), len(pairs), sum(pairs["abstained"]), [])
     champion = Policy(cfg.models.policy, (str(scratch / "adapter-default"),))
     seconds, _ = timed(
-        lambda: stages.train(
-            cfg.models, cfg.data, cfg.training, cfg.judge, champion, "", judged, scratch / "adapter-2", cfg.seed + 1
-        )
+        lambda: stages.train(train_request(cfg, champion, "", judged, scratch / "adapter-2", cfg.seed + 1, None))
     )
     return {"seconds": seconds}
 

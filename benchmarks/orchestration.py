@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 def plain_round(config: str, workdir: Path) -> None:
     """Round 1 with the component functions only: what Ratchet's flow wires together, minus Prefect and MLflow."""
     from components import stages
+    from components.build import train_request
     from components.config_loading import load_config
     from components.evaluation import EvalInputs, evaluate
     from components.models import Policy
@@ -45,7 +46,7 @@ def plain_round(config: str, workdir: Path) -> None:
     started = time.perf_counter()
     generated = stages.generate(m, d, cfg.generation, champion, out / "generations", seed)
     judged = stages.judge(m, d, cfg.judge, cfg.pairs, champion, generated.path, out / "pairs")
-    trained = stages.train(m, d, cfg.training, cfg.judge, champion, generated.path, judged, out / "adapter", seed)
+    trained = stages.train(train_request(cfg, champion, generated.path, judged, out / "adapter", seed, None))
     if trained.path is None:
         raise SystemExit("every pair abstained: nothing to compare; pick a config whose round trains")
     inputs = EvalInputs(m, d, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)

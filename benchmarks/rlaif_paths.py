@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from dpo_vs_grpo import GRPO_PROMPTS_PER_STEP, configure, grpo_config, outcome, table, timed  # noqa: E402
 
 from components import reward_stage, stages  # noqa: E402
+from components.build import train_request  # noqa: E402
 from components.config import PairsConfig, RewardModelConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.evaluation import EvalInputs, evaluate  # noqa: E402
@@ -43,8 +44,9 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
     champion, models, data, seed = Policy(cfg.models.policy), cfg.models, cfg.data, cfg.seed
 
     def train(training, name: str, generated, judged, reward_model=None):
+        with_training = cfg.model_copy(update={"training": training})
         return stages.train(
-            models, data, training, cfg.judge, champion, generated.path, judged, work / name, seed, reward_model
+            train_request(with_training, champion, generated.path, judged, work / name, seed, reward_model)
         )
 
     generated, gen_s = timed(lambda: stages.generate(models, data, cfg.generation, champion, work / "gen", seed))

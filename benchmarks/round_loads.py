@@ -92,6 +92,7 @@ def _before(cfg, champion, out, seed, workdir, timed) -> str:
 
 def _after(cfg, champion, out, seed, workdir, timed) -> str:
     from components import stages
+    from components.build import train_request
     from components.evaluation import EvalInputs, evaluate
 
     m, d = cfg.models, cfg.data
@@ -99,7 +100,7 @@ def _after(cfg, champion, out, seed, workdir, timed) -> str:
     judged = timed("judge", lambda: stages.judge(m, d, cfg.judge, cfg.pairs, champion, generated.path, out / "pairs"))
     trained = timed(
         "train",
-        lambda: stages.train(m, d, cfg.training, cfg.judge, champion, generated.path, judged, out / "adapter", seed),
+        lambda: stages.train(train_request(cfg, champion, generated.path, judged, out / "adapter", seed, None)),
     )
     inputs = EvalInputs(m, d, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
     challenger = champion.with_adapter(trained.path)

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from components.biased import BiasedJudge
 from components.config import (
     DPOTrainingConfig,
+    ExperimentConfig,
     GenerationConfig,
     ModelsConfig,
     OnlineTrainingConfig,
@@ -47,6 +48,7 @@ from components.models import Policy, device_for, load_policy, load_tokenizer
 from components.program_judge import ProgramJudge, code_writer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
+from components.requests import TrainRequest
 from components.revise import GeneratorReviser, LlamaCppReviser, Reviser
 from components.rewards import OnlineReward
 from components.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
@@ -191,3 +193,22 @@ def make_trainer(
             return DPOLoRATrainer(model, tokenizer, config, models, seed, checkpoints)
         case OnlineTrainingConfig():
             return OnlineTrainer(model, tokenizer, config, models, seed, checkpoints, reward)
+
+
+def train_request(
+    cfg: ExperimentConfig, champion: Policy, generations: str, judged, out: Path, seed: int, reward_model: str | None
+) -> TrainRequest:
+    """The train stage's request for a round: the config's sections it reads, the round's inputs (judged: its
+    stages.Judged)."""
+    sections = {"models": cfg.models, "data": cfg.data, "training": cfg.training, "judge": cfg.judge}
+    decided = judged.pairs - judged.abstained
+    return TrainRequest(
+        **sections,
+        champion=champion,
+        generations=generations,
+        pairs=judged.path,
+        decided_pairs=decided,
+        out=out,
+        seed=seed,
+        reward_model=reward_model,
+    )

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components import metrics, review, train_worker
-from components import reward_model as rm
-from components.build import learns_from_pairs, make_generator, make_judge, make_reviser, make_trainer
-from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
+from components.adapter_training import train_adapter
+from components.build import learns_from_pairs, make_generator, make_judge, make_reviser
+from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
 from components.judge import load_rubric
@@ -24,9 +24,8 @@ from components.judge_config import JudgeConfig
 from components.memo import Memo
 from components.models import Policy, load_tokenizer
 from components.pairs import build_pairs, example_pairs, model_judged
+from components.requests import TrainRequest
 from components.revise import dropped, revise_pairs
-from components.rewards import JudgeReward, OnlineReward, VerifierReward
-from components.trainer import load_for_training
 
 EXAMPLE_PAIRS = 3  # shown in the round report
 
@@ -162,85 +161,17 @@ def _save_pairs(pairs: list[dict], tmp: Path) -> dict:
     return found | {"dropped": dropped(pairs)}
 
 
-def train(
-    models: ModelsConfig,
-    data: DataConfig,
-    training: TrainingConfig,
-    judge_config: JudgeConfig,
-    champion: Policy,
-    generations: str,
-    pairs: Judged,
-    out: Path,
-    seed: int,
-    reward_model: str | None = None,
-) -> Trained:
-    """Train a fresh LoRA adapter on the champion; no adapter when DPO has no non-abstained pair to learn from.
-
-    Checkpoints live beside the output (`.adapter.checkpoints/`), so a killed run resumes from the last one.
-    The online kinds' reward is `judge_config`, or the round's `reward_model` (its directory) with the verifier;
-    DPO learns from `pairs` alone. With `launcher: accelerate` the training runs in `num_processes` processes
-    (train_worker.py).
-    """
-    if learns_from_pairs(training) and pairs.pairs == pairs.abstained:
+def train(request: TrainRequest) -> Trained:
+    """Train a fresh LoRA adapter on the champion; no adapter when DPO has no pair to learn from, or the reward is
+    a reward model that no pair has trained yet. With `launcher: accelerate` the training runs in `num_processes`
+    processes (train_worker.py)."""
+    if learns_from_pairs(request.training) and request.decided_pairs == 0:
         return Trained(None, {"examples": 0})
-    if getattr(training, "reward", None) == "reward_model" and reward_model is None:
-        return Trained(None, {"examples": 0})  # no pair yet to train the reward model it would optimise
-    checkpoints = out.parent / f".{out.name}.checkpoints"
-    trainer = train_worker.launch if training.launcher == "accelerate" else train_adapter
-
-    def build(tmp: Path) -> dict:
-        return trainer(
-            models,
-            data,
-            training,
-            judge_config,
-            champion,
-            generations,
-            pairs.path,
-            tmp,
-            seed,
-            checkpoints,
-            reward_model,
-        )
-
-    return Trained(str(out), save_stage(out, build, record="train_metrics.json"))
-
-
-def train_adapter(
-    models: ModelsConfig,
-    data: DataConfig,
-    training: TrainingConfig,
-    judge_config: JudgeConfig,
-    champion: Policy,
-    generations: str,
-    pairs: str,
-    out: Path,
-    seed: int,
-    checkpoints: Path,
-    reward_model: str | None = None,
-) -> dict:
-    """Train the adapter into `out` in this process (one of several under accelerate); its metrics."""
-    tokenizer = load_tokenizer(champion.base)
-    if learns_from_pairs(training):
-        reward, examples = None, load_rows(pairs)
-    else:
-        examples = load_prompts(data.train_prompts, data.max_train_prompts)
-        reward = _online_reward(models, training, judge_config, champion, generations, list(examples), reward_model)
-    model = load_for_training(champion, training, models)
-    trainer = make_trainer(training, model, tokenizer, models, seed, checkpoints, reward)
-    return trainer.train(examples, out)
-
-
-def _online_reward(models, training, judge_config, champion, generations, prompts, reward_model) -> OnlineReward:
-    """What scores GRPO/RLOO's samples: the round's reward model and the verifier, weighted; or the judge."""
-    if training.reward == "reward_model":
-        if reward_model is None:
-            raise ValueError("training.reward is reward_model, but the round trained no reward model")
-        scorer = rm.RewardModel.from_stage(reward_model, models)
-        funcs = [scorer.model, VerifierReward(prompts)]
-        return OnlineReward(funcs, [scorer.tokenizer, None], [training.reward_model_weight, training.verifier_weight])
-    anchors = {g["prompt_id"]: g["response"] for g in load_rows(generations) if g["sample"] == 0}
-    return OnlineReward([JudgeReward(make_judge(judge_config, champion, models), prompts, anchors)])
+    if getattr(request.training, "reward", None) == "reward_model" and request.reward_model is None:
+        return Trained(None, {"examples": 0})
+    trainer = train_worker.launch if request.training.launcher == "accelerate" else train_adapter
+    out = request.out
+    return Trained(str(out), save_stage(out, lambda tmp: trainer(request, tmp), record="train_metrics.json"))
 
 
 def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded=None) -> dict[str, float]:

@@ -18,11 +18,12 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from components import reward_stage, stages
+from components import build, reward_stage, stages
 from components.config import ExperimentConfig
 from components.evaluation import EvalInputs, Evaluated
 from components.evaluation import evaluate as evaluate_stage
 from components.models import Policy
+from components.requests import TrainRequest
 from flows import shards
 from flows.caching import STAGE
 from flows.recording import human_agreement, record, record_reward_model, redecided, snapshot_gold
@@ -56,14 +57,10 @@ def reward(models, data, config, evaluation, rounds: list[tuple[int, str]], out:
 
 
 @task(**STAGE)
-def train(
-    models, data, training, judge_config, champion, generations: str, pairs, out: str, seed, reward_model: str | None
-) -> stages.Trained:
+def train(request: TrainRequest) -> stages.Trained:
     """Train a LoRA adapter (DPO on the pairs, GRPO/RLOO with the judge or the reward model as reward); none if
     nothing to learn."""
-    return stages.train(
-        models, data, training, judge_config, champion, generations, pairs, Path(out), seed, reward_model
-    )
+    return stages.train(request)
 
 
 @task(**STAGE)
@@ -173,20 +170,8 @@ def bootstrap_round(
             )
         reward_model = rewarded.path if rewarded else None
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
-        trained = _run(
-            train,
-            k,
-            cfg.models,
-            cfg.data,
-            cfg.training,
-            cfg.judge,
-            champion,
-            generated.path,
-            judged,
-            str(out / "adapter"),
-            seed,
-            reward_model,
-        )
+        request = build.train_request(cfg, champion, generated.path, judged, out / "adapter", seed, reward_model)
+        trained = _run(train, k, request)
         challenger = champion.with_adapter(trained.path) if trained.path else None
         # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
         evaluated = None

@@ -176,7 +176,9 @@ def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, t
     model the reward stage saved and the verifier's graded score, and logs both."""
     from components import stages
     from components.config import DataConfig, OnlineTrainingConfig
+    from components.judge_config import VerifierJudgeConfig
     from components.models import Policy
+    from components.requests import TrainRequest
 
     pairs = number_pairs(12)
     prompts = [{"id": p["prompt_id"], "prompt": p["prompt"], "cohort": p["cohort"], "check": p["check"]} for p in pairs]
@@ -191,13 +193,23 @@ def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, t
         max_completion_length=6,
     )
     data = DataConfig(train_prompts=str(tmp_path / "prompts.jsonl"))
-    judged = stages.Judged(str(tmp_path / "round-1" / "pairs"), 6, 0, [])
-    trained = stages.train(
-        CPU, data, training, None, Policy(tiny_model_dir), "", judged, tmp_path / "adapter", 0, rewarded.path
+    request = TrainRequest(
+        models=CPU,
+        data=data,
+        training=training,
+        judge=VerifierJudgeConfig(),
+        champion=Policy(tiny_model_dir),
+        generations="",
+        pairs=str(tmp_path / "round-1" / "pairs"),
+        decided_pairs=6,
+        out=tmp_path / "adapter",
+        seed=0,
+        reward_model=rewarded.path,
     )
+    trained = stages.train(request)
     assert trained.path and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     assert trained.metrics["steps"] == 1 and "reward_mean" in trained.metrics
-    untrained = stages.train(CPU, data, training, None, Policy(tiny_model_dir), "", judged, tmp_path / "none", 0)
+    untrained = stages.train(request.model_copy(update={"out": tmp_path / "none", "reward_model": None}))
     assert untrained.path is None  # no reward model (no pair to train one on yet): nothing to learn
 
 

@@ -10,7 +10,8 @@ from components.config import DataConfig, DPOTrainingConfig, ModelsConfig
 from components.data import save_rows
 from components.judge_config import VerifierJudgeConfig
 from components.models import Policy
-from components.stages import Judged, train
+from components.requests import TrainRequest
+from components.stages import train
 
 # The tolerance of 2 processes against 1: the same examples make each global batch, and DDP averages the two
 # halves' gradients, so only float summation order differs.
@@ -30,18 +31,19 @@ def train_with(tiny_model_dir, tmp_path, processes: int, per_device: int):
         lora_dropout=0.0,
     )
     out = tmp_path / f"adapter-{processes}"
-    judged = Judged(str(pairs), len(PAIRS), 1, [])
-    trained = train(
-        ModelsConfig(device="cpu"),
-        DataConfig(),
-        training,
-        VerifierJudgeConfig(),
-        Policy(tiny_model_dir),
-        "",
-        judged,
-        out,
+    request = TrainRequest(
+        models=ModelsConfig(device="cpu"),
+        data=DataConfig(),
+        training=training,
+        judge=VerifierJudgeConfig(),
+        champion=Policy(tiny_model_dir),
+        generations="",
+        pairs=str(pairs),
+        decided_pairs=len(PAIRS) - 1,
+        out=out,
         seed=0,
     )
+    trained = train(request)  # accelerate launch reads the request back whole from JSON
     return trained.metrics, load_file(str(out / "adapter_model.safetensors"))
 
 
