@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import stages  # noqa: E402
-from components.build import train_request  # noqa: E402
+from components.build import generate_request, judge_request, train_request  # noqa: E402
 from components.config import OnlineTrainingConfig  # noqa: E402
 from components.config_loading import load_config  # noqa: E402
 from components.data import load_prompts  # noqa: E402
@@ -80,9 +80,9 @@ def run(cfg, work: Path) -> list[dict]:
         with_training = cfg.model_copy(update={"training": training})
         return stages.train(train_request(with_training, champion, generated.path, judged, work / name, seed, None))
 
-    generated, gen_s = timed(lambda: stages.generate(models, data, cfg.generation, champion, work / "gen", seed))
+    generated, gen_s = timed(lambda: stages.generate(generate_request(cfg, champion, work / "gen", seed)))
     judged, judge_s = timed(
-        lambda: stages.judge(models, data, cfg.judge, cfg.pairs, champion, generated.path, work / "pairs")
+        lambda: stages.judge(judge_request(cfg, champion, generated.path, work / "pairs", None, None))
     )
     dpo, dpo_s = timed(lambda: train(cfg.training, "dpo", generated, judged))
     grpo_training = grpo_config(cfg, gen_s + judge_s + dpo_s)

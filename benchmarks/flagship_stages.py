@@ -60,12 +60,13 @@ def timed(call) -> tuple[float, object]:
 
 def generate(scratch: Path, champion: str, adapter: str = "auto") -> dict:
     from components import stages
+    from components.build import generate_request
     from components.models import Policy
 
     cfg = config(scratch, generation={"adapter": adapter})
     policy = Policy(cfg.models.policy, tuple(json.loads(champion)))
     out = scratch / f"generations-{len(policy.adapters)}-{adapter}"
-    seconds, generated = timed(lambda: stages.generate(cfg.models, cfg.data, cfg.generation, policy, out, cfg.seed))
+    seconds, generated = timed(lambda: stages.generate(generate_request(cfg, policy, out, cfg.seed)))
     return {"seconds": seconds, "samples": generated.samples, "tokens": _tokens(out)}
 
 
@@ -111,12 +112,13 @@ def _tokens(generations: Path) -> int:
 
 def judge(scratch: Path) -> dict:
     from components import stages
+    from components.build import judge_request
     from components.models import Policy
 
     cfg = config(scratch)
     policy, generations = Policy(cfg.models.policy), scratch / "generations-0-auto"
     seconds, judged = timed(
-        lambda: stages.judge(cfg.models, cfg.data, cfg.judge, cfg.pairs, policy, str(generations), scratch / "pairs")
+        lambda: stages.judge(judge_request(cfg, policy, str(generations), scratch / "pairs", None, None))
     )
     return {"seconds": seconds, "pairs": judged.pairs - judged.abstained}
 

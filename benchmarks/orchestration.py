@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 def plain_round(config: str, workdir: Path) -> None:
     """Round 1 with the component functions only: what Ratchet's flow wires together, minus Prefect and MLflow."""
     from components import stages
-    from components.build import train_request
+    from components.build import generate_request, judge_request, train_request
     from components.config_loading import load_config
     from components.evaluation import EvalInputs, evaluate
     from components.models import Policy
@@ -44,8 +44,8 @@ def plain_round(config: str, workdir: Path) -> None:
     cfg = load_config(config, {"rounds": 1})
     champion, out, seed, m, d = Policy(cfg.models.policy), workdir / "round-1", cfg.seed + 1, cfg.models, cfg.data
     started = time.perf_counter()
-    generated = stages.generate(m, d, cfg.generation, champion, out / "generations", seed)
-    judged = stages.judge(m, d, cfg.judge, cfg.pairs, champion, generated.path, out / "pairs")
+    generated = stages.generate(generate_request(cfg, champion, out / "generations", seed))
+    judged = stages.judge(judge_request(cfg, champion, generated.path, out / "pairs", None, None))
     trained = stages.train(train_request(cfg, champion, generated.path, judged, out / "adapter", seed, None))
     if trained.path is None:
         raise SystemExit("every pair abstained: nothing to compare; pick a config whose round trains")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from dpo_vs_grpo import GRPO_PROMPTS_PER_STEP, configure, grpo_config, outcome, table, timed  # noqa: E402
 
 from components import reward_stage, stages  # noqa: E402
-from components.build import train_request  # noqa: E402
+from components.build import generate_request, judge_request, train_request  # noqa: E402
 from components.config import PairsConfig, RewardModelConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.evaluation import EvalInputs, evaluate  # noqa: E402
@@ -49,9 +49,9 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
             train_request(with_training, champion, generated.path, judged, work / name, seed, reward_model)
         )
 
-    generated, gen_s = timed(lambda: stages.generate(models, data, cfg.generation, champion, work / "gen", seed))
+    generated, gen_s = timed(lambda: stages.generate(generate_request(cfg, champion, work / "gen", seed)))
     judged, judge_s = timed(
-        lambda: stages.judge(models, data, cfg.judge, cfg.pairs, champion, generated.path, work / "pairs")
+        lambda: stages.judge(judge_request(cfg, champion, generated.path, work / "pairs", None, None))
     )
     dpo, dpo_s = timed(lambda: train(cfg.training, "dpo", generated, judged))
     budget = gen_s + judge_s + dpo_s
@@ -68,7 +68,11 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
 
     revise_pairs = PairsConfig(kind="revise", reviser=reviser, max_new_tokens=cfg.generation.max_new_tokens)
     revised, revise_s = timed(
-        lambda: stages.judge(models, data, cfg.judge, revise_pairs, champion, generated.path, work / "revised")
+        lambda: stages.judge(
+            judge_request(
+                cfg.model_copy(update={"pairs": revise_pairs}), champion, generated.path, work / "revised", None, None
+            )
+        )
     )
     revise_left = budget - gen_s - revise_s
     revise_training = cfg.training.model_copy(update={"max_seconds": max(revise_left, MIN_SECONDS)})

@@ -92,12 +92,13 @@ def _before(cfg, champion, out, seed, workdir, timed) -> str:
 
 def _after(cfg, champion, out, seed, workdir, timed) -> str:
     from components import stages
-    from components.build import train_request
+    from components.build import generate_request, judge_request, train_request
     from components.evaluation import EvalInputs, evaluate
 
     m, d = cfg.models, cfg.data
-    generated = timed("generate", lambda: stages.generate(m, d, cfg.generation, champion, out / "generations", seed))
-    judged = timed("judge", lambda: stages.judge(m, d, cfg.judge, cfg.pairs, champion, generated.path, out / "pairs"))
+    generated = timed("generate", lambda: stages.generate(generate_request(cfg, champion, out / "generations", seed)))
+    judging = judge_request(cfg, champion, generated.path, out / "pairs", None, None)
+    judged = timed("judge", lambda: stages.judge(judging))
     trained = timed(
         "train",
         lambda: stages.train(train_request(cfg, champion, generated.path, judged, out / "adapter", seed, None)),

@@ -32,6 +32,7 @@ def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str
     from components import stages
     from components.config import DataConfig, ExecutionConfig, ModelsConfig, TransformersGenerationConfig
     from components.models import Policy
+    from components.requests import GenerateRequest
     from flows import shards
     from flows.runtime import prefect_api
 
@@ -40,7 +41,10 @@ def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str
     champion = Policy(models.policy)
     rows = []
     started = time.perf_counter()
-    local = stages.generate(models, data, generation, champion, workdir / "local", seed=1)
+    request = GenerateRequest(
+        models=models, data=data, generation=generation, champion=champion, out=workdir / "local", seed=1
+    )
+    local = stages.generate(request)
     rows.append(("generate, the flow's process", time.perf_counter() - started))
     with prefect_api():
         for count in (1, 2):
@@ -48,7 +52,7 @@ def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str
 
             @flow(task_runner=shards.task_runner(execution))
             def sharded(execution, out):
-                return shards.generate(execution, models, data, generation, champion, out, 1)
+                return shards.generate(execution, request.model_copy(update={"out": Path(out)}))
 
             started = time.perf_counter()
             result = sharded(execution, str(workdir / f"shards-{count}"))

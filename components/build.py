@@ -48,7 +48,7 @@ from components.models import Policy, device_for, load_policy, load_tokenizer
 from components.program_judge import ProgramJudge, code_writer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
-from components.requests import TrainRequest
+from components.requests import GenerateRequest, JudgeRequest, TrainRequest
 from components.revise import GeneratorReviser, LlamaCppReviser, Reviser
 from components.rewards import OnlineReward
 from components.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
@@ -193,6 +193,20 @@ def make_trainer(
             return DPOLoRATrainer(model, tokenizer, config, models, seed, checkpoints)
         case OnlineTrainingConfig():
             return OnlineTrainer(model, tokenizer, config, models, seed, checkpoints, reward)
+
+
+def generate_request(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> GenerateRequest:
+    """The generate stage's request for a round."""
+    sections = {"models": cfg.models, "data": cfg.data, "generation": cfg.generation}
+    return GenerateRequest(**sections, champion=champion, out=out, seed=seed)
+
+
+def judge_request(
+    cfg: ExperimentConfig, champion: Policy, generations: str, out: Path, gold: str | None, memo: str | None
+) -> JudgeRequest:
+    """The judge stage's request for a round."""
+    sections = {"models": cfg.models, "data": cfg.data, "judge": cfg.judge, "pairs": cfg.pairs}
+    return JudgeRequest(**sections, champion=champion, generations=generations, out=out, gold=gold, memo=memo)
 
 
 def train_request(

@@ -4,12 +4,58 @@ as JSON and each process reads it back whole (train_worker.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import DataConfig, ModelsConfig, TrainingConfig
+from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
 from components.judge_config import JudgeConfig
 from components.models import Policy
 from components.strict import Strict
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: a contiguous run of the stage's prompts. Shards are cut at whole batches of
+    `batch` prompts, so every batch is the one an unsharded run makes, and the merged output is the same."""
+
+    index: int = 0
+    count: int = 1
+
+    def select(self, prompts: list[dict], batch: int = 1) -> list[dict]:
+        batches = (len(prompts) + batch - 1) // batch
+        start, end = (round(i * batches / self.count) * batch for i in (self.index, self.index + 1))
+        return prompts[start:end]
+
+
+WHOLE = Shard()
+
+
+class GenerateRequest(Strict):
+    """Sample `generation.samples_per_prompt` responses to each training prompt (of the shard) from the champion."""
+
+    models: ModelsConfig
+    data: DataConfig
+    generation: GenerationConfig
+    champion: Policy
+    out: Path
+    seed: int
+    shard: Shard = WHOLE
+
+
+class JudgeRequest(Strict):
+    """Turn each prompt's samples (of the shard) into preference pairs with the training judge, plus the gold pairs
+    people labelled (`gold`: a JSON list of pair rows, added where the shards merge)."""
+
+    models: ModelsConfig
+    data: DataConfig
+    judge: JudgeConfig
+    pairs: PairsConfig
+    champion: Policy
+    generations: str
+    out: Path
+    gold: str | None = None
+    memo: str | None = None  # the run store's memo: an AI judge's scores survive a killed stage
+    shard: Shard = WHOLE
 
 
 class TrainRequest(Strict):

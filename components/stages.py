@@ -16,35 +16,17 @@ from pathlib import Path
 from components import metrics, review, train_worker
 from components.adapter_training import train_adapter
 from components.build import learns_from_pairs, make_generator, make_judge, make_reviser
-from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig
+from components.config import DataConfig, GenerationConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
 from components.judge import load_rubric
-from components.judge_config import JudgeConfig
 from components.memo import Memo
 from components.models import Policy, load_tokenizer
 from components.pairs import build_pairs, example_pairs, model_judged
-from components.requests import TrainRequest
+from components.requests import GenerateRequest, JudgeRequest, TrainRequest
 from components.revise import dropped, revise_pairs
 
 EXAMPLE_PAIRS = 3  # shown in the round report
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard `index` of `count`: a contiguous run of the stage's prompts. Shards are cut at whole batches of
-    `batch` prompts, so every batch is the one an unsharded run makes, and the merged output is the same."""
-
-    index: int = 0
-    count: int = 1
-
-    def select(self, prompts: list[dict], batch: int = 1) -> list[dict]:
-        batches = (len(prompts) + batch - 1) // batch
-        start, end = (round(i * batches / self.count) * batch for i in (self.index, self.index + 1))
-        return prompts[start:end]
-
-
-WHOLE = Shard()
 
 
 @dataclass(frozen=True)
@@ -70,57 +52,40 @@ class Trained:
     metrics: dict[str, float | bool | None]
 
 
-def generate(
-    models: ModelsConfig,
-    data: DataConfig,
-    generation: GenerationConfig,
-    champion: Policy,
-    out: Path,
-    seed: int,
-    shard: Shard = WHOLE,
-) -> Generated:
+def generate(request: GenerateRequest) -> Generated:
     """Sample `samples_per_prompt` responses per training prompt (of the shard) from the champion."""
+    r, generation = request, request.generation
 
     def build(tmp: Path) -> dict:
-        prompts = shard.select(list(load_prompts(data.train_prompts, data.max_train_prompts)), _batch(generation))
-        tokenizer = load_tokenizer(champion.base)
+        prompts = r.shard.select(list(load_prompts(r.data.train_prompts, r.data.max_train_prompts)), _batch(generation))
+        tokenizer = load_tokenizer(r.champion.base)
         sampling = Sampling(generation.max_new_tokens, generation.temperature, generation.top_p)
-        generator = make_generator(generation, champion, models, tokenizer, sampling)
-        rows = generator.generate(prompts, generation.samples_per_prompt, seed)
+        generator = make_generator(generation, r.champion, r.models, tokenizer, sampling)
+        rows = generator.generate(prompts, generation.samples_per_prompt, r.seed)
         save_rows(rows, tmp)
         return {"kind": generation.kind, "samples": len(rows)}
 
-    return Generated(str(out), **save_stage(out, build))
+    return Generated(str(r.out), **save_stage(r.out, build))
 
 
-def judge(
-    models: ModelsConfig,
-    data: DataConfig,
-    judge_config: JudgeConfig,
-    pairs_config: PairsConfig,
-    champion: Policy,
-    generations: str,
-    out: Path,
-    gold: str | None = None,
-    shard: Shard = WHOLE,
-    memo: str | None = None,
-) -> Judged:
+def judge(request: JudgeRequest) -> Judged:
     """Turn each prompt's samples (of the shard) into preference pairs, or a counted abstention, with the training
-    judge, and add the gold pairs people labelled in the review queue (`gold`: a JSON list of pair rows). An AI
-    judge's scores are kept in the memo under `memo`, so a killed stage resumes with those it had."""
+    judge, and add the gold pairs people labelled in the review queue. An AI judge's scores are kept in the memo, so
+    a killed stage resumes with those it had."""
+    r, c = request, request.pairs
 
     def build(tmp: Path) -> dict:
-        prompts = shard.select(list(load_prompts(data.train_prompts, data.max_train_prompts)))
-        judge_ = make_judge(judge_config, champion, models, memo=Memo(memo))
-        samples, c = list(load_rows(generations)), pairs_config
+        prompts = r.shard.select(list(load_prompts(r.data.train_prompts, r.data.max_train_prompts)))
+        judge_ = make_judge(r.judge, r.champion, r.models, memo=Memo(r.memo))
+        samples = list(load_rows(r.generations))
         if c.kind == "revise":
-            reviser, constitution = make_reviser(c, champion, models), load_rubric(c.constitution)
+            reviser, constitution = make_reviser(c, r.champion, r.models), load_rubric(c.constitution)
             pairs = revise_pairs(reviser, judge_, constitution, prompts, samples, c.per_prompt, c.max_new_tokens)
         else:
             pairs = build_pairs(judge_, prompts, samples, c.per_prompt)
-        return _save_pairs(review.with_gold(pairs, _gold_rows(gold)), tmp)
+        return _save_pairs(review.with_gold(pairs, _gold_rows(r.gold)), tmp)
 
-    return Judged(str(out), **save_stage(out, build))
+    return Judged(str(r.out), **save_stage(r.out, build))
 
 
 def merge_generated(shards: list[Generated], out: Path) -> Generated:

@@ -23,7 +23,7 @@ from components.config import ExperimentConfig
 from components.evaluation import EvalInputs, Evaluated
 from components.evaluation import evaluate as evaluate_stage
 from components.models import Policy
-from components.requests import TrainRequest
+from components.requests import GenerateRequest, JudgeRequest, TrainRequest
 from flows import shards
 from flows.caching import STAGE
 from flows.recording import human_agreement, record, record_reward_model, redecided, snapshot_gold
@@ -37,17 +37,15 @@ logging.getLogger("components").setLevel(logging.INFO)
 
 
 @task(**STAGE)
-def generate(models, data, generation, champion: Policy, out: str, seed: int) -> stages.Generated:
+def generate(request: GenerateRequest) -> stages.Generated:
     """Sample responses to the training prompts from the champion."""
-    return stages.generate(models, data, generation, champion, Path(out), seed)
+    return stages.generate(request)
 
 
 @task(**STAGE)
-def judge(
-    models, data, judge_config, pairs_config, champion: Policy, generations: str, out: str, gold: str, memo: str
-) -> stages.Judged:
+def judge(request: JudgeRequest) -> stages.Judged:
     """Build preference pairs with the training judge, plus the gold pairs people labelled."""
-    return stages.judge(models, data, judge_config, pairs_config, champion, generations, Path(out), gold, memo=memo)
+    return stages.judge(request)
 
 
 @task(**STAGE)
@@ -141,18 +139,18 @@ def bootstrap_round(
         # --- generate: n samples per training prompt from the champion
         adapters = f" + {len(champion.adapters)} adapter(s), version {champion_version}" if champion.adapters else ""
         say("round %d of %d: champion %s%s", k, cfg.rounds, champion.base, adapters)
-        sampling = (cfg.models, cfg.data, cfg.generation, champion, str(out / "generations"), seed)
+        sampling = build.generate_request(cfg, champion, out / "generations", seed)
         if shards.sharded(cfg.execution):  # as shard tasks, on a Ray cluster with `execution.engine: ray`
-            generated = _timed(k, "generate", shards.generate, cfg.execution, *sampling)
+            generated = _timed(k, "generate", shards.generate, cfg.execution, sampling)
         else:
-            generated = _run(generate, k, *sampling)
+            generated = _run(generate, k, sampling)
         # --- judge: best against worst sample per prompt, abstentions kept and counted
         gold = snapshot_gold(tracking, out, k)
-        judging = (cfg.models, cfg.data, cfg.judge, cfg.pairs, champion, generated.path, str(out / "pairs"), gold)
-        if shards.sharded(cfg.execution):  # (without the memo: a Ray node need not see the run store)
-            judged = _timed(k, "judge", shards.judge, cfg.execution, *judging)
+        judging = build.judge_request(cfg, champion, generated.path, out / "pairs", gold, memo_dir(cfg))
+        if shards.sharded(cfg.execution):
+            judged = _timed(k, "judge", shards.judge, cfg.execution, judging)
         else:
-            judged = _run(judge, k, *judging, memo_dir(cfg))
+            judged = _run(judge, k, judging)
         # --- reward: a reward model fitted to the judged pairs so far (with a `reward_model:` section)
         rewarded = None
         if cfg.reward_model:

@@ -14,8 +14,8 @@ from prefect import get_run_logger, task
 from prefect.task_runners import TaskRunner
 
 from components import stages
-from components.config import DataConfig, ExecutionConfig, StageResources
-from components.models import Policy
+from components.config import ExecutionConfig, StageResources
+from components.requests import GenerateRequest, JudgeRequest, Shard
 from flows.caching import STAGE
 
 # What a task on a Ray worker needs to report to Prefect and MLflow. Ray's workers are started by `ray start`, not by
@@ -53,24 +53,19 @@ def task_runner(execution: ExecutionConfig) -> TaskRunner | None:
     return RayTaskRunner(address=execution.address, init_kwargs={"runtime_env": {"env_vars": env}})
 
 
-def generate(execution: ExecutionConfig, models, data, generation, champion: Policy, out: str, seed: int):
+def generate(execution: ExecutionConfig, request: GenerateRequest) -> stages.Generated:
     """The generate stage as `execution.shards` shard tasks, merged in shard order."""
-    data = _absolute(data)
-    calls = [
-        (_fresh(generate_shard, path), (models, data, generation, champion, path, seed, shard))
-        for shard, path in _shards(execution, out)
-    ]
-    return _fresh(merge_generated, out)(_run(execution, execution.generate, calls), out)
+    calls = [(_fresh(generate_shard, part.out), part) for part in _parts(execution, request)]
+    return _fresh(merge_generated, request.out)(_run(execution, execution.generate, calls), str(request.out))
 
 
-def judge(execution: ExecutionConfig, models, data, judge_config, pairs_config, champion, generations, out, gold):
-    """The judge stage as `execution.shards` shard tasks, merged in shard order; the gold pairs join at the merge."""
-    data = _absolute(data)
-    calls = [
-        (_fresh(judge_shard, path), (models, data, judge_config, pairs_config, champion, generations, path, shard))
-        for shard, path in _shards(execution, out)
-    ]
-    return _fresh(merge_judged, out)(_run(execution, execution.judge, calls), out, gold)
+def judge(execution: ExecutionConfig, request: JudgeRequest) -> stages.Judged:
+    """The judge stage as `execution.shards` shard tasks, merged in shard order; the gold pairs join at the merge.
+    (Without the memo: a Ray node need not see the run store.)"""
+    whole = request.model_copy(update={"gold": None, "memo": None})
+    calls = [(_fresh(judge_shard, part.out), part) for part in _parts(execution, whole)]
+    merged = _run(execution, execution.judge, calls)
+    return _fresh(merge_judged, request.out)(merged, str(request.out), request.gold)
 
 
 def _run(execution: ExecutionConfig, resources: StageResources, calls: list) -> list:
@@ -78,28 +73,28 @@ def _run(execution: ExecutionConfig, resources: StageResources, calls: list) -> 
     model loads in threads of one process raced in transformers here (a model loaded later in the process came out
     with its weights on the meta device)."""
     if execution.engine != "ray":
-        return [shard_task(*args) for shard_task, args in calls]
+        return [shard_task(request) for shard_task, request in calls]
     from prefect_ray.context import remote_options
 
     memory = {"memory": int(resources.memory_gb * 2**30)} if resources.memory_gb else {}
     with remote_options(num_cpus=resources.cpus, num_gpus=resources.gpus, **memory):
-        futures = [shard_task.submit(*args) for shard_task, args in calls]
+        futures = [shard_task.submit(request) for shard_task, request in calls]
     return [future.result() for future in futures]
 
 
-@task(**STAGE, retries=2, retry_delay_seconds=5, task_run_name="generate-shard-{shard.index}")
-def generate_shard(models, data, generation, champion, out: str, seed: int, shard: stages.Shard) -> stages.Generated:
-    _say_where(shard)
-    return stages.generate(models, data, generation, champion, Path(out), seed, shard)
+@task(**STAGE, retries=2, retry_delay_seconds=5, task_run_name="generate-shard-{request.shard.index}")
+def generate_shard(request: GenerateRequest) -> stages.Generated:
+    _say_where(request.shard)
+    return stages.generate(request)
 
 
-@task(**STAGE, retries=2, retry_delay_seconds=5, task_run_name="judge-shard-{shard.index}")
-def judge_shard(models, data, judge_config, pairs_config, champion, generations, out, shard) -> stages.Judged:
-    _say_where(shard)
-    return stages.judge(models, data, judge_config, pairs_config, champion, generations, Path(out), None, shard)
+@task(**STAGE, retries=2, retry_delay_seconds=5, task_run_name="judge-shard-{request.shard.index}")
+def judge_shard(request: JudgeRequest) -> stages.Judged:
+    _say_where(request.shard)
+    return stages.judge(request)
 
 
-def _say_where(shard: stages.Shard) -> None:
+def _say_where(shard: Shard) -> None:
     import ray
 
     node = f"Ray node {ray.get_runtime_context().get_node_id()}" if ray.is_initialized() else "the flow's process"
@@ -116,19 +111,18 @@ def merge_judged(shards: list[stages.Judged], out: str, gold: str) -> stages.Jud
     return stages.merge_judged(shards, Path(out), gold)
 
 
-def _fresh(stage_task, out: str):
+def _fresh(stage_task, out: str | Path):
     """The task, told to recompute when its output directory is gone: its cached result would name a missing path."""
     return stage_task.with_options(refresh_cache=not Path(out).exists())
 
 
-def _shards(execution: ExecutionConfig, out: str) -> list[tuple[stages.Shard, str]]:
-    """Each shard and its directory, beside the stage's: round-1/generations.shards/0-of-2, ..."""
-    folder = Path(out).with_name(f"{Path(out).name}.shards")
-    count = execution.shards
-    return [(stages.Shard(i, count), str(folder / f"{i}-of-{count}")) for i in range(count)]
-
-
-def _absolute(data: DataConfig) -> DataConfig:
-    """The prompt files by absolute path: a Ray worker runs in the directory its node was started in."""
-    paths = {"train_prompts": data.train_prompts, "eval_prompts": data.eval_prompts}
-    return data.model_copy(update={name: str(Path(path).resolve()) for name, path in paths.items()})
+def _parts(execution: ExecutionConfig, request):
+    """The request of each shard, writing beside the stage's directory (round-1/generations.shards/0-of-2, ...),
+    with the prompt files by absolute path: a Ray worker runs in the directory its node was started in."""
+    folder, count = request.out.with_name(f"{request.out.name}.shards"), execution.shards
+    paths = {"train_prompts": request.data.train_prompts, "eval_prompts": request.data.eval_prompts}
+    data = request.data.model_copy(update={name: str(Path(path).resolve()) for name, path in paths.items()})
+    return [
+        request.model_copy(update={"shard": Shard(i, count), "out": folder / f"{i}-of-{count}", "data": data})
+        for i in range(count)
+    ]

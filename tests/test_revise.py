@@ -69,14 +69,23 @@ def test_the_judge_stage_builds_revision_pairs(tiny_model_dir, tmp_path):
     from components.data import save_rows
     from components.judge_config import BiasedJudgeConfig
     from components.models import Policy
+    from components.requests import JudgeRequest
 
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     save_rows(SAMPLES, tmp_path / "generations")
     pairs = PairsConfig(kind="revise", reviser="self", max_new_tokens=6)
     data = DataConfig(train_prompts=str(tmp_path / "prompts.jsonl"))
     judge = BiasedJudgeConfig(bias="length")
-    judged = stages.judge(
-        CPU, data, judge, pairs, Policy(tiny_model_dir), str(tmp_path / "generations"), tmp_path / "pairs"
+    generations, policy = str(tmp_path / "generations"), Policy(tiny_model_dir)
+    request = JudgeRequest(
+        models=CPU,
+        data=data,
+        judge=judge,
+        pairs=pairs,
+        champion=policy,
+        generations=generations,
+        out=tmp_path / "pairs",
     )
+    judged = stages.judge(request)
     assert judged.pairs == 3 and sum(judged.dropped.values()) == judged.abstained
     assert set(judged.dropped) == {"failed_check", "not_preferred"}

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from test_train_launcher import TOLERANCE
 
 from components.config_loading import ConfigError, load_config
-from components.stages import Shard
+from components.requests import Shard
 
 PROMPTS = [{"id": str(i)} for i in range(7)]
 # 6 prompts in batches of 2: 3 batches, so 2 or 3 shards all get prompts
