@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import stages  # noqa: E402
-from components.build import generate_request, judge_request, train_request  # noqa: E402
+from components.build import evaluate_request, generate_request, judge_request, train_request  # noqa: E402
 from components.config import OnlineTrainingConfig  # noqa: E402
 from components.config_loading import load_config  # noqa: E402
 from components.data import load_prompts  # noqa: E402
-from components.evaluation import EvalInputs, evaluate  # noqa: E402
+from components.evaluation import evaluate  # noqa: E402
 from components.judge_config import VerifierJudgeConfig  # noqa: E402
 from components.models import Policy  # noqa: E402
 
@@ -74,7 +74,7 @@ def grpo_config(cfg, seconds: float) -> OnlineTrainingConfig:
 
 def run(cfg, work: Path) -> list[dict]:
     """Both arms, then both evaluations; one summary row per method."""
-    champion, models, data, seed = Policy(cfg.models.policy), cfg.models, cfg.data, cfg.seed
+    champion, data, seed = Policy(cfg.models.policy), cfg.data, cfg.seed
 
     def train(training, name: str, generated, judged):
         with_training = cfg.model_copy(update={"training": training})
@@ -89,13 +89,15 @@ def run(cfg, work: Path) -> list[dict]:
     grpo, grpo_s = timed(lambda: train(grpo_training, "grpo", generated, judged))
 
     evaluation = cfg.evaluation.model_copy(update={"judge": VerifierJudgeConfig(), "self_agreement": False})
-    inputs = EvalInputs(models, data, cfg.generation, evaluation, cfg.judge, seed)
+    evaluated_by = cfg.model_copy(update={"evaluation": evaluation})
     n_prompts = len(load_prompts(data.train_prompts))
     rows = []
     for method, trained, seconds in (("dpo", dpo, grpo_training.max_seconds), ("grpo", grpo, grpo_s)):
         challenger = champion.with_adapter(trained.path)
         started = time.perf_counter()
-        evaluated = evaluate(inputs, champion, challenger, work / f"eval-{method}", work / "memo")
+        evaluated = evaluate(
+            evaluate_request(evaluated_by, champion, challenger, work / f"eval-{method}", work / "memo")
+        )
         eval_s = round(time.perf_counter() - started, 1)
         if method == "dpo":
             seen = {"prompts": n_prompts, "pairs": judged.pairs - judged.abstained}

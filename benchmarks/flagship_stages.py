@@ -219,7 +219,8 @@ def evaluate(scratch: Path, round_: int, memo: str) -> dict:
     """Ratchet's evaluate stage: round 1 (base vs base + the trained adapter) or round 2 (that against it plus a
     second adapter), with the memo round 1 left (`warm`) or an empty one (`cold`); the judge's prompts recorded."""
     from components import scorers
-    from components.evaluation import EvalInputs, evaluate
+    from components.build import evaluate_request
+    from components.evaluation import evaluate
     from components.models import Policy
 
     recorded = {"two_way": [], "complete": []}
@@ -235,7 +236,6 @@ def evaluate(scratch: Path, round_: int, memo: str) -> dict:
 
     scorers.LlamaCppScorer.two_way, scorers.LlamaCppScorer.complete = record_two_way, record_complete
     cfg = config(scratch)
-    inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
     base = Policy(cfg.models.policy)
     first = base.with_adapter(str(scratch / "adapter-default"))
     champion, challenger = (base, first) if round_ == 1 else (first, first.with_adapter(str(scratch / "adapter-2")))
@@ -243,7 +243,7 @@ def evaluate(scratch: Path, round_: int, memo: str) -> dict:
     shared = memo == "warm" or round_ == 1
     memo_dir = scratch / "memo" if shared else Path(tempfile.mkdtemp(prefix="cold-memo-", dir=scratch))
     out = scratch / f"eval-{round_}-{memo}"
-    seconds, _ = timed(lambda: evaluate(inputs, champion, challenger, out, memo_dir))
+    seconds, _ = timed(lambda: evaluate(evaluate_request(cfg, champion, challenger, out, memo_dir)))
     (scratch / f"judge-prompts-{round_}-{memo}.json").write_text(json.dumps(recorded))
     return {"seconds": seconds, "scored": len(recorded["two_way"]), "completed": len(recorded["complete"])}
 

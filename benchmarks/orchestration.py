@@ -35,22 +35,22 @@ sys.path.insert(0, str(ROOT))
 def plain_round(config: str, workdir: Path) -> None:
     """Round 1 with the component functions only: what Ratchet's flow wires together, minus Prefect and MLflow."""
     from components import stages
-    from components.build import generate_request, judge_request, train_request
+    from components.build import evaluate_request, generate_request, judge_request, train_request
     from components.config_loading import load_config
-    from components.evaluation import EvalInputs, evaluate
+    from components.evaluation import evaluate
     from components.models import Policy
     from registry.promotion import decide
 
     cfg = load_config(config, {"rounds": 1})
-    champion, out, seed, m, d = Policy(cfg.models.policy), workdir / "round-1", cfg.seed + 1, cfg.models, cfg.data
+    champion, out, seed = Policy(cfg.models.policy), workdir / "round-1", cfg.seed + 1
     started = time.perf_counter()
     generated = stages.generate(generate_request(cfg, champion, out / "generations", seed))
     judged = stages.judge(judge_request(cfg, champion, generated.path, out / "pairs", None, None))
     trained = stages.train(train_request(cfg, champion, generated.path, judged, out / "adapter", seed, None))
     if trained.path is None:
         raise SystemExit("every pair abstained: nothing to compare; pick a config whose round trains")
-    inputs = EvalInputs(m, d, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-    evaluated = evaluate(inputs, champion, champion.with_adapter(trained.path), out / "eval", workdir / "memo")
+    challenger = champion.with_adapter(trained.path)
+    evaluated = evaluate(evaluate_request(cfg, champion, challenger, out / "eval", workdir / "memo"))
     print(decide(stages.round_metrics(judged, trained, evaluated), cfg.gate.rules, trained=True).reason)
     print(f"ROUND_SECONDS {time.perf_counter() - started}")
 

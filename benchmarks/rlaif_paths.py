@@ -30,10 +30,16 @@ sys.path.insert(0, str(ROOT))
 from dpo_vs_grpo import GRPO_PROMPTS_PER_STEP, configure, grpo_config, outcome, table, timed  # noqa: E402
 
 from components import reward_stage, stages  # noqa: E402
-from components.build import generate_request, judge_request, train_request  # noqa: E402
+from components.build import (  # noqa: E402
+    evaluate_request,
+    generate_request,
+    judge_request,
+    reward_request,
+    train_request,
+)
 from components.config import PairsConfig, RewardModelConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
-from components.evaluation import EvalInputs, evaluate  # noqa: E402
+from components.evaluation import evaluate  # noqa: E402
 from components.judge_config import VerifierJudgeConfig  # noqa: E402
 from components.models import Policy  # noqa: E402
 
@@ -41,7 +47,7 @@ MIN_SECONDS = 1.0  # a path out of budget still trains one step (TimeBudget alwa
 
 
 def run(cfg, work: Path, reviser: str) -> list[dict]:
-    champion, models, data, seed = Policy(cfg.models.policy), cfg.models, cfg.data, cfg.seed
+    champion, data, seed = Policy(cfg.models.policy), cfg.data, cfg.seed
 
     def train(training, name: str, generated, judged, reward_model=None):
         with_training = cfg.model_copy(update={"training": training})
@@ -59,7 +65,9 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
     rm_config = RewardModelConfig()
     rewarded, rm_s = timed(
         lambda: reward_stage.reward_model(
-            models, data, rm_config, cfg.evaluation, [(1, judged.path)], work / "reward_model", seed
+            reward_request(
+                cfg.model_copy(update={"reward_model": rm_config}), [(1, judged.path)], work / "reward_model", seed
+            )
         )
     )
     grpo_left = budget - gen_s - judge_s - rm_s
@@ -79,7 +87,7 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
     revise_dpo, revise_train_s = timed(lambda: train(revise_training, "revise-dpo", generated, revised))
 
     evaluation = cfg.evaluation.model_copy(update={"judge": VerifierJudgeConfig(), "self_agreement": False})
-    inputs = EvalInputs(models, data, cfg.generation, evaluation, cfg.judge, seed)
+    evaluated_by = cfg.model_copy(update={"evaluation": evaluation})
     arms = [
         ("dpo on judged pairs", dpo, budget, {"pairs": judged.pairs - judged.abstained}, None),
         (
@@ -101,7 +109,8 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
     for method, trained, seconds, seen, reward_model in arms:
         out = work / f"eval-{method.split()[0]}"
         started = time.perf_counter()
-        evaluated = evaluate(inputs, champion, champion.with_adapter(trained.path), out, work / "memo", reward_model)
+        challenger = champion.with_adapter(trained.path)
+        evaluated = evaluate(evaluate_request(evaluated_by, champion, challenger, out, work / "memo", reward_model))
         eval_s = round(time.perf_counter() - started, 1)
         row = {"method": method, "round_seconds": seconds, "prompts": n_prompts, **seen}
         rows.append(row | outcome(trained.metrics, evaluated.metrics) | {"eval_seconds": eval_s})

@@ -92,10 +92,9 @@ def _before(cfg, champion, out, seed, workdir, timed) -> str:
 
 def _after(cfg, champion, out, seed, workdir, timed) -> str:
     from components import stages
-    from components.build import generate_request, judge_request, train_request
-    from components.evaluation import EvalInputs, evaluate
+    from components.build import evaluate_request, generate_request, judge_request, train_request
+    from components.evaluation import evaluate
 
-    m, d = cfg.models, cfg.data
     generated = timed("generate", lambda: stages.generate(generate_request(cfg, champion, out / "generations", seed)))
     judging = judge_request(cfg, champion, generated.path, out / "pairs", None, None)
     judged = timed("judge", lambda: stages.judge(judging))
@@ -103,9 +102,8 @@ def _after(cfg, champion, out, seed, workdir, timed) -> str:
         "train",
         lambda: stages.train(train_request(cfg, champion, generated.path, judged, out / "adapter", seed, None)),
     )
-    inputs = EvalInputs(m, d, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
     challenger = champion.with_adapter(trained.path)
-    timed("evaluate", lambda: evaluate(inputs, champion, challenger, out / "eval", workdir / "memo"))
+    timed("evaluate", lambda: evaluate(evaluate_request(cfg, champion, challenger, out / "eval", workdir / "memo")))
     return trained.path
 
 

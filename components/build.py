@@ -48,7 +48,7 @@ from components.models import Policy, device_for, load_policy, load_tokenizer
 from components.program_judge import ProgramJudge, code_writer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
-from components.requests import GenerateRequest, JudgeRequest, TrainRequest
+from components.requests import EvaluateRequest, GenerateRequest, JudgeRequest, RewardRequest, TrainRequest
 from components.revise import GeneratorReviser, LlamaCppReviser, Reviser
 from components.rewards import OnlineReward
 from components.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
@@ -202,7 +202,7 @@ def generate_request(cfg: ExperimentConfig, champion: Policy, out: Path, seed: i
 
 
 def judge_request(
-    cfg: ExperimentConfig, champion: Policy, generations: str, out: Path, gold: str | None, memo: str | None
+    cfg: ExperimentConfig, champion: Policy, generations: str, out: Path, gold: str | None, memo: Path | None
 ) -> JudgeRequest:
     """The judge stage's request for a round."""
     sections = {"models": cfg.models, "data": cfg.data, "judge": cfg.judge, "pairs": cfg.pairs}
@@ -224,5 +224,33 @@ def train_request(
         decided_pairs=decided,
         out=out,
         seed=seed,
+        reward_model=reward_model,
+    )
+
+
+def reward_request(cfg: ExperimentConfig, rounds: list[tuple[int, str]], out: Path, seed: int) -> RewardRequest:
+    """The reward stage's request for a round (with a `reward_model:` section)."""
+    sections = {"models": cfg.models, "data": cfg.data, "reward_model": cfg.reward_model, "evaluation": cfg.evaluation}
+    return RewardRequest(**sections, rounds=rounds, out=out, seed=seed)
+
+
+def evaluate_request(
+    cfg: ExperimentConfig,
+    champion: Policy,
+    challenger: Policy,
+    out: Path,
+    memo: Path | None,
+    reward_model: str | None = None,
+) -> EvaluateRequest:
+    """The evaluate stage's request: the challenger against the champion, by the config's evaluation."""
+    sections = {"models": cfg.models, "data": cfg.data, "generation": cfg.generation, "evaluation": cfg.evaluation}
+    return EvaluateRequest(
+        **sections,
+        training_judge=cfg.judge,
+        seed=cfg.seed,
+        champion=champion,
+        challenger=challenger,
+        out=out,
+        memo=memo,
         reward_model=reward_model,
     )

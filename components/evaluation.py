@@ -16,14 +16,15 @@ from statistics import mean
 from components import evaluator as ev
 from components import metrics
 from components.build import make_generator, make_judge
-from components.config import DataConfig, EvaluationConfig, GenerationConfig, ModelsConfig
+from components.config import EvaluationConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
 from components.judge import Judge
-from components.judge_config import AIJudgeConfig, JudgeConfig, model_judges
+from components.judge_config import AIJudgeConfig, model_judges
 from components.judge_reliability import abstention_rate, agreement, length_slope, order_consistency
 from components.memo import Memo, memo_key
 from components.models import Policy, PolicyPair, load_tokenizer, response_logprobs
+from components.requests import EvaluateRequest
 from components.reward_model import RewardModel, hacking_signals
 
 
@@ -34,55 +35,37 @@ class Evaluated:
     cohorts: list[dict]  # per model and cohort: rate, CI, refusals, length (the report's table)
 
 
-@dataclass(frozen=True)
-class EvalInputs:
-    """What the evaluation reads from the config, as one task input."""
-
-    models: ModelsConfig
-    data: DataConfig
-    generation: GenerationConfig
-    evaluation: EvaluationConfig
-    training_judge: JudgeConfig
-    seed: int
-
-
-def evaluate(
-    inputs: EvalInputs,
-    champion: Policy,
-    challenger: Policy,
-    out: Path,
-    memo_dir: Path | None,
-    reward_model: str | None = None,
-) -> Evaluated:
+def evaluate(request: EvaluateRequest) -> Evaluated:
     """Greedy answers from both; verifier, refusal and length metrics; the evaluation judge's win rates against
     the champion and the base; the drift signals that need the models (KL, judge-policy and judge-gold agreement);
-    and with the round's `reward_model`, its score of the challenger's answers against the base's. What the memo
-    under `memo_dir` holds is not computed again."""
-    e = inputs.evaluation
+    and with the round's reward model, its score of the challenger's answers against the base's. What the memo
+    holds is not computed again."""
+    champion, challenger, out = request.champion, request.challenger, request.out
+    e = request.evaluation
 
     def build(tmp: Path) -> dict:
-        memo = Memo(memo_dir)
-        prompts = list(load_prompts(inputs.data.eval_prompts, inputs.data.max_eval_prompts))
+        memo = Memo(request.memo)
+        prompts = list(load_prompts(request.data.eval_prompts, request.data.max_eval_prompts))
         tokenizer = load_tokenizer(champion.base)
-        pair = PolicyPair(champion, challenger, inputs.models)
+        pair = PolicyPair(champion, challenger, request.models)
         greedy = {
-            who: _answers(inputs, policy, prompts, tokenizer, pair, who, memo)
+            who: _answers(request, policy, prompts, tokenizer, pair, who, memo)
             for who, policy in (("champion", champion), ("challenger", challenger))
         }
-        base = greedy["champion"] if not champion.adapters else _base_answers(inputs, champion, prompts, memo)
-        eval_judge = make_judge(e.judge, champion, inputs.models, memo=memo)
+        base = greedy["champion"] if not champion.adapters else _base_answers(request, champion, prompts, memo)
+        eval_judge = make_judge(e.judge, champion, request.models, memo=memo)
         items = ev.head_to_head(prompts, greedy["challenger"], greedy["champion"])
         verdicts = eval_judge.judge(items)
         _, wins = ev.win_rate(verdicts)
         rows = _scored_rows(prompts, greedy, wins, memo)
         found = _vs_champion(rows, verdicts, e)
         found |= _vs_base(prompts, rows, base, eval_judge, champion, e, memo)
-        reliability, self_wins = _reliability(inputs, champion, pair, tokenizer, items, verdicts, memo)
+        reliability, self_wins = _reliability(request, champion, pair, tokenizer, items, verdicts, memo)
         found |= reliability
         _add_self_wins(rows, self_wins)
         found |= _drift(pair, {"champion": champion, "challenger": challenger}, tokenizer, prompts, greedy, wins, memo)
-        if reward_model:
-            scorer = RewardModel.from_stage(reward_model, inputs.models)
+        if request.reward_model:
+            scorer = RewardModel.from_stage(request.reward_model, request.models)
             task_high = found["task_completion_delta_vs_base_ci_high"]
             found |= hacking_signals(scorer, prompts, greedy["challenger"], base, task_high, _ci(e))
         save_rows(rows, tmp)
@@ -95,41 +78,41 @@ def _ci(e: EvaluationConfig):
     return lambda values: ev.mean_ci(values, e.ci_level, e.ci_resamples)
 
 
-def _answers(inputs, policy, prompts, tokenizer, pair: PolicyPair, who: str, memo: Memo) -> list[dict]:
+def _answers(request, policy, prompts, tokenizer, pair: PolicyPair, who: str, memo: Memo) -> list[dict]:
     """`policy`'s greedy held-out answers: from the memo when a round or bootstrap before this one made them."""
 
     def generate() -> list[dict]:
         with pair.use(who) as model:
-            return _greedy(inputs, policy, tokenizer, model).generate(prompts, 1, inputs.seed)
+            return _greedy(request, policy, tokenizer, model).generate(prompts, 1, request.seed)
 
-    return _cached(memo, inputs, policy, prompts, generate)
+    return _cached(memo, request, policy, prompts, generate)
 
 
-def _base_answers(inputs: EvalInputs, champion: Policy, prompts, memo: Memo) -> list[dict]:
+def _base_answers(request: EvaluateRequest, champion: Policy, prompts, memo: Memo) -> list[dict]:
     """The round-0 base's answers: computed in round 1 and kept; loaded again only when the memo lacks them."""
     base = Policy(champion.base)
 
     def generate() -> list[dict]:
         tokenizer = load_tokenizer(base.base)
-        return _greedy(inputs, base, tokenizer, None).generate(prompts, 1, inputs.seed)
+        return _greedy(request, base, tokenizer, None).generate(prompts, 1, request.seed)
 
-    return _cached(memo, inputs, base, prompts, generate)
-
-
-def _greedy(inputs: EvalInputs, policy: Policy, tokenizer, model):
-    sampling = Sampling(inputs.evaluation.max_new_tokens, 0.0, 1.0)
-    batch = inputs.evaluation.batch_size
-    return make_generator(inputs.generation, policy, inputs.models, tokenizer, sampling, batch, model)
+    return _cached(memo, request, base, prompts, generate)
 
 
-def _cached(memo: Memo, inputs: EvalInputs, policy: Policy, prompts: list[dict], generate) -> list[dict]:
+def _greedy(request: EvaluateRequest, policy: Policy, tokenizer, model):
+    sampling = Sampling(request.evaluation.max_new_tokens, 0.0, 1.0)
+    batch = request.evaluation.batch_size
+    return make_generator(request.generation, policy, request.models, tokenizer, sampling, batch, model)
+
+
+def _cached(memo: Memo, request: EvaluateRequest, policy: Policy, prompts: list[dict], generate) -> list[dict]:
     """Greedy answers depend on the policy's weights, the prompts, the token cap, the sampler and its batches (left
     padding moves logits by rounding), the dtype and the device; not on the seed."""
     if memo.directory is None:
         return generate()
-    e, g = inputs.evaluation, inputs.generation
+    e, g = request.evaluation, request.generation
     asked = [(p["id"], user_message(p)) for p in prompts]
-    key = memo_key(policy.digest(), asked, e.max_new_tokens, e.batch_size, g.kind, inputs.models.model_dump())
+    key = memo_key(policy.digest(), asked, e.max_new_tokens, e.batch_size, g.kind, request.models.model_dump())
     target = memo.path("answers", key)
 
     def build(tmp: Path) -> dict:
@@ -189,7 +172,9 @@ def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: Eva
     return metrics.with_ci("win_rate_vs_base", float(mean(wins)), ci(wins)) | found
 
 
-def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokenizer, items, verdicts, memo) -> tuple:
+def _reliability(
+    request: EvaluateRequest, champion: Policy, pair: PolicyPair, tokenizer, items, verdicts, memo
+) -> tuple:
     """The evaluation judge's own trustworthiness this round, and (optionally) how often the champion judging
     itself agrees with it: the correlated-error check for self-rewarding. The champion in memory is that judge.
     Also the self-judge's score of each challenger answer (None without self_agreement), for the review queue."""
@@ -198,9 +183,9 @@ def _reliability(inputs: EvalInputs, champion: Policy, pair: PolicyPair, tokeniz
         "judge_abstention_rate": abstention_rate(verdicts),
         "judge_length_slope": length_slope(items, verdicts),
     }
-    if inputs.evaluation.self_agreement:
+    if request.evaluation.self_agreement:
         with pair.use("champion") as model:
-            self_judge = make_judge(self_judge_config(inputs), champion, inputs.models, (model, tokenizer), memo)
+            self_judge = make_judge(self_judge_config(request), champion, request.models, (model, tokenizer), memo)
             self_verdicts = self_judge.judge(items)
         found["self_cross_agreement"] = agreement(self_verdicts, verdicts)
         found["self_judge_order_consistency"] = order_consistency(self_verdicts)
@@ -218,12 +203,12 @@ def _add_self_wins(rows: list[dict], self_wins: list[float] | None) -> None:
             row["self_win"] = win
 
 
-def self_judge_config(inputs: EvalInputs) -> AIJudgeConfig:
+def self_judge_config(request: EvaluateRequest) -> AIJudgeConfig:
     """The training judge when the champion judges itself; else the champion as a chat judge on the eval rubric."""
-    for judge in model_judges(inputs.training_judge):
+    for judge in model_judges(request.training_judge):
         if isinstance(judge, AIJudgeConfig) and judge.model == "self":
             return judge
-    return AIJudgeConfig(model="self", prompt_style="chat", rubric=inputs.evaluation.judge.rubric)
+    return AIJudgeConfig(model="self", prompt_style="chat", rubric=request.evaluation.judge.rubric)
 
 
 def _drift(pair: PolicyPair, policies: dict[str, Policy], tokenizer, prompts, greedy, wins, memo: Memo) -> dict:

@@ -7,7 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import DataConfig, GenerationConfig, ModelsConfig, PairsConfig, TrainingConfig
+from components.config import (
+    DataConfig,
+    EvaluationConfig,
+    GenerationConfig,
+    ModelsConfig,
+    PairsConfig,
+    RewardModelConfig,
+    TrainingConfig,
+)
 from components.judge_config import JudgeConfig
 from components.models import Policy
 from components.strict import Strict
@@ -54,7 +62,7 @@ class JudgeRequest(Strict):
     generations: str
     out: Path
     gold: str | None = None
-    memo: str | None = None  # the run store's memo: an AI judge's scores survive a killed stage
+    memo: Path | None = None  # the run store's memo: an AI judge's scores survive a killed stage
     shard: Shard = WHOLE
 
 
@@ -77,3 +85,35 @@ class TrainRequest(Strict):
     def checkpoints(self) -> Path:
         """Beside the output, so a killed run resumes from the last one."""
         return self.out.parent / f".{self.out.name}.checkpoints"
+
+
+class RewardRequest(Strict):
+    """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)) into `out`."""
+
+    models: ModelsConfig
+    data: DataConfig  # the training prompts, whose checks measure it
+    reward_model: RewardModelConfig
+    evaluation: EvaluationConfig  # the confidence level and resamples of its quality's intervals
+    rounds: list[tuple[int, str]]
+    out: Path
+    seed: int
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out.parent / f".{self.out.name}.checkpoints"
+
+
+class EvaluateRequest(Strict):
+    """Score the challenger against the champion (and the round-0 base) on the held-out prompts into `out`."""
+
+    models: ModelsConfig
+    data: DataConfig
+    generation: GenerationConfig  # how the policies answer (greedy, with the evaluation's token budget)
+    evaluation: EvaluationConfig
+    training_judge: JudgeConfig  # the self-judge's rubric follows it (evaluation.self_agreement)
+    seed: int
+    champion: Policy
+    challenger: Policy
+    out: Path
+    memo: Path | None  # the run store's memo; None computes everything
+    reward_model: str | None = None  # the round's reward model: its score of the challenger against the base

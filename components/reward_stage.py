@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import reward_model as rm
-from components.config import DataConfig, EvaluationConfig, ModelsConfig, RewardModelConfig
 from components.data import load_prompts, save_stage
 from components.evaluator import mean_ci
 from components.judge_check import load_gold
+from components.requests import RewardRequest
 
 
 @dataclass(frozen=True)
@@ -23,40 +23,32 @@ class Rewarded:
     metrics: dict[str, float]  # its training and its quality, by bare name
 
 
-def reward_model(
-    models: ModelsConfig,
-    data: DataConfig,
-    config: RewardModelConfig,
-    evaluation: EvaluationConfig,
-    rounds: list[tuple[int, str]],
-    out: Path,
-    seed: int,
-) -> Rewarded:
-    """Train the round's reward model on the judged pairs of `rounds` ((round, pairs directory)), except the
-    held-out prompts' pairs, on which (and on the gold pairs: `config.gold_pairs`, else the calibration set) its
-    quality is measured. With no pair to train on (every one abstained or held out), no reward model: the round has
-    nothing to learn from it."""
+def reward_model(request: RewardRequest) -> Rewarded:
+    """Train the round's reward model on the judged pairs of the request's rounds, except the held-out prompts'
+    pairs, on which (and on the gold pairs: `reward_model.gold_pairs`, else the calibration set) its quality is
+    measured. With no pair to train on (every one abstained or held out), no reward model: the round has nothing to
+    learn from it."""
+    r, config, models, rounds = request, request.reward_model, request.models, request.rounds
     pairs = rm.judged_pairs(rounds)
     heldout, train = [], []
     for pair in pairs:
         (heldout if rm.held_out(pair["prompt_id"], config.heldout_fraction) else train).append(pair)
-    checkpoints = out.parent / f".{out.name}.checkpoints"
     judges, ks, base = sorted({p["judge"] for p in pairs}), [k for k, _ in rounds], rm.base_of(config, models)
     if not train:
         return Rewarded(None, base, ks, judges, {"rm_train_pairs": 0.0, "rm_rounds": float(len(rounds))})
 
     def build(tmp: Path) -> dict:
-        trained = rm.train_reward_model(config, models, train, tmp, checkpoints, seed)
+        trained = rm.train_reward_model(config, models, train, tmp, r.checkpoints, r.seed)
         model = rm.RewardModel.load(tmp, base, models, config.batch_size)
-        prompts = {p["id"]: p for p in load_prompts(data.train_prompts, data.max_train_prompts)}
-        ci = lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)  # noqa: E731
+        prompts = {p["id"]: p for p in load_prompts(r.data.train_prompts, r.data.max_train_prompts)}
+        ci = lambda values: mean_ci(values, r.evaluation.ci_level, r.evaluation.ci_resamples)  # noqa: E731
         found = rm.quality(model, heldout, load_gold(config.gold_pairs), prompts, ci)
         found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
         found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
         return {"metrics": found, "base": base}
 
-    found = save_stage(out, build, record=rm.RECORD)
-    return Rewarded(str(out), base, ks, judges, found["metrics"])
+    found = save_stage(r.out, build, record=rm.RECORD)
+    return Rewarded(str(r.out), base, ks, judges, found["metrics"])
 
 
 def reward_rounds(workdir: Path, k: int, last: int | None) -> list[tuple[int, str]]:

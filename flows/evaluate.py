@@ -16,8 +16,8 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from components import report
+from components.build import evaluate_request
 from components.config import ExperimentConfig
-from components.evaluation import EvalInputs
 from components.models import Policy
 from components.validate import validate
 from flows.forms import STORE_HELP, described, load_form_config
@@ -63,8 +63,7 @@ def evaluate_checkpoints(
     (a_label, a), (b_label, b) = resolve(cfg, uri, str(challenger)), resolve(cfg, uri, str(champion))
     name = f"{a_label}-vs-{b_label}"
     out = Path(cfg.workdir).resolve() / "evaluations" / f"{cfg.name}-{cfg.digest()}-{name}"
-    inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-    evaluated = evaluate(inputs, b, a, str(out / "eval"), memo_dir(cfg))
+    evaluated = evaluate(evaluate_request(cfg, champion=b, challenger=a, out=out / "eval", memo=memo_dir(cfg)))
     decision = asdict(decide(evaluated.metrics, cfg.gate.rules, trained=True))
     get_run_logger().info("%s: the gate would say %s", name, decision["reason"])
 

@@ -20,10 +20,10 @@ from pydantic import Field
 
 from components import build, reward_stage, stages
 from components.config import ExperimentConfig
-from components.evaluation import EvalInputs, Evaluated
+from components.evaluation import Evaluated
 from components.evaluation import evaluate as evaluate_stage
 from components.models import Policy
-from components.requests import GenerateRequest, JudgeRequest, TrainRequest
+from components.requests import EvaluateRequest, GenerateRequest, JudgeRequest, RewardRequest, TrainRequest
 from flows import shards
 from flows.caching import STAGE
 from flows.recording import human_agreement, record, record_reward_model, redecided, snapshot_gold
@@ -49,9 +49,9 @@ def judge(request: JudgeRequest) -> stages.Judged:
 
 
 @task(**STAGE)
-def reward(models, data, config, evaluation, rounds: list[tuple[int, str]], out: str, seed) -> reward_stage.Rewarded:
+def reward(request: RewardRequest) -> reward_stage.Rewarded:
     """Train the round's reward model on the judged pairs of this round and the earlier ones; measure its quality."""
-    return reward_stage.reward_model(models, data, config, evaluation, rounds, Path(out), seed)
+    return reward_stage.reward_model(request)
 
 
 @task(**STAGE)
@@ -62,11 +62,9 @@ def train(request: TrainRequest) -> stages.Trained:
 
 
 @task(**STAGE)
-def evaluate(
-    inputs: EvalInputs, champion: Policy, challenger: Policy, out: str, memo: str, reward_model: str | None = None
-) -> Evaluated:
+def evaluate(request: EvaluateRequest) -> Evaluated:
     """Score challenger vs champion (and the round-0 base) on the held-out cohorts."""
-    return evaluate_stage(inputs, champion, challenger, Path(out), Path(memo), reward_model)
+    return evaluate_stage(request)
 
 
 def _run(stage, k: int, *args):
@@ -155,17 +153,7 @@ def bootstrap_round(
         rewarded = None
         if cfg.reward_model:
             rounds = reward_stage.reward_rounds(Path(workdir), k, cfg.reward_model.rounds)
-            rewarded = _run(
-                reward,
-                k,
-                cfg.models,
-                cfg.data,
-                cfg.reward_model,
-                cfg.evaluation,
-                rounds,
-                str(out / "reward_model"),
-                seed,
-            )
+            rewarded = _run(reward, k, build.reward_request(cfg, rounds, out / "reward_model", seed))
         reward_model = rewarded.path if rewarded else None
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
         request = build.train_request(cfg, champion, generated.path, judged, out / "adapter", seed, reward_model)
@@ -174,8 +162,8 @@ def bootstrap_round(
         # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
         evaluated = None
         if challenger:
-            inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-            evaluated = _run(evaluate, k, inputs, champion, challenger, str(out / "eval"), memo_dir(cfg), reward_model)
+            asked = build.evaluate_request(cfg, champion, challenger, out / "eval", memo_dir(cfg), reward_model)
+            evaluated = _run(evaluate, k, asked)
         metrics = stages.round_metrics(judged, trained, evaluated, rewarded) | human_agreement(cfg, tracking, out, k)
         # --- gate: promote only when every blocking rule holds (and, if configured, a person agrees)
         decision = decide(metrics, cfg.gate.rules, trained=challenger is not None)
@@ -214,6 +202,6 @@ def _ask_approval(decision: Decision, timeout: int) -> Decision:
     return replace(decision, promote=False, reason=reason, deciding_rule="human review", approval=approval)
 
 
-def memo_dir(cfg: ExperimentConfig) -> str:
+def memo_dir(cfg: ExperimentConfig) -> Path:
     """The run store's memo (components/memo.py), shared by every bootstrap in the config's workdir."""
-    return str(Path(cfg.workdir).resolve() / "memo")
+    return Path(cfg.workdir).resolve() / "memo"

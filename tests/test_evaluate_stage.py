@@ -4,9 +4,10 @@ comparison with the round-0 base for a champion that is no longer the base."""
 import pytest
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from components.build import evaluate_request
 from components.config_loading import load_config
 from components.data import load_rows
-from components.evaluation import EvalInputs, evaluate
+from components.evaluation import evaluate
 from components.models import Policy
 
 
@@ -25,10 +26,6 @@ def count_loads(monkeypatch):
     return loads
 
 
-def inputs_for(cfg) -> EvalInputs:
-    return EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-
-
 def test_one_policy_load_serves_the_stage_and_answers_are_kept_in_the_memo(
     tiny_model_dir, write_tiny_config, random_adapter, tmp_path, count_loads
 ):
@@ -37,19 +34,19 @@ def test_one_policy_load_serves_the_stage_and_answers_are_kept_in_the_memo(
     twice: once as the policy pair, once as the judge. Before this stage held its models together it loaded the
     champion, the challenger, the champion again as self-judge and, after a promotion, the base for its answers."""
     cfg = load_config(write_tiny_config(tmp_path))
-    inputs, memo = inputs_for(cfg), tmp_path / "memo"
+    memo = tmp_path / "memo"
     a1 = random_adapter(tiny_model_dir, 1, tmp_path / "a1")
     base, champion = Policy(tiny_model_dir), Policy(tiny_model_dir, (a1,))
     challenger = champion.with_adapter(random_adapter(tiny_model_dir, 2, tmp_path / "a2"))
     for calls in count_loads.values():
         calls.clear()  # making the random adapters loaded the base too
 
-    first = evaluate(inputs, base, champion, tmp_path / "eval-1", memo)
+    first = evaluate(evaluate_request(cfg, base, champion, tmp_path / "eval-1", memo))
     assert count_loads == {"model": [tiny_model_dir] * 2, "tokenizer": [tiny_model_dir] * 2}  # policy, judge
     assert len(list((memo / "answers").iterdir())) == 2  # the base's and round 1's challenger's greedy answers
     for calls in count_loads.values():
         calls.clear()
-    second = evaluate(inputs, champion, challenger, tmp_path / "eval-2", memo)
+    second = evaluate(evaluate_request(cfg, champion, challenger, tmp_path / "eval-2", memo))
     assert count_loads == {"model": [tiny_model_dir] * 2, "tokenizer": [tiny_model_dir] * 2}
     assert len(list((memo / "answers").iterdir())) == 3  # only the new challenger's answers were generated
 
@@ -80,6 +77,8 @@ def test_two_unrelated_policies_are_loaded_one_each(tiny_model_dir, write_tiny_c
     cfg = load_config(write_tiny_config(tmp_path))
     one = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 1, tmp_path / "a1"),))
     other = Policy(tiny_model_dir, (random_adapter(tiny_model_dir, 2, tmp_path / "a2"),))
-    result = evaluate(inputs_for(cfg), other, one, tmp_path / "eval", tmp_path / "memo")
+    result = evaluate(
+        evaluate_request(cfg, champion=other, challenger=one, out=tmp_path / "eval", memo=tmp_path / "memo")
+    )
     assert result.metrics["drift/kl_per_token"] == result.metrics["drift/kl_per_token"]  # measured (not NaN)
     assert {r["model"] for r in load_rows(result.path)} == {"champion", "challenger"}

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_program_judge import CHECKS, LOWERCASE_NO_COMMA, tiny_pointwise_judge
 
+from components.build import evaluate_request
 from components.config_loading import load_config
-from components.evaluation import EvalInputs, evaluate
+from components.evaluation import evaluate
 from components.memo import Memo, directory_digest
 from components.models import Policy
 from components.program_judge import ProgramJudge
@@ -111,13 +112,7 @@ def evaluated_once(tiny_model_dir, write_tiny_config, random_adapter, tmp_path_f
     cfg = load_config(write_tiny_config(tmp))
     champion = Policy(tiny_model_dir)
     challenger = champion.with_adapter(random_adapter(tiny_model_dir, 1, tmp / "a1"))
-    evaluate(
-        EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed),
-        champion,
-        challenger,
-        tmp / "eval",
-        tmp / "memo",
-    )
+    evaluate(evaluate_request(cfg, champion, challenger, tmp / "eval", tmp / "memo"))
     return cfg, champion, challenger, tmp
 
 
@@ -167,8 +162,7 @@ def test_a_second_evaluation_reuses_everything_but_what_a_changed_input_decides(
         challenger = champion.with_adapter(random_adapter(cfg.models.policy, 2, tmp_path / "a1"))
     else:
         cfg = changed(cfg, tmp_path)
-    inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
-    evaluate(inputs, champion, challenger, tmp_path / "eval", memo)
+    evaluate(evaluate_request(cfg, champion, challenger, tmp_path / "eval", memo))
     after = stored(memo)
     grew = {name for name in after if after[name] > before.get(name, 0)}
     assert grew == recomputed, (before, after)
@@ -177,10 +171,9 @@ def test_a_second_evaluation_reuses_everything_but_what_a_changed_input_decides(
 def test_memoised_log_probs_equal_computed_ones(evaluated_once, tmp_path):
     """The same evaluation from a full memo and from an empty one gives the same metrics."""
     cfg, champion, challenger, first = evaluated_once
-    inputs = EvalInputs(cfg.models, cfg.data, cfg.generation, cfg.evaluation, cfg.judge, cfg.seed)
     memo = Path(shutil.copytree(first / "memo", tmp_path / "memo"))
-    reused = evaluate(inputs, champion, challenger, tmp_path / "reused", memo).metrics
-    fresh = evaluate(inputs, champion, challenger, tmp_path / "fresh", tmp_path / "empty-memo").metrics
+    reused = evaluate(evaluate_request(cfg, champion, challenger, tmp_path / "reused", memo)).metrics
+    fresh = evaluate(evaluate_request(cfg, champion, challenger, tmp_path / "fresh", tmp_path / "empty-memo")).metrics
     assert reused.keys() == fresh.keys()
     for name, value in fresh.items():
         assert reused[name] == pytest.approx(value, rel=1e-4, abs=1e-4, nan_ok=True), name

@@ -51,6 +51,7 @@ def train_and_register(base: str, prompts: list[dict], pairs: list[dict], tmp_pa
     from mlflow import MlflowClient
 
     from components.config import DataConfig, EvaluationConfig
+    from components.requests import RewardRequest
     from components.reward_stage import reward_model
     from registry import versions
 
@@ -61,7 +62,13 @@ def train_and_register(base: str, prompts: list[dict], pairs: list[dict], tmp_pa
     data = DataConfig(train_prompts=str(tmp_path / "prompts.jsonl"))
     rounds = [(k, str(tmp_path / f"round-{k}" / "pairs")) for k in (1, 2)]
     evaluation = EvaluationConfig(ci_resamples=500)
-    rewarded = reward_model(CPU, data, RewardModelConfig(base=base, **config), evaluation, rounds, tmp_path / "rm", 0)
+    sections = {
+        "models": CPU,
+        "data": data,
+        "reward_model": RewardModelConfig(base=base, **config),
+        "evaluation": evaluation,
+    }
+    rewarded = reward_model(RewardRequest(**sections, rounds=rounds, out=tmp_path / "rm", seed=0))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("rm-test"))
@@ -215,9 +222,16 @@ def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, t
 
 def test_a_round_with_no_pair_to_learn_from_trains_no_reward_model(tmp_path):
     from components.config import DataConfig, EvaluationConfig
+    from components.requests import RewardRequest
     from components.reward_stage import reward_model
 
     save_rows([p | {"abstained": True} for p in number_pairs(4)], tmp_path / "round-1" / "pairs")
     rounds = [(1, str(tmp_path / "round-1" / "pairs"))]
-    found = reward_model(CPU, DataConfig(), RewardModelConfig(), EvaluationConfig(), rounds, tmp_path / "rm", 0)
+    sections = {
+        "models": CPU,
+        "data": DataConfig(),
+        "reward_model": RewardModelConfig(),
+        "evaluation": EvaluationConfig(),
+    }
+    found = reward_model(RewardRequest(**sections, rounds=rounds, out=tmp_path / "rm", seed=0))
     assert found.path is None and found.metrics["rm_train_pairs"] == 0 and not (tmp_path / "rm").exists()
