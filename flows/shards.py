@@ -16,7 +16,7 @@ from prefect.task_runners import TaskRunner
 from components import stages
 from components.config import ExecutionConfig, StageResources
 from components.requests import GenerateRequest, JudgeRequest, Shard
-from flows.caching import STAGE
+from flows.caching import STAGE, fresh
 
 # What a task on a Ray worker needs to report to Prefect and MLflow. Ray's workers are started by `ray start`, not by
 # this process, so they do not inherit its environment (Prefect issue #18485: no PREFECT_API_URL on remote workers).
@@ -55,17 +55,17 @@ def task_runner(execution: ExecutionConfig) -> TaskRunner | None:
 
 def generate(execution: ExecutionConfig, request: GenerateRequest) -> stages.Generated:
     """The generate stage as `execution.shards` shard tasks, merged in shard order."""
-    calls = [(_fresh(generate_shard, part.out), part) for part in _parts(execution, request)]
-    return _fresh(merge_generated, request.out)(_run(execution, execution.generate, calls), str(request.out))
+    calls = [(fresh(generate_shard, part.out), part) for part in _parts(execution, request)]
+    return fresh(merge_generated, request.out)(_run(execution, execution.generate, calls), str(request.out))
 
 
 def judge(execution: ExecutionConfig, request: JudgeRequest) -> stages.Judged:
     """The judge stage as `execution.shards` shard tasks, merged in shard order; the gold pairs join at the merge.
     (Without the memo: a Ray node need not see the run store.)"""
     whole = request.model_copy(update={"gold": None, "memo": None})
-    calls = [(_fresh(judge_shard, part.out), part) for part in _parts(execution, whole)]
+    calls = [(fresh(judge_shard, part.out), part) for part in _parts(execution, whole)]
     merged = _run(execution, execution.judge, calls)
-    return _fresh(merge_judged, request.out)(merged, str(request.out), request.gold)
+    return fresh(merge_judged, request.out)(merged, str(request.out), request.gold)
 
 
 def _run(execution: ExecutionConfig, resources: StageResources, calls: list) -> list:
@@ -109,11 +109,6 @@ def merge_generated(shards: list[stages.Generated], out: str) -> stages.Generate
 @task(**STAGE, name="judge")
 def merge_judged(shards: list[stages.Judged], out: str, gold: str) -> stages.Judged:
     return stages.merge_judged(shards, Path(out), gold)
-
-
-def _fresh(stage_task, out: str | Path):
-    """The task, told to recompute when its output directory is gone: its cached result would name a missing path."""
-    return stage_task.with_options(refresh_cache=not Path(out).exists())
 
 
 def _parts(execution: ExecutionConfig, request):
