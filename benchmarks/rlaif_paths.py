@@ -47,6 +47,7 @@ MIN_SECONDS = 1.0  # a path out of budget still trains one step (TimeBudget alwa
 
 
 def run(cfg, work: Path, reviser: str) -> list[dict]:
+    cfg = cfg.model_copy(update={"reward_model": RewardModelConfig()})  # the reward model + GRPO arm's
     champion, data, seed = Policy(cfg.models.policy), cfg.data, cfg.seed
 
     def train(training, name: str, generated, judged, reward_model=None):
@@ -62,13 +63,8 @@ def run(cfg, work: Path, reviser: str) -> list[dict]:
     dpo, dpo_s = timed(lambda: train(cfg.training, "dpo", generated, judged))
     budget = gen_s + judge_s + dpo_s
 
-    rm_config = RewardModelConfig()
     rewarded, rm_s = timed(
-        lambda: reward_stage.reward_model(
-            reward_request(
-                cfg.model_copy(update={"reward_model": rm_config}), [(1, judged.path)], work / "reward_model", seed
-            )
-        )
+        lambda: reward_stage.reward_model(reward_request(cfg, [(1, judged.path)], work / "reward_model", seed))
     )
     grpo_left = budget - gen_s - judge_s - rm_s
     grpo_training = grpo_config(cfg, max(grpo_left, MIN_SECONDS)).model_copy(update={"reward": "reward_model"})

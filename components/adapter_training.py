@@ -33,7 +33,7 @@ def _online_reward(r: TrainRequest, prompts: list[dict]) -> OnlineReward:
     if r.training.reward == "reward_model":
         if r.reward_model is None:
             raise ValueError("training.reward is reward_model, but the round trained no reward model")
-        scorer = rm.RewardModel.from_stage(r.reward_model, r.models)
+        scorer = rm.RewardModel.from_stage(r.reward_model, r.models, r.reward_model_config.batch_size)
         funcs = [scorer.model, VerifierReward(prompts)]
         weights = [r.training.reward_model_weight, r.training.verifier_weight]
         return OnlineReward(funcs, [scorer.tokenizer, None], weights)

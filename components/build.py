@@ -225,6 +225,7 @@ def train_request(
         out=out,
         seed=seed,
         reward_model=reward_model,
+        reward_model_config=cfg.reward_model,
     )
 
 
@@ -253,4 +254,5 @@ def evaluate_request(
         out=out,
         memo=memo,
         reward_model=reward_model,
+        reward_model_config=cfg.reward_model,
     )

@@ -3,13 +3,15 @@ place, and every error as one `ConfigError` whose lines name field paths."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import get_args
 
 import yaml
 from pydantic import ValidationError
 
 from components.config import TRAINING_KINDS, ExperimentConfig
-from components.judge_config import JUDGE_TAGS
+from components.strict import Strict
 
 
 class ConfigError(ValueError):
@@ -89,12 +91,23 @@ def _set_path(raw: dict, dotted: str, value: object, path: Path) -> None:
     node[leaf] = value
 
 
+@cache
+def _kinds() -> frozenset[str]:
+    """Every `kind:` a config section may have. Discriminated unions put the kind ('ai', 'dpo') in an error's path,
+    where it is not a key the user wrote."""
+    sections, found = [Strict], set()
+    while sections:
+        section = sections.pop()
+        sections += section.__subclasses__()
+        if "kind" in section.model_fields:
+            found |= set(get_args(section.model_fields["kind"].annotation))
+    return frozenset(found)
+
+
 def format_errors(err: ValidationError) -> str:
     """`field.path: message` for each error; the first on the error's own line, any others indented below it."""
     lines = []
     for e in err.errors():
-        # Discriminated unions put the tag ('ai', 'dpo') in the path; it is not a key the user wrote.
-        tags = (*JUDGE_TAGS, "transformers", "vllm", "dpo", "grpo", "rloo")
-        loc = ".".join(str(p) for p in e["loc"] if p not in tags)
+        loc = ".".join(str(p) for p in e["loc"] if p not in _kinds())
         lines.append(f"{loc or '<root>'}: {e['msg']}")
     return "\n  ".join(lines)

@@ -65,7 +65,8 @@ def evaluate(request: EvaluateRequest) -> Evaluated:
         _add_self_wins(rows, self_wins)
         found |= _drift(pair, {"champion": champion, "challenger": challenger}, tokenizer, prompts, greedy, wins, memo)
         if request.reward_model:
-            scorer = RewardModel.from_stage(request.reward_model, request.models)
+            batch = request.reward_model_config.batch_size
+            scorer = RewardModel.from_stage(request.reward_model, request.models, batch)
             task_high = found["task_completion_delta_vs_base_ci_high"]
             found |= hacking_signals(scorer, prompts, greedy["challenger"], base, task_high, _ci(e))
         save_rows(rows, tmp)

@@ -221,8 +221,6 @@ JudgeConfig = Annotated[
     Field(discriminator="kind"),
 ]
 
-JUDGE_TAGS = ("ai", "remote", "panel", "weighted", "verifier", "biased", "refusal")
-
 
 def model_judges(judge: BaseModel) -> list[AIJudgeConfig | RemoteJudgeConfig]:
     """The model judges (local or remote) inside a judge config, panels and weighted combinations unpacked."""

@@ -80,6 +80,7 @@ class TrainRequest(Strict):
     out: Path
     seed: int
     reward_model: str | None = None  # the round's reward model's directory, for `reward: reward_model`
+    reward_model_config: RewardModelConfig | None = None  # the config's `reward_model:` section, if any
 
     @property
     def checkpoints(self) -> Path:
@@ -117,3 +118,4 @@ class EvaluateRequest(Strict):
     out: Path
     memo: Path | None  # the run store's memo; None computes everything
     reward_model: str | None = None  # the round's reward model: its score of the challenger against the base
+    reward_model_config: RewardModelConfig | None = None  # the config's `reward_model:` section, if any

@@ -121,7 +121,7 @@ class RewardModel:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     @classmethod
-    def load(cls, adapter: str | Path, base: str, models: ModelsConfig, batch_size: int = 16) -> RewardModel:
+    def load(cls, adapter: str | Path, base: str, models: ModelsConfig, batch_size: int) -> RewardModel:
         from peft import PeftModel
 
         tokenizer = load_tokenizer(base)
@@ -130,10 +130,11 @@ class RewardModel:
         return cls(model, tokenizer, batch_size)
 
     @classmethod
-    def from_stage(cls, directory: str | Path, models: ModelsConfig) -> RewardModel:
-        """The reward model a round's reward stage saved (its record names the base)."""
+    def from_stage(cls, directory: str | Path, models: ModelsConfig, batch_size: int) -> RewardModel:
+        """The reward model a round's reward stage saved (its record names the base), scoring `batch_size` answers
+        per forward pass (`reward_model.batch_size`)."""
         base = json.loads((Path(directory) / RECORD).read_text())["base"]
-        return cls.load(directory, base, models)
+        return cls.load(directory, base, models, batch_size)
 
     @torch.inference_mode()
     def score(self, requests: list[str], answers: list[str]) -> list[float]:

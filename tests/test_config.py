@@ -172,6 +172,10 @@ def test_overrides_set_values_by_dotted_path_and_errors_name_the_path(tmp_path):
         load_config(ROOT / "configs" / "smoke.yaml", {"training.learnig_rate": 1e-4})
     with pytest.raises(ConfigError, match=r"override seed\.x: seed is not a section"):
         load_config(ROOT / "configs" / "smoke.yaml", {"seed.x": 1})
+    for kind, missing in (("server", "urls"), ("vllm", "samples_per_prompt")):  # each kind's path without the kind
+        with pytest.raises(ConfigError) as refused:
+            load_config(ROOT / "configs" / "smoke.yaml", {"generation.kind": kind, f"generation.{missing}": None})
+        assert f"generation.{missing}: " in str(refused.value) and f".{kind}." not in str(refused.value)
 
 
 def test_cli_set_overrides_are_validated_before_any_work(tmp_path):

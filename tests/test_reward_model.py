@@ -102,7 +102,8 @@ def test_reward_model_ranks_unseen_pairs_above_chance_and_is_registered(tiny_mod
     assert found["rm_length_correlation"] < 0  # the refusal is the longer answer here
     assert json.loads(tags["rounds"]) == [1, 2] and json.loads(tags["labelled_by"]) == ["verifier"]
     assert tags["base"] == tiny_model_dir
-    model = RewardModel.from_stage(rewarded.path, CPU)
+    model = RewardModel.from_stage(rewarded.path, CPU, batch_size=3)
+    assert model.batch_size == 3  # the config's reward_model.batch_size, which the evaluation passes
     heldout = [p for p in pairs if held_out(p["prompt_id"], 0.25)]
     chosen = model.score([p["prompt"] for p in heldout], [p["chosen"] for p in heldout])
     rejected = model.score([p["prompt"] for p in heldout], [p["rejected"] for p in heldout])
@@ -212,6 +213,7 @@ def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, t
         out=tmp_path / "adapter",
         seed=0,
         reward_model=rewarded.path,
+        reward_model_config=RewardModelConfig(),
     )
     trained = stages.train(request)
     assert trained.path and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
