@@ -30,7 +30,7 @@ from flows.arguments import (
     store_client,
 )
 from flows.console import fail, print_report, print_rounds
-from stack.cli import app as stack_app
+from flows.stack_cli import app as stack_app
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
 os.environ.setdefault("DO_NOT_TRACK", "1")  # nor client telemetry (and no notice about it)
