@@ -1,5 +1,5 @@
-"""The training half of a round as plain functions: generate, judge and train. Paths and small records in, a
-finished directory and a small record out (the evaluation is in evaluation.py).
+"""The training half of a round as plain functions: generate, judge and train. One request in (requests.py), a
+finished directory and a small record out (the evaluation is in evaluation.py, the reward model in reward_stage.py).
 
 Each stage writes to a temp dir and renames it into place (`save_stage`), and returns at once when its output
 directory already exists, so a re-run after a crash skips finished stages and never reads a half-written one.
