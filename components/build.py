@@ -1,6 +1,8 @@
-"""Config to component: the one place that reads a `kind:` and builds what it names.
+"""Config to component: reads a `kind:` and builds what it names, and builds each stage's request from the config.
 
-Stages ask here for their generator, judge and trainer; nothing else matches on kinds.
+Stages ask here for their generator, judge and trainer, and the round for each stage's request (requests.py). Not
+yet the only place that chooses by kind: the pairs kind, the launcher, the engine and the panels are still read
+where they are used (issue 40, part 2).
 """
 
 from __future__ import annotations
