@@ -84,8 +84,7 @@ class TrainRequest(Strict):
 
     @property
     def checkpoints(self) -> Path:
-        """Beside the output, so a killed run resumes from the last one."""
-        return self.out.parent / f".{self.out.name}.checkpoints"
+        return checkpoints_beside(self.out)
 
 
 class RewardRequest(Strict):
@@ -101,7 +100,12 @@ class RewardRequest(Strict):
 
     @property
     def checkpoints(self) -> Path:
-        return self.out.parent / f".{self.out.name}.checkpoints"
+        return checkpoints_beside(self.out)
+
+
+def checkpoints_beside(out: Path) -> Path:
+    """A trainer's checkpoints, beside its output directory, so a killed run resumes from the last one."""
+    return out.parent / f".{out.name}.checkpoints"
 
 
 class EvaluateRequest(Strict):

@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 HUMAN = "human"  # the judge name of a pair a person labelled
 QUEUED = "review-queue.json"  # in a round's directory: trace id -> the item as the round queued it
@@ -52,21 +52,20 @@ def save_queued(round_dir: Path, trace_ids: list[str], items: list[ReviewItem]) 
     partial.rename(round_dir / QUEUED)
 
 
-def queued_by_round(bootstrap_dir: Path) -> dict[str, tuple[int, ReviewItem]]:
-    """Trace id -> (round, item), for everything the bootstrap's rounds queued (a superseded round's too)."""
-    found = {}
-    for path in bootstrap_dir.glob(f"round-*/{QUEUED}"):
-        k = int(re.match(r"round-(\d+)", path.parent.name)[1])
-        found |= {trace_id: (k, ReviewItem(**item)) for trace_id, item in json.loads(path.read_text()).items()}
-    return found
+class Queued(NamedTuple):
+    round: int
+    item: ReviewItem
+    at: float  # when the round recorded it (seconds since the epoch): its judges' assessments were written before
 
 
-def queued_at(bootstrap_dir: Path) -> dict[str, float]:
-    """Trace id -> when its round recorded it (seconds since the epoch): the judges' own assessments on the trace
-    were written before, so a write to it after this is a person's."""
+def queued_by_round(bootstrap_dir: Path) -> dict[str, Queued]:
+    """Trace id -> what queued it, for everything the bootstrap's rounds queued (a superseded round's too)."""
     found = {}
     for path in bootstrap_dir.glob(f"round-*/{QUEUED}"):
-        found |= dict.fromkeys(json.loads(path.read_text()), path.stat().st_mtime)
+        k, at = int(re.match(r"round-(\d+)", path.parent.name)[1]), path.stat().st_mtime
+        found |= {
+            trace_id: Queued(k, ReviewItem(**item), at) for trace_id, item in json.loads(path.read_text()).items()
+        }
     return found
 
 

@@ -55,19 +55,20 @@ def trusted_labels(tracking: lineage.BootstrapRun, bootstrap_dir: Path, k: int) 
         logger.warning(
             "ignored %d label(s) on traces that no round of this bootstrap queued: %s", len(forged), ", ".join(forged)
         )
-    earlier = {trace_id: item for trace_id, (j, item) in queued.items() if j < k}
+    earlier = {trace_id: q.item for trace_id, q in queued.items() if q.round < k}
     labels = review.labels_on(tracking.uri, earlier)
     access_log = os.environ.get(review_items.ACCESS_LOG_ENV)
     if not access_log:
         return list(labels.values()), len(forged)
-    credited, unwritten = _credit_to_writers(labels, Path(access_log), bootstrap_dir)
+    at = {trace_id: q.at for trace_id, q in queued.items()}
+    credited, unwritten = _credit_to_writers(labels, review.label_writers(Path(access_log), at))
     return credited, len(forged) + unwritten
 
 
-def _credit_to_writers(labels: dict, access_log: Path, bootstrap_dir: Path) -> tuple[list, int]:
-    """The labels a proxy's account wrote, each credited to that account, and how many no account wrote."""
+def _credit_to_writers(labels: dict, writers: dict[str, str]) -> tuple[list, int]:
+    """The labels an account wrote through the proxy (`writers`: trace id -> account), each credited to that
+    account, and how many no account wrote."""
     logger = get_run_logger()
-    writers = review.label_writers(access_log, review_items.queued_at(bootstrap_dir))
     unwritten = sorted(set(labels) - set(writers))
     if unwritten:
         logger.warning(
