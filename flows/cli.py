@@ -29,7 +29,7 @@ from flows.arguments import (
     parse_sets,
     store_client,
 )
-from flows.console import fail, print_report, print_rounds
+from flows.console import fail, print_report, print_rounds, stopped
 from flows.stack_cli import app as stack_app
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network on these machines
@@ -87,7 +87,7 @@ def run(
     except typer.Exit:  # refused by the input checks: their one line is out
         raise
     except Stopped as stop:
-        fail(f"stopped by {stop}; re-run the same command to resume", 128 + stop.signum)
+        stopped(f"stopped by {stop}; re-run the same command to resume", 128 + stop.signum)
     except Exception as err:  # the traceback is in the log above; the last line says what failed
         fail(
             f"the bootstrap failed: {type(err).__name__}: {one_line(err)}; re-run the same command to resume{TRACE}", 1
@@ -184,7 +184,7 @@ def evaluate_command(
     except (versions.MlflowException, FileNotFoundError) as err:
         fail(str(err))
     except Stopped as stop:
-        fail(f"stopped by {stop}", 128 + stop.signum)
+        stopped(f"stopped by {stop}", 128 + stop.signum)
     row = {"k": result["name"], "metrics": result["metrics"], "reason": result["decision"]["reason"]}
     print_rounds([row], cfg.evaluation.ci_level)
     typer.echo(f"\noutputs: {result['outputs']}\nmlflow run: {result['mlflow_run_id']}")

@@ -59,3 +59,25 @@ def test_a_stop_raised_inside_a_garbage_collection_callback_is_not_lost():
         for _ in range(1000):  # the resent signal is handled between two bytecodes, here
             time.sleep(0.001)
     assert ref() is None  # the callback ran, and its Stopped was lost there before it was sent again
+
+
+STOPPED_WITH_AN_EXIT_HANDLER = """
+import atexit, sys
+from flows.console import stopped
+atexit.register(lambda: open(sys.argv[1], "w").write("ran"))
+print("working", flush=True)
+stopped("stopped by SIGTERM; re-run the same command to resume", 143)
+print("not reached")
+"""
+
+
+def test_a_stopped_run_exits_with_its_code_after_its_exit_handlers(tmp_path):
+    """`stopped` skips Python's teardown, not what the run registered to happen at exit, nor its last output."""
+    handler_ran = tmp_path / "handler"
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_WITH_AN_EXIT_HANDLER, str(handler_ran)], capture_output=True, text=True
+    )
+    assert done.returncode == 143, done.stderr
+    assert done.stdout == "working\n"
+    assert "error: stopped by SIGTERM; re-run the same command to resume" in done.stderr
+    assert handler_ran.read_text() == "ran"
