@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import vllm_server  # noqa: E402
+from components.build import logprob_judge  # noqa: E402
 from components.config import ModelsConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.generator import Sampling, TransformersGenerator, VLLMGenerator  # noqa: E402
@@ -104,7 +105,7 @@ def judges(remote: bool) -> list[dict]:
 def _local(spec: str, rubric: str, style: str) -> LogprobJudge:
     tokenizer = load_tokenizer(spec)
     scorer = TransformersScorer(load_policy(Policy(spec), ModelsConfig()), tokenizer, 8, spec)
-    return LogprobJudge(spec, scorer, tokenizer, rubric, style, "prefilled", abstain_margin=0.02)
+    return logprob_judge(spec, scorer, tokenizer, rubric, style, "prefilled", 0.02)
 
 
 def vllm_available() -> bool:

@@ -34,6 +34,7 @@ def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str
     from components.models import Policy
     from components.requests import GenerateRequest
     from flows import shards
+    from flows.engine import engine_for
     from flows.runtime import prefect_api
 
     models, data = ModelsConfig(), DataConfig(max_train_prompts=prompts)
@@ -50,7 +51,7 @@ def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str
         for count in (1, 2):
             execution = ExecutionConfig(engine="ray", address=address, shards=count)
 
-            @flow(task_runner=shards.task_runner(execution))
+            @flow(task_runner=engine_for(execution).task_runner())
             def sharded(execution, out):
                 return shards.generate(execution, request.model_copy(update={"out": Path(out)}))
 

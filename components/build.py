@@ -1,16 +1,18 @@
-"""Config to component: reads a `kind:` and builds what it names, and builds each stage's request from the config.
-
-Stages ask here for their generator, judge and trainer, and the round for each stage's request (requests.py). Not
-yet the only place that chooses by kind: the pairs kind, the launcher, the engine and the panels are still read
-where they are used (issue 40, part 2).
+"""Config to component: the only place that chooses by a kind (generation, judge, verdict, pairs, training, reward,
+launcher); it builds what the kind names, and each stage's request from the config. Stages ask here for their
+generator, judge, pair maker and trainer, and the round for each stage's request (requests.py). The engine is
+chosen in flows/engine.py; tests/test_dispatch.py fails on a choice by kind anywhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from components import accelerate_launch
+from components import reward_model as rm
 from components.biased import BiasedJudge
 from components.config import (
     DPOTrainingConfig,
@@ -24,13 +26,17 @@ from components.config import (
     TransformersGenerationConfig,
     VLLMGenerationConfig,
 )
+from components.data import load_prompts, load_rows
 from components.embedded import gguf_file, gguf_tokenizer
 from components.generator import Generator, Sampling, TransformersGenerator, VLLMGenerator
 from components.judge import (
+    VERDICT_PREFIX,
     Judge,
     LengthControlledJudge,
     LogprobJudge,
+    PairwiseLogprobJudge,
     PanelJudge,
+    PointwiseLogprobJudge,
     VerifierJudge,
     WeightedJudge,
     load_rubric,
@@ -47,15 +53,16 @@ from components.judge_config import (
 )
 from components.memo import NO_MEMO, Memo, file_digest, memo_key
 from components.models import Policy, device_for, load_policy, load_tokenizer
+from components.pairs import BestVsWorst, PairMaker
 from components.program_judge import ProgramJudge, code_writer
 from components.refusal_judge import RefusalJudge
 from components.remote_judge import RemoteJudge
 from components.requests import EvaluateRequest, GenerateRequest, JudgeRequest, RewardRequest, TrainRequest
-from components.revise import GeneratorReviser, LlamaCppReviser, Reviser
-from components.rewards import OnlineReward
+from components.revise import GeneratorReviser, LlamaCppReviser, Reviser, Revisions
+from components.rewards import JudgeReward, OnlineReward, VerifierReward
 from components.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
 from components.server_generator import ServerGenerator
-from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer
+from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer, load_for_training
 
 
 def make_generator(
@@ -117,16 +124,37 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
         case AIJudgeConfig():
             name = f"ai:{config.model}" + ("" if config.verdict == "prefilled" else f":{config.verdict}")
             scorer, tokenizer = _scorer(config, champion, models, loaded, name, memo)
-            rubric = load_rubric(config.rubric)
-            program = config.verdict == "program"  # the same model scores what no check can decide, pointwise
-            verdict = "pointwise" if program else config.verdict
-            logprob_name = f"ai:{config.model}:pointwise" if program else name
-            judge = LogprobJudge(
-                logprob_name, scorer, tokenizer, rubric, config.prompt_style, verdict, config.abstain_margin
-            )
-            if program:
-                return ProgramJudge(name, code_writer(scorer, tokenizer, config.prompt_style), judge, memo)
-            return judge
+            rubric, style, margin = load_rubric(config.rubric), config.prompt_style, config.abstain_margin
+            if config.verdict == "program":  # the same model scores what no check can decide, pointwise
+                fallback = logprob_judge(
+                    f"ai:{config.model}:pointwise", scorer, tokenizer, rubric, style, "pointwise", margin
+                )
+                return ProgramJudge(name, code_writer(scorer, tokenizer, style), fallback, memo)
+            return logprob_judge(name, scorer, tokenizer, rubric, style, config.verdict, margin)
+
+
+def logprob_judge(
+    name: str, scorer, tokenizer: PreTrainedTokenizerBase, rubric: str, prompt_style: str, verdict: str, margin: float
+) -> LogprobJudge:
+    """A model judge that asks for its verdict the way `verdict` names: `prefilled`, `letter` or `pointwise`."""
+    match verdict:
+        case "pointwise":
+            return PointwiseLogprobJudge(name, scorer, tokenizer, rubric, prompt_style, margin)
+        case "prefilled":
+            return PairwiseLogprobJudge(name, scorer, tokenizer, rubric, prompt_style, margin, VERDICT_PREFIX)
+        case "letter":
+            return PairwiseLogprobJudge(name, scorer, tokenizer, rubric, prompt_style, margin)
+    raise ValueError(f"judge.verdict: unknown {verdict!r}")
+
+
+def route_judge(kind: str) -> Judge:
+    """The judge `ratchet judge-check --route COHORT=KIND` hands a cohort to."""
+    match kind:
+        case "verifier":
+            return VerifierJudge()
+        case "refusal":
+            return RefusalJudge()
+    raise ValueError(f"--route: unknown kind {kind!r}")
 
 
 def _cohort_judges(config: PanelJudgeConfig, champion: Policy, models: ModelsConfig, loaded, memo) -> dict:
@@ -171,6 +199,26 @@ def make_reviser(config: PairsConfig, champion: Policy, models: ModelsConfig) ->
     return GeneratorReviser(TransformersGenerator(model, load_tokenizer(policy.base), greedy, 8), config.reviser)
 
 
+def make_pair_maker(config: PairsConfig, champion: Policy, models: ModelsConfig) -> PairMaker:
+    """How the judge stage makes pairs, as `pairs.kind` names."""
+    match config.kind:
+        case "revise":
+            reviser = make_reviser(config, champion, models)
+            return Revisions(reviser, load_rubric(config.constitution), config.per_prompt, config.max_new_tokens)
+        case "best_vs_worst":
+            return BestVsWorst(config.per_prompt)
+
+
+def prompts_per_batch(config: GenerationConfig) -> int:
+    """How many prompts the generator takes at once (a shard's prompts come in whole batches): transformers' batch;
+    vLLM and servers seed each prompt and batch on their own."""
+    match config:
+        case TransformersGenerationConfig():
+            return config.batch_size
+        case VLLMGenerationConfig() | ServerGenerationConfig():
+            return 1
+
+
 def learns_from_pairs(config: TrainingConfig) -> bool:
     """Whether the kind trains on the judged pairs (DPO), rather than on fresh samples the judge scores online."""
     match config:
@@ -178,6 +226,25 @@ def learns_from_pairs(config: TrainingConfig) -> bool:
             return True
         case OnlineTrainingConfig():
             return False
+
+
+def nothing_to_learn(request: TrainRequest) -> bool:
+    """DPO with no pair the judge decided; GRPO/RLOO rewarded by a reward model no round has trained yet."""
+    match request.training:
+        case DPOTrainingConfig():
+            return request.decided_pairs == 0
+        case OnlineTrainingConfig():
+            return request.training.reward == "reward_model" and request.reward_model is None
+
+
+def train_runner(config: TrainingConfig) -> Callable[[TrainRequest, Path], dict]:
+    """How the train stage runs `train_adapter`: in this process, or in each of `num_processes` processes under
+    `accelerate launch`."""
+    match config.launcher:
+        case "accelerate":
+            return accelerate_launch.launch
+        case "in_process":
+            return train_adapter
 
 
 def make_trainer(
@@ -194,7 +261,46 @@ def make_trainer(
         case DPOTrainingConfig():
             return DPOLoRATrainer(model, tokenizer, config, models, seed, checkpoints)
         case OnlineTrainingConfig():
-            return OnlineTrainer(model, tokenizer, config, models, seed, checkpoints, reward)
+            trl_classes = _online_trl_classes(config)
+            return OnlineTrainer(model, tokenizer, config, models, seed, checkpoints, reward, trl_classes)
+
+
+def _online_trl_classes(config: OnlineTrainingConfig) -> tuple[type, type]:
+    """TRL's config and trainer classes for `training.kind`."""
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    match config.kind:
+        case "grpo":
+            return GRPOConfig, GRPOTrainer
+        case "rloo":
+            return RLOOConfig, RLOOTrainer
+
+
+def train_adapter(request: TrainRequest, into: Path) -> dict:
+    """Train the adapter the request asks for into `into`; its metrics."""
+    r = request
+    tokenizer = load_tokenizer(r.champion.base)
+    if learns_from_pairs(r.training):
+        reward, examples = None, load_rows(r.pairs)
+    else:
+        examples = load_prompts(r.data.train_prompts, r.data.max_train_prompts)
+        reward = _online_reward(r, list(examples))
+    model = load_for_training(r.champion, r.training, r.models)
+    trainer = make_trainer(r.training, model, tokenizer, r.models, r.seed, r.checkpoints, reward)
+    return trainer.train(examples, into)
+
+
+def _online_reward(r: TrainRequest, prompts: list[dict]) -> OnlineReward:
+    """What scores GRPO/RLOO's samples: the round's reward model and the verifier, weighted; or the judge."""
+    if r.training.reward == "reward_model":
+        if r.reward_model is None:
+            raise ValueError("training.reward is reward_model, but the round trained no reward model")
+        scorer = rm.RewardModel.from_stage(r.reward_model, r.models, r.reward_model_config.batch_size)
+        funcs = [scorer.model, VerifierReward(prompts)]
+        weights = [r.training.reward_model_weight, r.training.verifier_weight]
+        return OnlineReward(funcs, [scorer.tokenizer, None], weights)
+    anchors = {g["prompt_id"]: g["response"] for g in load_rows(r.generations) if g["sample"] == 0}
+    return OnlineReward([JudgeReward(make_judge(r.judge, r.champion, r.models), prompts, anchors)])
 
 
 def generate_request(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> GenerateRequest:

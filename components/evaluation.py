@@ -20,7 +20,7 @@ from components.config import EvaluationConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
 from components.judge import Judge
-from components.judge_config import AIJudgeConfig, model_judges
+from components.judge_config import self_judge_config
 from components.judge_reliability import abstention_rate, agreement, length_slope, order_consistency
 from components.memo import Memo, memo_key
 from components.models import Policy, PolicyPair, load_tokenizer, response_logprobs
@@ -186,7 +186,13 @@ def _reliability(
     }
     if request.evaluation.self_agreement:
         with pair.use("champion") as model:
-            self_judge = make_judge(self_judge_config(request), champion, request.models, (model, tokenizer), memo)
+            self_judge = make_judge(
+                self_judge_config(request.training_judge, request.evaluation.judge.rubric),
+                champion,
+                request.models,
+                (model, tokenizer),
+                memo,
+            )
             self_verdicts = self_judge.judge(items)
         found["self_cross_agreement"] = agreement(self_verdicts, verdicts)
         found["self_judge_order_consistency"] = order_consistency(self_verdicts)
@@ -202,14 +208,6 @@ def _add_self_wins(rows: list[dict], self_wins: list[float] | None) -> None:
     if self_wins is not None:
         for row, win in zip(challenger_rows, self_wins, strict=True):
             row["self_win"] = win
-
-
-def self_judge_config(request: EvaluateRequest) -> AIJudgeConfig:
-    """The training judge when the champion judges itself; else the champion as a chat judge on the eval rubric."""
-    for judge in model_judges(request.training_judge):
-        if isinstance(judge, AIJudgeConfig) and judge.model == "self":
-            return judge
-    return AIJudgeConfig(model="self", prompt_style="chat", rubric=request.evaluation.judge.rubric)
 
 
 def _drift(pair: PolicyPair, policies: dict[str, Policy], tokenizer, prompts, greedy, wins, memo: Memo) -> dict:

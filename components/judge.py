@@ -11,7 +11,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from components.checks import instructions, scores
 from components.data import user_message
+from components.judge_config import RUBRICS_DIR
 from components.memo import NO_MEMO, Memo
 from components.models import chat_turn
 from components.scorers import Scorer
@@ -96,7 +96,7 @@ VERDICT_PREFIX = "The better answer is Answer"
 
 
 def load_rubric(name: str) -> str:
-    return (Path(__file__).resolve().parent.parent / "configs" / "rubrics" / f"{name}.txt").read_text().strip()
+    return (RUBRICS_DIR / f"{name}.txt").read_text().strip()
 
 
 def judge_prompt(rubric: str, row: dict, a: str, b: str) -> str:
@@ -149,14 +149,9 @@ def pointwise_verdict(p_yes_a: float, p_yes_b: float, abstain_margin: float) -> 
 
 class LogprobJudge:
     """A causal LM judge (the policy itself for self-rewarding, or a cross-family model) scored by the probability
-    of its verdict's next token, as `verdict` asks for it:
-
-    - `prefilled`: both answers in one prompt, the reply begun as "The better answer is Answer"; P(" A") vs P(" B").
-    - `letter`: the same prompt, the reply's own first token; P("A") vs P("B").
-    - `pointwise`: each answer alone, "... Reply with Yes or No."; the two P("Yes") compared.
-
-    The pairwise verdicts are asked in both orders; `scorer` runs the model (transformers or llama.cpp).
-    """
+    of its verdict's next token; `scorer` runs the model (transformers or llama.cpp). The prompts shared by its two
+    ways of asking, which build.py chooses between (`verdict`): `PairwiseLogprobJudge` and `PointwiseLogprobJudge`.
+    `prefix` begins the judge's reply ("The better answer is Answer": `prefilled`)."""
 
     def __init__(
         self,
@@ -165,44 +160,56 @@ class LogprobJudge:
         tokenizer: PreTrainedTokenizerBase,
         rubric: str,
         prompt_style: str,
-        verdict: str,
         abstain_margin: float,
+        prefix: str = "",
     ):
         self.name, self.scorer, self.tokenizer, self.rubric = name, scorer, tokenizer, rubric
-        self.prompt_style, self.verdict, self.abstain_margin = prompt_style, verdict, abstain_margin
-        self._p_yes: dict[str, float] = {}  # pointwise: P(Yes) by judge prompt
+        self.prompt_style, self.abstain_margin, self.prefix = prompt_style, abstain_margin, prefix
+
+    def _labels(self, first: str, second: str) -> tuple[str, str]:
+        """The reply's own first token has no leading space in a chat; after a prefix or a colon it has one."""
+        own_token = self.prompt_style == "chat" and not self.prefix
+        return (first, second) if own_token else (f" {first}", f" {second}")
+
+    def _wrap(self, instructions: str) -> str:
+        """A chat prompt with the assistant's turn open (begun with the prefix when there is one), or a completion
+        that ends on the prefix or a "Verdict:" cue."""
+        if self.prompt_style == "chat":
+            return chat_turn(self.tokenizer, instructions) + self.prefix
+        return f"{instructions}\n\n{self.prefix or 'Verdict:'}"
+
+
+class PairwiseLogprobJudge(LogprobJudge):
+    """Both answers in one prompt, asked in both orders; P(" A") vs P(" B") after the prefix (`prefilled`), or
+    P("A") vs P("B") as the reply's own first token (`letter`)."""
 
     def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
-        if self.verdict == "pointwise":
-            texts = [(self._pointwise_text(row, a), self._pointwise_text(row, b)) for row, a, b in items]
-            # Each answer is scored once per judge: n samples compared pairwise, or the challenger's answers
-            # against the champion's and then against the base's.
-            new = [t for t in dict.fromkeys(t for pair in texts for t in pair) if t not in self._p_yes]
-            self._p_yes |= dict(zip(new, self.scorer.two_way(new, self._labels("Yes", "No")), strict=True))
-            return [pointwise_verdict(self._p_yes[a], self._p_yes[b], self.abstain_margin) for a, b in texts]
         labels = self._labels("A", "B")
         forward = self.scorer.two_way([self._pairwise_text(row, a, b) for row, a, b in items], labels)
         swapped = self.scorer.two_way([self._pairwise_text(row, b, a) for row, a, b in items], labels)
         return [combine_orders(pf, 1.0 - ps, self.abstain_margin) for pf, ps in zip(forward, swapped, strict=True)]
 
-    def _labels(self, first: str, second: str) -> tuple[str, str]:
-        """The reply's own first token has no leading space in a chat; after a prefix or a colon it has one."""
-        own_token = self.prompt_style == "chat" and self.verdict != "prefilled"
-        return (first, second) if own_token else (f" {first}", f" {second}")
-
     def _pairwise_text(self, row: dict, a: str, b: str) -> str:
         return self._wrap(judge_prompt(self.rubric, row, a, b))
 
+
+class PointwiseLogprobJudge(LogprobJudge):
+    """Each answer alone, "... Reply with Yes or No."; the two answers' P("Yes") compared (`pointwise`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._p_yes: dict[str, float] = {}  # P(Yes) by judge prompt
+
+    def judge(self, items: list[tuple[dict, str, str]]) -> list[Verdict]:
+        texts = [(self._pointwise_text(row, a), self._pointwise_text(row, b)) for row, a, b in items]
+        # Each answer is scored once per judge: n samples compared pairwise, or the challenger's answers against
+        # the champion's and then against the base's.
+        new = [t for t in dict.fromkeys(t for pair in texts for t in pair) if t not in self._p_yes]
+        self._p_yes |= dict(zip(new, self.scorer.two_way(new, self._labels("Yes", "No")), strict=True))
+        return [pointwise_verdict(self._p_yes[a], self._p_yes[b], self.abstain_margin) for a, b in texts]
+
     def _pointwise_text(self, row: dict, answer: str) -> str:
         return self._wrap(POINTWISE_INSTRUCTIONS.format(rubric=self.rubric, request=user_message(row), answer=answer))
-
-    def _wrap(self, instructions: str) -> str:
-        """A chat prompt with the assistant's turn open (begun with the prefix when prefilled), or a completion
-        that ends on the prefix or a "Verdict:" cue."""
-        prefix = VERDICT_PREFIX if self.verdict == "prefilled" else ""
-        if self.prompt_style == "chat":
-            return chat_turn(self.tokenizer, instructions) + prefix
-        return f"{instructions}\n\n{prefix or 'Verdict:'}"
 
 
 def second_opinion(

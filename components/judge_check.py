@@ -17,10 +17,9 @@ from statistics import mean
 from components.checks import validate_check
 from components.config import ExperimentConfig
 from components.evaluator import CI
-from components.judge import Judge, PanelJudge, Verdict, VerifierJudge
-from components.judge_config import JudgeConfig, PanelJudgeConfig, WeightedJudgeConfig
+from components.judge import Judge, PanelJudge, Verdict
+from components.judge_config import JudgeConfig, inner_judges
 from components.judge_reliability import length_slope
-from components.refusal_judge import RefusalJudge
 
 CALIBRATION_SET = Path(__file__).resolve().parent.parent / "data" / "judge_calibration.jsonl"
 
@@ -168,22 +167,19 @@ def decided_by(rows: list[dict]) -> dict[str, int]:
 def judges_in(config: ExperimentConfig) -> dict[str, tuple[JudgeConfig, str | None]]:
     """Every judge an experiment config names, by where it sits, with the one cohort it is asked about (None: all):
     `training` (as configured, panel and all), each judge inside a training panel or combination, `evaluation`."""
-    judges = {"training": (config.judge, None)}
-    if isinstance(config.judge, PanelJudgeConfig):
-        judges["training.default"] = (config.judge.default, None)
-        judges |= {f"training.by_cohort.{c}": (j, c) for c, j in config.judge.by_cohort.items()}
-    if isinstance(config.judge, WeightedJudgeConfig):
-        judges |= {f"training.judges.{i}": (j, None) for i, j in enumerate(config.judge.judges)}
-    return judges | {"evaluation": (config.evaluation.judge, None)}
+    inside = {f"training.{path}": found for path, found in inner_judges(config.judge).items()}
+    return {"training": (config.judge, None)} | inside | {"evaluation": (config.evaluation.judge, None)}
 
 
 # What a cohort a model judge cannot see may be routed to (`ratchet judge-check --route COHORT=KIND`).
-ROUTES = {"verifier": VerifierJudge, "refusal": RefusalJudge}
+ROUTES = ("verifier", "refusal")
 
 
 def routed(judge: Judge, routes: dict[str, str]) -> Judge:
     """`judge` with each cohort in `routes` handed to the judge of that kind (a panel of one model judge)."""
-    panel = PanelJudge(judge, judge, {cohort: ROUTES[kind]() for cohort, kind in routes.items()})
+    from components.build import route_judge
+
+    panel = PanelJudge(judge, judge, {cohort: route_judge(kind) for cohort, kind in routes.items()})
     panel.name = f"{judge.name} routed " + ",".join(f"{c}:{k}" for c, k in routes.items())
     return panel
 

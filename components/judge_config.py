@@ -79,6 +79,9 @@ class AIJudgeConfig(_ModelJudge):
         return self
 
 
+SELF_JUDGE = AIJudgeConfig(model="self", prompt_style="chat")  # the champion judging itself (Self-Rewarding LMs)
+
+
 class RemoteJudgeConfig(_ModelJudge):
     """An OpenAI-compatible chat-completions endpoint as judge; the key stays in the environment."""
 
@@ -179,7 +182,7 @@ class PanelJudgeConfig(Strict):
         default_factory=VerifierJudgeConfig, description="Judge for prompts with a check spec."
     )
     default: PanelDefaultConfig = Field(
-        default_factory=lambda: AIJudgeConfig(model="self", prompt_style="chat"),
+        default_factory=lambda: SELF_JUDGE,
         description="Judge for every other prompt (default: the champion judges itself, as in Self-Rewarding LMs); "
         "`kind: refusal` where every such prompt is a refusal cohort's.",
     )
@@ -222,14 +225,19 @@ JudgeConfig = Annotated[
 ]
 
 
+def inner_judges(judge: BaseModel) -> dict[str, tuple[BaseModel, str | None]]:
+    """The judges inside a panel (`default`, `by_cohort.C`) or a weighted combination (`judges.I`), by their path
+    under it, each with the one cohort it is asked about (None: all); nothing for a single judge."""
+    if isinstance(judge, PanelJudgeConfig):
+        return {"default": (judge.default, None)} | {f"by_cohort.{c}": (j, c) for c, j in judge.by_cohort.items()}
+    if isinstance(judge, WeightedJudgeConfig):
+        return {f"judges.{i}": (j, None) for i, j in enumerate(judge.judges)}
+    return {}
+
+
 def model_judges(judge: BaseModel) -> list[AIJudgeConfig | RemoteJudgeConfig]:
     """The model judges (local or remote) inside a judge config, panels and weighted combinations unpacked."""
-    if isinstance(judge, PanelJudgeConfig):
-        parts = [judge.default, *judge.by_cohort.values()]
-    elif isinstance(judge, WeightedJudgeConfig):
-        parts = judge.judges
-    else:
-        parts = [judge]
+    parts = [j for j, _ in inner_judges(judge).values()] or [judge]
     return [j for j in parts if isinstance(j, AIJudgeConfig | RemoteJudgeConfig)]
 
 
@@ -240,3 +248,12 @@ def judge_identity(judge: BaseModel) -> tuple[str, ...] | None:
     if isinstance(judge, RemoteJudgeConfig):
         return ("remote", judge.base_url.rstrip("/"), judge.model)
     return None
+
+
+def self_judge_config(training: BaseModel, rubric: str) -> AIJudgeConfig:
+    """The training judge's self-judge when the champion judges itself in it; else the champion as a chat judge on
+    `rubric`."""
+    for judge in model_judges(training):
+        if isinstance(judge, AIJudgeConfig) and judge.model == "self":
+            return judge
+    return SELF_JUDGE.model_copy(update={"rubric": rubric})

@@ -6,10 +6,28 @@ Rows: prompt_id, cohort, prompt, chosen, rejected, judge, p_chosen, margin, orde
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
+from typing import Protocol
 
 from components.data import user_message
 from components.judge import Judge, PanelJudge, Verdict
+
+
+class PairMaker(Protocol):
+    """How a prompt's samples become pair rows (or counted abstentions), `judge` deciding each."""
+
+    def pairs(self, judge: Judge, prompts: list[dict], samples: list[dict]) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class BestVsWorst:
+    """`pairs.kind: best_vs_worst`: the samples judged against each other (`build_pairs`)."""
+
+    per_prompt: int
+
+    def pairs(self, judge: Judge, prompts: list[dict], samples: list[dict]) -> list[dict]:
+        return build_pairs(judge, prompts, samples, self.per_prompt)
 
 
 def build_pairs(judge: Judge, prompts: list[dict], generations: list[dict], per_prompt: int) -> list[dict]:

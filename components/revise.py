@@ -13,6 +13,7 @@ the training judge, not the evaluation judge: the evaluation judge must not shap
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -91,6 +92,21 @@ class LlamaCppReviser:
             )
             replies.append((out["choices"][0]["message"]["content"] or "").strip())
         return replies
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """`pairs.kind: revise`: each sample critiqued and revised by `reviser` (`revise_pairs`)."""
+
+    reviser: Reviser
+    constitution: str
+    per_prompt: int
+    max_new_tokens: int
+
+    def pairs(self, judge: Judge, prompts: list[dict], samples: list[dict]) -> list[dict]:
+        return revise_pairs(
+            self.reviser, judge, self.constitution, prompts, samples, self.per_prompt, self.max_new_tokens
+        )
 
 
 def revise_pairs(

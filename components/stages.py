@@ -13,18 +13,23 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import metrics, review, train_worker
-from components.adapter_training import train_adapter
-from components.build import learns_from_pairs, make_generator, make_judge, make_reviser
-from components.config import DataConfig, GenerationConfig
+from components import metrics, review
+from components.build import (
+    make_generator,
+    make_judge,
+    make_pair_maker,
+    nothing_to_learn,
+    prompts_per_batch,
+    train_runner,
+)
+from components.config import DataConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generator import Sampling
-from components.judge import load_rubric
 from components.memo import Memo
 from components.models import Policy, load_tokenizer
-from components.pairs import build_pairs, example_pairs, model_judged
+from components.pairs import example_pairs, model_judged
 from components.requests import GenerateRequest, JudgeRequest, TrainRequest
-from components.revise import dropped, revise_pairs
+from components.revise import dropped
 
 EXAMPLE_PAIRS = 3  # shown in the round report
 
@@ -57,7 +62,8 @@ def generate(request: GenerateRequest) -> Generated:
     r, generation = request, request.generation
 
     def build(tmp: Path) -> dict:
-        prompts = r.shard.select(list(load_prompts(r.data.train_prompts, r.data.max_train_prompts)), _batch(generation))
+        prompts = list(load_prompts(r.data.train_prompts, r.data.max_train_prompts))
+        prompts = r.shard.select(prompts, prompts_per_batch(generation))
         tokenizer = load_tokenizer(r.champion.base)
         sampling = Sampling(generation.max_new_tokens, generation.temperature, generation.top_p)
         generator = make_generator(generation, r.champion, r.models, tokenizer, sampling)
@@ -72,17 +78,12 @@ def judge(request: JudgeRequest) -> Judged:
     """Turn each prompt's samples (of the shard) into preference pairs, or a counted abstention, with the training
     judge, and add the gold pairs people labelled in the review queue. An AI judge's scores are kept in the memo, so
     a killed stage resumes with those it had."""
-    r, c = request, request.pairs
+    r = request
 
     def build(tmp: Path) -> dict:
         prompts = r.shard.select(list(load_prompts(r.data.train_prompts, r.data.max_train_prompts)))
         judge_ = make_judge(r.judge, r.champion, r.models, memo=Memo(r.memo))
-        samples = list(load_rows(r.generations))
-        if c.kind == "revise":
-            reviser, constitution = make_reviser(c, r.champion, r.models), load_rubric(c.constitution)
-            pairs = revise_pairs(reviser, judge_, constitution, prompts, samples, c.per_prompt, c.max_new_tokens)
-        else:
-            pairs = build_pairs(judge_, prompts, samples, c.per_prompt)
+        pairs = make_pair_maker(r.pairs, r.champion, r.models).pairs(judge_, prompts, list(load_rows(r.generations)))
         return _save_pairs(review.with_gold(pairs, _gold_rows(r.gold)), tmp)
 
     return Judged(str(r.out), **save_stage(r.out, build))
@@ -110,10 +111,6 @@ def merge_judged(shards: list[Judged], out: Path, gold: str | None) -> Judged:
     return Judged(str(out), **save_stage(out, build))
 
 
-def _batch(generation: GenerationConfig) -> int:
-    return getattr(generation, "batch_size", 1)  # vLLM seeds each prompt and batches on its own
-
-
 def _gold_rows(gold: str | None) -> list[dict]:
     return json.loads(Path(gold).read_text()) if gold else []
 
@@ -129,14 +126,11 @@ def _save_pairs(pairs: list[dict], tmp: Path) -> dict:
 def train(request: TrainRequest) -> Trained:
     """Train a fresh LoRA adapter on the champion; no adapter when DPO has no pair to learn from, or the reward is
     a reward model that no pair has trained yet. With `launcher: accelerate` the training runs in `num_processes`
-    processes (train_worker.py)."""
-    if learns_from_pairs(request.training) and request.decided_pairs == 0:
+    processes (accelerate_launch.py)."""
+    if nothing_to_learn(request):
         return Trained(None, {"examples": 0})
-    if getattr(request.training, "reward", None) == "reward_model" and request.reward_model is None:
-        return Trained(None, {"examples": 0})
-    trainer = train_worker.launch if request.training.launcher == "accelerate" else train_adapter
-    out = request.out
-    return Trained(str(out), save_stage(out, lambda tmp: trainer(request, tmp), record="train_metrics.json"))
+    run, out = train_runner(request.training), request.out
+    return Trained(str(out), save_stage(out, lambda tmp: run(request, tmp), record="train_metrics.json"))
 
 
 def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded=None) -> dict[str, float]:

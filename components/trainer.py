@@ -211,8 +211,8 @@ class DPOLoRATrainer:
 
 
 class OnlineTrainer:
-    """GRPO or RLOO: fresh samples per prompt, scored by `reward` (the judge, or the reward model with the verifier),
-    KL to the champion by `beta`."""
+    """GRPO or RLOO (`trl_classes`: TRL's config and trainer classes for the kind): fresh samples per prompt, scored
+    by `reward` (the judge, or the reward model with the verifier), KL to the champion by `beta`."""
 
     def __init__(
         self,
@@ -223,9 +223,10 @@ class OnlineTrainer:
         seed: int,
         checkpoints: Path,
         reward: OnlineReward,
+        trl_classes: tuple[type, type],
     ):
         self.model, self.tokenizer, self.config, self.models = model, tokenizer, config, models
-        self.seed, self.checkpoints, self.reward = seed, checkpoints, reward
+        self.seed, self.checkpoints, self.reward, self.trl_classes = seed, checkpoints, reward, trl_classes
 
     def train(self, data: Dataset, output_dir: Path) -> dict:
         """`data` holds prompt rows (`id`, `prompt` as the user message); the reward sees `prompt_id`."""
@@ -233,10 +234,7 @@ class OnlineTrainer:
             lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}], "prompt_id": row["id"]},
             remove_columns=data.column_names,
         )
-        from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-        c = self.config
-        config_class, trainer_class = (GRPOConfig, GRPOTrainer) if c.kind == "grpo" else (RLOOConfig, RLOOTrainer)
+        c, (config_class, trainer_class) = self.config, self.trl_classes
         args = config_class(
             **common_args(c, self.models, self.checkpoints, self.seed),
             beta=c.beta,

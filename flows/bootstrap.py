@@ -29,7 +29,7 @@ from components.config import (
 from components.gate_config import GateConfig
 from components.models import Policy
 from components.validate import validate
-from flows import shards
+from flows.engine import engine_for
 from flows.forms import STORE_HELP, described, knob, load_form_config
 from flows.reporting import artifact_key
 from flows.round import RoundResult, bootstrap_round
@@ -154,7 +154,7 @@ def run_rounds(cfg: ExperimentConfig, tracking_uri: str, artifact_root: str | No
             description=f"MLflow parent run {tracking.run_id} in {tracking_uri}",
         )
         champion, version, results = Policy(cfg.models.policy), None, []
-        runner = shards.task_runner(cfg.execution)
+        runner = engine_for(cfg.execution).task_runner()
         round_flow = bootstrap_round if runner is None else bootstrap_round.with_options(task_runner=runner)
         for k in range(1, cfg.rounds + 1):
             with tags(cfg.name):

@@ -23,6 +23,7 @@ from components.models import Policy
 from components.requests import EvaluateRequest, GenerateRequest, JudgeRequest, RewardRequest, TrainRequest
 from flows import shards
 from flows.caching import STAGE, fresh
+from flows.engine import engine_for
 from flows.gate import gate
 from flows.recording import human_agreement, record, record_reward_model, redecided, snapshot_gold
 from flows.reporting import publish_round_report
@@ -71,7 +72,7 @@ SHARDED = {"generate": shards.generate, "judge": shards.judge}  # the stages tha
 
 def _run(k: int, stage, request, execution: ExecutionConfig | None = None):
     """Run a stage task on its request, as shard tasks where `execution` asks for them (generate and judge)."""
-    if execution is not None and shards.sharded(execution):
+    if execution is not None and engine_for(execution).sharded:
         return timed(k, stage.name, SHARDED[stage.name], execution, request)
     return timed(k, stage.name, fresh(stage, request.out), request)
 

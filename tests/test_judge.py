@@ -3,6 +3,7 @@ import json
 import pytest
 
 from components.biased import BiasedJudge
+from components.build import logprob_judge
 from components.config import ModelsConfig
 from components.judge import (
     LogprobJudge,
@@ -36,7 +37,7 @@ def tiny_logprob_judge(model_dir: str, prompt_style: str, verdict: str) -> Logpr
     tokenizer = load_tokenizer(model_dir)
     scorer = TransformersScorer(load_policy(Policy(model_dir), ModelsConfig()), tokenizer, 8, "tiny")
     rubric = load_rubric("concise-and-correct")
-    return LogprobJudge("ai:tiny", scorer, tokenizer, rubric, prompt_style, verdict, abstain_margin=0.0)
+    return logprob_judge("ai:tiny", scorer, tokenizer, rubric, prompt_style, verdict, 0.0)
 
 
 THREE_INSTRUCTIONS = {  # lowercase, no comma, fewer than 8 words
@@ -244,7 +245,7 @@ def test_llama_cpp_runs_a_gguf_judge_in_both_orders_as_transformers_does():
     gguf = LlamaCppScorer(EMBEDDED_MODELS["smollm2-135m-instruct"](), tokenizer, 1024, "smollm2-gguf")
     full = TransformersScorer(load_policy(Policy("smollm2-135m-instruct"), ModelsConfig()), tokenizer, 8, "smollm2")
     items = [(NUMBER, "4", "5"), (OPEN, "You are great.", "No."), (NUMBER, "5", "4")]
-    quantised, exact = (LogprobJudge("j", s, tokenizer, rubric, "chat", "prefilled", 0.0) for s in (gguf, full))
+    quantised, exact = (logprob_judge("j", s, tokenizer, rubric, "chat", "prefilled", 0.0) for s in (gguf, full))
     ours, theirs = quantised.judge(items), exact.judge(items)
     # Not exact: llama.cpp reuses the cached prefix of the previous prompt, and its quantised kernels round
     # differently for a shorter batch (~0.01 seen here).

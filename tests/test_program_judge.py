@@ -6,7 +6,7 @@ import pytest
 
 from components.build import make_judge
 from components.config import ModelsConfig
-from components.judge import LogprobJudge, load_rubric
+from components.judge import PointwiseLogprobJudge, load_rubric
 from components.judge_config import AIJudgeConfig
 from components.models import Policy, load_policy, load_tokenizer
 from components.program_judge import ProgramJudge, instructions, run_check
@@ -47,10 +47,10 @@ def test_the_sandbox_runs_a_check_and_refuses_what_it_must_not_do():
     assert not Path("/tmp/ratchet-sandbox-escape").exists()
 
 
-def tiny_pointwise_judge(model_dir: str) -> LogprobJudge:
+def tiny_pointwise_judge(model_dir: str) -> PointwiseLogprobJudge:
     tokenizer = load_tokenizer(model_dir)
     scorer = TransformersScorer(load_policy(Policy(model_dir), ModelsConfig()), tokenizer, 8, "tiny")
-    return LogprobJudge("ai:tiny", scorer, tokenizer, load_rubric("concise-and-correct"), "chat", "pointwise", 0.0)
+    return PointwiseLogprobJudge("ai:tiny", scorer, tokenizer, load_rubric("concise-and-correct"), "chat", 0.0)
 
 
 def scripted_judge(tiny_model_dir, checks: dict[str, str]) -> ProgramJudge:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
+from components.build import make_trainer
 from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig
 from components.judge import VerifierJudge
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
 from components.rewards import JudgeReward, OnlineReward
 from components.trainer import (
     DPOLoRATrainer,
-    OnlineTrainer,
     clearest,
     load_for_training,
     resumable,
@@ -216,7 +216,7 @@ def test_online_trainer_uses_the_judge_as_reward(tiny_model_dir, tmp_path, metho
     tok = load_tokenizer(tiny_model_dir)
     base = load_policy(Policy(tiny_model_dir), CPU)
     model = load_for_training(Policy(tiny_model_dir), cfg, CPU)
-    trainer = OnlineTrainer(model, tok, cfg, CPU, 0, tmp_path / "checkpoints", OnlineReward([counted]))
+    trainer = make_trainer(cfg, model, tok, CPU, 0, tmp_path / "checkpoints", OnlineReward([counted]))
     metrics = trainer.train(Dataset.from_list(prompts), tmp_path / "adapter")
     assert calls and metrics["steps"] == 2 and 0.0 <= metrics["reward_mean"] <= 1.0
     tuned = load_policy(Policy(tiny_model_dir, (str(tmp_path / "adapter"),)), CPU)
@@ -225,12 +225,13 @@ def test_online_trainer_uses_the_judge_as_reward(tiny_model_dir, tmp_path, metho
 
 
 def test_judge_reward_routes_checks_and_ai_verdicts(tiny_model_dir):
-    from components.judge import LogprobJudge, load_rubric
+    from components.build import logprob_judge
+    from components.judge import load_rubric
     from components.scorers import TransformersScorer
 
     tok = load_tokenizer(tiny_model_dir)
     scorer = TransformersScorer(load_policy(Policy(tiny_model_dir), CPU), tok, 8, "tiny")
-    ai = LogprobJudge("ai:tiny", scorer, tok, load_rubric("constitution"), "completion", "prefilled", 0.0)
+    ai = logprob_judge("ai:tiny", scorer, tok, load_rubric("constitution"), "completion", "prefilled", 0.0)
     prompts = [
         {"id": "n", "prompt": "2+2?", "check": json.dumps({"kind": "number", "answer": 4})},
         {"id": "o", "prompt": "Be kind.", "check": ""},
