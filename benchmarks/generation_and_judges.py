@@ -77,7 +77,9 @@ def judges(remote: bool) -> list[dict]:
     if remote and vllm_available():
         os.environ["BENCH_JUDGE_KEY"] = secrets.token_hex(8)
         log = Path(tempfile.mkdtemp(prefix="ratchet-bench-")) / "server.log"
-        server, base_url = vllm_server.start(str(resolve_model(POLICY)), "smollm2", os.environ["BENCH_JUDGE_KEY"], log)
+        server, base_url = vllm_server.start(
+            str(resolve_model(POLICY)), "smollm2", os.environ["BENCH_JUDGE_KEY"], log, max_lora_rank=0
+        )
         remote_config = RemoteJudgeConfig(base_url=base_url, model="smollm2", api_key_env="BENCH_JUDGE_KEY")
         candidates["remote: vLLM server, SmolLM2 (logprobs)"] = lambda: RemoteJudge(remote_config, rubric)
     results = []

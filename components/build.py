@@ -192,11 +192,14 @@ def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loade
 def make_reviser(config: PairsConfig, champion: Policy, models: ModelsConfig) -> Reviser:
     """The critique-and-revise model `pairs.reviser` names: the champion (`self`), a checkpoint, or a GGUF."""
     if config.reviser_runtime == "llama_cpp":
-        return LlamaCppReviser(gguf_file(config.reviser), config.reviser)
+        gguf = gguf_file(config.reviser)
+        return LlamaCppReviser(gguf, config.reviser, config.reviser_context_tokens, config.reviser_temperature)
     policy = champion if config.reviser == "self" else Policy(config.reviser)
-    greedy = Sampling(config.max_new_tokens, 0.0, 1.0)
-    model = load_policy(policy, models)
-    return GeneratorReviser(TransformersGenerator(model, load_tokenizer(policy.base), greedy, 8), config.reviser)
+    sampling = Sampling(config.max_new_tokens, config.reviser_temperature, 1.0)
+    generator = TransformersGenerator(
+        load_policy(policy, models), load_tokenizer(policy.base), sampling, config.reviser_batch_size
+    )
+    return GeneratorReviser(generator, config.reviser)
 
 
 def make_pair_maker(config: PairsConfig, champion: Policy, models: ModelsConfig) -> PairMaker:

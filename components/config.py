@@ -148,6 +148,15 @@ class PairsConfig(Strict):
         "constitution", pattern=FILE_NAME, description="revise: the principles, a file in configs/rubrics/."
     )
     max_new_tokens: int = Field(96, gt=0, description="revise: tokens per critique and per revision.")
+    reviser_temperature: float = Field(
+        0.0,
+        ge=0.0,
+        description="revise: the reviser's sampling temperature; 0 decodes greedily, so a re-run revises alike.",
+    )
+    reviser_batch_size: int = Field(8, gt=0, description="revise, transformers: messages per generate() call.")
+    reviser_context_tokens: int = Field(
+        2048, gt=0, description="revise, llama_cpp: the context window, which a critique's prompt and reply share."
+    )
 
     @model_validator(mode="after")
     def _reviser_fits(self) -> PairsConfig:

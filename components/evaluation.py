@@ -63,7 +63,8 @@ def evaluate(request: EvaluateRequest) -> Evaluated:
         reliability, self_wins = _reliability(request, champion, pair, tokenizer, items, verdicts, memo)
         found |= reliability
         _add_self_wins(rows, self_wins)
-        found |= _drift(pair, {"champion": champion, "challenger": challenger}, tokenizer, prompts, greedy, wins, memo)
+        policies = {"champion": champion, "challenger": challenger}
+        found |= _drift(pair, policies, tokenizer, prompts, greedy, wins, memo, e.batch_size)
         if request.reward_model:
             batch = request.reward_model_config.batch_size
             scorer = RewardModel.from_stage(request.reward_model, request.models, batch)
@@ -210,7 +211,9 @@ def _add_self_wins(rows: list[dict], self_wins: list[float] | None) -> None:
             row["self_win"] = win
 
 
-def _drift(pair: PolicyPair, policies: dict[str, Policy], tokenizer, prompts, greedy, wins, memo: Memo) -> dict:
+def _drift(
+    pair: PolicyPair, policies: dict[str, Policy], tokenizer, prompts, greedy, wins, memo: Memo, batch: int
+) -> dict:
     """KL(challenger || champion) on the challenger's answers, and how often the challenger's DPO implicit reward
     (log-ratio to the champion, its reference) orders each held-out pair the way the judge did."""
     logp = {}
@@ -218,7 +221,7 @@ def _drift(pair: PolicyPair, policies: dict[str, Policy], tokenizer, prompts, gr
         with pair.use(model_name) as model:
             for author in ("challenger", "champion"):
                 texts = [(user_message(p), g["response"]) for p, g in zip(prompts, greedy[author], strict=True)]
-                logp[model_name, author] = _logprobs(model, tokenizer, policies[model_name], texts, memo)
+                logp[model_name, author] = _logprobs(model, tokenizer, policies[model_name], texts, memo, batch)
 
     def reward(author: str) -> list[float]:
         return [c - r for c, r in zip(logp["challenger", author], logp["champion", author], strict=True)]
@@ -231,10 +234,10 @@ def _drift(pair: PolicyPair, policies: dict[str, Policy], tokenizer, prompts, gr
     }
 
 
-def _logprobs(model, tokenizer, policy: Policy, texts: list[tuple[str, str]], memo: Memo) -> list[float]:
+def _logprobs(model, tokenizer, policy: Policy, texts: list[tuple[str, str]], memo: Memo, batch: int) -> list[float]:
     """`policy`'s log-prob of each (request, answer), from the memo where an earlier round computed it (the
     champion's log-probs of its own answers are the previous round's challenger's)."""
     identity = (policy.digest(), str(model.dtype)) if memo.directory else ()
     keys = [memo_key("logprob", *identity, user, response) for user, response in texts]
-    compute = lambda missing: response_logprobs(model, tokenizer, [texts[i] for i in missing])  # noqa: E731
+    compute = lambda missing: response_logprobs(model, tokenizer, [texts[i] for i in missing], batch)  # noqa: E731
     return memo.cached("logprobs", keys, compute, chunk=256)

@@ -227,10 +227,8 @@ class PanelJudge:
     prompt has a check spec, else the default judge. With `ties_to_default`, an item the checkable judge ties on
     (both answers satisfy the check equally) goes on to the default judge, which may still prefer one."""
 
-    def __init__(
-        self, checkable: Judge, default: Judge, by_cohort: dict[str, Judge] | None = None, ties_to_default=False
-    ):
-        self.checkable, self.default, self.by_cohort = checkable, default, by_cohort or {}
+    def __init__(self, checkable: Judge, default: Judge, by_cohort: dict[str, Judge], ties_to_default: bool):
+        self.checkable, self.default, self.by_cohort = checkable, default, by_cohort
         self.ties_to_default = ties_to_default
         routes = "".join(f"|{cohort}:{judge.name}" for cohort, judge in self.by_cohort.items())
         ties = ",ties->default" if ties_to_default else ""

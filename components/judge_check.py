@@ -179,7 +179,8 @@ def routed(judge: Judge, routes: dict[str, str]) -> Judge:
     """`judge` with each cohort in `routes` handed to the judge of that kind (a panel of one model judge)."""
     from components.build import route_judge
 
-    panel = PanelJudge(judge, judge, {cohort: route_judge(kind) for cohort, kind in routes.items()})
+    by_cohort = {cohort: route_judge(kind) for cohort, kind in routes.items()}
+    panel = PanelJudge(judge, judge, by_cohort, ties_to_default=False)  # its default is the judge itself
     panel.name = f"{judge.name} routed " + ",".join(f"{c}:{k}" for c, k in routes.items())
     return panel
 

@@ -172,12 +172,12 @@ def chat_turn(tokenizer: PreTrainedTokenizerBase, user: str) -> str:
 
 def response_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, response: str) -> float:
     """Sum of log p(response tokens | chat prompt) under `model`: the quantity DPO's implicit reward is built on."""
-    return response_logprobs(model, tokenizer, [(user, response)])[0]
+    return response_logprobs(model, tokenizer, [(user, response)], batch_size=1)[0]
 
 
 @torch.inference_mode()
 def response_logprobs(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[tuple[str, str]], batch_size: int = 8
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[tuple[str, str]], batch_size: int
 ) -> list[float]:
     """`response_logprob` of each (user message, response), in right-padded batches (the padding is masked, and
     in a causal model it comes after every token that counts)."""

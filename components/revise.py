@@ -64,7 +64,7 @@ class Reviser(Protocol):
 
 
 class GeneratorReviser:
-    """A transformers model (the champion, or another checkpoint) replying through a greedy `Generator`."""
+    """A transformers model (the champion, or another checkpoint) replying through a `Generator`."""
 
     def __init__(self, generator: Generator, name: str):
         self.generator, self.name = generator, name
@@ -78,17 +78,17 @@ class GeneratorReviser:
 class LlamaCppReviser:
     """A GGUF model (e.g. the embedded Qwen2.5-Coder-1.5B) replying through llama.cpp's chat completion."""
 
-    def __init__(self, gguf: Path, name: str, context_tokens: int = 2048):
+    def __init__(self, gguf: Path, name: str, context_tokens: int, temperature: float):
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(gguf), n_ctx=context_tokens, verbose=False)
-        self.name = name
+        self.name, self.temperature = name, temperature
 
     def reply(self, messages: list[str], max_new_tokens: int) -> list[str]:
         replies = []
         for message in messages:
             out = self.llm.create_chat_completion(
-                [{"role": "user", "content": message}], max_tokens=max_new_tokens, temperature=0.0
+                [{"role": "user", "content": message}], max_tokens=max_new_tokens, temperature=self.temperature
             )
             replies.append((out["choices"][0]["message"]["content"] or "").strip())
         return replies

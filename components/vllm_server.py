@@ -24,12 +24,13 @@ def start(
     api_key: str,
     log: Path,
     wait_seconds: int = 240,
-    max_lora_rank: int = 0,
+    *,
+    max_lora_rank: int,
     max_model_len: int = 2048,
 ) -> tuple:
     """Serve `model_dir` as `served_name` on a free port of 127.0.0.1 only; return (process, base URL) once it
     answers. The key goes through the environment (VLLM_API_KEY), so `ps` does not show it. `max_lora_rank` > 0
-    lets adapters up to that rank be loaded at runtime (`generation.kind: server`)."""
+    (0: none) lets adapters up to that rank be loaded at runtime (`generation.kind: server`)."""
     port = free_port()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
     command += ["--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port)]

@@ -236,7 +236,9 @@ def openai_server(tmp_path_factory):
     key = f"sk-ratchet-{secrets.token_hex(8)}"
     os.environ["RATCHET_TEST_JUDGE_KEY"] = key
     log = tmp_path_factory.mktemp("openai-server") / "server.log"
-    server, base_url = vllm_server.start(str(resolve_model("smollm2-135m-instruct")), "smollm2", key, log)
+    server, base_url = vllm_server.start(
+        str(resolve_model("smollm2-135m-instruct")), "smollm2", key, log, max_lora_rank=0
+    )
     try:
         yield base_url, "smollm2", "RATCHET_TEST_JUDGE_KEY"
     finally:

@@ -137,7 +137,7 @@ def test_pointwise_scores_compare_as_log_odds():
 
 
 def test_panel_routes_by_check_and_build_pairs_keeps_abstentions(tiny_judge):
-    panel = PanelJudge(VerifierJudge(), tiny_judge)
+    panel = PanelJudge(VerifierJudge(), tiny_judge, {}, ties_to_default=False)
     generations = [
         {"prompt_id": "n", "sample": 0, "response": "5"},
         {"prompt_id": "n", "sample": 1, "response": "4"},
@@ -216,7 +216,9 @@ def test_length_loving_judge_builds_pairs_that_teach_length_even_against_the_ver
 
 
 def test_panel_routes_a_named_cohort_to_its_own_judge_first():
-    panel = PanelJudge(VerifierJudge(), BiasedJudge("refusal"), by_cohort={"arithmetic": BiasedJudge("length")})
+    panel = PanelJudge(
+        VerifierJudge(), BiasedJudge("refusal"), {"arithmetic": BiasedJudge("length")}, ties_to_default=False
+    )
     verdicts = panel.judge([(NUMBER, "4", "the answer is five"), (OPEN, "Sorry, I can't.", "Sure!")])
     assert verdicts[0].p_a == 0.0 and "length" in verdicts[0].rationale  # the cohort route beats the check
     assert verdicts[1].p_a == 1.0 and "refusal" in verdicts[1].rationale
@@ -257,9 +259,11 @@ def test_llama_cpp_runs_a_gguf_judge_in_both_orders_as_transformers_does():
 def test_a_panel_can_send_the_verifiers_ties_on_to_its_default_judge():
     """Both answers pass the number check: the verifier ties, so the default judge (here one that likes length,
     to make its verdict plain) decides; a pair the verifier separates is still the verifier's alone."""
-    panel = PanelJudge(VerifierJudge(), BiasedJudge("length"), ties_to_default=True)
+    panel = PanelJudge(VerifierJudge(), BiasedJudge("length"), {}, ties_to_default=True)
     tie, separated = panel.judge([(NUMBER, "4", "The answer is 4."), (NUMBER, "The answer is 5.", "4")])
     assert tie.p_a == 0.0 and not tie.abstained and tie.rationale.startswith("verifier tie (")
     assert separated.p_a == 0.0 and "length" not in separated.rationale
-    plain = PanelJudge(VerifierJudge(), BiasedJudge("length")).judge([(NUMBER, "4", "The answer is 4.")])
+    plain = PanelJudge(VerifierJudge(), BiasedJudge("length"), {}, ties_to_default=False).judge(
+        [(NUMBER, "4", "The answer is 4.")]
+    )
     assert plain[0].abstained

@@ -40,7 +40,7 @@ def test_scores_count_accuracy_on_decided_pairs_only():
 def test_the_verifier_and_the_refusal_classifier_separate_every_shipped_pair():
     """Every calibration pair has a check or is a refusal pair: the panel the efficacy config trains with decides
     all 160 and is right on all of them, in both presentation orders."""
-    panel = PanelJudge(VerifierJudge(), RefusalJudge())
+    panel = PanelJudge(VerifierJudge(), RefusalJudge(), {}, ties_to_default=False)
     scores, rows = jc.check(panel, jc.load_calibration(), ci)
     assert scores["all"]["accuracy"] == 1.0 and scores["all"]["decided"] == 1.0 and jc.meets_goal(scores) == []
     assert len(scores) == 9 and all(r["right"] for r in rows)
