@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.config_loading import load_config  # noqa: E402
+from components.config.loading import load_config  # noqa: E402
 from flows.arguments import parse_sets  # noqa: E402
 from flows.bootstrap import bootstrap_id  # noqa: E402
 from registry import compare, lineage  # noqa: E402

@@ -1,5 +1,5 @@
 """DPO on SmolLM2 with TRL's fused LM head as TRL runs it on a CPU (every position scored) and as Ratchet runs it
-(only the labelled positions: `components.trl_cpu.score_only_labelled_positions`), side by side in one run.
+(only the labelled positions: `components.training.trl_cpu.score_only_labelled_positions`), side by side in one run.
 
     .venv/bin/python benchmarks/cpu_lm_head.py [--steps 3] [--repeats 1]
 
@@ -46,9 +46,9 @@ def worker(variant: str, steps: int) -> None:
     import trl.trainer.utils as trl_utils
     from datasets import Dataset
 
-    from components import trainer
-    from components.config import DPOTrainingConfig, ModelsConfig
+    from components.config.experiment import DPOTrainingConfig, ModelsConfig
     from components.models import Policy, load_tokenizer
+    from components.training import trainer
 
     if variant == VARIANTS[0]:  # Ratchet's run_training would switch it on: keep TRL's own choice
         trainer.score_only_labelled_positions = lambda: None

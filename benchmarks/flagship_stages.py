@@ -40,7 +40,7 @@ CONFIG = ROOT / "configs/efficacy.yaml"
 
 def config(scratch: Path, **sections):
     """The efficacy config cut to the benchmark's prompts (`sections` replace values by section)."""
-    from components.config_loading import load_config
+    from components.config.loading import load_config
 
     args = json.loads((scratch / "args.json").read_text())
     overrides = {"data.max_train_prompts": args["train_prompts"], "data.max_eval_prompts": args["eval_prompts"]}
@@ -73,9 +73,9 @@ def generate(scratch: Path, champion: str, adapter: str = "auto") -> dict:
 def generate_bare(scratch: Path) -> dict:
     """vLLM's own API on the prompts the stage sampled, as its docs and this machine's settings say."""
     from components.data import load_prompts
-    from components.generator import chat_prompt, prompt_seed
+    from components.generation.generator import chat_prompt, prompt_seed
+    from components.generation.vllm_worker import CPU_ENVIRONMENT
     from components.models import load_tokenizer, resolve_model
-    from components.vllm_worker import CPU_ENVIRONMENT
 
     cfg = config(scratch)
     os.environ.update(CPU_ENVIRONMENT)
@@ -151,7 +151,7 @@ def train_bare(scratch: Path) -> dict:
 
     from components.data import load_rows
     from components.models import resolve_model
-    from components.trainer import to_conversational
+    from components.training.trainer import to_conversational
 
     cfg = config(scratch)
     t, path = cfg.training, resolve_model(cfg.models.policy)
@@ -218,9 +218,9 @@ def padding(scratch: Path) -> dict:
 def evaluate(scratch: Path, round_: int, memo: str) -> dict:
     """Ratchet's evaluate stage: round 1 (base vs base + the trained adapter) or round 2 (that against it plus a
     second adapter), with the memo round 1 left (`warm`) or an empty one (`cold`); the judge's prompts recorded."""
-    from components import scorers
     from components.build import evaluate_request
-    from components.evaluation import evaluate
+    from components.evaluate_stage import evaluate
+    from components.judging import scorers
     from components.models import Policy
 
     recorded = {"two_way": [], "complete": []}
@@ -251,10 +251,10 @@ def evaluate(scratch: Path, round_: int, memo: str) -> dict:
 def evaluate_bare(scratch: Path) -> dict:
     """Round 1's evaluation as library calls: vLLM greedy answers of both policies, llama.cpp on the same judge
     prompts, a transformers forward per log-prob (4 per prompt: both policies on both answers)."""
-    os.environ.update(__import__("components.vllm_worker", fromlist=["CPU_ENVIRONMENT"]).CPU_ENVIRONMENT)
+    os.environ.update(__import__("components.generation.vllm_worker", fromlist=["CPU_ENVIRONMENT"]).CPU_ENVIRONMENT)
     from components.data import load_prompts
     from components.embedded import gguf_file
-    from components.generator import chat_prompt
+    from components.generation.generator import chat_prompt
     from components.models import load_tokenizer, resolve_model
 
     cfg = config(scratch)
@@ -272,7 +272,7 @@ def _bare_answers(cfg, prompts, tokenizer, scratch: Path) -> tuple[float, list[t
     from vllm import LLM, SamplingParams, TokensPrompt
     from vllm.lora.request import LoRARequest
 
-    from components.generator import chat_prompt
+    from components.generation.generator import chat_prompt
     from components.models import resolve_model
 
     ids = [
@@ -302,7 +302,7 @@ def _bare_judge(gguf: Path, scratch: Path, context: int) -> float:
     import numpy as np
     from llama_cpp import Llama
 
-    from components.scorers import cpu_threads
+    from components.judging.scorers import cpu_threads
 
     recorded = json.loads((scratch / "judge-prompts-1-cold.json").read_text())
     started = time.perf_counter()

@@ -24,17 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components import vllm_server  # noqa: E402
 from components.build import logprob_judge  # noqa: E402
-from components.config import ModelsConfig  # noqa: E402
+from components.config.experiment import ModelsConfig  # noqa: E402
+from components.config.judges import RemoteJudgeConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
-from components.generator import Sampling, TransformersGenerator, VLLMGenerator  # noqa: E402
-from components.judge import LogprobJudge, VerifierJudge, load_rubric  # noqa: E402
-from components.judge_config import RemoteJudgeConfig  # noqa: E402
-from components.judge_reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
+from components.generation import vllm_server  # noqa: E402
+from components.generation.generator import Sampling, TransformersGenerator, VLLMGenerator  # noqa: E402
+from components.judging.judge import LogprobJudge, VerifierJudge, load_rubric  # noqa: E402
+from components.judging.reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
+from components.judging.remote_judge import RemoteJudge  # noqa: E402
+from components.judging.scorers import TransformersScorer  # noqa: E402
 from components.models import Policy, load_policy, load_tokenizer, resolve_model  # noqa: E402
-from components.remote_judge import RemoteJudge  # noqa: E402
-from components.scorers import TransformersScorer  # noqa: E402
 
 POLICY = "smollm2-135m-instruct"
 

@@ -36,8 +36,8 @@ def plain_round(config: str, workdir: Path) -> None:
     """Round 1 with the component functions only: what Ratchet's flow wires together, minus Prefect and MLflow."""
     from components import stages
     from components.build import evaluate_request, generate_request, judge_request, train_request
-    from components.config_loading import load_config
-    from components.evaluation import evaluate
+    from components.config.loading import load_config
+    from components.evaluate_stage import evaluate
     from components.models import Policy
     from registry.promotion import decide
 

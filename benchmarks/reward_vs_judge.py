@@ -26,14 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components.build import make_judge  # noqa: E402
-from components.config import ModelsConfig, RewardModelConfig  # noqa: E402
+from components.config.experiment import ModelsConfig, RewardModelConfig  # noqa: E402
+from components.config.judges import AIJudgeConfig  # noqa: E402
 from components.data import user_message  # noqa: E402
-from components.evaluator import mean_ci  # noqa: E402
-from components.judge_check import load_calibration  # noqa: E402
-from components.judge_config import AIJudgeConfig  # noqa: E402
+from components.evaluation.measures import mean_ci  # noqa: E402
+from components.judging.judge_check import load_calibration  # noqa: E402
 from components.models import Policy  # noqa: E402
-from components.reward_model import RewardModel, quality, train_reward_model  # noqa: E402
-from components.rewards import JudgeReward  # noqa: E402
+from components.training.reward_model import RewardModel, quality, train_reward_model  # noqa: E402
+from components.training.rewards import JudgeReward  # noqa: E402
 
 POLICY = "smollm2-135m-instruct"
 CPU = ModelsConfig(device="cpu")

@@ -37,10 +37,10 @@ from components.build import (  # noqa: E402
     reward_request,
     train_request,
 )
-from components.config import PairsConfig, RewardModelConfig  # noqa: E402
+from components.config.experiment import PairsConfig, RewardModelConfig  # noqa: E402
+from components.config.judges import VerifierJudgeConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
-from components.evaluation import evaluate  # noqa: E402
-from components.judge_config import VerifierJudgeConfig  # noqa: E402
+from components.evaluate_stage import evaluate  # noqa: E402
 from components.models import Policy  # noqa: E402
 
 MIN_SECONDS = 1.0  # a path out of budget still trains one step (TimeBudget always lets the first run)

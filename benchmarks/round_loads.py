@@ -65,7 +65,7 @@ class StageTimer:
 def drive(version: str, config: str, workdir: Path) -> list[dict]:
     """Two rounds through `version`'s stage functions ("before": the old single `cfg` signatures)."""
     loads = count_loads()
-    from components.config_loading import load_config
+    from components.config.loading import load_config
     from components.models import Policy, resolve_model
 
     cfg = load_config(config)
@@ -93,7 +93,7 @@ def _before(cfg, champion, out, seed, workdir, timed) -> str:
 def _after(cfg, champion, out, seed, workdir, timed) -> str:
     from components import stages
     from components.build import evaluate_request, generate_request, judge_request, train_request
-    from components.evaluation import evaluate
+    from components.evaluate_stage import evaluate
 
     generated = timed("generate", lambda: stages.generate(generate_request(cfg, champion, out / "generations", seed)))
     judging = judge_request(cfg, champion, generated.path, out / "pairs", None, None)

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.program_judge import SANDBOX, run_check  # noqa: E402
+from components.judging.program_judge import SANDBOX, run_check  # noqa: E402
 
 CHECK = "import re\n\ndef check(response: str):\n    return re.search(',', response) is None\n"
 

@@ -21,7 +21,7 @@ SECRET = '{"token": "do-not-read"}'
 sys.path.insert(0, str(ROOT))
 
 from components.build import make_judge  # noqa: E402
-from components.config_loading import load_config  # noqa: E402
+from components.config.loading import load_config  # noqa: E402
 from components.models import Policy  # noqa: E402
 
 

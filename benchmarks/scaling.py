@@ -30,7 +30,7 @@ def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str
     from prefect import flow
 
     from components import stages
-    from components.config import DataConfig, ExecutionConfig, ModelsConfig, TransformersGenerationConfig
+    from components.config.experiment import DataConfig, ExecutionConfig, ModelsConfig, TransformersGenerationConfig
     from components.models import Policy
     from components.requests import GenerateRequest
     from flows import shards
@@ -65,9 +65,9 @@ def generation_rows(prompts: int, workdir: Path, address: str) -> list[tuple[str
 
 
 def training_rows(pairs: int, workdir: Path) -> list[tuple[str, float]]:
-    from components.config import DataConfig, DPOTrainingConfig, ModelsConfig
+    from components.config.experiment import DataConfig, DPOTrainingConfig, ModelsConfig
+    from components.config.judges import VerifierJudgeConfig
     from components.data import load_prompts, save_rows
-    from components.judge_config import VerifierJudgeConfig
     from components.models import Policy
     from components.stages import Judged, train
 

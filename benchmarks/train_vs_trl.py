@@ -47,9 +47,9 @@ def pairs(n: int = 16) -> list[dict]:
 def run_ratchet(quantized: bool, steps: int, out: Path) -> dict:
     from datasets import Dataset
 
-    from components.config import DPOTrainingConfig, ModelsConfig
+    from components.config.experiment import DPOTrainingConfig, ModelsConfig
     from components.models import Policy, load_tokenizer
-    from components.trainer import DPOLoRATrainer, load_for_training
+    from components.training.trainer import DPOLoRATrainer, load_for_training
 
     cfg = DPOTrainingConfig(max_steps=steps, per_device_train_batch_size=4, load_in_4bit=quantized, save_steps=10_000)
     models = ModelsConfig(device="cpu")

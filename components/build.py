@@ -11,10 +11,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components import accelerate_launch
-from components import reward_model as rm
-from components.biased import BiasedJudge
-from components.config import (
+from components.config.experiment import (
     DPOTrainingConfig,
     ExperimentConfig,
     GenerationConfig,
@@ -26,10 +23,22 @@ from components.config import (
     TransformersGenerationConfig,
     VLLMGenerationConfig,
 )
+from components.config.judges import (
+    AIJudgeConfig,
+    BiasedJudgeConfig,
+    JudgeConfig,
+    PanelJudgeConfig,
+    RefusalJudgeConfig,
+    RemoteJudgeConfig,
+    VerifierJudgeConfig,
+    WeightedJudgeConfig,
+)
 from components.data import load_prompts, load_rows
 from components.embedded import gguf_file, gguf_tokenizer
-from components.generator import Generator, Sampling, TransformersGenerator, VLLMGenerator
-from components.judge import (
+from components.generation.generator import Generator, Sampling, TransformersGenerator, VLLMGenerator
+from components.generation.server_generator import ServerGenerator
+from components.judging.biased import BiasedJudge
+from components.judging.judge import (
     VERDICT_PREFIX,
     Judge,
     LengthControlledJudge,
@@ -41,28 +50,19 @@ from components.judge import (
     WeightedJudge,
     load_rubric,
 )
-from components.judge_config import (
-    AIJudgeConfig,
-    BiasedJudgeConfig,
-    JudgeConfig,
-    PanelJudgeConfig,
-    RefusalJudgeConfig,
-    RemoteJudgeConfig,
-    VerifierJudgeConfig,
-    WeightedJudgeConfig,
-)
+from components.judging.pairs import BestVsWorst, PairMaker
+from components.judging.program_judge import ProgramJudge, code_writer
+from components.judging.refusal_judge import RefusalJudge
+from components.judging.remote_judge import RemoteJudge
+from components.judging.revise import GeneratorReviser, LlamaCppReviser, Reviser, Revisions
+from components.judging.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
 from components.memo import NO_MEMO, Memo, file_digest, memo_key
 from components.models import Policy, device_for, load_policy, load_tokenizer
-from components.pairs import BestVsWorst, PairMaker
-from components.program_judge import ProgramJudge, code_writer
-from components.refusal_judge import RefusalJudge
-from components.remote_judge import RemoteJudge
 from components.requests import EvaluateRequest, GenerateRequest, JudgeRequest, RewardRequest, TrainRequest
-from components.revise import GeneratorReviser, LlamaCppReviser, Reviser, Revisions
-from components.rewards import JudgeReward, OnlineReward, VerifierReward
-from components.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
-from components.server_generator import ServerGenerator
-from components.trainer import DPOLoRATrainer, OnlineTrainer, Trainer, load_for_training
+from components.training import accelerate_launch
+from components.training import reward_model as rm
+from components.training.rewards import JudgeReward, OnlineReward, VerifierReward
+from components.training.trainer import DPOLoRATrainer, OnlineTrainer, Trainer, load_for_training
 
 
 def make_generator(

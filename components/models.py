@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from components.config import ModelsConfig
+from components.config.experiment import ModelsConfig
 from components.embedded import EMBEDDED_MODELS, ModelSpecError, cache_root, convert_gguf, embedded_module
 from components.memo import directory_digest, memo_key
 

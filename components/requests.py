@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import (
+from components.config.experiment import (
     DataConfig,
     EvaluationConfig,
     GenerationConfig,
@@ -16,9 +16,9 @@ from components.config import (
     RewardModelConfig,
     TrainingConfig,
 )
-from components.judge_config import JudgeConfig
+from components.config.judges import JudgeConfig
+from components.config.strict import Strict
 from components.models import Policy
-from components.strict import Strict
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from components import reward_model as rm
 from components.data import load_prompts, save_stage
-from components.evaluator import mean_ci
-from components.judge_check import load_gold
+from components.evaluation.measures import mean_ci
+from components.judging.judge_check import load_gold
 from components.requests import RewardRequest
+from components.training import reward_model as rm
 
 
 @dataclass(frozen=True)

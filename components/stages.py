@@ -13,7 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import metrics, review
+from components import human_review as review
+from components import metrics
 from components.build import (
     make_generator,
     make_judge,
@@ -22,14 +23,14 @@ from components.build import (
     prompts_per_batch,
     train_runner,
 )
-from components.config import DataConfig
+from components.config.experiment import DataConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
-from components.generator import Sampling
+from components.generation.generator import Sampling
+from components.judging.pairs import example_pairs, model_judged
+from components.judging.revise import dropped
 from components.memo import Memo
 from components.models import Policy, load_tokenizer
-from components.pairs import example_pairs, model_judged
 from components.requests import GenerateRequest, JudgeRequest, TrainRequest
-from components.revise import dropped
 
 EXAMPLE_PAIRS = 3  # shown in the round report
 

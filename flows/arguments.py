@@ -30,7 +30,7 @@ def checked_config(config_path: Path, overrides: dict, store: Path, verbose: boo
 def checked_schema(config_path: Path, overrides: dict, verbose: bool = True):
     """The config as its schema reads it, in about a second, before anything heavy is imported; exit 2 with one line
     if not. Unless `verbose`, the terminal is made quiet before those imports."""
-    from components.config_loading import ConfigError, load_config
+    from components.config.loading import ConfigError, load_config
 
     try:
         cfg = load_config(config_path, overrides)
@@ -43,8 +43,8 @@ def checked_schema(config_path: Path, overrides: dict, verbose: bool = True):
 
 def checked_inputs(cfg, store: Path) -> None:
     """What the schema cannot see: data files and their rows, models, servers, the store; exit 2 with one line."""
-    from components.config_loading import ConfigError
-    from components.validate import validate  # imports torch and transformers: only for a valid config
+    from components.config.loading import ConfigError
+    from components.config.validate import validate  # imports torch and transformers: only for a valid config
 
     try:
         validate(cfg, store)

@@ -18,7 +18,7 @@ from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from components.config import (
+from components.config.experiment import (
     UNDIGESTED,
     DPOTrainingConfig,
     ExperimentConfig,
@@ -26,9 +26,9 @@ from components.config import (
     OnlineTrainingConfig,
     TransformersGenerationConfig,
 )
-from components.gate_config import GateConfig
+from components.config.gate import GateConfig
+from components.config.validate import validate
 from components.models import Policy
-from components.validate import validate
 from flows.engine import engine_for
 from flows.forms import STORE_HELP, described, knob, load_form_config
 from flows.reporting import artifact_key

@@ -134,7 +134,7 @@ def print_report(result, tracking_uri: str, ci_level: float) -> None:
 def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]], rows, shortfalls: list[str]):
     """One judge's calibration table: a line per category and one for all pairs, which part of the judge decided
     how many pairs, then whether it meets the goal."""
-    from components.judge_check import decided_by
+    from components.judging.judge_check import decided_by
 
     typer.echo(f"\n{label}: {name}")
     header = (
@@ -156,7 +156,7 @@ def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]]
 
 def print_review(bootstrap_id: str, labelled: list, experiment_id: str) -> None:
     """`ratchet review`: how often each judge agreed with the people's labels, and the gold pairs they make."""
-    from components.review import agreement, gold_pairs
+    from components.human_review import agreement, gold_pairs
     from registry.links import traces_url
 
     typer.echo(f"bootstrap {bootstrap_id}: {len(labelled)} pair(s) labelled by a person")

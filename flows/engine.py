@@ -10,7 +10,7 @@ from typing import Protocol
 
 from prefect.task_runners import TaskRunner
 
-from components.config import ExecutionConfig, StageResources
+from components.config.experiment import ExecutionConfig, StageResources
 
 # What a task on a Ray worker needs to report to Prefect and MLflow. Ray's workers are started by `ray start`, not by
 # this process, so they do not inherit its environment (Prefect issue #18485: no PREFECT_API_URL on remote workers).

@@ -42,13 +42,13 @@ def knob(model: type[BaseModel], field: str, description: str | None = None) -> 
 
 def load_form_config(config: str, store: str, overrides: dict | None = None):
     """The flow's config. In a deployment run, whose values come from a form, the config file, the store and every
-    path in the config must lie in the project directory or one the stack's owner allows (components/confinement.py);
-    the config file is not read before its path passes."""
+    path in the config must lie in the project directory or one the stack's owner allows
+    (components/config/confinement.py); the config file is not read before its path passes."""
     # Imported here: the CLI reads STORE_HELP from this module before it imports Prefect.
     from prefect.runtime import deployment
 
-    from components.config_loading import load_config
-    from components.confinement import disk_values, refuse_outside
+    from components.config.confinement import disk_values, refuse_outside
+    from components.config.loading import load_config
 
     if deployment.id is None:
         return load_config(config, overrides)

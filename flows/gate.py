@@ -13,7 +13,7 @@ from prefect import get_run_logger, pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from components.gate_config import GateConfig
+from components.config.gate import GateConfig
 from registry import lineage
 from registry.promotion import Decision, decide
 

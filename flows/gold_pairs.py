@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components import judge_check as jc
+from components.judging import judge_check as jc
 from flows.arguments import store_client
 from flows.console import fail
 
@@ -29,7 +29,7 @@ def gold_pairs(pairs_file: Path | None, from_review: str | None, store: Path) ->
 
 def review_pairs(experiment: str, store: Path) -> list[dict]:
     """Gold pairs from the human labels in `experiment`'s review queue; exit 2 when there are none."""
-    from components.review import labelled_calibration_pairs
+    from components.human_review import labelled_calibration_pairs
     from registry import lineage, review
 
     found = store_client(store).get_experiment_by_name(experiment)

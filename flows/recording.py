@@ -12,9 +12,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import review as review_items
+from components import human_review as review_items
 from components import reward_stage, stages
-from components.config import ExperimentConfig
+from components.config.experiment import ExperimentConfig
 from components.metrics import grouped
 from components.models import Policy
 from registry import lineage, review, versions

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from components import report
-from components.config import ExperimentConfig
+from components.config.experiment import ExperimentConfig
 from registry import lineage
 from registry.links import run_url
 

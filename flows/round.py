@@ -16,9 +16,9 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 
 from components import build, reward_stage, stages
-from components.config import ExecutionConfig, ExperimentConfig
-from components.evaluation import Evaluated
-from components.evaluation import evaluate as evaluate_stage
+from components.config.experiment import ExecutionConfig, ExperimentConfig
+from components.evaluate_stage import Evaluated
+from components.evaluate_stage import evaluate as evaluate_stage
 from components.models import Policy
 from components.requests import EvaluateRequest, GenerateRequest, JudgeRequest, RewardRequest, TrainRequest
 from flows import shards

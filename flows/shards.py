@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from components import stages
-from components.config import ExecutionConfig, StageResources
+from components.config.experiment import ExecutionConfig, StageResources
 from components.requests import GenerateRequest, JudgeRequest, Shard
 from flows.caching import STAGE, fresh
 from flows.engine import engine_for

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from components.gate_config import GateRule
+from components.config.gate import GateRule
 
 NOTHING_TO_TRAIN = "nothing to train"
 

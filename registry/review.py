@@ -1,7 +1,7 @@
 """The review queue in MLflow: each queued pair is a trace in the experiment's Traces view, the judges' verdicts
 are LLM-judge (or code) assessments named `better` on it, and a person answers by adding their own `better`
 feedback there: "A", "B" or "tie". Reading those human assessments back gives the gold pairs and the
-human-judge agreement (components/review.py)."""
+human-judge agreement (components/human_review.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import AssessmentSource, Feedback
 from mlflow.tracing.client import TracingClient
 
-from components.review import VERIFIER, ReviewItem
+from components.human_review import VERIFIER, ReviewItem
 
 REVIEW_TAG = "ratchet.review"  # the item's split: train or heldout
 LABEL = "better"

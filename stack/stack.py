@@ -18,7 +18,7 @@ from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
-from components.review import ACCESS_LOG_ENV
+from components.human_review import ACCESS_LOG_ENV
 from stack.names import in_url, mlflow_allowed_hosts, served_names
 from stack.parts import (
     HEARTBEAT_SECONDS,

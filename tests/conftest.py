@@ -86,8 +86,8 @@ BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 def deployment_runs_may_use_the_test_directories(tmp_path_factory):
     """As a stack's owner would allow a data directory: deployment runs started by these tests (their workers and
     stacks inherit this) may use the session's temporary directory, where the tiny model, configs and stores are,
-    besides the project (components/confinement.py). test_confinement.py unsets it."""
-    from components.confinement import ALLOWED_DIRS
+    besides the project (components/config/confinement.py). test_confinement.py unsets it."""
+    from components.config.confinement import ALLOWED_DIRS
 
     os.environ[ALLOWED_DIRS] = str(tmp_path_factory.getbasetemp())
 
@@ -230,7 +230,7 @@ def openai_server(tmp_path_factory):
     pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
     import secrets
 
-    from components import vllm_server
+    from components.generation import vllm_server
     from components.models import resolve_model
 
     key = f"sk-ratchet-{secrets.token_hex(8)}"

@@ -1,7 +1,7 @@
 import pytest
 
-from components.checks import hollow, passes, score, validate_check
-from components.evaluator import is_refusal
+from components.evaluation.measures import is_refusal
+from components.judging.checks import hollow, passes, score, validate_check
 
 
 @pytest.mark.parametrize(

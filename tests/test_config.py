@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import ExperimentConfig
-from components.config_loading import RENAMED, ConfigError, load_config
+from components.config.experiment import ExperimentConfig
+from components.config.loading import RENAMED, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "broken.yaml")
@@ -307,7 +307,7 @@ def test_the_rlaif_flagship_differs_from_the_rlvr_one_in_its_judges_and_never_ha
 
 def test_cohorts_routed_to_equal_judge_configs_share_one_judge():
     from components.build import make_judge
-    from components.judge_config import PanelJudgeConfig
+    from components.config.judges import PanelJudgeConfig
     from components.models import Policy
 
     panel = PanelJudgeConfig(

@@ -1,4 +1,4 @@
-"""Where a deployment run may read and write (components/confinement.py): every config value that names a file, a
+"""Where a deployment run may read and write (components/config/confinement.py): every config value that names a file, a
 directory or a model, and the flow's `config` and `store`, inside the project or a directory the owner allows.
 test_deployments.py sends such a path through a real deployment run."""
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config_loading import ConfigError, load_config
-from components.confinement import ALLOWED_DIRS, disk_values, refuse_outside
+from components.config.confinement import ALLOWED_DIRS, disk_values, refuse_outside
+from components.config.loading import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 REMOTE = {"kind": "remote", "base_url": "http://127.0.0.1:8000/v1", "model": "/models/qwen"}
@@ -72,7 +72,7 @@ def test_every_key_overrides_can_set_is_documented():
 
     from pydantic import BaseModel
 
-    from components.config import ExperimentConfig
+    from components.config.experiment import ExperimentConfig
 
     def models_in(annotation) -> list[type[BaseModel]]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):

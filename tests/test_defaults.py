@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pydantic
 
-from components import config, gate_config, judge_config, training_config
 from components.build import make_generator, make_judge, make_pair_maker, make_reviser, train_runner
-from components.config import ModelsConfig, PairsConfig, TransformersGenerationConfig
-from components.generator import Sampling
-from components.judge_config import AIJudgeConfig, PanelJudgeConfig, RefusalJudgeConfig
+from components.config import experiment as config
+from components.config import gate as gate_config
+from components.config import judges as judge_config
+from components.config import training as training_config
+from components.config.experiment import ModelsConfig, PairsConfig, TransformersGenerationConfig
+from components.config.judges import AIJudgeConfig, PanelJudgeConfig, RefusalJudgeConfig
+from components.config.training import DPOTrainingConfig
+from components.generation.generator import Sampling
 from components.models import Policy, load_tokenizer
-from components.trainer import common_args, lora_config
-from components.training_config import DPOTrainingConfig
+from components.training.trainer import common_args, lora_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = (config, gate_config, judge_config, training_config)
@@ -101,4 +104,4 @@ def test_training_values_reach_trl_and_peft(tmp_path):
     assert (lora_config(training).r, lora_config(training).lora_alpha) == (4, 8)
     assert train_runner(training).__name__ == "train_adapter"
     accelerate = training.model_copy(update={"launcher": "accelerate"})
-    assert train_runner(accelerate).__module__ == "components.accelerate_launch"
+    assert train_runner(accelerate).__module__ == "components.training.accelerate_launch"

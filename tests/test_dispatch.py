@@ -22,10 +22,10 @@ KIND_FIELDS = {"kind", "verdict", "reward", "launcher", "engine", "runtime", "re
 # Where a kind is read, not chosen by: the schema itself, and the input checks, which refuse what a kind cannot run
 # (a missing package, a file, a key) before any work.
 READERS = {
-    "components/config.py",
-    "components/judge_config.py",
-    "components/training_config.py",
-    "components/validate.py",
+    "components/config/experiment.py",
+    "components/config/judges.py",
+    "components/config/training.py",
+    "components/config/validate.py",
 }
 
 

@@ -14,7 +14,7 @@ import yaml
 from datasets import load_from_disk
 from mlflow import MlflowClient
 
-from components.config import ModelsConfig
+from components.config.experiment import ModelsConfig
 from components.models import Policy, load_policy, load_tokenizer
 from registry import lineage
 

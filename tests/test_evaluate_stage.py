@@ -5,9 +5,9 @@ import pytest
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.build import evaluate_request
-from components.config_loading import load_config
+from components.config.loading import load_config
 from components.data import load_rows
-from components.evaluation import evaluate
+from components.evaluate_stage import evaluate
 from components.models import Policy
 
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from components.evaluator import (
+from components.evaluation.measures import (
     benign_refusal_delta,
     cohort_table,
     compare,
@@ -18,7 +18,7 @@ from components.evaluator import (
     task_completion_deltas,
     win_rate,
 )
-from components.judge import VerifierJudge
+from components.judging.judge import VerifierJudge
 
 
 def ci(values):

@@ -1,8 +1,8 @@
 import torch
 
 from components.build import make_generator
-from components.config import ModelsConfig, TransformersGenerationConfig, VLLMGenerationConfig
-from components.generator import Sampling, SeededSampler, TransformersGenerator, VLLMGenerator, chat_prompt
+from components.config.experiment import ModelsConfig, TransformersGenerationConfig, VLLMGenerationConfig
+from components.generation.generator import Sampling, SeededSampler, TransformersGenerator, VLLMGenerator, chat_prompt
 from components.models import Policy, load_policy, load_tokenizer
 
 PROMPTS = [

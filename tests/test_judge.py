@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from components.biased import BiasedJudge
 from components.build import logprob_judge
-from components.config import ModelsConfig
-from components.judge import (
+from components.config.experiment import ModelsConfig
+from components.judging.biased import BiasedJudge
+from components.judging.judge import (
     LogprobJudge,
     PanelJudge,
     Verdict,
@@ -14,9 +14,9 @@ from components.judge import (
     combine_orders,
     load_rubric,
 )
+from components.judging.pairs import build_pairs
+from components.judging.scorers import TransformersScorer
 from components.models import Policy, load_policy, load_tokenizer
-from components.pairs import build_pairs
-from components.scorers import TransformersScorer
 
 NUMBER = {
     "id": "n",
@@ -53,7 +53,7 @@ THREE_INSTRUCTIONS = {  # lowercase, no comma, fewer than 8 words
 def test_the_verifier_grades_several_instructions_and_prefers_following_more_of_them():
     """Three instructions: lowercase, no comma, fewer than 8 words. 'hi there friend' follows all 3, 'Hi there
     friend' 2 (not lowercase), 'Hi there, friend' 1 (only the length): two failing answers are still told apart."""
-    from components.checks import passes, score
+    from components.judging.checks import passes, score
 
     spec = THREE_INSTRUCTIONS
     assert [score(spec, t) for t in ("hi there friend", "Hi there friend", "Hi there, friend")] == [1, 2 / 3, 1 / 3]
@@ -130,7 +130,7 @@ def test_pointwise_scores_each_distinct_answer_once(tiny_model_dir):
 
 def test_pointwise_scores_compare_as_log_odds():
     """P(yes) 0.9 vs 0.5: logit 2.197 - 0 -> P(A) = sigmoid(2.197) = 0.9; equal scores abstain."""
-    from components.judge import pointwise_verdict
+    from components.judging.judge import pointwise_verdict
 
     assert pointwise_verdict(0.9, 0.5, 0.02).p_a == pytest.approx(0.9)
     assert pointwise_verdict(0.7, 0.7, 0.02).abstained and pointwise_verdict(0.7, 0.7, 0.02).order_consistent
@@ -241,7 +241,7 @@ def test_llama_cpp_runs_a_gguf_judge_in_both_orders_as_transformers_does():
     judge prompts, P(A) within quantisation error, and the two orders mirror each other."""
     pytest.importorskip("llama_cpp", reason="the [judge] extra is not installed (make setup-judge)")
     from components.embedded import EMBEDDED_MODELS
-    from components.scorers import LlamaCppScorer
+    from components.judging.scorers import LlamaCppScorer
 
     tokenizer, rubric = load_tokenizer("smollm2-135m-instruct"), load_rubric("concise-and-correct")
     gguf = LlamaCppScorer(EMBEDDED_MODELS["smollm2-135m-instruct"](), tokenizer, 1024, "smollm2-gguf")

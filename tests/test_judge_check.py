@@ -8,11 +8,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from components import judge_check as jc
-from components.biased import BiasedJudge
-from components.evaluator import mean_ci
-from components.judge import PanelJudge, Verdict, VerifierJudge
-from components.refusal_judge import RefusalJudge
+from components.evaluation.measures import mean_ci
+from components.judging import judge_check as jc
+from components.judging.biased import BiasedJudge
+from components.judging.judge import PanelJudge, Verdict, VerifierJudge
+from components.judging.refusal_judge import RefusalJudge
 from registry import lineage
 
 
@@ -110,7 +110,7 @@ def test_judge_check_of_some_cohorts_measures_only_their_pairs(write_tiny_config
 
 
 def test_a_panel_route_outside_the_chosen_cohorts_is_not_measured(write_tiny_config, tmp_path):
-    from components.config_loading import load_config
+    from components.config.loading import load_config
 
     judge = {"kind": "panel", "default": {"kind": "refusal"}, "by_cohort": {"should_refuse": {"kind": "refusal"}}}
     config = load_config(write_tiny_config(tmp_path, judge=judge))

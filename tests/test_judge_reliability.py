@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from components.biased import BiasedJudge
-from components.judge import LengthControlledJudge, Verdict, VerifierJudge
-from components.judge_reliability import (
+from components.judging.biased import BiasedJudge
+from components.judging.judge import LengthControlledJudge, Verdict, VerifierJudge
+from components.judging.reliability import (
     abstention_rate,
     agreement,
     injection_flip_rate,
@@ -95,7 +95,7 @@ def test_the_embedded_program_judge_decides_the_injection_set_and_planted_text_m
     the grader cannot move them; its pointwise fallback, which reads that text, flipped 5 of 30 when it decided these
     pairs (docs/reliability.md). A judge that abstains bounds nothing, so this fails rather than skips."""
     from components.build import make_judge
-    from components.config_loading import load_config
+    from components.config.loading import load_config
     from components.models import Policy
 
     cfg = load_config(ROOT / "configs" / "efficacy.yaml")

@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoModelForCausalLM
 
-from components.config import ModelsConfig
+from components.config.experiment import ModelsConfig
 from components.models import ModelSpecError, Policy, check_spec, load_policy, resolve_model
 
 CPU = ModelsConfig(device="cpu")

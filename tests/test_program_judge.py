@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 
 from components.build import make_judge
-from components.config import ModelsConfig
-from components.judge import PointwiseLogprobJudge, load_rubric
-from components.judge_config import AIJudgeConfig
+from components.config.experiment import ModelsConfig
+from components.config.judges import AIJudgeConfig
+from components.judging.judge import PointwiseLogprobJudge, load_rubric
+from components.judging.program_judge import ProgramJudge, instructions, run_check
+from components.judging.scorers import TransformersScorer
 from components.models import Policy, load_policy, load_tokenizer
-from components.program_judge import ProgramJudge, instructions, run_check
-from components.scorers import TransformersScorer
 
 LOWERCASE_NO_COMMA = {
     "id": "c",

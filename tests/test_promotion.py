@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config_loading import load_config
-from components.gate_config import GateConfig, GateRule
+from components.config.gate import GateConfig, GateRule
+from components.config.loading import load_config
 from components.metrics import migrated
 from registry.promotion import decide
 

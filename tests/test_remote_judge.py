@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from components.build import make_judge
-from components.config import ModelsConfig
+from components.config.experiment import ModelsConfig
+from components.config.judges import RemoteJudgeConfig
 from components.endpoints import EndpointError
-from components.judge import load_rubric
-from components.judge_config import RemoteJudgeConfig
+from components.judging.judge import load_rubric
+from components.judging.remote_judge import RemoteJudge, label_probability, parse_label
 from components.models import Policy
-from components.remote_judge import RemoteJudge, label_probability, parse_label
 
 NUMBER = {
     "id": "n",

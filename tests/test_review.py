@@ -13,8 +13,8 @@ from mlflow.entities import AssessmentSource
 from proxy_echo import echo, proxy_before_echo
 from typer.testing import CliRunner
 
-from components import review
-from components.review import ACCESS_LOG_ENV
+from components import human_review as review
+from components.human_review import ACCESS_LOG_ENV
 from flows.cli import app
 from registry import lineage
 from registry.review import REVIEW_TAG

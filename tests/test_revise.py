@@ -4,11 +4,11 @@ abstention, counted by reason."""
 
 import json
 
-from components.biased import BiasedJudge
 from components.build import make_reviser
-from components.config import ModelsConfig, PairsConfig
-from components.judge import load_rubric
-from components.revise import CRITIQUE, DROPPED, dropped, revise_pairs
+from components.config.experiment import ModelsConfig, PairsConfig
+from components.judging.biased import BiasedJudge
+from components.judging.judge import load_rubric
+from components.judging.revise import CRITIQUE, DROPPED, dropped, revise_pairs
 
 CPU = ModelsConfig(device="cpu")
 
@@ -65,9 +65,9 @@ def test_the_champion_critiques_and_revises_for_real(tiny_model_dir):
 
 def test_the_judge_stage_builds_revision_pairs(tiny_model_dir, tmp_path):
     from components import stages
-    from components.config import DataConfig
+    from components.config.experiment import DataConfig
+    from components.config.judges import BiasedJudgeConfig
     from components.data import save_rows
-    from components.judge_config import BiasedJudgeConfig
     from components.models import Policy
     from components.requests import JudgeRequest
 

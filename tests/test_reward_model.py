@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ModelsConfig, RewardModelConfig
+from components.config.experiment import ModelsConfig, RewardModelConfig
 from components.data import save_rows, user_message
-from components.evaluator import mean_ci
-from components.reward_model import RewardModel, held_out, judged_pairs, train_reward_model
+from components.evaluation.measures import mean_ci
+from components.training.reward_model import RewardModel, held_out, judged_pairs, train_reward_model
 
 CPU = ModelsConfig(device="cpu")
 CI = lambda values: mean_ci(values, 0.95, 200)  # noqa: E731
@@ -50,7 +50,7 @@ def train_and_register(base: str, prompts: list[dict], pairs: list[dict], tmp_pa
     sqlite MLflow store: (Rewarded, the version's tags)."""
     from mlflow import MlflowClient
 
-    from components.config import DataConfig, EvaluationConfig
+    from components.config.experiment import DataConfig, EvaluationConfig
     from components.requests import RewardRequest
     from components.reward_stage import reward_model
     from registry import versions
@@ -116,7 +116,7 @@ def test_reward_model_ranks_unseen_pairs_above_chance_and_is_registered(tiny_mod
 def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_path):
     """SmolLM2-135M with a LoRA head, trained on 3/4 of the judge calibration set's gold pairs (by prompt), must rank
     the other quarter, which it never saw, above chance."""
-    from components.judge_check import OPTIONAL_PAIR_FIELDS, PAIR_FIELDS, load_calibration
+    from components.judging.judge_check import OPTIONAL_PAIR_FIELDS, PAIR_FIELDS, load_calibration
 
     rows = load_calibration()
     prompts = [{k: r[k] for k in ("id", "prompt", "cohort", "check", "context")} for r in rows]
@@ -160,7 +160,7 @@ def test_an_answer_given_twice_is_scored_once_and_alike(tiny_model_dir):
     import torch
 
     from components.models import load_tokenizer
-    from components.reward_model import load_head
+    from components.training.reward_model import load_head
 
     torch.manual_seed(0)
     model = RewardModel(load_head(tiny_model_dir, CPU), load_tokenizer(tiny_model_dir), batch_size=16)
@@ -183,8 +183,8 @@ def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, t
     """The train stage with `training.reward: reward_model`: TRL's GRPO scores its fresh samples with the reward
     model the reward stage saved and the verifier's graded score, and logs both."""
     from components import stages
-    from components.config import DataConfig, OnlineTrainingConfig
-    from components.judge_config import VerifierJudgeConfig
+    from components.config.experiment import DataConfig, OnlineTrainingConfig
+    from components.config.judges import VerifierJudgeConfig
     from components.models import Policy
     from components.requests import TrainRequest
 
@@ -223,7 +223,7 @@ def test_grpo_trains_against_the_reward_model_and_the_verifier(tiny_model_dir, t
 
 
 def test_a_round_with_no_pair_to_learn_from_trains_no_reward_model(tmp_path):
-    from components.config import DataConfig, EvaluationConfig
+    from components.config.experiment import DataConfig, EvaluationConfig
     from components.requests import RewardRequest
     from components.reward_stage import reward_model
 

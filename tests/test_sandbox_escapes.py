@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from components import isolation
-from components.program_judge import run_check
+from components.judging import isolation
+from components.judging.program_judge import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "RATCHET_SANDBOX_CANARY"
@@ -191,10 +191,10 @@ def test_a_machine_without_user_namespaces_refuses_the_program_verdict_before_wo
     probe = f"""
 import sys
 from pathlib import Path
-from components.config_loading import ConfigError, load_config
-from components.validate import validate
-from components.program_judge import run_check
-from components.isolation import IsolationUnavailable
+from components.config.loading import ConfigError, load_config
+from components.config.validate import validate
+from components.judging.program_judge import run_check
+from components.judging.isolation import IsolationUnavailable
 try:
     validate(load_config({str(config)!r}), Path({str(tmp_path)!r}))
 except ConfigError as err:
@@ -232,7 +232,7 @@ def test_requests_that_ask_the_judge_for_harmful_code_get_checks_that_reach_noth
     import logging
 
     from components.build import make_judge
-    from components.config_loading import load_config
+    from components.config.loading import load_config
     from components.models import Policy
 
     spec = importlib.util.spec_from_file_location("sandbox_injection", ROOT / "benchmarks" / "sandbox_injection.py")

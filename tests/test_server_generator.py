@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from components.build import make_generator
-from components.config import ModelsConfig, ServerGenerationConfig
-from components.config_loading import ConfigError, load_config
-from components.generator import Sampling, TransformersGenerator
+from components.config.experiment import ModelsConfig, ServerGenerationConfig
+from components.config.loading import ConfigError, load_config
+from components.config.validate import _servers, validate
+from components.generation.generator import Sampling, TransformersGenerator
+from components.generation.server_generator import served_adapter
 from components.models import Policy, load_policy, load_tokenizer
-from components.server_generator import served_adapter
-from components.validate import _servers, validate
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for i, name in enumerate("abcd")]
 
@@ -43,7 +43,7 @@ def test_a_chain_of_more_rank_than_the_servers_load_is_refused_before_work(tmp_p
 def servers(tiny_vllm_model_dir, tmp_path_factory):
     """Two vLLM servers of the tiny base, adapters loadable at runtime (~1 min each to start on CPU)."""
     pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
-    from components import vllm_server
+    from components.generation import vllm_server
 
     logs, started = tmp_path_factory.mktemp("vllm-servers"), []
     try:

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId, TaskRu
 from safetensors.torch import load_file
 from test_train_launcher import TOLERANCE
 
-from components.config_loading import ConfigError, load_config
+from components.config.loading import ConfigError, load_config
 from components.requests import Shard
 
 PROMPTS = [{"id": str(i)} for i in range(7)]
@@ -41,7 +41,7 @@ def test_length_control_cannot_be_sharded(write_tiny_config, tmp_path):
 
 
 def test_a_ray_cluster_that_does_not_answer_is_refused_before_any_work(write_tiny_config, tmp_path):
-    from components.validate import validate
+    from components.config.validate import validate
 
     execution = {"engine": "ray", "address": f"127.0.0.1:{free_port()}", "shards": 2}
     config = load_config(str(write_tiny_config(tmp_path, execution=execution)))

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file
 from test_trainer import PAIRS
 
-from components.config import DataConfig, DPOTrainingConfig, ModelsConfig
+from components.config.experiment import DataConfig, DPOTrainingConfig, ModelsConfig
+from components.config.judges import VerifierJudgeConfig
 from components.data import save_rows
-from components.judge_config import VerifierJudgeConfig
 from components.models import Policy
 from components.requests import TrainRequest
 from components.stages import train

@@ -11,18 +11,18 @@ import pytest
 from datasets import Dataset
 
 from components.build import make_trainer
-from components.config import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig
-from components.judge import VerifierJudge
+from components.config.experiment import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig
+from components.judging.judge import VerifierJudge
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
-from components.rewards import JudgeReward, OnlineReward
-from components.trainer import (
+from components.training.rewards import JudgeReward, OnlineReward
+from components.training.trainer import (
     DPOLoRATrainer,
     clearest,
     load_for_training,
     resumable,
     to_conversational,
 )
-from components.trl_cpu import score_only_labelled_positions
+from components.training.trl_cpu import score_only_labelled_positions
 
 CPU = ModelsConfig(device="cpu")
 
@@ -226,8 +226,8 @@ def test_online_trainer_uses_the_judge_as_reward(tiny_model_dir, tmp_path, metho
 
 def test_judge_reward_routes_checks_and_ai_verdicts(tiny_model_dir):
     from components.build import logprob_judge
-    from components.judge import load_rubric
-    from components.scorers import TransformersScorer
+    from components.judging.judge import load_rubric
+    from components.judging.scorers import TransformersScorer
 
     tok = load_tokenizer(tiny_model_dir)
     scorer = TransformersScorer(load_policy(Policy(tiny_model_dir), CPU), tok, 8, "tiny")
@@ -246,9 +246,9 @@ import json
 import sys
 from pathlib import Path
 from datasets import Dataset
-from components.config import DPOTrainingConfig, ModelsConfig
+from components.config.experiment import DPOTrainingConfig, ModelsConfig
 from components.models import Policy, load_tokenizer
-from components.trainer import DPOLoRATrainer, load_for_training
+from components.training.trainer import DPOLoRATrainer, load_for_training
 sys.path.insert(0, {tests!r})
 from test_trainer import PAIRS
 cfg = DPOTrainingConfig(max_steps=int(sys.argv[3]), per_device_train_batch_size=2, save_steps=1, learning_rate=1e-3)

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from components.config import ModelsConfig
-from components.generator import Sampling, TransformersGenerator, VLLMGenerator
+from components.config.experiment import ModelsConfig
+from components.generation.generator import Sampling, TransformersGenerator, VLLMGenerator
 from components.models import Policy, load_policy, load_tokenizer
 
 pytest.importorskip("vllm", reason="the [vllm] extra is not installed")

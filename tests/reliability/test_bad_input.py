@@ -221,7 +221,7 @@ def test_bad_input_is_refused_with_one_line_and_nothing_written(
 def test_the_flow_refuses_what_the_cli_refuses(case, prefect_harness, write_tiny_config, tmp_path, monkeypatch):
     """A deployment run or `ratchet serve` calls the bootstrap flow directly, without the CLI: the same check, the
     same one-line error, nothing written and no MLflow run."""
-    from components.config_loading import ConfigError
+    from components.config.loading import ConfigError
     from flows.bootstrap import bootstrap
 
     mutate, expected, _ = CASES[case]

@@ -21,7 +21,7 @@ from ratchet_process import finish, ratchet_run, run_log
 from safetensors.torch import load_file
 
 from components.data import load_rows
-from components.trainer import resumable
+from components.training.trainer import resumable
 from registry import lineage
 
 pytestmark = pytest.mark.slow  # two tiny bootstraps in six runs; `make test-slow` (CI runs it)

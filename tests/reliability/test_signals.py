@@ -20,7 +20,7 @@ import yaml
 from ratchet_process import finish, ratchet_run, run_log, runs_by_status
 
 from components.data import load_rows
-from components.trainer import resumable
+from components.training.trainer import resumable
 
 pytestmark = pytest.mark.slow  # tiny bootstraps, stopped and resumed (seven runs); `make test-slow`
 
@@ -135,7 +135,7 @@ def test_sigterm_stops_the_vllm_worker_with_the_run(tiny_vllm_model_dir, write_t
     deadline, worker = time.monotonic() + 300, []
     while not worker:
         children = psutil.Process(proc.pid).children(recursive=True)
-        worker = [p for p in children if "components.vllm_worker" in " ".join(p.cmdline())]
+        worker = [p for p in children if "components.generation.vllm_worker" in " ".join(p.cmdline())]
         assert proc.poll() is None and time.monotonic() < deadline, run_log(tmp_path)
         time.sleep(0.2)
     time.sleep(5)  # the engine is starting: its own processes exist now

@@ -42,7 +42,7 @@ from team_stack import (
     wait_for_state,
 )
 
-from components.review import ACCESS_LOG_ENV
+from components.human_review import ACCESS_LOG_ENV
 from registry.review import label_writers
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
