@@ -28,10 +28,10 @@ from components.build import logprob_judge  # noqa: E402
 from components.config.experiment import ModelsConfig  # noqa: E402
 from components.config.judges import RemoteJudgeConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402
+from components.evaluation.reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
 from components.generation import vllm_server  # noqa: E402
 from components.generation.generator import Sampling, TransformersGenerator, VLLMGenerator  # noqa: E402
 from components.judging.judge import LogprobJudge, VerifierJudge, load_rubric  # noqa: E402
-from components.judging.reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
 from components.judging.remote_judge import RemoteJudge  # noqa: E402
 from components.judging.scorers import TransformersScorer  # noqa: E402
 from components.models import Policy, load_policy, load_tokenizer, resolve_model  # noqa: E402

@@ -30,7 +30,7 @@ from components.config.experiment import ModelsConfig, RewardModelConfig  # noqa
 from components.config.judges import AIJudgeConfig  # noqa: E402
 from components.data import user_message  # noqa: E402
 from components.evaluation.measures import mean_ci  # noqa: E402
-from components.judging.judge_check import load_calibration  # noqa: E402
+from components.judge_check import load_calibration  # noqa: E402
 from components.models import Policy  # noqa: E402
 from components.training.reward_model import RewardModel, quality, train_reward_model  # noqa: E402
 from components.training.rewards import JudgeReward  # noqa: E402

@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 
 from components.build import make_generator
+from components.checks import hollow, passes
 from components.config.loading import load_config
 from components.data import load_prompts
 from components.generation.generator import Sampling
-from components.judging.checks import hollow, passes
 from components.models import Policy, load_tokenizer, resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset, load_from_disk
 
+from components.checks import validate_check
 from components.config.cohorts import COHORTS, SCENARIO_COHORTS
-from components.judging.checks import validate_check
 
 PROMPT_COLUMNS = ("id", "prompt", "cohort", "check", "context")
 

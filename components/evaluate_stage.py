@@ -19,9 +19,9 @@ from components.config.experiment import EvaluationConfig
 from components.config.judges import self_judge_config
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.evaluation import measures as ev
+from components.evaluation.reliability import abstention_rate, agreement, length_slope, order_consistency
 from components.generation.generator import Sampling
 from components.judging.judge import Judge
-from components.judging.reliability import abstention_rate, agreement, length_slope, order_consistency
 from components.memo import Memo, memo_key
 from components.models import Policy, PolicyPair, load_tokenizer, response_logprobs
 from components.requests import EvaluateRequest

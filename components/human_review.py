@@ -203,7 +203,7 @@ def gold_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
 
 
 def labelled_calibration_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
-    """Gold pairs for `ratchet judge-check --from-review` (components/judging/judge_check.py's columns) from every
+    """Gold pairs for `ratchet judge-check --from-review` (components/judge_check.py's columns) from every
     human-labelled item, training and held-out alike: a person's label measures a judge either way. A "tie" is no
     pair; the category is the item's split and cohort."""
     rows = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from components.data import load_prompts, save_stage
 from components.evaluation.measures import mean_ci
-from components.judging.judge_check import load_gold
+from components.judge_check import load_gold
 from components.requests import RewardRequest
 from components.training import reward_model as rm
 

@@ -23,7 +23,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from components.judging.checks import passes  # noqa: E402
+from components.checks import passes  # noqa: E402
 
 TABLES = yaml.safe_load((HERE / "calibration_tables.yaml").read_text(encoding="utf-8"))
 COHORT = {

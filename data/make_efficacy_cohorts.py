@@ -10,7 +10,7 @@ Run: python data/make_efficacy_cohorts.py [OUT_DIR]   (deterministic; a test che
 Most prompts carry one to three IFEval instructions at once, so the verifier grades a response by the share it
 follows and two samples that both fail can still make a pair. Held-out instruction prompts use other request
 templates and other topics than training ones, and each carries a substance check from its template's task and its
-topic's words (components/evaluation/substance.py; training prompts carry none, so the verifier that trains never
+topic's words (components/substance.py; training prompts carry none, so the verifier that trains never
 sees it). The held-out `ifeval` cohort (100) carries instruction types seen in training, but never a training
 prompt's set of instructions; the `ifeval_unseen` cohort (150, 48% of the checkable held-out prompts) carries only
 types that no training prompt carries, to measure generalisation. Rows are interleaved by cohort, so

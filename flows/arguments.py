@@ -44,7 +44,7 @@ def checked_schema(config_path: Path, overrides: dict, verbose: bool = True):
 def checked_inputs(cfg, store: Path) -> None:
     """What the schema cannot see: data files and their rows, models, servers, the store; exit 2 with one line."""
     from components.config.loading import ConfigError
-    from components.config.validate import validate  # imports torch and transformers: only for a valid config
+    from components.validate import validate  # imports torch and transformers: only for a valid config
 
     try:
         validate(cfg, store)

@@ -27,8 +27,8 @@ from components.config.experiment import (
     TransformersGenerationConfig,
 )
 from components.config.gate import GateConfig
-from components.config.validate import validate
 from components.models import Policy
+from components.validate import validate
 from flows.engine import engine_for
 from flows.forms import STORE_HELP, described, knob, load_form_config
 from flows.reporting import artifact_key

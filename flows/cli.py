@@ -230,7 +230,7 @@ def judge_check(
     accuracy on the pairs it decided, decided share, order consistency and length slope, per category, with CIs.
     Logged to MLflow as a `judge-check` run of the experiment."""
     cfg = checked_config(config, parse_sets(set_ or []), store, verbose)
-    from components.judging import judge_check as jc
+    from components import judge_check as jc
     from flows.console import print_judge_check
     from flows.gold_pairs import gold_pairs
     from registry import judge_checks, lineage

@@ -134,7 +134,7 @@ def print_report(result, tracking_uri: str, ci_level: float) -> None:
 def print_judge_check(label: str, name: str, scores: dict[str, dict[str, float]], rows, shortfalls: list[str]):
     """One judge's calibration table: a line per category and one for all pairs, which part of the judge decided
     how many pairs, then whether it meets the goal."""
-    from components.judging.judge_check import decided_by
+    from components.judge_check import decided_by
 
     typer.echo(f"\n{label}: {name}")
     header = (

@@ -18,8 +18,8 @@ from pydantic import Field
 from components import report
 from components.build import evaluate_request
 from components.config.experiment import ExperimentConfig
-from components.config.validate import validate
 from components.models import Policy
+from components.validate import validate
 from flows.forms import STORE_HELP, described, load_form_config
 from flows.reporting import artifact_key, publish
 from flows.round import evaluate, memo_dir

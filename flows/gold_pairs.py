@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.judging import judge_check as jc
+from components import judge_check as jc
 from flows.arguments import store_client
 from flows.console import fail
 

@@ -1,7 +1,7 @@
 import pytest
 
-from components.evaluation.measures import is_refusal
-from components.judging.checks import hollow, passes, score, validate_check
+from components.checks import hollow, passes, score, validate_check
+from components.judging.refusal_judge import is_refusal
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def test_the_efficacy_cohorts_are_large_graded_and_hold_out_templates_topics_ins
 
 
 def test_the_calibration_set_has_160_known_pairs_in_eight_categories():
-    from components.judging.judge_check import load_calibration
+    from components.judge_check import load_calibration
 
     rows = load_calibration()
     categories = {r["category"] for r in rows}
@@ -192,7 +192,7 @@ def test_finished_stage_is_not_rebuilt_and_stale_temp_dirs_are_cleared(tmp_path)
 @pytest.mark.parametrize("name", ["efficacy_train.jsonl", "efficacy_heldout.jsonl", "train.jsonl", "heldout.jsonl"])
 def test_every_shipped_check_runs_here(name):
     """Each check's checkers run without data this machine cannot download (NLTK's punkt_tab is one)."""
-    from components.judging.checks import score
+    from components.checks import score
 
     checks = {r["check"] for r in load_prompts(ROOT / "data" / name) if r["check"]}
     assert all(0.0 <= score(json.loads(check), "A short answer, in English.") <= 1.0 for check in checks)

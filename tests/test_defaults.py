@@ -15,10 +15,7 @@ from pathlib import Path
 import pydantic
 
 from components.build import make_generator, make_judge, make_pair_maker, make_reviser, train_runner
-from components.config import experiment as config
-from components.config import gate as gate_config
-from components.config import judges as judge_config
-from components.config import training as training_config
+from components.config import experiment, gate, judges, training
 from components.config.experiment import ModelsConfig, PairsConfig, TransformersGenerationConfig
 from components.config.judges import AIJudgeConfig, PanelJudgeConfig, RefusalJudgeConfig
 from components.config.training import DPOTrainingConfig
@@ -27,7 +24,7 @@ from components.models import Policy, load_tokenizer
 from components.training.trainer import common_args, lora_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = (config, gate_config, judge_config, training_config)
+SCHEMA = (experiment, gate, judges, training)
 CPU = ModelsConfig(device="cpu", dtype="float32")
 
 

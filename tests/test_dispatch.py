@@ -25,7 +25,7 @@ READERS = {
     "components/config/experiment.py",
     "components/config/judges.py",
     "components/config/training.py",
-    "components/config/validate.py",
+    "components/validate.py",
 }
 
 

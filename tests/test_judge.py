@@ -53,7 +53,7 @@ THREE_INSTRUCTIONS = {  # lowercase, no comma, fewer than 8 words
 def test_the_verifier_grades_several_instructions_and_prefers_following_more_of_them():
     """Three instructions: lowercase, no comma, fewer than 8 words. 'hi there friend' follows all 3, 'Hi there
     friend' 2 (not lowercase), 'Hi there, friend' 1 (only the length): two failing answers are still told apart."""
-    from components.judging.checks import passes, score
+    from components.checks import passes, score
 
     spec = THREE_INSTRUCTIONS
     assert [score(spec, t) for t in ("hi there friend", "Hi there friend", "Hi there, friend")] == [1, 2 / 3, 1 / 3]

@@ -8,8 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from components import judge_check as jc
 from components.evaluation.measures import mean_ci
-from components.judging import judge_check as jc
 from components.judging.biased import BiasedJudge
 from components.judging.judge import PanelJudge, Verdict, VerifierJudge
 from components.judging.refusal_judge import RefusalJudge

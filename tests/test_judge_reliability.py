@@ -5,9 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from components.judging.biased import BiasedJudge
-from components.judging.judge import LengthControlledJudge, Verdict, VerifierJudge
-from components.judging.reliability import (
+from components.evaluation.reliability import (
     abstention_rate,
     agreement,
     injection_flip_rate,
@@ -15,6 +13,8 @@ from components.judging.reliability import (
     load_injection_set,
     order_consistency,
 )
+from components.judging.biased import BiasedJudge
+from components.judging.judge import LengthControlledJudge, Verdict, VerifierJudge
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = {"id": "r", "prompt": "p", "context": "", "check": "", "cohort": "benign"}

@@ -116,7 +116,7 @@ def test_reward_model_ranks_unseen_pairs_above_chance_and_is_registered(tiny_mod
 def test_reward_model_on_the_embedded_policy_learns_the_calibration_pairs(tmp_path):
     """SmolLM2-135M with a LoRA head, trained on 3/4 of the judge calibration set's gold pairs (by prompt), must rank
     the other quarter, which it never saw, above chance."""
-    from components.judging.judge_check import OPTIONAL_PAIR_FIELDS, PAIR_FIELDS, load_calibration
+    from components.judge_check import OPTIONAL_PAIR_FIELDS, PAIR_FIELDS, load_calibration
 
     rows = load_calibration()
     prompts = [{k: r[k] for k in ("id", "prompt", "cohort", "check", "context")} for r in rows]

@@ -192,7 +192,7 @@ def test_a_machine_without_user_namespaces_refuses_the_program_verdict_before_wo
 import sys
 from pathlib import Path
 from components.config.loading import ConfigError, load_config
-from components.config.validate import validate
+from components.validate import validate
 from components.judging.program_judge import run_check
 from components.judging.isolation import IsolationUnavailable
 try:

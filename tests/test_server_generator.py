@@ -8,10 +8,10 @@ import torch
 from components.build import make_generator
 from components.config.experiment import ModelsConfig, ServerGenerationConfig
 from components.config.loading import ConfigError, load_config
-from components.config.validate import _servers, validate
 from components.generation.generator import Sampling, TransformersGenerator
 from components.generation.server_generator import served_adapter
 from components.models import Policy, load_policy, load_tokenizer
+from components.validate import _servers, validate
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Say hello to {name}.", "context": ""} for i, name in enumerate("abcd")]
 

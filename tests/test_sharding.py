@@ -41,7 +41,7 @@ def test_length_control_cannot_be_sharded(write_tiny_config, tmp_path):
 
 
 def test_a_ray_cluster_that_does_not_answer_is_refused_before_any_work(write_tiny_config, tmp_path):
-    from components.config.validate import validate
+    from components.validate import validate
 
     execution = {"engine": "ray", "address": f"127.0.0.1:{free_port()}", "shards": 2}
     config = load_config(str(write_tiny_config(tmp_path, execution=execution)))

@@ -19,7 +19,7 @@ RUBRICS_DIR = Path(__file__).resolve().parents[2] / "configs" / "rubrics"
 
 class VerifierJudgeConfig(Strict):
     kind: Literal["verifier"] = Field(
-        "verifier", description="The prompt's own check (components/judging/checks.py) decides; no model."
+        "verifier", description="The prompt's own check (components/checks.py) decides; no model."
     )
 
 

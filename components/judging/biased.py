@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from components.evaluation.measures import is_refusal
 from components.judging.judge import Verdict
+from components.judging.refusal_judge import is_refusal
 
 Bias = Literal["length", "short", "refusal", "sycophancy"]
 

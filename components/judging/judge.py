@@ -16,9 +16,9 @@ from typing import Protocol
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from components.checks import instructions, scores
 from components.config.judges import RUBRICS_DIR
 from components.data import user_message
-from components.judging.checks import instructions, scores
 from components.judging.scorers import Scorer
 from components.memo import NO_MEMO, Memo
 from components.models import chat_turn

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from components.checks import passes
 from components.data import user_message
 from components.generation.generator import Generator
-from components.judging.checks import passes
 from components.judging.judge import Judge
 from components.judging.pairs import judge_label
 

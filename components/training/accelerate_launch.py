@@ -27,7 +27,7 @@ def launch(request: TrainRequest, into: Path) -> dict:
         written, metrics = Path(tmp) / "request.json", Path(tmp) / "metrics.json"
         written.write_text(request.model_dump_json())
         command = [sys.executable, "-m", "accelerate.commands.launch", *_launch_options(request.training)]
-        command += ["-m", "components.training.train_worker", str(written), str(into), str(metrics)]
+        command += ["-m", "components.train_worker", str(written), str(into), str(metrics)]
         run_group(command, "accelerate launch", env=os.environ | {"ACCELERATE_LOG_LEVEL": "warning"})
         return json.loads(metrics.read_text())
 

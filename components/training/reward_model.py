@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from components.checks import score
 from components.config.experiment import ModelsConfig, RewardModelConfig
 from components.data import load_rows, user_message
 from components.evaluation.measures import CI
-from components.judging.checks import score
 from components.metrics import with_ci
 from components.models import device_for, dtype_for, load_tokenizer, resolve_model
 from components.training.trainer import common_args, run_training

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from components.judging.checks import score
+from components.checks import score
 from components.judging.judge import Judge
 
 

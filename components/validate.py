@@ -23,8 +23,8 @@ from components.config.loading import ConfigError
 from components.data import DataError, check_disjoint, load_prompts
 from components.embedded import check_gguf
 from components.generation.generator import chat_prompt
+from components.judge_check import load_pairs
 from components.judging import isolation
-from components.judging.judge_check import load_pairs
 from components.models import ModelSpecError, check_spec, load_tokenizer, resolve_model
 
 

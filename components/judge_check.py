@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
+from components.checks import validate_check
 from components.config.experiment import ExperimentConfig
 from components.config.judges import JudgeConfig, inner_judges
 from components.evaluation.measures import CI
-from components.judging.checks import validate_check
+from components.evaluation.reliability import length_slope
 from components.judging.judge import Judge, PanelJudge, Verdict
-from components.judging.reliability import length_slope
 
-CALIBRATION_SET = Path(__file__).resolve().parents[2] / "data" / "judge_calibration.jsonl"
+CALIBRATION_SET = Path(__file__).resolve().parents[1] / "data" / "judge_calibration.jsonl"
 
 # The bar a judge should clear to be trusted with training pairs (issue 27); every category must clear CATEGORY_FLOOR.
 GOAL = {"accuracy": 0.75, "decided": 0.60, "order_consistency": 0.70}

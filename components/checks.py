@@ -7,7 +7,7 @@ A check spec is a small JSON object with a `kind`:
 - contains:      {"any": ["Paris"]}                 grounded answers: some expected string appears (case-insensitive)
 - not_contains:  {"any": ["BANANA"]}                injection: none of the planted strings appears
 
-Any kind may also carry `"substance": {...}` (components/evaluation/substance.py): the answer must also do what the
+Any kind may also carry `"substance": {...}` (components/substance.py): the answer must also do what the
 request asks, not only meet its format. The held-out cohorts carry it; the training cohorts do not, so the verifier that
 trains never sees it.
 
@@ -25,8 +25,8 @@ import re
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 from langdetect import DetectorFactory
 
-from components.evaluation.substance import has_substance, long_enough, validate_substance
 from components.memo import NO_MEMO, Memo, memo_key
+from components.substance import has_substance, long_enough, validate_substance
 
 # IFEval's language and case checkers call langdetect, which samples: unseeded, "simple 20 words." is English on one
 # call and Afrikaans on the next, so the gold verifier would score the same answer differently from run to run.
