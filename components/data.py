@@ -19,8 +19,6 @@ from datasets import Dataset, load_dataset, load_from_disk
 from components.checks import validate_check
 from components.config.cohorts import COHORTS, SCENARIO_COHORTS
 
-PROMPT_COLUMNS = ("id", "prompt", "cohort", "check", "context")
-
 
 class DataError(ValueError):
     """Bad prompt data; the message names the file and the row."""

@@ -69,15 +69,11 @@ def evaluate(request: EvaluateRequest) -> Evaluated:
             batch = request.reward_model_config.batch_size
             scorer = RewardModel.from_stage(request.reward_model, request.models, batch)
             task_high = found["task_completion_delta_vs_base_ci_high"]
-            found |= hacking_signals(scorer, prompts, greedy["challenger"], base, task_high, _ci(e))
+            found |= hacking_signals(scorer, prompts, greedy["challenger"], base, task_high, ev.ci_for(e))
         save_rows(rows, tmp)
-        return {"metrics": metrics.grouped(found), "cohorts": ev.cohort_table(rows, _ci(e))}
+        return {"metrics": metrics.grouped(found), "cohorts": ev.cohort_table(rows, ev.ci_for(e))}
 
     return Evaluated(str(out), **save_stage(out, build, record="summary.json"))
-
-
-def _ci(e: EvaluationConfig):
-    return lambda values: ev.mean_ci(values, e.ci_level, e.ci_resamples)
 
 
 def _answers(request, policy, prompts, tokenizer, pair: PolicyPair, who: str, memo: Memo) -> list[dict]:
@@ -138,7 +134,7 @@ def _scored_rows(prompts: list[dict], greedy: dict[str, list[dict]], wins: list[
 
 
 def _vs_champion(rows: list[dict], verdicts, e: EvaluationConfig) -> dict[str, float]:
-    ci = _ci(e)
+    ci = ev.ci_for(e)
     rate, wins = ev.win_rate(verdicts)
     by_model = {who: [r for r in rows if r["model"] == who] for who in ("champion", "challenger")}
     summary = {who: ev.summarise(model_rows, ci) for who, model_rows in by_model.items()}
@@ -155,7 +151,7 @@ def _vs_champion(rows: list[dict], verdicts, e: EvaluationConfig) -> dict[str, f
 def _vs_base(prompts, rows, base_answers, judge: Judge, champion: Policy, e: EvaluationConfig, memo: Memo) -> dict:
     """The challenger against the round-0 base, so a drift that each promotion hides inside its own CI or threshold
     still adds up where a rule can see it. While the champion is the base, these are the vs-champion numbers."""
-    ci = _ci(e)
+    ci = ev.ci_for(e)
     challenger_rows = [r for r in rows if r["model"] == "challenger"]
     if champion.adapters:
         _, wins = ev.win_rate(judge.judge(ev.head_to_head(prompts, challenger_rows, base_answers)))

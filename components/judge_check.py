@@ -226,12 +226,12 @@ def check_judges(
     would; `cohorts` keeps only those cohorts' pairs (None: all); a route whose cohort it leaves out is not
     measured."""
     from components.build import make_judge
-    from components.evaluation.measures import mean_ci
+    from components.evaluation.measures import ci_for
     from components.models import Policy
 
     pairs = load_calibration() if pairs is None else pairs
     rows = [row for row in pairs if not cohorts or row["cohort"] in cohorts]
-    ci = lambda values: mean_ci(values, config.evaluation.ci_level, config.evaluation.ci_resamples)  # noqa: E731
+    ci = ci_for(config.evaluation)
     results = {}
     for label, (judge_config, cohort) in judges_in(config).items():
         asked = [r for r in rows if cohort in (None, r["cohort"])]

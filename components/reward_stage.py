@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.data import load_prompts, save_stage
-from components.evaluation.measures import mean_ci
+from components.evaluation.measures import ci_for
 from components.judge_check import load_gold
 from components.requests import RewardRequest
 from components.training import reward_model as rm
@@ -41,8 +41,7 @@ def reward_model(request: RewardRequest) -> Rewarded:
         trained = rm.train_reward_model(config, models, train, tmp, r.checkpoints, r.seed)
         model = rm.RewardModel.load(tmp, base, models, config.batch_size)
         prompts = {p["id"]: p for p in load_prompts(r.data.train_prompts, r.data.max_train_prompts)}
-        ci = lambda values: mean_ci(values, r.evaluation.ci_level, r.evaluation.ci_resamples)  # noqa: E731
-        found = rm.quality(model, heldout, load_gold(config.gold_pairs), prompts, ci)
+        found = rm.quality(model, heldout, load_gold(config.gold_pairs), prompts, ci_for(r.evaluation))
         found |= {f"rm_train_{k}": float(trained[k]) for k in ("steps", "seconds", "loss_last") if trained.get(k)}
         found |= {"rm_train_pairs": float(len(train)), "rm_rounds": float(len(rounds))}
         return {"metrics": found, "base": base}

@@ -17,6 +17,7 @@ from scipy.stats import bootstrap
 
 from components.checks import hollow, scores
 from components.config.cohorts import TASK_COHORTS
+from components.config.experiment import EvaluationConfig
 from components.judging.judge import Verdict
 from components.judging.refusal_judge import is_refusal
 from components.memo import NO_MEMO, Memo
@@ -92,6 +93,11 @@ def mean_ci(values: list[float], level: float, resamples: int) -> tuple[float, f
         rng=np.random.default_rng(0),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def ci_for(evaluation: EvaluationConfig) -> CI:
+    """`mean_ci` at the evaluation section's level and resamples."""
+    return lambda values: mean_ci(values, evaluation.ci_level, evaluation.ci_resamples)
 
 
 def cohort_table(rows: list[dict], ci: CI) -> list[dict]:
