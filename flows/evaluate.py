@@ -60,10 +60,12 @@ def evaluate_checkpoints(
     uri = lineage.tracking_uri_for(store)
     client = lineage.client_for(uri)
     # `prefect deployment run --param challenger=3` sends the number 3, the UI sends "3": both mean version 3.
-    (a_label, a), (b_label, b) = resolve(cfg, uri, str(challenger)), resolve(cfg, uri, str(champion))
-    name = f"{a_label}-vs-{b_label}"
+    challenger_label, challenger_policy = resolve(cfg, uri, str(challenger))
+    champion_label, champion_policy = resolve(cfg, uri, str(champion))
+    name = f"{challenger_label}-vs-{champion_label}"
     out = Path(cfg.workdir).resolve() / "evaluations" / f"{cfg.name}-{cfg.digest()}-{name}"
-    evaluated = evaluate(evaluate_request(cfg, champion=b, challenger=a, out=out / "eval", memo=memo_dir(cfg)))
+    request = evaluate_request(cfg, champion_policy, challenger_policy, out / "eval", memo_dir(cfg))
+    evaluated = evaluate(request)
     decision = asdict(decide(evaluated.metrics, cfg.gate.rules, trained=True))
     get_run_logger().info("%s: the gate would say %s", name, decision["reason"])
 
@@ -74,7 +76,7 @@ def evaluate_checkpoints(
     links = {"MLflow evaluation run": run_url(experiment_id, run_id)}
     markdown, png = report.round_report(f"{cfg.name}: {name}", evaluated.metrics, decision, [], None, links)
     key = artifact_key(f"{cfg.name}-evaluate-{name}")
-    publish(markdown, png, out / "report", evaluated.cohorts, key, f"{a_label} vs {b_label}")
+    publish(markdown, png, out / "report", evaluated.cohorts, key, f"{challenger_label} vs {champion_label}")
     return {
         "name": name,
         "mlflow_run_id": run_id,
