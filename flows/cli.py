@@ -190,6 +190,38 @@ def evaluate_command(
     typer.echo(f"\noutputs: {result['outputs']}\nmlflow run: {result['mlflow_run_id']}")
 
 
+@app.command("export")
+def export_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose registered model to export.")],
+    version: Annotated[str, typer.Option(help="Version number or alias.")] = "champion",
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: WORKDIR/exports/NAME-vN).")] = None,
+    store: StoreOption = Path("."),
+    verbose: VerboseOption = False,
+) -> None:
+    """Write a registered version as a merged Hugging Face checkpoint and as its adapter chain, recorded in MLflow."""
+    cfg = checked_config(config, {}, store, verbose)
+    from components.export import export_policy
+    from flows.evaluate import resolve
+    from registry import lineage, versions
+
+    uri = lineage.tracking_uri_for(store)
+    try:
+        label, policy = resolve(cfg, uri, version)
+    except (versions.MlflowException, FileNotFoundError) as err:
+        fail(str(err))
+    if not policy.adapters:
+        fail(f"--version {version}: the base model has no adapter to export; it is {policy.base}")
+    target = out or Path(cfg.workdir).resolve() / "exports" / f"{cfg.name}-{label}"
+    if target.exists():
+        fail(f"{target} exists; remove it or pass another --out")
+    exported = export_policy(policy, cfg.models, target)
+    experiment_id = lineage.ensure_experiment(lineage.client_for(uri), cfg.name, lineage.artifact_root_for(store))
+    run_id = lineage.log_export(uri, experiment_id, label.removeprefix("v"), exported)
+    for form, found in exported.items():
+        typer.echo(f"{form}: {found['path']} (sha256 {found['sha256'][:12]})")
+    typer.echo(f"recorded as MLflow run {run_id}")
+
+
 @app.command("judge-check")
 def judge_check(
     config: Annotated[Path, typer.Argument(help="Experiment YAML whose judges to measure.")],

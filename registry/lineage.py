@@ -234,6 +234,20 @@ def log_evaluation(
     return run_id
 
 
+def log_export(tracking_uri: str, experiment_id: str, version: str, exported: dict[str, dict[str, str]]) -> str:
+    """An export of a registered version as its own finished run: the version it came from, and each form's path
+    and digest."""
+    client = client_for(tracking_uri)
+    tags = {"ratchet.kind": "export", "ratchet.version": version}
+    run_id = client.create_run(experiment_id, run_name=f"export v{version}", tags=tags).info.run_id
+    params = {"version": version} | {
+        f"{form}.{key}": value for form, found in exported.items() for key, value in found.items()
+    }
+    client.log_batch(run_id, params=[mlflow.entities.Param(key, value) for key, value in params.items()])
+    finish(client, run_id, "FINISHED")
+    return run_id
+
+
 def log_prompts(tracking_uri: str, run_id: str, files: dict[str, str]) -> None:
     """The prompt files (jsonl or parquet) a bootstrap draws from, as inputs of its run."""
     client = client_for(tracking_uri)

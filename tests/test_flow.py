@@ -247,6 +247,49 @@ def test_evaluate_compares_two_registered_checkpoints(tiny_run):
         evaluate_checkpoints(str(config), "99", "base", str(store))
 
 
+def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_both(tiny_run, tmp_path):
+    """The merged checkpoint is the champion Ratchet evaluates (its adapters merged in order): the same logits to
+    the bit; the chain, applied in its order on the base, gives them too."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from components.config.experiment import ModelsConfig
+    from components.memo import directory_digest
+    from components.models import Policy, load_policy, load_tokenizer
+    from flows.cli import app
+
+    result, config, store = tiny_run
+    out = tmp_path / "export"
+    done = CliRunner().invoke(app, ["export", str(config), "--version", "2", "--out", str(out), "--store", str(store)])
+    assert done.exit_code == 0, done.output
+    chain = json.loads((out / "adapters" / "chain.json").read_text())
+    assert chain["adapters"] == ["1", "2"]
+    champion = result.rounds[1].champion
+    tokenizer = load_tokenizer(champion.base)
+    ids = tokenizer("Topic 1: tell me about it.", return_tensors="pt").input_ids
+    cpu = ModelsConfig(device="cpu", dtype="float32")
+    with torch.no_grad():
+        in_memory = load_policy(champion, cpu)(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)(ids).logits
+        adapters = tuple(str(out / "adapters" / name) for name in chain["adapters"])
+        from_chain = load_policy(Policy(chain["base"], adapters), cpu)(ids).logits
+    assert torch.equal(merged, in_memory) and torch.equal(from_chain, in_memory)
+    assert load_tokenizer(str(out / "merged")).chat_template == tokenizer.chat_template
+
+    client = MlflowClient(lineage.tracking_uri_for(store))
+    [export] = client.search_runs([result.experiment_id], "tags.`ratchet.kind` = 'export'")
+    params = export.data.params
+    assert params["version"] == "2" and params["merged.sha256"] == directory_digest(out / "merged")
+    assert params["adapters.path"] == str(out / "adapters")
+    again = CliRunner().invoke(app, ["export", str(config), "--version", "2", "--out", str(out), "--store", str(store)])
+    assert again.exit_code == 2 and "exists" in again.output
+    base = CliRunner().invoke(
+        app, ["export", str(config), "--version", "base", "--out", str(tmp_path / "b"), "--store", str(store)]
+    )
+    assert base.exit_code == 2 and "no adapter" in base.output and not (tmp_path / "b").exists()
+
+
 def test_promote_and_rollback_by_hand_are_recorded(tiny_run):
     from typer.testing import CliRunner
 
