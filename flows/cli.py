@@ -216,10 +216,14 @@ def export_command(
         fail(f"{target} exists; remove it or pass another --out")
     exported = export_policy(policy, cfg.models, target)
     experiment_id = lineage.ensure_experiment(lineage.client_for(uri), cfg.name, lineage.artifact_root_for(store))
-    run_id = lineage.log_export(uri, experiment_id, label.removeprefix("v"), exported)
+    number, merged = label.removeprefix("v"), exported["merged"]
+    run_id = lineage.log_export(uri, experiment_id, number, exported)
+    tags = {"adapter_version": number, "sha256": merged["sha256"]}
+    served = versions.register_merged(uri, versions.model_name_for(cfg.name), run_id, Path(merged["path"]), tags)
     for form, found in exported.items():
         typer.echo(f"{form}: {found['path']} (sha256 {found['sha256'][:12]})")
-    typer.echo(f"recorded as MLflow run {run_id}")
+    name = f"{versions.model_name_for(cfg.name)}-merged"
+    typer.echo(f"recorded as MLflow run {run_id}; serve it: mlflow models serve -m models:/{name}/{served}")
 
 
 @app.command("judge-check")

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -48,6 +51,49 @@ def register_reward_model(tracking_uri: str, model_name: str, round_run_id: str,
     tags = _as_tags(tags)
     model = _log_model(client, round_run_id, directory, tags, "reward_model", "peft-lora-reward-model")
     return _new_version(client, model_name, round_run_id, model, tags)
+
+
+def register_merged(tracking_uri: str, model_name: str, export_run_id: str, merged: Path, tags: dict) -> str:
+    """A merged checkpoint as an MLflow transformers model of its export run, registered as a version of
+    `<model_name>-merged` (`tags`: the adapter version it came from, its digest), so that `mlflow models serve -m
+    models:/<model_name>-merged/<N>` serves it."""
+    import mlflow.transformers
+    import torch
+    import transformers
+
+    client = client_for(tracking_uri)  # also the global tracking URI, which the fluent API below follows
+    libraries = [
+        f"mlflow=={mlflow.__version__}",
+        f"transformers=={transformers.__version__}",
+        f"torch=={torch.__version__}",
+    ]
+    where = f"the merged checkpoint of export run {export_run_id}"
+    with mlflow.start_run(run_id=export_run_id), storing(where), _quiet("mlflow"):
+        logged = mlflow.transformers.log_model(
+            str(merged),
+            name="merged",
+            task="text-generation",
+            pip_requirements=libraries,  # named, not inferred: inference loads the model in a subprocess
+        )
+    name = f"{model_name}-merged"
+    _registered(client, name, export_run_id, "Ratchet champions with their adapters merged, one version per export.")
+    version = client.create_model_version(
+        name, logged.model_uri, run_id=export_run_id, tags=_as_tags(tags), model_id=logged.model_id
+    )
+    return str(version.version)
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """A library's warnings that a user cannot act on (the transformers flavour looks for a model card and a licence
+    on the Hub for a local directory) and its registration chatter, kept off the terminal."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _registered(client: MlflowClient, model_name: str, round_run_id: str, description: str) -> str | None:

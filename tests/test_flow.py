@@ -282,6 +282,13 @@ def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_b
     params = export.data.params
     assert params["version"] == "2" and params["merged.sha256"] == directory_digest(out / "merged")
     assert params["adapters.path"] == str(out / "adapters")
+    import mlflow.transformers
+
+    served = mlflow.transformers.load_model("models:/ratchet-tiny-merged/1", return_type="components")
+    with torch.no_grad():
+        assert torch.equal(served["model"].float()(ids).logits, in_memory)
+    assert client.get_model_version("ratchet-tiny-merged", "1").tags["adapter_version"] == "2"
+    assert "mlflow models serve -m models:/ratchet-tiny-merged/1" in done.output
     again = CliRunner().invoke(app, ["export", str(config), "--version", "2", "--out", str(out), "--store", str(store)])
     assert again.exit_code == 2 and "exists" in again.output
     base = CliRunner().invoke(
