@@ -247,6 +247,42 @@ def test_evaluate_compares_two_registered_checkpoints(tiny_run):
         evaluate_checkpoints(str(config), "99", "base", str(store))
 
 
+def assert_mlflow_serves(model_uri: str, tracking_uri: str, log: Path) -> None:
+    """`mlflow models serve` as the README shows it answers `/invocations` with a completion."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from components.process_group import free_port
+
+    port, bin_dir = free_port(), str(Path(sys.executable).parent)
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    command = [f"{bin_dir}/mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-p", str(port)]
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        asked = json.dumps({"inputs": ["Topic 1: tell me"]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", asked, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            [completion] = json.loads(answer.read())["predictions"]
+        assert completion.startswith("Topic 1: tell me") and len(completion) > len("Topic 1: tell me")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
 def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_both(tiny_run, tmp_path):
     """The merged checkpoint is the champion Ratchet evaluates (its adapters merged in order): the same logits to
     the bit; the chain, applied in its order on the base, gives them too."""
@@ -289,6 +325,7 @@ def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_b
         assert torch.equal(served["model"].float()(ids).logits, in_memory)
     assert client.get_model_version("ratchet-tiny-merged", "1").tags["adapter_version"] == "2"
     assert "mlflow models serve -m models:/ratchet-tiny-merged/1" in done.output
+    assert_mlflow_serves("models:/ratchet-tiny-merged/1", lineage.tracking_uri_for(store), tmp_path / "serve.log")
     again = CliRunner().invoke(app, ["export", str(config), "--version", "2", "--out", str(out), "--store", str(store)])
     assert again.exit_code == 2 and "exists" in again.output
     base = CliRunner().invoke(
