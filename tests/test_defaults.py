@@ -63,6 +63,27 @@ def test_no_function_outside_the_schema_has_its_own_default_for_a_config_field()
     assert "batch_size" in fields and "ties_to_default" in fields  # the scan knows the fields it looks for
 
 
+def attributes_read(tree: ast.AST) -> set[str]:
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+
+
+def test_every_config_field_is_read_by_the_code():
+    """A field nothing reads is a knob that does nothing. Reads count outside the schema, and in the schema's own
+    methods (a gate rule's `bound` names its metric), but not in its validators, which only check a value."""
+    read = set()
+    schema = {Path(m.__file__).resolve() for m in SCHEMA}
+    for path in (p for layer in ("components", "flows", "registry") for p in (ROOT / layer).rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        if path.resolve() not in schema:
+            read |= attributes_read(tree)
+            continue
+        for node in ast.walk(tree):
+            decorators = [ast.unparse(d) for d in getattr(node, "decorator_list", [])]
+            if isinstance(node, ast.FunctionDef) and not any("validator" in d for d in decorators):
+                read |= attributes_read(node)
+    assert sorted(config_fields() - read) == []
+
+
 def test_generation_and_judge_values_reach_what_is_built(tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     generation = TransformersGenerationConfig(batch_size=3, max_new_tokens=5)
