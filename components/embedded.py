@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import IO
 
@@ -169,14 +171,30 @@ def gguf_tokenizer(spec: str) -> PreTrainedTokenizerBase:
 
 
 def convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantise a GGUF into a safetensors dir, written to a temp dir and renamed so a crash leaves nothing."""
+    """Dequantise a GGUF into a safetensors dir, written to a temp dir and renamed so a crash leaves nothing. The
+    first run on a machine does this once; the dequantiser's progress bar goes to the log, not the terminal."""
     if not gguf.exists():
         raise ModelSpecError(f"GGUF file {gguf} is missing; reinstall the package that ships it")
+    log.info("converting %s into %s, once for this machine", gguf.name, target)
     quant = GgufConfig(dequantize=True)  # packed weights cannot be saved with save_pretrained
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
-    )
-    save_whole(model, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), target)
+    with _stderr_to_log():
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
+        )
+        save_whole(model, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), target)
+
+
+@contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """What a library writes to stderr in the block (transformers' GGUF reader draws its own tqdm bar, which no
+    setting turns off), kept as one debug record instead."""
+    written = io.StringIO()
+    try:
+        with redirect_stderr(written):
+            yield
+    finally:
+        if text := written.getvalue().strip():
+            log.debug("%s", text.replace("\r", "\n"))
 
 
 def save_whole(model, tokenizer, target: Path) -> None:

@@ -113,3 +113,18 @@ def test_a_cached_joined_model_is_checked_again_by_each_process_and_rejoined_if_
     with pytest.raises(ModelSpecError, match="not the pinned 16 bytes"):
         embedded.joined(target, lambda: parts, size, sha256)
     assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_a_conversions_progress_bar_goes_to_the_log_not_the_terminal(capfd, caplog):
+    """The first run dequantises SmolLM2's GGUF; transformers' reader draws a tqdm bar that no setting turns off."""
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from components import embedded
+
+    with caplog.at_level(logging.DEBUG, "components.embedded"), embedded._stderr_to_log():
+        for _ in tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+    assert "Converting" not in capfd.readouterr().err
+    assert "Converting and de-quantizing GGUF tensors" in caplog.text
