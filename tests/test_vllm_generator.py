@@ -31,6 +31,21 @@ def test_vllm_greedy_rows_match_transformers_on_the_merged_chain(tiny_chain):
     assert [r["response"] for r in reference] != [r["response"] for r in base_only]  # the chain was applied
 
 
+@pytest.mark.slow  # one more vLLM start-up (~40 s); tests/test_flow.py checks the export's weights in make test
+def test_vllm_serves_the_exported_merged_checkpoint_as_the_chain_answers(tiny_chain, tmp_path):
+    """`ratchet export`'s merged checkpoint is a plain model directory: vLLM loads it with no adapter and answers
+    greedily what transformers answers with the chain merged."""
+    from components.export import save_merged
+
+    models, greedy, tokenizer = ModelsConfig(), Sampling(8, 0.0, 1.0), load_tokenizer(tiny_chain.base)
+    save_merged(tiny_chain, models, tmp_path / "merged")
+    exported = VLLMGenerator(Policy(str(tmp_path / "merged")), models, tokenizer, greedy).generate(PROMPTS, 1, 0)
+    reference = TransformersGenerator(load_policy(tiny_chain, models), tokenizer, greedy, 16).generate(PROMPTS, 1, 0)
+    for ours, theirs in zip(exported, reference, strict=True):
+        assert ours["n_tokens"] == theirs["n_tokens"]
+        assert ours["response"] == theirs["response"].rstrip("\ufffd").strip()
+
+
 @pytest.mark.slow
 def test_vllm_samples_prompts_too_many_to_prefill_in_one_step(tiny_vllm_model_dir):
     """~6k prompt tokens, over vLLM's per-step budget on CPU: some prompts are prefilled over two steps. Sampled
