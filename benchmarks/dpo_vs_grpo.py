@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import stages  # noqa: E402
-from components.build import evaluate_request, generate_request, judge_request, train_request  # noqa: E402
 from components.config.experiment import OnlineTrainingConfig  # noqa: E402
 from components.config.judges import VerifierJudgeConfig  # noqa: E402
 from components.config.loading import load_config  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.evaluate_stage import evaluate  # noqa: E402
 from components.models import Policy  # noqa: E402
+from components.requests import evaluate_request, generate_request, judge_request, train_request  # noqa: E402
 
 GRPO_PROMPTS_PER_STEP = 2
 

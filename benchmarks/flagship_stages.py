@@ -60,8 +60,8 @@ def timed(call) -> tuple[float, object]:
 
 def generate(scratch: Path, champion: str, adapter: str = "auto") -> dict:
     from components import stages
-    from components.build import generate_request
     from components.models import Policy
+    from components.requests import generate_request
 
     cfg = config(scratch, generation={"adapter": adapter})
     policy = Policy(cfg.models.policy, tuple(json.loads(champion)))
@@ -112,8 +112,8 @@ def _tokens(generations: Path) -> int:
 
 def judge(scratch: Path) -> dict:
     from components import stages
-    from components.build import judge_request
     from components.models import Policy
+    from components.requests import judge_request
 
     cfg = config(scratch)
     policy, generations = Policy(cfg.models.policy), scratch / "generations-0-auto"
@@ -127,9 +127,9 @@ def train(scratch: Path, variant: str, again: bool = False) -> dict:
     """Ratchet's train stage (DPO) on the judged pairs; `variant` names a changed setting; `again` trains into a
     directory of its own (a published one would be skipped), as a resumed round does after a kill."""
     from components import stages
-    from components.build import train_request
     from components.data import load_rows
     from components.models import Policy
+    from components.requests import train_request
     from components.stages import Judged
 
     changes = {"default": {}, "precompute": {"precompute_ref_log_probs": True}, "max_length 192": {"max_length": 192}}
@@ -218,10 +218,10 @@ def padding(scratch: Path) -> dict:
 def evaluate(scratch: Path, round_: int, memo: str) -> dict:
     """Ratchet's evaluate stage: round 1 (base vs base + the trained adapter) or round 2 (that against it plus a
     second adapter), with the memo round 1 left (`warm`) or an empty one (`cold`); the judge's prompts recorded."""
-    from components.build import evaluate_request
     from components.evaluate_stage import evaluate
     from components.judging import scorers
     from components.models import Policy
+    from components.requests import evaluate_request
 
     recorded = {"two_way": [], "complete": []}
     two_way, complete = scorers.LlamaCppScorer.two_way, scorers.LlamaCppScorer.complete
@@ -339,9 +339,9 @@ def _bare_logprobs(base: Path, adapter: Path, tokenizer, texts: list[tuple[str, 
 def second_adapter(scratch: Path) -> dict:
     """Round 2's challenger: an adapter trained on the same pairs from the round-1 adapter's champion."""
     from components import stages
-    from components.build import train_request
     from components.data import load_rows
     from components.models import Policy
+    from components.requests import train_request
     from components.stages import Judged
 
     cfg = config(scratch)

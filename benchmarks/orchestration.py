@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 def plain_round(config: str, workdir: Path) -> None:
     """Round 1 with the component functions only: what Ratchet's flow wires together, minus Prefect and MLflow."""
     from components import stages
-    from components.build import evaluate_request, generate_request, judge_request, train_request
     from components.config.loading import load_config
     from components.evaluate_stage import evaluate
     from components.models import Policy
+    from components.requests import evaluate_request, generate_request, judge_request, train_request
     from registry.promotion import decide
 
     cfg = load_config(config, {"rounds": 1})

@@ -92,8 +92,8 @@ def _before(cfg, champion, out, seed, workdir, timed) -> str:
 
 def _after(cfg, champion, out, seed, workdir, timed) -> str:
     from components import stages
-    from components.build import evaluate_request, generate_request, judge_request, train_request
     from components.evaluate_stage import evaluate
+    from components.requests import evaluate_request, generate_request, judge_request, train_request
 
     generated = timed("generate", lambda: stages.generate(generate_request(cfg, champion, out / "generations", seed)))
     judging = judge_request(cfg, champion, generated.path, out / "pairs", None, None)

@@ -1,7 +1,7 @@
 """Config to component: the only place that chooses by a kind (generation, judge, verdict, pairs, training, reward,
-launcher); it builds what the kind names, and each stage's request from the config. Stages ask here for their
-generator, judge, pair maker and trainer, and the round for each stage's request (requests.py). The engine is
-chosen in flows/engine.py; tests/test_dispatch.py fails on a choice by kind anywhere else.
+launcher); it builds what the kind names. Stages ask here for their generator, judge, pair maker and trainer (each
+stage's request is built from the config in requests.py). The engine is chosen in flows/engine.py;
+tests/test_dispatch.py fails on a choice by kind anywhere else.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.config.experiment import (
     DPOTrainingConfig,
-    ExperimentConfig,
     GenerationConfig,
     ModelsConfig,
     OnlineTrainingConfig,
@@ -58,7 +57,7 @@ from components.judging.revise import GeneratorReviser, LlamaCppReviser, Reviser
 from components.judging.scorers import LlamaCppScorer, MemoScorer, TransformersScorer
 from components.memo import NO_MEMO, Memo, file_digest, memo_key
 from components.models import Policy, device_for, load_policy, load_tokenizer
-from components.requests import EvaluateRequest, GenerateRequest, JudgeRequest, RewardRequest, TrainRequest
+from components.requests import TrainRequest
 from components.training import accelerate_launch
 from components.training import reward_model as rm
 from components.training.rewards import JudgeReward, OnlineReward, VerifierReward
@@ -304,66 +303,3 @@ def _online_reward(r: TrainRequest, prompts: list[dict]) -> OnlineReward:
         return OnlineReward(funcs, [scorer.tokenizer, None], weights)
     anchors = {g["prompt_id"]: g["response"] for g in load_rows(r.generations) if g["sample"] == 0}
     return OnlineReward([JudgeReward(make_judge(r.judge, r.champion, r.models), prompts, anchors)])
-
-
-def generate_request(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> GenerateRequest:
-    """The generate stage's request for a round."""
-    sections = {"models": cfg.models, "data": cfg.data, "generation": cfg.generation}
-    return GenerateRequest(**sections, champion=champion, out=out, seed=seed)
-
-
-def judge_request(
-    cfg: ExperimentConfig, champion: Policy, generations: str, out: Path, gold: str | None, memo: Path | None
-) -> JudgeRequest:
-    """The judge stage's request for a round."""
-    sections = {"models": cfg.models, "data": cfg.data, "judge": cfg.judge, "pairs": cfg.pairs}
-    return JudgeRequest(**sections, champion=champion, generations=generations, out=out, gold=gold, memo=memo)
-
-
-def train_request(
-    cfg: ExperimentConfig, champion: Policy, generations: str, judged, out: Path, seed: int, reward_model: str | None
-) -> TrainRequest:
-    """The train stage's request for a round: the config's sections it reads, the round's inputs (judged: its
-    stages.Judged)."""
-    sections = {"models": cfg.models, "data": cfg.data, "training": cfg.training, "judge": cfg.judge}
-    decided = judged.pairs - judged.abstained
-    return TrainRequest(
-        **sections,
-        champion=champion,
-        generations=generations,
-        pairs=judged.path,
-        decided_pairs=decided,
-        out=out,
-        seed=seed,
-        reward_model=reward_model,
-        reward_model_config=cfg.reward_model,
-    )
-
-
-def reward_request(cfg: ExperimentConfig, rounds: list[tuple[int, str]], out: Path, seed: int) -> RewardRequest:
-    """The reward stage's request for a round (with a `reward_model:` section)."""
-    sections = {"models": cfg.models, "data": cfg.data, "reward_model": cfg.reward_model, "evaluation": cfg.evaluation}
-    return RewardRequest(**sections, rounds=rounds, out=out, seed=seed)
-
-
-def evaluate_request(
-    cfg: ExperimentConfig,
-    champion: Policy,
-    challenger: Policy,
-    out: Path,
-    memo: Path | None,
-    reward_model: str | None = None,
-) -> EvaluateRequest:
-    """The evaluate stage's request: the challenger against the champion, by the config's evaluation."""
-    sections = {"models": cfg.models, "data": cfg.data, "generation": cfg.generation, "evaluation": cfg.evaluation}
-    return EvaluateRequest(
-        **sections,
-        training_judge=cfg.judge,
-        seed=cfg.seed,
-        champion=champion,
-        challenger=challenger,
-        out=out,
-        memo=memo,
-        reward_model=reward_model,
-        reward_model_config=cfg.reward_model,
-    )

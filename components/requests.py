@@ -1,5 +1,5 @@
-"""What a stage is asked to do: one frozen, typed request per stage, built from the config by components/build.py
-and passed whole to the stage (`stages.train(request) -> Trained`). Training under `accelerate launch` writes it
+"""What a stage is asked to do: one frozen, typed request per stage, built from the config here (`train_request`,
+...) and passed whole to the stage (`stages.train(request) -> Trained`). Training under `accelerate launch` writes it
 as JSON and each process reads it back whole (train_worker.py)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 from components.config.experiment import (
     DataConfig,
     EvaluationConfig,
+    ExperimentConfig,
     GenerationConfig,
     ModelsConfig,
     PairsConfig,
@@ -123,3 +124,66 @@ class EvaluateRequest(Strict):
     memo: Path | None  # the run store's memo; None computes everything
     reward_model: str | None = None  # the round's reward model: its score of the challenger against the base
     reward_model_config: RewardModelConfig | None = None  # the config's `reward_model:` section, if any
+
+
+def generate_request(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> GenerateRequest:
+    """The generate stage's request for a round."""
+    sections = {"models": cfg.models, "data": cfg.data, "generation": cfg.generation}
+    return GenerateRequest(**sections, champion=champion, out=out, seed=seed)
+
+
+def judge_request(
+    cfg: ExperimentConfig, champion: Policy, generations: str, out: Path, gold: str | None, memo: Path | None
+) -> JudgeRequest:
+    """The judge stage's request for a round."""
+    sections = {"models": cfg.models, "data": cfg.data, "judge": cfg.judge, "pairs": cfg.pairs}
+    return JudgeRequest(**sections, champion=champion, generations=generations, out=out, gold=gold, memo=memo)
+
+
+def train_request(
+    cfg: ExperimentConfig, champion: Policy, generations: str, judged, out: Path, seed: int, reward_model: str | None
+) -> TrainRequest:
+    """The train stage's request for a round: the config's sections it reads, the round's inputs (judged: its
+    stages.Judged)."""
+    sections = {"models": cfg.models, "data": cfg.data, "training": cfg.training, "judge": cfg.judge}
+    decided = judged.pairs - judged.abstained
+    return TrainRequest(
+        **sections,
+        champion=champion,
+        generations=generations,
+        pairs=judged.path,
+        decided_pairs=decided,
+        out=out,
+        seed=seed,
+        reward_model=reward_model,
+        reward_model_config=cfg.reward_model,
+    )
+
+
+def reward_request(cfg: ExperimentConfig, rounds: list[tuple[int, str]], out: Path, seed: int) -> RewardRequest:
+    """The reward stage's request for a round (with a `reward_model:` section)."""
+    sections = {"models": cfg.models, "data": cfg.data, "reward_model": cfg.reward_model, "evaluation": cfg.evaluation}
+    return RewardRequest(**sections, rounds=rounds, out=out, seed=seed)
+
+
+def evaluate_request(
+    cfg: ExperimentConfig,
+    champion: Policy,
+    challenger: Policy,
+    out: Path,
+    memo: Path | None,
+    reward_model: str | None = None,
+) -> EvaluateRequest:
+    """The evaluate stage's request: the challenger against the champion, by the config's evaluation."""
+    sections = {"models": cfg.models, "data": cfg.data, "generation": cfg.generation, "evaluation": cfg.evaluation}
+    return EvaluateRequest(
+        **sections,
+        training_judge=cfg.judge,
+        seed=cfg.seed,
+        champion=champion,
+        challenger=challenger,
+        out=out,
+        memo=memo,
+        reward_model=reward_model,
+        reward_model_config=cfg.reward_model,
+    )

@@ -16,9 +16,9 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from components import report
-from components.build import evaluate_request
 from components.config.experiment import ExperimentConfig
 from components.models import Policy
+from components.requests import evaluate_request
 from components.validate import validate
 from flows.forms import STORE_HELP, described, load_form_config
 from flows.reporting import artifact_key, publish

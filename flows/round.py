@@ -1,6 +1,6 @@
 """One bootstrap round as a Prefect flow: generate -> judge -> (reward) -> train -> evaluate -> gate -> record.
 
-Each stage is a task given one typed request (components/requests.py, built from the config by components/build.py)
+Each stage is a task given one typed request (components/requests.py, built there from the config)
 and cached on it and on the code (flows/caching.py), with its small typed result persisted as JSON. So a new run of
 the same bootstrap skips the stages that finished, a stage whose directory is gone is recomputed, and changed gate
 rules re-decide a round without retraining it (flows/gate.py).
@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from components import build, reward_stage, stages
+from components import requests, reward_stage, stages
 from components.config.experiment import ExecutionConfig, ExperimentConfig
 from components.evaluate_stage import Evaluated
 from components.evaluate_stage import evaluate as evaluate_stage
@@ -103,26 +103,26 @@ def bootstrap_round(
         adapters = f" + {len(champion.adapters)} adapter(s), version {champion_version}" if champion.adapters else ""
         say("round %d of %d: champion %s%s", k, cfg.rounds, champion.base, adapters)
         # --- generate: n samples per training prompt from the champion
-        sampling = build.generate_request(cfg, champion, out / "generations", seed)
+        sampling = requests.generate_request(cfg, champion, out / "generations", seed)
         generated = _run(k, generate, sampling, cfg.execution)
         # --- judge: best against worst sample per prompt, abstentions kept and counted, people's labels added
         gold = snapshot_gold(tracking, out, k)
-        judging = build.judge_request(cfg, champion, generated.path, out / "pairs", gold, memo)
+        judging = requests.judge_request(cfg, champion, generated.path, out / "pairs", gold, memo)
         judged = _run(k, judge, judging, cfg.execution)
         # --- reward: a reward model fitted to the judged pairs so far (with a `reward_model:` section)
         rewarded = None
         if cfg.reward_model:
             rounds = reward_stage.reward_rounds(Path(workdir), k, cfg.reward_model.rounds)
-            rewarded = _run(k, reward, build.reward_request(cfg, rounds, out / "reward_model", seed))
+            rewarded = _run(k, reward, requests.reward_request(cfg, rounds, out / "reward_model", seed))
         reward_model = rewarded.path if rewarded else None
         # --- train: a fresh LoRA adapter on top of the champion, which is also the reference
-        training = build.train_request(cfg, champion, generated.path, judged, out / "adapter", seed, reward_model)
+        training = requests.train_request(cfg, champion, generated.path, judged, out / "adapter", seed, reward_model)
         trained = _run(k, train, training)
         challenger = champion.with_adapter(trained.path) if trained.path else None
         # --- evaluate: held-out cohorts, judged by a model that did not train the challenger
         evaluated = None
         if challenger:
-            asked = build.evaluate_request(cfg, champion, challenger, out / "eval", memo, reward_model)
+            asked = requests.evaluate_request(cfg, champion, challenger, out / "eval", memo, reward_model)
             evaluated = _run(k, evaluate, asked)
         metrics = stages.round_metrics(judged, trained, evaluated, rewarded) | human_agreement(cfg, tracking, out, k)
         # --- gate: the rules, a decision recorded before on the same rules, a person's approval

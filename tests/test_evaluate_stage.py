@@ -4,11 +4,11 @@ comparison with the round-0 base for a champion that is no longer the base."""
 import pytest
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components.build import evaluate_request
 from components.config.loading import load_config
 from components.data import load_rows
 from components.evaluate_stage import evaluate
 from components.models import Policy
+from components.requests import evaluate_request
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_program_judge import CHECKS, LOWERCASE_NO_COMMA, tiny_pointwise_judge
 
-from components.build import evaluate_request
 from components.config.loading import load_config
 from components.evaluate_stage import evaluate
 from components.judging.program_judge import ProgramJudge
 from components.memo import Memo, directory_digest
 from components.models import Policy
+from components.requests import evaluate_request
 
 
 def test_cached_computes_what_is_missing_once_and_a_new_memo_on_the_same_store_finds_it(tmp_path):
