@@ -29,6 +29,7 @@ from flows.arguments import (
     parse_sets,
     store_client,
 )
+from flows.checkpoint_cli import evaluate_command, export_command
 from flows.console import fail, print_report, print_rounds, stopped
 from flows.stack_cli import app as stack_app
 
@@ -46,6 +47,8 @@ TRACE = " (the traceback: the flow run in the Prefect UI, or --verbose)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Iterative self-improvement by AI feedback.")
 app.add_typer(stack_app, name="stack")
+app.command("evaluate")(evaluate_command)
+app.command("export")(export_command)
 
 
 @app.callback()
@@ -161,69 +164,6 @@ def _move(experiment: str, version: str | None, action: str, reason: str, store:
     now = f"version {version}" if version else "the base model"
     typer.echo(f"champion of {versions.model_name_for(experiment)} is now {now}")
     typer.echo(f"recorded as MLflow run {run_id}")
-
-
-@app.command("evaluate")
-def evaluate_command(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML whose cohorts, judge and gate rules to use.")],
-    challenger: Annotated[str, typer.Option(help="Version number, alias, or 'base'.")] = "challenger",
-    champion: Annotated[str, typer.Option(help="Version number, alias, or 'base'.")] = "champion",
-    store: StoreOption = Path("."),
-    verbose: VerboseOption = False,
-) -> None:
-    """Compare two registered checkpoints on the held-out cohorts (what the `evaluate` deployment runs)."""
-    cfg = checked_config(config, {}, store, verbose)
-    from flows.evaluate import evaluate_checkpoints
-    from flows.runtime import Stopped, prefect_api, stop_on_signals
-    from registry import versions
-
-    store_client(store)
-    try:
-        with stop_on_signals(), prefect_api():
-            result = evaluate_checkpoints(str(config), challenger, champion, str(store))
-    except (versions.MlflowException, FileNotFoundError) as err:
-        fail(str(err))
-    except Stopped as stop:
-        stopped(f"stopped by {stop}", 128 + stop.signum)
-    row = {"k": result["name"], "metrics": result["metrics"], "reason": result["decision"]["reason"]}
-    print_rounds([row], cfg.evaluation.ci_level)
-    typer.echo(f"\noutputs: {result['outputs']}\nmlflow run: {result['mlflow_run_id']}")
-
-
-@app.command("export")
-def export_command(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML whose registered model to export.")],
-    version: Annotated[str, typer.Option(help="Version number or alias.")] = "champion",
-    out: Annotated[Path | None, typer.Option(help="Where to write (default: WORKDIR/exports/NAME-vN).")] = None,
-    store: StoreOption = Path("."),
-    verbose: VerboseOption = False,
-) -> None:
-    """Write a registered version as a merged Hugging Face checkpoint and as its adapter chain, recorded in MLflow."""
-    cfg = checked_config(config, {}, store, verbose)
-    from components.export import export_policy
-    from flows.evaluate import resolve
-    from registry import lineage, versions
-
-    uri = lineage.tracking_uri_for(store)
-    try:
-        label, policy = resolve(cfg, uri, version)
-    except (versions.MlflowException, FileNotFoundError) as err:
-        fail(str(err))
-    if not policy.adapters:
-        fail(f"--version {version}: the base model has no adapter to export; it is {policy.base}")
-    target = out or Path(cfg.workdir).resolve() / "exports" / f"{cfg.name}-{label}"
-    if target.exists():
-        fail(f"{target} exists; remove it or pass another --out")
-    exported = export_policy(policy, cfg.models, target)
-    experiment_id = lineage.ensure_experiment(lineage.client_for(uri), cfg.name, lineage.artifact_root_for(store))
-    number, merged = label.removeprefix("v"), exported["merged"]
-    run_id = lineage.log_export(uri, experiment_id, number, exported)
-    tags = {"adapter_version": number, "sha256": merged["sha256"]}
-    served = versions.register_merged(uri, versions.model_name_for(cfg.name), run_id, Path(merged["path"]), tags)
-    for form, found in exported.items():
-        typer.echo(f"{form}: {found['path']} (sha256 {found['sha256'][:12]})")
-    name = f"{versions.model_name_for(cfg.name)}-merged"
-    typer.echo(f"recorded as MLflow run {run_id}; serve it: mlflow models serve -m models:/{name}/{served}")
 
 
 @app.command("judge-check")
