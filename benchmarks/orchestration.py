@@ -38,7 +38,7 @@ def plain_round(config: str, workdir: Path) -> None:
     from components.config.loading import load_config
     from components.evaluate_stage import evaluate
     from components.models import Policy
-    from components.requests import evaluate_request, generate_request, judge_request, train_request
+    from components.requests import evaluate_request, gate_request, generate_request, judge_request, train_request
     from registry.promotion import decide
 
     cfg = load_config(config, {"rounds": 1})
@@ -51,7 +51,7 @@ def plain_round(config: str, workdir: Path) -> None:
         raise SystemExit("every pair abstained: nothing to compare; pick a config whose round trains")
     challenger = champion.with_adapter(trained.path)
     evaluated = evaluate(evaluate_request(cfg, champion, challenger, out / "eval", workdir / "memo"))
-    print(decide(stages.round_metrics(judged, trained, evaluated), cfg.gate.rules, trained=True).reason)
+    print(decide(gate_request(cfg, stages.round_metrics(judged, trained, evaluated), trained=True)).reason)
     print(f"ROUND_SECONDS {time.perf_counter() - started}")
 
 

@@ -1,5 +1,6 @@
 """What a stage is asked to do: one frozen, typed request per stage, built from the config here (`train_request`,
-...) and passed whole to the stage (`stages.train(request) -> Trained`). Training under `accelerate launch` writes it
+...) and passed whole to the stage (`stages.train(request) -> Trained`; the gate: `promotion.decide(request) ->
+Decision`). Training under `accelerate launch` writes it
 as JSON and each process reads it back whole (train_worker.py)."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from components.config.experiment import (
     RewardModelConfig,
     TrainingConfig,
 )
+from components.config.gate import GateConfig
 from components.config.judges import JudgeConfig
 from components.config.strict import Strict
 from components.models import Policy
@@ -126,6 +128,15 @@ class EvaluateRequest(Strict):
     reward_model_config: RewardModelConfig | None = None  # the config's `reward_model:` section, if any
 
 
+class GateRequest(Strict):
+    """Decide a round by the config's gate on its metrics. `trained` is False when the round had no pair to learn
+    from: there is no challenger, and the champion stays."""
+
+    gate: GateConfig
+    metrics: dict[str, float]  # a metric the round did not measure is absent, or NaN
+    trained: bool
+
+
 def generate_request(cfg: ExperimentConfig, champion: Policy, out: Path, seed: int) -> GenerateRequest:
     """The generate stage's request for a round."""
     sections = {"models": cfg.models, "data": cfg.data, "generation": cfg.generation}
@@ -187,3 +198,8 @@ def evaluate_request(
         reward_model=reward_model,
         reward_model_config=cfg.reward_model,
     )
+
+
+def gate_request(cfg: ExperimentConfig, metrics: dict[str, float], trained: bool) -> GateRequest:
+    """The gate's request for a round (or for `ratchet evaluate`, which always has a challenger)."""
+    return GateRequest(gate=cfg.gate, metrics=metrics, trained=trained)

@@ -18,7 +18,7 @@ from pydantic import Field
 from components import report
 from components.config.experiment import ExperimentConfig
 from components.models import Policy
-from components.requests import evaluate_request
+from components.requests import evaluate_request, gate_request
 from components.validate import validate
 from flows.forms import STORE_HELP, described, load_form_config
 from flows.reporting import artifact_key, publish
@@ -66,7 +66,7 @@ def evaluate_checkpoints(
     out = Path(cfg.workdir).resolve() / "evaluations" / f"{cfg.name}-{cfg.digest()}-{name}"
     request = evaluate_request(cfg, champion_policy, challenger_policy, out / "eval", memo_dir(cfg))
     evaluated = evaluate(request)
-    decision = asdict(decide(evaluated.metrics, cfg.gate.rules, trained=True))
+    decision = asdict(decide(gate_request(cfg, evaluated.metrics, trained=True)))
     get_run_logger().info("%s: the gate would say %s", name, decision["reason"])
 
     experiment_id = lineage.ensure_experiment(client, cfg.name, lineage.artifact_root_for(store))

@@ -13,7 +13,7 @@ from prefect import get_run_logger, pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from components.config.gate import GateConfig
+from components.requests import GateRequest
 from registry import lineage
 from registry.promotion import Decision, decide
 
@@ -26,13 +26,13 @@ class Approval(RunInput):
     note: str = Field("", description="Why (kept in MLflow with the decision).")
 
 
-def gate(config: GateConfig, metrics: dict[str, float], trained: bool, run: lineage.RoundRun) -> Decision:
+def gate(request: GateRequest, run: lineage.RoundRun) -> Decision:
     """Promote only when every blocking rule holds (and, if configured, a person agrees)."""
-    decision = decide(metrics, config.rules, trained=trained)
+    decision = decide(request)
     if run.decision and run.decision["gate_reason"] == decision.gate_reason:
         return Decision.from_dict(run.decision)  # decided before, on the same rules: keep it (and its review)
-    if decision.promote and config.require_approval:
-        return _ask_approval(decision, config.approval_timeout)
+    if decision.promote and request.gate.require_approval:
+        return _ask_approval(decision, request.gate.approval_timeout)
     return decision
 
 

@@ -126,7 +126,7 @@ def bootstrap_round(
             evaluated = _run(k, evaluate, asked)
         metrics = stages.round_metrics(judged, trained, evaluated, rewarded) | human_agreement(cfg, tracking, out, k)
         # --- gate: the rules, a decision recorded before on the same rules, a person's approval
-        decision = gate(cfg.gate, metrics, challenger is not None, run)
+        decision = gate(requests.gate_request(cfg, metrics, trained=challenger is not None), run)
         say("round %d: %s", k, decision.reason)
         # --- record: lineage, aliases and the report, for what this run has not logged yet
         version = record(cfg, k, tracking, run, metrics, decision, challenger, out, generated, champion_version)

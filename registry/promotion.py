@@ -1,4 +1,4 @@
-"""The promotion gate: a pure function from a round's outcome and the config's rules to a Decision.
+"""The promotion gate: a pure function from a round's GateRequest (its metrics and the config's rules) to a Decision.
 
 It is total: it decides every round, including one with nothing to train, and a rule whose metric was not
 measured reads "not measured" (a block rule then blocks, a warn rule warns) instead of raising. Judge score is never
@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from components.config.gate import GateRule
+from components.requests import GateRequest
 
 NOTHING_TO_TRAIN = "nothing to train"
 
@@ -51,15 +52,13 @@ def describe(rule: RuleResult) -> str:
     return f"{rule.metric} {rule.op} {rule.threshold:g} ({got})"
 
 
-def decide(metrics: dict[str, float], rules: list[GateRule], trained: bool) -> Decision:
-    """Promote unless a blocking rule fails; the first failing blocking rule is the one that decided.
-
-    `trained` is False when the round had no pair to learn from: there is no challenger, so the champion stays.
-    """
-    if not trained:
+def decide(request: GateRequest) -> Decision:
+    """Promote unless a blocking rule fails; the first failing blocking rule is the one that decided. A round that
+    trained nothing keeps its champion."""
+    if not request.trained:
         reason = "kept: no non-abstained pairs to train on"
         return Decision(False, reason, NOTHING_TO_TRAIN, (), reason)
-    results = tuple(_check(rule, metrics.get(rule.key)) for rule in rules)
+    results = tuple(_check(rule, request.metrics.get(rule.key)) for rule in request.gate.rules)
     blocking = [r for r in results if not r.holds and r.action == "block"]
     warnings = [r for r in results if not r.holds and r.action == "warn"]
     if blocking:

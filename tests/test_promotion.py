@@ -6,11 +6,17 @@ import pytest
 from components.config.gate import GateConfig, GateRule
 from components.config.loading import load_config
 from components.metrics import migrated
-from registry.promotion import decide
+from components.requests import GateRequest
+from registry import promotion
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = GateConfig().rules  # the seeds' rules: task completion delta >= -2 pts, benign refusal ratio <= 2,
 # length ratio <= 1.5 (all blocking), and a warning when judge-gold agreement < 0.6
+
+
+def decide(metrics, rules, trained):
+    """The gate of a config whose gate section has `rules` (and the other fields' defaults)."""
+    return promotion.decide(GateRequest(gate=GateConfig(rules=list(rules)), metrics=metrics, trained=trained))
 
 
 def metrics(**kw):
