@@ -9,6 +9,7 @@ process at it, and stops it on the way out, whatever the way out is.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -43,12 +44,30 @@ def stop_on_signals() -> Iterator[None]:
     runs first, marks the flow run crashed, then hands the signal back to this one.)"""
     previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
     previous_hook, sys.unraisablehook = sys.unraisablehook, _resend_lost_stops(sys.unraisablehook)
+    fingerprints, level = logging.getLogger("datasets.fingerprint"), logging.getLogger("datasets.fingerprint").level
+    fingerprints.addFilter(_reraise_stops_that_datasets_swallowed)
+    fingerprints.setLevel(logging.INFO)  # its later swallows log at INFO: the filter must see them
     try:
         yield
     finally:
+        fingerprints.removeFilter(_reraise_stops_that_datasets_swallowed)
+        fingerprints.setLevel(level)
         sys.unraisablehook = previous_hook
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _reraise_stops_that_datasets_swallowed(record: logging.LogRecord) -> bool:
+    """`datasets` hashes each transform's arguments inside a bare `except:` that logs a line and goes on; a stop
+    raised there by a signal handler (ours, or Prefect's for SIGTERM) was lost, and the run finished (seen once: a
+    Ctrl-C during the judge stage). The line is logged inside that `except`, so the stop is raised again from here.
+    Other lines pass as before: warnings shown, the INFO ones not."""
+    from prefect.exceptions import TerminationSignal
+
+    error = sys.exc_info()[1]
+    if isinstance(error, KeyboardInterrupt | TerminationSignal):
+        raise error
+    return record.levelno >= logging.WARNING
 
 
 def _resend_lost_stops(fallback: Callable) -> Callable:

@@ -3,6 +3,7 @@ reaches the run first). It must still not outlive the run when the run is killed
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -59,6 +60,33 @@ def test_a_stop_raised_inside_a_garbage_collection_callback_is_not_lost():
         for _ in range(1000):  # the resent signal is handled between two bytecodes, here
             time.sleep(0.001)
     assert ref() is None  # the callback ran, and its Stopped was lost there before it was sent again
+
+
+class SignalledWhileHashed:
+    """A transform argument whose hashing by `datasets` receives `signum`, as a Ctrl-C landing there would."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def __reduce__(self):
+        os.kill(os.getpid(), self.signum)
+        for _ in range(100):  # the handler runs between two bytecodes, here, inside datasets' bare `except:`
+            time.sleep(0.001)
+        return (SignalledWhileHashed, (self.signum,))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_raised_while_datasets_hashes_a_transform_is_not_lost(signum):
+    """Twice each: datasets logs its first swallow as a warning and the later ones at INFO."""
+    from datasets import Dataset
+
+    from flows.runtime import Stopped, stop_on_signals
+
+    rows = Dataset.from_dict({"a": [1, 2]})
+    with stop_on_signals():
+        for _ in range(2):
+            with pytest.raises(Stopped, match=signal.Signals(signum).name):
+                rows.map(lambda row, x: row, fn_kwargs={"x": SignalledWhileHashed(signum)})
 
 
 STOPPED_WITH_AN_EXIT_HANDLER = """
