@@ -2,6 +2,8 @@
 
 import json
 import math
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,8 @@ from datasets import load_from_disk
 from mlflow import MlflowClient
 from test_report import assert_tables_are_whole
 
+from components.config.loading import load_config
+from components.config.strict import Strict
 from registry import compare, lineage, versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,13 +34,44 @@ def stage_stamps(out: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for d in rounds for p in d.iterdir() if p.name != "report"}
 
 
+@contextmanager
+def config_reads():
+    """Record which config fields (class name, field, the value's repr) the code reads: components/, flows/ and
+    registry/, but not the schema's own files (components/config/), whose validators and loader read every field."""
+    reads: set[tuple[str, str, str]] = set()
+    layers = tuple(str(ROOT / layer) for layer in ("components", "flows", "registry"))
+    schema = str(ROOT / "components" / "config")
+
+    def recording(self, name):
+        value = object.__getattribute__(self, name)
+        if name in type(self).model_fields:
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(layers) and not caller.startswith(schema):
+                reads.add((type(self).__name__, name, repr(value)))
+        return value
+
+    Strict.__getattribute__ = recording
+    try:
+        yield reads
+    finally:
+        del Strict.__getattribute__
+
+
 @pytest.fixture(scope="module")
-def tiny_run(prefect_harness, write_tiny_config, tmp_path_factory):
-    """One real 2-round bootstrap on the tiny model, shared by this module's tests: (result, config, store).
+def tiny_run_and_reads(prefect_harness, write_tiny_config, tmp_path_factory):
+    """One real 2-round bootstrap on the tiny model, shared by this module's tests, and the config fields it read.
     With no gate rules both rounds are promoted, so the second starts from the first's adapter."""
     store = tmp_path_factory.mktemp("tiny-store")
     config = write_tiny_config(store, gate=NO_RULES, reward_model=TINY_REWARD_MODEL)
-    return run(config, store), config, store
+    with config_reads() as reads:
+        result = run(config, store)
+    return (result, config, store), reads
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_run_and_reads):
+    """(result, config, store) of the shared bootstrap."""
+    return tiny_run_and_reads[0]
 
 
 def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
@@ -119,6 +154,54 @@ def test_bootstrap_runs_rounds_logs_lineage_and_resumes(tiny_run):
     assert len(registered) == 2
     assert json.loads(registered[0].tags["training_judge"])["kind"] == "panel"  # checkpoint -> the judge behind it
     assert registered[0].tags["bootstrap_id"] == result.bootstrap_id
+
+
+def fields_of(section: Strict, path: str = ""):
+    """(path, class name, field, the value's repr) of every field of a config section and of those within it."""
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        yield f"{path}{name}", (type(section).__name__, name, repr(value))
+        for i, inner in enumerate(value if isinstance(value, list | tuple) else [value]):
+            if isinstance(inner, Strict):
+                yield from fields_of(inner, f"{path}{name}{f'[{i}]' if isinstance(value, list | tuple) else ''}.")
+
+
+# Fields of the tiny config's sections that its bootstrap has no occasion to read, and when the code reads them.
+REVISE = "with pairs.kind: revise"
+LENGTH_CONTROLLED, LLAMA_CPP = "with length_controlled: true", "with runtime: llama_cpp"
+RAY = "with execution.engine: ray (Ray's resources for each shard task)"
+NOT_READ_BY_THIS_RUN = {
+    "judge.default.length_scale_words": LENGTH_CONTROLLED,
+    "judge.default.context_tokens": LLAMA_CPP,
+    "evaluation.judge.length_scale_words": LENGTH_CONTROLLED,
+    "evaluation.judge.context_tokens": LLAMA_CPP,
+    **dict.fromkeys(
+        [f"pairs.{f}" for f in ("reviser", "reviser_runtime", "constitution", "max_new_tokens")]
+        + [f"pairs.reviser_{f}" for f in ("temperature", "batch_size", "context_tokens")],
+        REVISE,
+    ),
+    "training.num_processes": "with training.launcher: accelerate",
+    "gate.on_block": "after a blocked round",
+    "gate.approval_timeout": "with gate.require_approval: true",
+    **{
+        f"execution.{stage}{field}": RAY
+        for stage in ("generate", "judge")
+        for field in ("", ".cpus", ".gpus", ".memory_gb")
+    },
+}
+
+
+def test_the_bootstrap_reads_every_field_of_the_sections_it_uses(tiny_run_and_reads):
+    """What a config sets reaches the code: each field is read, with the config's value, by the code that uses it.
+    A field the run never reads (the code used a default of its own, or another field) is a setting that does
+    nothing. Checked on the kinds this config uses (a transformers sampler, a
+    panel with the self-judge, DPO, a reward model, an AI evaluation judge); test_defaults.py finds every other kind's
+    fields read somewhere in the code, and the values of some reaching what build makes."""
+    (_, config, _), reads = tiny_run_and_reads
+    # No `kind` is read: it chose the class (components/build.py), whose fields are.
+    unread = [p for p, read in fields_of(load_config(config)) if read not in reads and read[1] != "kind"]
+    unexpected = [p for p in unread if p not in NOT_READ_BY_THIS_RUN]
+    assert not unexpected, "never read: " + ", ".join(unexpected)
 
 
 def assert_prefect_side(result, mlflow_client: MlflowClient) -> None:
