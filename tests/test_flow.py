@@ -366,7 +366,21 @@ def assert_mlflow_serves(model_uri: str, tracking_uri: str, log: Path) -> None:
         server.wait(timeout=30)
 
 
-def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_both(tiny_run, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_export(tiny_run, tmp_path_factory):
+    """`ratchet export` of the shared bootstrap's version 2, with the default GGUF type: (directory, its output)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    _, config, store = tiny_run
+    out = tmp_path_factory.mktemp("exports") / "v2"
+    done = CliRunner().invoke(app, ["export", str(config), "--version", "2", "--out", str(out), "--store", str(store)])
+    assert done.exit_code == 0, done.output
+    return out, done.output
+
+
+def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_both(tiny_run, tiny_export, tmp_path):
     """The merged checkpoint is the champion Ratchet evaluates (its adapters merged in order): the same logits to
     the bit; the chain, applied in its order on the base, gives them too."""
     import torch
@@ -379,9 +393,7 @@ def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_b
     from flows.cli import app
 
     result, config, store = tiny_run
-    out = tmp_path / "export"
-    done = CliRunner().invoke(app, ["export", str(config), "--version", "2", "--out", str(out), "--store", str(store)])
-    assert done.exit_code == 0, done.output
+    out, output = tiny_export
     chain = json.loads((out / "adapters" / "chain.json").read_text())
     assert chain["adapters"] == ["1", "2"]
     champion = result.rounds[1].champion
@@ -407,7 +419,7 @@ def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_b
     with torch.no_grad():
         assert torch.equal(served["model"].float()(ids).logits, in_memory)
     assert client.get_model_version("ratchet-tiny-merged", "1").tags["adapter_version"] == "2"
-    assert "mlflow models serve -m models:/ratchet-tiny-merged/1" in done.output
+    assert "mlflow models serve -m models:/ratchet-tiny-merged/1" in output
     assert_mlflow_serves("models:/ratchet-tiny-merged/1", lineage.tracking_uri_for(store), tmp_path / "serve.log")
     again = CliRunner().invoke(app, ["export", str(config), "--version", "2", "--out", str(out), "--store", str(store)])
     assert again.exit_code == 2 and "exists" in again.output
@@ -415,6 +427,68 @@ def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_b
         app, ["export", str(config), "--version", "base", "--out", str(tmp_path / "b"), "--store", str(store)]
     )
     assert base.exit_code == 2 and "no adapter" in base.output and not (tmp_path / "b").exists()
+
+
+GGUF_PROMPTS = ["Topic 1: tell me about it.", "Name a colour.", "Write a haiku about rain.", "What is 2 + 2?"]
+
+
+def test_the_gguf_export_answers_through_llama_cpp_as_the_champion_does(tiny_run, tiny_export, tmp_path):
+    """llama.cpp's next token along the champion's own greedy answers (the adapters on the base, in memory) is the
+    champion's at >= 90% of the positions with the default q8_0, and >= 70% with q4_k_m (quantisation moves this
+    random model's near-flat logits; an f32 GGUF agreed at all of them when this was written)."""
+    import torch
+
+    from components.config.experiment import ModelsConfig
+    from components.export import save_gguf
+    from components.memo import directory_digest
+    from components.models import load_policy, load_tokenizer
+
+    result, _, store = tiny_run
+    out, output = tiny_export
+    assert (out / "gguf" / "Modelfile").read_text() == 'FROM ./model-q8_0.gguf\nPARAMETER stop "<|im_end|>"\n'
+    champion = result.rounds[1].champion
+    tokenizer, model = load_tokenizer(champion.base), load_policy(champion, ModelsConfig(device="cpu", dtype="float32"))
+    answers = []
+    for prompt in GGUF_PROMPTS:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        ids = list(ids["input_ids"])
+        with torch.no_grad():
+            greedy = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, min_new_tokens=12)
+        answers.append((ids, greedy[0, len(ids) :].tolist()))
+
+    expected = [token for _, answer in answers for token in answer]
+
+    def agreement(gguf: Path) -> float:
+        found = [token for row in llama_cpp_next_tokens(gguf, answers) for token in row]
+        return sum(p == a for p, a in zip(found, expected, strict=True)) / len(expected)
+
+    assert agreement(out / "gguf" / "model-q8_0.gguf") >= 0.9
+    assert agreement(save_gguf(out / "merged", tmp_path / "q4", "q4_k_m")) >= 0.7  # 54 of 64 on the first try
+    assert sorted(p.name for p in (tmp_path / "q4").iterdir()) == ["Modelfile", "model-q4_k_m.gguf"]
+
+    [export] = MlflowClient(lineage.tracking_uri_for(store)).search_runs(
+        [result.experiment_id], "tags.`ratchet.kind` = 'export'"
+    )
+    assert export.data.params["gguf.sha256"] == directory_digest(out / "gguf")
+    assert f"gguf: {out / 'gguf'}" in output
+
+
+def llama_cpp_next_tokens(gguf: Path, answers: list[tuple[list[int], list[int]]]) -> list[list[int]]:
+    """For each (prompt, answer) of token ids, llama.cpp's most likely token at each of the answer's positions."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
+    try:
+        found = []
+        for prompt, answer in answers:
+            llm.reset()
+            llm.eval(prompt + answer)
+            scores = np.asarray(llm.scores[len(prompt) - 1 : len(prompt) + len(answer) - 1])
+            found.append(scores.argmax(axis=-1).tolist())
+        return found
+    finally:
+        llm.close()
 
 
 def test_promote_and_rollback_by_hand_are_recorded(tiny_run):
