@@ -22,15 +22,16 @@ CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # written by the converter its
 GGUF_TYPES = (*CONVERTER_TYPES, "q4_k_m")  # q4_k_m: the converter's f16, then llama.cpp's quantiser
 
 
-def export_policy(policy: Policy, models: ModelsConfig, out: Path, gguf_type: str | None) -> dict[str, dict]:
-    """`out/merged`, `out/gguf` (unless `gguf_type` is None) and `out/adapters`; for each, its path and the SHA-256
-    digest of its files."""
+def export_policy(policy: Policy, models: ModelsConfig, out: Path, gguf_type: str | None, card: str) -> dict[str, dict]:
+    """`out/merged` (with `card` as its README.md), `out/gguf` (unless `gguf_type` is None) and `out/adapters`; for
+    each, its path and the SHA-256 digest of its files."""
     from components.data import write_atomically
     from components.memo import directory_digest
 
     forms = (MERGED, GGUF, ADAPTERS) if gguf_type else (MERGED, ADAPTERS)
     with write_atomically(out) as tmp:
         save_merged(policy, models, tmp / MERGED)
+        (tmp / MERGED / "README.md").write_text(card)
         if gguf_type:
             save_gguf(tmp / MERGED, tmp / GGUF, gguf_type)
         save_chain(policy, tmp / ADAPTERS)

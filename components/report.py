@@ -49,7 +49,7 @@ def metrics_plot(history: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def _row(*cells: object) -> str:
+def table_row(*cells: object) -> str:
     """A markdown table row whose cells cannot split it: a `|` inside a cell is escaped, a line break flattened."""
     escaped = (" ".join(str(c).split()).replace("|", "\\|") for c in cells)
     return "| " + " | ".join(escaped) + " |"
@@ -63,7 +63,7 @@ def metrics_table(metrics: dict[str, float]) -> str:
             continue
         ci = f"{show(metrics.get(f'{m.key}_ci_low'), m.format)} – {show(metrics.get(f'{m.key}_ci_high'), m.format)}"
         unit = " (points)" if m.format == "points" else ""
-        lines.append(_row(f"{m.label}{unit}", show(metrics[m.key], m.format), ci if m.ci else ""))
+        lines.append(table_row(f"{m.label}{unit}", show(metrics[m.key], m.format), ci if m.ci else ""))
     return "\n".join(lines)
 
 
@@ -72,7 +72,7 @@ def decision_table(decision: dict) -> str:
     for rule in decision["rules"]:
         check = "yes" if rule["holds"] else "**no**"
         condition = f"`{rule['metric']} {rule['op']} {rule['threshold']:g}`"
-        lines.append(_row(condition, rule["action"], show(rule["value"], "num"), check))
+        lines.append(table_row(condition, rule["action"], show(rule["value"], "num"), check))
     return "\n".join(lines)
 
 

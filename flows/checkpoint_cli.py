@@ -50,8 +50,10 @@ def export_command(
     adapter chain, recorded in MLflow."""
     cfg = checked_config(config, {}, store, verbose)
     from components.export import LLAMA_CPP_CONVERTER, export_policy
+    from components.model_card import base_license, model_card
     from flows.evaluate import resolve
     from registry import lineage, versions
+    from registry.card import card_facts
 
     uri = lineage.tracking_uri_for(store)
     try:
@@ -67,9 +69,11 @@ def export_command(
         fail(f"--gguf {gguf}: not one of {', '.join(GGUF_TYPES)}, none")
     if gguf != "none" and not LLAMA_CPP_CONVERTER.exists():
         fail(f"--gguf {gguf}: llama.cpp's converter is not installed ({LLAMA_CPP_CONVERTER}); run make setup-judge")
-    exported = export_policy(policy, cfg.models, target, None if gguf == "none" else gguf)
+    number = label.removeprefix("v")
+    card = model_card(card_facts(uri, versions.model_name_for(cfg.name), number), base_license(policy.base))
+    exported = export_policy(policy, cfg.models, target, None if gguf == "none" else gguf, card)
     experiment_id = lineage.ensure_experiment(lineage.client_for(uri), cfg.name, lineage.artifact_root_for(store))
-    number, merged = label.removeprefix("v"), exported["merged"]
+    merged = exported["merged"]
     run_id = lineage.log_export(uri, experiment_id, number, exported)
     tags = {"adapter_version": number, "sha256": merged["sha256"]}
     served = versions.register_merged(uri, versions.model_name_for(cfg.name), run_id, Path(merged["path"]), tags)

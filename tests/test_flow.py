@@ -429,6 +429,30 @@ def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_b
     assert base.exit_code == 2 and "no adapter" in base.output and not (tmp_path / "b").exists()
 
 
+def test_the_exported_model_card_is_written_from_what_mlflow_recorded(tiny_run, tiny_export):
+    """Hugging Face's front matter, and the rounds' figures as MLflow holds them, to the digit shown."""
+    import yaml
+
+    from components.metrics import show
+
+    result, _, store = tiny_run
+    out, _ = tiny_export
+    card = (out / "merged" / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "transformers" and meta["license"] == "other" and "dpo" in meta["tags"]
+    assert "base_model" not in meta  # the tiny model is a local directory, not a Hub id
+    client = MlflowClient(lineage.tracking_uri_for(store))
+    for r in result.rounds:
+        [run] = client.search_runs([result.experiment_id], f"tags.`ratchet.round` = '{r.k}'")
+        delta = run.data.metrics["task/task_completion_delta_vs_base"]
+        low, high = (run.data.metrics[f"task/task_completion_delta_vs_base_ci_{end}"] for end in ("low", "high"))
+        row = next(line for line in card.splitlines() if line.startswith(f"| {r.k} |"))
+        assert f"{show(delta, 'points')} ({show(low, 'points')} to {show(high, 'points')})" in row
+        assert row.endswith(f"| {run.data.tags['ratchet.decision']} |")
+    assert "## Known limits" in card and "_No rule was checked._" in card  # the tiny run has no gate rules
+    assert f"bootstrap `{result.bootstrap_id}`" in card
+
+
 GGUF_PROMPTS = ["Topic 1: tell me about it.", "Name a colour.", "Write a haiku about rain.", "What is 2 + 2?"]
 
 
