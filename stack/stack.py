@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -376,6 +377,11 @@ class Stack:
         deploy, inspect = ["--no-prompt", "deploy", "--all"], ["automation", "inspect", ZOMBIE_AUTOMATION["name"]]
         deployed, found = prefect_commands([deploy, inspect], env, self.project)
         checked(deploy, deployed)
+        forms = subprocess.run(  # each deployment's form shows its config's values (flows/deploy_forms.py)
+            [sys.executable, "-m", "flows.deploy_forms"], env=env, cwd=self.project, capture_output=True, text=True
+        )
+        if forms.returncode != 0:
+            raise StackError(f"the deployments' run forms were not written:\n{forms.stderr[-2000:]}")
         if found.returncode != 0:
             create = ["automation", "create", "--from-json", json.dumps(ZOMBIE_AUTOMATION)]
             checked(create, *prefect_commands([create], env, self.project))

@@ -46,6 +46,26 @@ def is_deployed(prefect, name: str) -> bool:
             return False
 
 
+def assert_forms_show_their_configs_values(prefect) -> None:
+    """Read back from the server: each bootstrap deployment's form holds its own config's values, and no testing-only
+    judge."""
+    from components.config.loading import load_config
+
+    with client_of(prefect) as client:
+        for name, config in (("smoke", "configs/smoke.yaml"), ("default", "configs/default.yaml")):
+            schema = client.read_deployment_by_name(f"bootstrap/{name}").parameter_openapi_schema
+            cfg = load_config(ROOT / config)
+            found = {knob: schema["properties"][knob]["default"] for knob in ("rounds", "learning_rate", "lora_r")}
+            assert found == {
+                "rounds": cfg.rounds,
+                "learning_rate": cfg.training.learning_rate,
+                "lora_r": cfg.training.lora_r,
+            }
+            assert schema["properties"]["training_judge"]["default"] == cfg.judge.model_dump(mode="json")
+            assert "BiasedJudgeConfig" not in json.dumps(schema) and '"biased"' not in json.dumps(schema)
+            assert "Empty: the config's value." in schema["properties"]["rounds"]["description"]
+
+
 def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(
     prefect_server, write_tiny_config, tmp_path, tmp_path_factory
 ):
@@ -58,6 +78,11 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(
     for name in ("bootstrap/smoke", "bootstrap/default", "evaluate/evaluate"):
         assert name in deployed
     worker = prefect.start("worker", str(BIN / "prefect"), "worker", "start", "--pool", "ratchet")
+    forms = subprocess.run(  # as README shows it, after the deploy
+        [str(BIN / "python"), "-m", "flows.deploy_forms"], cwd=ROOT, env=prefect.env, capture_output=True, text=True
+    )
+    assert {"smoke", "default"} == set(ok(forms).split(": ", 1)[1].strip().split(", "))
+    assert_forms_show_their_configs_values(prefect)
 
     # Prefect's server validates the form's fields against the flow's typed signature (the config's rules) before
     # any run: the UI's form and `prefect deployment run --param` both send them to this endpoint.
