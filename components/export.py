@@ -60,6 +60,8 @@ def save_chain(policy: Policy, out: Path) -> None:
 def save_gguf(merged: Path, out: Path, gguf_type: str) -> Path:
     """`out/model-<type>.gguf`, converted from a merged checkpoint by llama.cpp's own converter, and an Ollama
     `Modelfile` that loads it (Ollama takes the chat template from the file's metadata)."""
+    from transformers import AutoTokenizer
+
     if not LLAMA_CPP_CONVERTER.exists():
         raise FileNotFoundError(f"{LLAMA_CPP_CONVERTER} is missing: `make setup-judge` keeps it from llama.cpp")
     out.mkdir(parents=True)
@@ -69,8 +71,6 @@ def save_gguf(merged: Path, out: Path, gguf_type: str) -> Path:
     if converted != gguf:
         _quantize(converted, gguf, gguf_type)
         converted.unlink()
-    from transformers import AutoTokenizer
-
     stop = AutoTokenizer.from_pretrained(merged).eos_token
     (out / "Modelfile").write_text(f'FROM ./{gguf.name}\nPARAMETER stop "{stop}"\n')
     return gguf
