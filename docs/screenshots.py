@@ -8,6 +8,9 @@ against a finished `make run` whose UIs are up:
 
     /tmp/pw/bin/python docs/screenshots.py --deployment <id of bootstrap/smoke> --experiment 1 --trace <trace id>
 
+The run form alone, after `prefect deploy --all` and `python -m flows.deploy_forms`:
+    /tmp/pw/bin/python docs/screenshots.py --deployment <id of bootstrap/smoke> --form-only
+
 The team stack's image (README, "Team setup"), after `ratchet stack up` and a `bootstrap/smoke` deployment run on it:
     /tmp/pw/bin/python docs/screenshots.py --stack-model ratchet-smoke
 """
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--experiment", help="The MLflow experiment id of the run.")
     parser.add_argument("--trace", help="A review trace that has a person's feedback.")
     parser.add_argument("--stack-model", help="Only the stack's image: this registered model's versions.")
+    parser.add_argument("--form-only", action="store_true", help="Only the run form (after flows.deploy_forms).")
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -63,6 +67,9 @@ def main() -> None:
         page.goto(f"{args.prefect}/deployments/deployment/{args.deployment}/run")
         page.wait_for_timeout(6000)
         page.screenshot(path=args.out / "prefect-run-form.png", full_page=True)
+        if args.form_only:
+            browser.close()
+            return
 
         page.goto(f"{args.mlflow}/#/experiments/{args.experiment}/runs?compareRunsMode=CHART")
         page.wait_for_timeout(8000)
