@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from components.export import GGUF_TYPES
+from components.export import GGUF_TYPES, LLAMA_CPP_CONVERTER, export_policy
 from flows.arguments import StoreOption, VerboseOption, checked_config, store_client
 from flows.console import fail, print_rounds, stopped
 
@@ -48,8 +48,11 @@ def export_command(
 ) -> None:
     """Write a registered version as a merged Hugging Face checkpoint, a GGUF file with an Ollama Modelfile, and its
     adapter chain, recorded in MLflow."""
+    if gguf not in (*GGUF_TYPES, "none"):
+        fail(f"--gguf {gguf}: not one of {', '.join(GGUF_TYPES)}, none")
+    if gguf != "none" and not LLAMA_CPP_CONVERTER.exists():
+        fail(f"--gguf {gguf}: llama.cpp's converter is not installed ({LLAMA_CPP_CONVERTER}); run make setup-judge")
     cfg = checked_config(config, {}, store, verbose)
-    from components.export import LLAMA_CPP_CONVERTER, export_policy
     from components.model_card import base_license, model_card
     from flows.evaluate import resolve
     from registry import lineage, versions
@@ -65,10 +68,6 @@ def export_command(
     target = out or Path(cfg.workdir).resolve() / "exports" / f"{cfg.name}-{label}"
     if target.exists():
         fail(f"{target} exists; remove it or pass another --out")
-    if gguf not in (*GGUF_TYPES, "none"):
-        fail(f"--gguf {gguf}: not one of {', '.join(GGUF_TYPES)}, none")
-    if gguf != "none" and not LLAMA_CPP_CONVERTER.exists():
-        fail(f"--gguf {gguf}: llama.cpp's converter is not installed ({LLAMA_CPP_CONVERTER}); run make setup-judge")
     number = label.removeprefix("v")
     card = model_card(card_facts(uri, versions.model_name_for(cfg.name), number), base_license(policy.base))
     exported = export_policy(policy, cfg.models, target, None if gguf == "none" else gguf, card)
