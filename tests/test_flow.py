@@ -427,6 +427,8 @@ def test_export_writes_the_version_merged_and_as_its_adapter_chain_and_records_b
         app, ["export", str(config), "--version", "base", "--out", str(tmp_path / "b"), "--store", str(store)]
     )
     assert base.exit_code == 2 and "no adapter" in base.output and not (tmp_path / "b").exists()
+    bad = CliRunner().invoke(app, ["export", str(config), "--gguf", "q5", "--out", str(tmp_path / "q")])
+    assert bad.exit_code == 2 and "--gguf q5: not one of" in bad.output and not (tmp_path / "q").exists()
 
 
 def test_the_exported_model_card_is_written_from_what_mlflow_recorded(tiny_run, tiny_export):
