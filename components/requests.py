@@ -1,7 +1,7 @@
 """What a stage is asked to do: one frozen, typed request per stage, built from the config here (`train_request`,
 ...) and passed whole to the stage (`stages.train(request) -> Trained`; the gate: `promotion.decide(request) ->
-Decision`). Training under `accelerate launch` writes it
-as JSON and each process reads it back whole (train_worker.py)."""
+Decision`). Training under `accelerate launch` writes it as JSON and each process reads it back whole
+(train_worker.py)."""
 
 from __future__ import annotations
 
