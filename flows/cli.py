@@ -257,17 +257,21 @@ def serve(
     project: Annotated[Path, typer.Option(help="Directory with prefect.yaml.")] = Path("."),
 ) -> None:
     """Serve the deployments declared in prefect.yaml from this process (needs a Prefect server: PREFECT_API_URL)."""
+    import threading
+
     from prefect import serve as prefect_serve
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
         fail("ratchet serve needs a Prefect server: start `prefect server start` and set PREFECT_API_URL")
-    from flows.serving import declared_deployments, worker_conflict
+    from flows.serving import declared_deployments, worker_conflict, write_forms_once_served
 
     deployments = declared_deployments(project)
     conflict = worker_conflict(deployments)
     if conflict:
         fail(conflict)
+    bootstraps = {d.name for d in deployments if d.flow_name == "bootstrap"}
+    threading.Thread(target=write_forms_once_served, args=(project.resolve(), bootstraps), daemon=True).start()
     prefect_serve(*deployments)
 
 

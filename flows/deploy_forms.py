@@ -6,7 +6,8 @@ knob's default is the value its config file gives it, and the biased judge (a ju
 is left out. A run started without the form (`prefect deployment run` with no `--param`) still reads the config
 file as it is then: the defaults are the form's, not the deployment's parameters.
 
-Run it after deploying: `python -m flows.deploy_forms` (`ratchet stack up` does)."""
+Run it after deploying: `python -m flows.deploy_forms` (`ratchet stack up` does; `ratchet serve` writes its own
+deployments' forms once it has registered them)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ instead of a work pool and its worker."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import yaml
@@ -41,3 +42,13 @@ def worker_conflict(deployments: list) -> str | None:
                     f"(`prefect deployment delete {name}` first to serve it)"
                 )
     return None
+
+
+def write_forms_once_served(project: Path, bootstraps: set[str], seconds: float = 120) -> None:
+    """`prefect serve` registers its deployments as it starts, each with the flow's own form; write the bootstrap
+    ones' forms (flows/deploy_forms.py) once they all exist. Run beside the serving loop, in a thread."""
+    from flows.deploy_forms import update_forms
+
+    deadline = time.monotonic() + seconds
+    while not bootstraps <= set(update_forms(project)) and time.monotonic() < deadline:
+        time.sleep(1)

@@ -46,6 +46,15 @@ def is_deployed(prefect, name: str) -> bool:
             return False
 
 
+def shows_values(prefect, name: str) -> bool:
+    """Whether the deployment exists and its form holds a value for `rounds`."""
+    if not is_deployed(prefect, name):
+        return False
+    with client_of(prefect) as client:
+        schema = client.read_deployment_by_name(name).parameter_openapi_schema
+    return schema["properties"]["rounds"]["default"] is not None
+
+
 def assert_forms_show_their_configs_values(prefect) -> None:
     """Read back from the server: each bootstrap deployment's form holds its own config's values, and no testing-only
     judge."""
@@ -144,6 +153,10 @@ def test_deploy_from_prefect_yaml_and_run_with_a_worker_then_serve(
     while not is_deployed(prefect, "evaluate/evaluate") or "serve" not in prefect.log("serve").lower():
         assert time.monotonic() < deadline, prefect.log("serve")
         time.sleep(1)
+    while not all(shows_values(prefect, name) for name in ("bootstrap/smoke", "bootstrap/default")):
+        assert time.monotonic() < deadline, prefect.log("serve")  # served deployments get their forms too
+        time.sleep(1)
+    assert_forms_show_their_configs_values(prefect)
     evaluation = prefect.cli(
         "deployment",
         "run",
