@@ -3,8 +3,8 @@
 Prefect makes a deployment's form (its parameter schema) from the flow's signature, which is the same for every
 deployment: each knob reads "None". After `prefect deploy`, this writes each bootstrap deployment's own schema: every
 knob's default is the value its config file gives it, and the biased judge (a judge that exists to test the gate)
-is left out. A run started without the form (`prefect deployment run` with no `--param`) still reads the config
-file as it is then: the defaults are the form's, not the deployment's parameters.
+is left out. The values are the form's defaults, not the deployment's parameters; a field emptied in the form
+still means "the config's value".
 
 Run it after deploying: `python -m flows.deploy_forms` (`ratchet stack up` does; `ratchet serve` writes its own
 deployments' forms once it has registered them)."""
@@ -42,8 +42,8 @@ def _without(node, definition: str):
         mapping = node.get("discriminator", {}).get("mapping", {})
         for tag in [t for t, target in mapping.items() if target == reference["$ref"]]:
             del mapping[tag]
-        return {k: _without([i for i in v if i != reference] if k in ("anyOf", "oneOf") else v, definition)
-                for k, v in node.items()}  # fmt: skip
+        pruned = {k: [i for i in v if i != reference] if k in ("anyOf", "oneOf") else v for k, v in node.items()}
+        return {k: _without(v, definition) for k, v in pruned.items()}
     if isinstance(node, list):
         return [_without(item, definition) for item in node]
     return node
