@@ -267,3 +267,15 @@ def test_a_panel_can_send_the_verifiers_ties_on_to_its_default_judge():
         [(NUMBER, "4", "The answer is 4.")]
     )
     assert plain[0].abstained
+
+
+def test_llama_cpp_evaluates_a_prompt_batch_on_the_threads_the_process_is_given(monkeypatch):
+    """llama-cpp-python's default batch threads are every CPU of the machine: beside busy processes, as in the test
+    suite's three on two cores, a small judge's prompt took up to 1.6x as long (docs/benchmarks.md, "Session 19")."""
+    from components.embedded import gguf_file
+    from components.judging.scorers import open_gguf
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    llm = open_gguf(gguf_file("smollm2-135m-instruct"), 256)
+    assert (llm.context_params.n_threads, llm.context_params.n_threads_batch) == (1, 1)
+    llm.close()

@@ -13,6 +13,7 @@ the training judge, not the evaluation judge: the evaluation judge must not shap
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,7 @@ from components.data import user_message
 from components.generation.generator import Generator
 from components.judging.judge import Judge
 from components.judging.pairs import judge_label
+from components.judging.scorers import open_gguf
 
 SHOWN = """Principles:
 {constitution}
@@ -79,9 +81,8 @@ class LlamaCppReviser:
     """A GGUF model (e.g. the embedded Qwen2.5-Coder-1.5B) replying through llama.cpp's chat completion."""
 
     def __init__(self, gguf: Path, name: str, context_tokens: int, temperature: float):
-        from llama_cpp import Llama
-
-        self.llm = Llama(model_path=str(gguf), n_ctx=context_tokens, verbose=False)
+        self.llm = open_gguf(gguf, context_tokens)
+        weakref.finalize(self, self.llm.close)  # before interpreter teardown, where Llama.__del__ fails
         self.name, self.temperature = name, temperature
 
     def reply(self, messages: list[str], max_new_tokens: int) -> list[str]:
