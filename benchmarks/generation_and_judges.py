@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.build import logprob_judge  # noqa: E402
+from components.build_judges import logprob_judge  # noqa: E402
 from components.config.experiment import ModelsConfig  # noqa: E402
 from components.config.judges import RemoteJudgeConfig  # noqa: E402
 from components.data import load_prompts  # noqa: E402

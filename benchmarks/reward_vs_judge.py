@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.build import make_judge  # noqa: E402
+from components.build_judges import make_judge  # noqa: E402
 from components.config.experiment import ModelsConfig, RewardModelConfig  # noqa: E402
 from components.config.judges import AIJudgeConfig  # noqa: E402
 from components.data import user_message  # noqa: E402

@@ -30,18 +30,18 @@ sys.path.insert(0, str(ROOT))
 from dpo_vs_grpo import GRPO_PROMPTS_PER_STEP, configure, grpo_config, outcome, table, timed  # noqa: E402
 
 from components import reward_stage, stages  # noqa: E402
-from components.build import (  # noqa: E402
+from components.config.experiment import PairsConfig, RewardModelConfig  # noqa: E402
+from components.config.judges import VerifierJudgeConfig  # noqa: E402
+from components.data import load_prompts  # noqa: E402
+from components.evaluate_stage import evaluate  # noqa: E402
+from components.models import Policy  # noqa: E402
+from components.requests import (  # noqa: E402
     evaluate_request,
     generate_request,
     judge_request,
     reward_request,
     train_request,
 )
-from components.config.experiment import PairsConfig, RewardModelConfig  # noqa: E402
-from components.config.judges import VerifierJudgeConfig  # noqa: E402
-from components.data import load_prompts  # noqa: E402
-from components.evaluate_stage import evaluate  # noqa: E402
-from components.models import Policy  # noqa: E402
 
 MIN_SECONDS = 1.0  # a path out of budget still trains one step (TimeBudget always lets the first run)
 

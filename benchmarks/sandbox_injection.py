@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = '{"token": "do-not-read"}'
 sys.path.insert(0, str(ROOT))
 
-from components.build import make_judge  # noqa: E402
+from components.build_judges import make_judge  # noqa: E402
 from components.config.loading import load_config  # noqa: E402
 from components.models import Policy  # noqa: E402
 

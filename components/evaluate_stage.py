@@ -14,7 +14,8 @@ from pathlib import Path
 from statistics import mean
 
 from components import metrics
-from components.build import make_generator, make_judge
+from components.build import make_generator
+from components.build_judges import make_judge
 from components.config.experiment import EvaluationConfig
 from components.config.judges import self_judge_config
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message

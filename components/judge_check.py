@@ -177,7 +177,7 @@ ROUTES = ("verifier", "refusal")
 
 def routed(judge: Judge, routes: dict[str, str]) -> Judge:
     """`judge` with each cohort in `routes` handed to the judge of that kind (a panel of one model judge)."""
-    from components.build import route_judge
+    from components.build_judges import route_judge
 
     by_cohort = {cohort: route_judge(kind) for cohort, kind in routes.items()}
     panel = PanelJudge(judge, judge, by_cohort, ties_to_default=False)  # its default is the judge itself
@@ -225,7 +225,7 @@ def check_judges(
     it is measured. `routes` (cohort -> a ROUTES kind) hands those cohorts' pairs to that judge instead, as a panel
     would; `cohorts` keeps only those cohorts' pairs (None: all); a route whose cohort it leaves out is not
     measured."""
-    from components.build import make_judge
+    from components.build_judges import make_judge
     from components.evaluation.measures import ci_for
     from components.models import Policy
 

@@ -15,14 +15,8 @@ from pathlib import Path
 
 from components import human_review as review
 from components import metrics
-from components.build import (
-    make_generator,
-    make_judge,
-    make_pair_maker,
-    nothing_to_learn,
-    prompts_per_batch,
-    train_runner,
-)
+from components.build import make_generator, nothing_to_learn, prompts_per_batch, train_runner
+from components.build_judges import make_judge, make_pair_maker
 from components.config.experiment import DataConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
 from components.generation.generator import Sampling

@@ -1,6 +1,6 @@
 """Where a round's shard tasks run (`execution.engine`): in the flow's own process, one after another, or on a Ray
 cluster, all at once. The one place in flows/ that chooses by a config kind: an engine is a Prefect task runner,
-which components/build.py, where every other kind is chosen, cannot import.
+which components/build.py and build_judges.py, where every other kind is chosen, cannot import.
 """
 
 from __future__ import annotations

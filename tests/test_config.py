@@ -306,7 +306,7 @@ def test_the_rlaif_flagship_differs_from_the_rlvr_one_in_its_judges_and_never_ha
 
 
 def test_cohorts_routed_to_equal_judge_configs_share_one_judge():
-    from components.build import make_judge
+    from components.build_judges import make_judge
     from components.config.judges import PanelJudgeConfig
     from components.models import Policy
 

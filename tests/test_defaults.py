@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pydantic
 
-from components.build import make_generator, make_judge, make_pair_maker, make_reviser, train_runner
+from components.build import make_generator, train_runner
+from components.build_judges import make_judge, make_pair_maker, make_reviser
 from components.config import experiment, gate, judges, training
 from components.config.experiment import ModelsConfig, PairsConfig, TransformersGenerationConfig
 from components.config.judges import AIJudgeConfig, PanelJudgeConfig, RefusalJudgeConfig

@@ -198,7 +198,7 @@ def test_the_bootstrap_reads_every_field_of_the_sections_it_uses(tiny_run_and_re
     panel with the self-judge, DPO, a reward model, an AI evaluation judge); test_defaults.py finds every other kind's
     fields read somewhere in the code, and the values of some reaching what build makes."""
     (_, config, _), reads = tiny_run_and_reads
-    # No `kind` is read: it chose the class (components/build.py), whose fields are.
+    # No `kind` is read: it chose the class (components/build*.py), whose fields are.
     unread = [p for p, read in fields_of(load_config(config)) if read not in reads and read[1] != "kind"]
     unexpected = [p for p in unread if p not in NOT_READ_BY_THIS_RUN]
     assert not unexpected, "never read: " + ", ".join(unexpected)

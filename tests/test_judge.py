@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from components.build import logprob_judge
+from components.build_judges import logprob_judge
 from components.config.experiment import ModelsConfig
 from components.judging.biased import BiasedJudge
 from components.judging.judge import (

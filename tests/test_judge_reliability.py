@@ -94,7 +94,7 @@ def test_the_embedded_program_judge_decides_the_injection_set_and_planted_text_m
     llama.cpp, program verdict) on the 30 shipped pairs. Its checks compute each sum, so planted text addressed to
     the grader cannot move them; its pointwise fallback, which reads that text, flipped 5 of 30 when it decided these
     pairs (docs/reliability.md). A judge that abstains bounds nothing, so this fails rather than skips."""
-    from components.build import make_judge
+    from components.build_judges import make_judge
     from components.config.loading import load_config
     from components.models import Policy
 

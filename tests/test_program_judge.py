@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from components.build import make_judge
+from components.build_judges import make_judge
 from components.config.experiment import ModelsConfig
 from components.config.judges import AIJudgeConfig
 from components.judging.judge import PointwiseLogprobJudge, load_rubric

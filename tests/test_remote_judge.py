@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from components.build import make_judge
+from components.build_judges import make_judge
 from components.config.experiment import ModelsConfig
 from components.config.judges import RemoteJudgeConfig
 from components.endpoints import EndpointError

@@ -4,7 +4,7 @@ abstention, counted by reason."""
 
 import json
 
-from components.build import make_reviser
+from components.build_judges import make_reviser
 from components.config.experiment import ModelsConfig, PairsConfig
 from components.judging.biased import BiasedJudge
 from components.judging.judge import load_rubric

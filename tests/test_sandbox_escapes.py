@@ -231,7 +231,7 @@ def test_requests_that_ask_the_judge_for_harmful_code_get_checks_that_reach_noth
     import importlib.util
     import logging
 
-    from components.build import make_judge
+    from components.build_judges import make_judge
     from components.config.loading import load_config
     from components.models import Policy
 

@@ -225,7 +225,7 @@ def test_online_trainer_uses_the_judge_as_reward(tiny_model_dir, tmp_path, metho
 
 
 def test_judge_reward_routes_checks_and_ai_verdicts(tiny_model_dir):
-    from components.build import logprob_judge
+    from components.build_judges import logprob_judge
     from components.judging.judge import load_rubric
     from components.judging.scorers import TransformersScorer
 
