@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components.config.experiment import (
-    ModelsConfig,
-    PairsConfig,
-)
+from components.config.experiment import ModelsConfig, PairsConfig
 from components.config.judges import (
     AIJudgeConfig,
     BiasedJudgeConfig,
