@@ -155,7 +155,7 @@ def train_bare(scratch: Path) -> dict:
 
     cfg = config(scratch)
     t, path = cfg.training, resolve_model(cfg.models.policy)
-    data = to_conversational(load_rows(scratch / "pairs"))  # the pairs in TRL's conversational format
+    data = to_conversational(load_rows(scratch / "pairs"), None, False)  # the pairs in TRL's conversational format
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     args = DPOConfig(

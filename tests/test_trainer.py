@@ -127,7 +127,7 @@ def test_a_checkpoint_whose_state_is_missing_or_cut_short_is_not_resumable(tmp_p
 
 
 def test_abstained_pairs_are_not_trained_on():
-    assert len(to_conversational(Dataset.from_list(PAIRS))) == 8
+    assert len(to_conversational(Dataset.from_list(PAIRS), None, False)) == 8
 
 
 def test_max_pairs_keeps_the_clearest_pairs_in_their_order():
@@ -135,10 +135,32 @@ def test_max_pairs_keeps_the_clearest_pairs_in_their_order():
         {"prompt": "p", "chosen": str(i), "rejected": "x", "abstained": abstained, "margin": margin, "p_chosen": 1.0}
         for i, (margin, abstained) in enumerate([(0.2, False), (1.0, False), (1.0, True), (0.67, False), (1.0, False)])
     ]
-    kept = clearest(Dataset.from_list(rows), 2)
+    kept = clearest(Dataset.from_list(rows), 2, False)
     assert kept["chosen"] == ["1", "4"]  # the abstained pair never, however wide its margin
-    assert clearest(Dataset.from_list(rows), 3)["chosen"] == ["1", "3", "4"]
-    assert len(clearest(Dataset.from_list(rows), None)) == 4 and len(to_conversational(Dataset.from_list(rows), 1)) == 1
+    assert clearest(Dataset.from_list(rows), 3, False)["chosen"] == ["1", "3", "4"]
+    assert len(clearest(Dataset.from_list(rows), None, False)) == 4
+    assert len(to_conversational(Dataset.from_list(rows), 1, False)) == 1
+
+
+def test_length_balance_keeps_as_many_longer_chosen_answers_as_shorter_and_the_widest_margins():
+    """Three pairs choose the shorter answer, one the longer, one ties on length: the two narrower shorter-chosen
+    pairs go; the abstained pair is never trained on, and the tie stays."""
+    shape = [  # (chosen, rejected, margin, abstained)
+        ("a b", "a b c d", 0.9, False),
+        ("a", "a b c", 0.3, False),
+        ("a b c d", "a", 0.2, False),
+        ("a b", "c d", 0.1, False),
+        ("a", "a b c d e", 0.5, False),
+        ("a", "a b", 1.0, True),
+    ]
+    rows = [
+        {"prompt": "p", "chosen": c, "rejected": r, "margin": m, "abstained": a, "p_chosen": 1.0}
+        for c, r, m, a in shape
+    ]
+    kept = clearest(Dataset.from_list(rows), None, True)
+    assert kept["margin"] == [0.9, 0.2, 0.1]
+    assert len(clearest(Dataset.from_list(rows), None, False)) == 5  # off: every decided pair
+    assert clearest(Dataset.from_list(rows), 2, True)["margin"] == [0.9, 0.2]  # then max_pairs
 
 
 def test_dpo_raises_the_chosen_minus_rejected_margin(tiny_model_dir, trained):

@@ -69,6 +69,12 @@ class DPOTrainingConfig(_Training):
         description="Train on at most this many of the round's pairs: those whose chosen answer beats the rejected "
         "one by the widest margin (fewer but clearer pairs, fewer steps; None = every decided pair).",
     )
+    length_balanced: bool = Field(
+        False,
+        description="Train on as many pairs whose chosen answer is longer (in words) as pairs whose chosen answer is "
+        "shorter: the more common side loses its narrowest-margin pairs. A judge that follows word limits and other "
+        "instructions a shorter answer meets more easily otherwise teaches every answer to shrink.",
+    )
     precompute_ref_log_probs: bool = Field(
         False,
         description="TRL computes the champion's (the reference's) log-probs of every pair in one pass before "
