@@ -72,8 +72,8 @@ class DPOTrainingConfig(_Training):
     length_balanced: bool = Field(
         False,
         description="Train on as many pairs whose chosen answer is longer (in words) as pairs whose chosen answer is "
-        "shorter: the more common side loses its narrowest-margin pairs. A judge that follows word limits and other "
-        "instructions a shorter answer meets more easily otherwise teaches every answer to shrink.",
+        "shorter: the more common side loses its narrowest-margin pairs. For a judge that follows word limits and "
+        "other instructions a shorter answer meets more easily, whose pairs can otherwise teach answers to shrink.",
     )
     precompute_ref_log_probs: bool = Field(
         False,
