@@ -151,7 +151,7 @@ def train_bare(scratch: Path) -> dict:
 
     from components.data import load_rows
     from components.models import resolve_model
-    from components.training.trainer import to_conversational
+    from components.training.pair_selection import to_conversational
 
     cfg = config(scratch)
     t, path = cfg.training, resolve_model(cfg.models.policy)

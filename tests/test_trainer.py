@@ -14,14 +14,9 @@ from components.build import make_trainer
 from components.config.experiment import DPOTrainingConfig, ModelsConfig, OnlineTrainingConfig
 from components.judging.judge import VerifierJudge
 from components.models import Policy, load_policy, load_tokenizer, response_logprob
+from components.training.pair_selection import clearest, to_conversational
 from components.training.rewards import JudgeReward, OnlineReward
-from components.training.trainer import (
-    DPOLoRATrainer,
-    clearest,
-    load_for_training,
-    resumable,
-    to_conversational,
-)
+from components.training.trainer import DPOLoRATrainer, load_for_training, resumable
 from components.training.trl_cpu import score_only_labelled_positions
 
 CPU = ModelsConfig(device="cpu")

@@ -150,8 +150,7 @@ def pointwise_verdict(p_yes_a: float, p_yes_b: float, abstain_margin: float) -> 
 class LogprobJudge:
     """A causal LM judge (the policy itself for self-rewarding, or a cross-family model) scored by the probability
     of its verdict's next token; `scorer` runs the model (transformers or llama.cpp). The prompts shared by its two
-    ways of asking, which build_judges.py chooses between (`verdict`): `PairwiseLogprobJudge` and
-    `PointwiseLogprobJudge`.
+    ways of asking, chosen by `verdict` in build_judges.py: `PairwiseLogprobJudge`, `PointwiseLogprobJudge`.
     `prefix` begins the judge's reply ("The better answer is Answer": `prefilled`)."""
 
     def __init__(
