@@ -10,12 +10,11 @@ def clearest(pairs: Dataset, limit: int | None, length_balanced: bool) -> Datase
     """The decided pairs (`length_balanced`: as many whose chosen answer is longer as shorter), or the `limit` of
     them with the widest margins (ties in their order), in their order."""
     kept = pairs.filter(lambda row: not row["abstained"])
-    if length_balanced:
-        kept = kept.select(balanced_by_length(kept.to_list()))
-    if limit is None or len(kept) <= limit:
-        return kept
     rows = kept.to_list()
-    return kept.select(sorted(widest_margins(rows, range(len(rows)))[:limit]))
+    chosen = balanced_by_length(rows) if length_balanced else list(range(len(rows)))
+    if limit is not None and len(chosen) > limit:
+        chosen = sorted(widest_margins(rows, chosen)[:limit])
+    return kept.select(chosen)
 
 
 def widest_margins(rows: list[dict], indices) -> list[int]:
