@@ -24,9 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.build_judges import logprob_judge  # noqa: E402
+from components.build_judges import logprob_judge, make_judge  # noqa: E402
 from components.config.experiment import ModelsConfig  # noqa: E402
 from components.config.judges import RemoteJudgeConfig  # noqa: E402
+from components.config.loading import load_config  # noqa: E402
 from components.data import load_prompts  # noqa: E402
 from components.evaluation.reliability import injection_flip_rate, load_injection_set, order_consistency  # noqa: E402
 from components.generation import vllm_server  # noqa: E402
@@ -72,6 +73,8 @@ def judges(remote: bool) -> list[dict]:
         "verifier": lambda: VerifierJudge(),
         "self: SmolLM2-135M-Instruct (chat)": lambda: _local(POLICY, rubric, "chat"),
         "cross-family: Gemma 3 270M (completion)": lambda: _local("gemma3-270m", rubric, "completion"),
+        # the only one that decides these pairs; `make test-slow` bounds its flip rate on 12 of them
+        "configs/efficacy.yaml's evaluation judge: Qwen2.5-Coder-1.5B (program)": _efficacy_evaluation_judge,
     }
     server = None
     if remote and vllm_available():
@@ -108,6 +111,11 @@ def _local(spec: str, rubric: str, style: str) -> LogprobJudge:
     tokenizer = load_tokenizer(spec)
     scorer = TransformersScorer(load_policy(Policy(spec), ModelsConfig()), tokenizer, 8, spec)
     return logprob_judge(spec, scorer, tokenizer, rubric, style, "prefilled", 0.02)
+
+
+def _efficacy_evaluation_judge():
+    cfg = load_config(ROOT / "configs" / "efficacy.yaml")
+    return make_judge(cfg.evaluation.judge, Policy(cfg.models.policy), cfg.models)
 
 
 def vllm_available() -> bool:
