@@ -191,6 +191,12 @@ def with_ci(name: str, value: float, ci: tuple[float, float]) -> dict[str, float
     return {name: value, f"{name}_ci_low": ci[0], f"{name}_ci_high": ci[1]}
 
 
+def show_ci(metrics: dict, key: str) -> tuple[str, str]:
+    """The logged CI of the catalogued metric `key` as people read it (`show`): its low and high ends."""
+    format = BY_KEY[key].format
+    return show(metrics.get(f"{key}_ci_low"), format), show(metrics.get(f"{key}_ci_high"), format)
+
+
 def show(value: float | None, format: Format) -> str:
     """A metric value as people read it: `12.5%`, `-7.7` points, or 3 significant digits; `-` when unmeasured."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from components.metrics import BY_KEY, show
+from components.metrics import BY_KEY, show, show_ci
 from components.report import decision_table, metrics_table, table_row
 
 # Against the round-0 base, measured on the held-out cohorts by the evaluation judge and the gold checks.
@@ -110,7 +110,7 @@ def _with_ci(metrics: dict, key: str) -> str:
     m = BY_KEY[key]
     value = show(metrics.get(key), m.format)
     if m.ci and f"{key}_ci_low" in metrics:
-        value += f" ({show(metrics[f'{key}_ci_low'], m.format)} to {show(metrics[f'{key}_ci_high'], m.format)})"
+        value += " ({} to {})".format(*show_ci(metrics, key))
     return value
 
 

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and workers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from components.metrics import BY_KEY, CATALOGUE, show  # noqa: E402
+from components.metrics import BY_KEY, CATALOGUE, show, show_ci  # noqa: E402
 
 # Headline metrics plotted over rounds: (metric name, is a rate in [0, 1]).
 PLOTTED = (
@@ -61,7 +61,7 @@ def metrics_table(metrics: dict[str, float]) -> str:
     for m in CATALOGUE:
         if m.key not in metrics:
             continue
-        ci = f"{show(metrics.get(f'{m.key}_ci_low'), m.format)} – {show(metrics.get(f'{m.key}_ci_high'), m.format)}"
+        ci = "{} – {}".format(*show_ci(metrics, m.key))
         unit = " (points)" if m.format == "points" else ""
         lines.append(table_row(f"{m.label}{unit}", show(metrics[m.key], m.format), ci if m.ci else ""))
     return "\n".join(lines)

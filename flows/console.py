@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import typer
 
-from components.metrics import BY_KEY, show
+from components.metrics import BY_KEY, show, show_ci
 
 DELTA = "task/task_completion_delta"  # the one column shown with its CI
 # The table's columns: metric -> header.
@@ -89,9 +89,7 @@ def _cell(metrics: dict, name: str) -> str:
     value = show(metrics.get(name), m.format)
     if name != DELTA:
         return value
-    return (
-        f"{value} ({show(metrics.get(f'{name}_ci_low'), m.format)}, {show(metrics.get(f'{name}_ci_high'), m.format)})"
-    )
+    return "{} ({}, {})".format(value, *show_ci(metrics, name))
 
 
 def print_rounds(rows: list[dict], ci_level: float) -> None:
