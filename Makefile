@@ -75,6 +75,7 @@ test-slow: setup setup-judge  ## what `make test` skips: QLoRA and GRPO on SmolL
 bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their tables belong in docs/benchmarks.md
 	$(BIN)/python benchmarks/round_loads.py
 	$(BIN)/python benchmarks/orchestration.py
+	$(BIN)/python benchmarks/new_store.py
 	$(BIN)/python benchmarks/generation_and_judges.py --prompts 32
 	$(BIN)/python benchmarks/train_vs_trl.py --repeats 1 --steps 1
 	$(BIN)/python benchmarks/scaling.py

@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import io
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,6 +23,8 @@ from typing import IO
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedTokenizerBase
+
+from components.cache_dir import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,6 @@ EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
     "gemma3-270m": _gemma3_gguf,
     "qwen2.5-coder-1.5b-instruct": _qwen_gguf,
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RATCHET_CACHE", Path.home() / ".cache" / "ratchet" / "models"))
 
 
 def gguf_file(spec: str) -> Path:

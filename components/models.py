@@ -21,8 +21,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from components.cache_dir import cache_root
 from components.config.experiment import ModelsConfig
-from components.embedded import EMBEDDED_MODELS, ModelSpecError, cache_root, convert_gguf, embedded_module
+from components.embedded import EMBEDDED_MODELS, ModelSpecError, convert_gguf, embedded_module
 from components.memo import directory_digest, memo_key
 
 

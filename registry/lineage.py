@@ -8,8 +8,6 @@ resume. The MLflow client is used explicitly (not the thread-local active run): 
 
 from __future__ import annotations
 
-import fcntl
-import functools
 import json
 import math
 import os
@@ -25,6 +23,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
+
+from registry import sqlite_store
 
 BOOTSTRAP_TAG = "ratchet.bootstrap_id"
 ROUND_TAG = "ratchet.round"
@@ -59,19 +59,8 @@ def model_name_for(experiment: str) -> str:
 def client_for(tracking_uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
-        _initialise_sqlite_store(tracking_uri)
+        sqlite_store.initialise(tracking_uri)
     return MlflowClient(tracking_uri)
-
-
-@functools.cache
-def _initialise_sqlite_store(tracking_uri: str) -> None:
-    """The first client on a new store creates and migrates its schema; two bootstraps starting at once would both
-    migrate it, and one fails. A lock beside the database makes the first one do it alone (once per process)."""
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        MlflowClient(tracking_uri).search_registered_models(max_results=1)  # the registry initialises on first use
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | Path | None) -> str:

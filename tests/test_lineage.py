@@ -144,3 +144,30 @@ def test_round_table_reads_the_newest_bootstrap(tmp_path):
         (1, 0.1, "round 1"),
         (2, 0.2, "round 2"),
     ]
+
+
+def test_a_new_store_is_a_copy_of_an_empty_one_migrated_once_per_machine(tmp_path, monkeypatch):
+    """Each new store starts from the same migrated template (made on the first store, then only copied), is a
+    store of its own, keeps its Default experiment's artifacts beside it, and opens at MLflow's schema."""
+    from registry import sqlite_store
+
+    monkeypatch.setenv("RATCHET_CACHE", str(tmp_path / "cache"))
+    first = lineage.client_for(lineage.tracking_uri_for(tmp_path / "a"))
+    [template] = (tmp_path / "cache").glob("mlflow-*-empty.db")
+    made = template.stat().st_mtime_ns
+    second = lineage.client_for(lineage.tracking_uri_for(tmp_path / "b"))
+    assert template.stat().st_mtime_ns == made and sqlite_store.template() == template
+
+    first.create_registered_model("only-in-a")
+    first_id = lineage.ensure_experiment(first, "exp", tmp_path / "a" / "mlartifacts")
+    assert [m.name for m in second.search_registered_models()] == []
+    assert second.get_experiment_by_name("exp") is None
+    assert first.get_experiment(first_id).name == "exp"
+    for name, client in (("a", first), ("b", second)):
+        assert client.get_experiment("0").artifact_location == str(tmp_path / name / "mlartifacts" / "0")
+    assert not list(tmp_path.glob("*/.mlflow.db.partial"))
+    # A store that already exists is opened as it is, not replaced by the template (as by another process).
+    sqlite_store.initialise.cache_clear()
+    again = lineage.client_for(lineage.tracking_uri_for(tmp_path / "a"))
+    assert [m.name for m in again.search_registered_models()] == ["only-in-a"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["mlflow.db", "mlflow.db.lock"]
