@@ -117,7 +117,7 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("reward", "rm_train_loss_last", "reward model last training loss", "num"),
     _m("reward", "rm_train_seconds", "reward model training seconds", "num"),
     _m("train", "pairs", "training pair rows (abstentions included)", "num"),
-    _m("train", "pairs_trained", "training pairs decided (trained on)", "num"),
+    _m("train", "pairs_trained", "training pairs trained on (online: pairs decided)", "num"),
     _m("train", "pairs_model_judged", "training pairs a model judge decided (not a verifier or classifier)", "num"),
     _m("train", "abstention_rate", "training judge abstention rate", "pct"),
     _m("train", "revisions_failed_check", "revisions dropped: they fail the prompt's check (pairs.kind revise)", "num"),

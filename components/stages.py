@@ -50,6 +50,7 @@ class Judged:
 class Trained:
     path: str | None  # None: nothing to learn from (every pair abstained), so no adapter
     metrics: dict[str, float | bool | None]
+    pairs: int | None = None  # the pairs DPO trained on (after `max_pairs` and `length_balanced`); None online
 
 
 def generate(request: GenerateRequest) -> Generated:
@@ -125,7 +126,8 @@ def train(request: TrainRequest) -> Trained:
     if nothing_to_learn(request):
         return Trained(None, {"examples": 0})
     run, out = train_runner(request.training), request.out
-    return Trained(str(out), save_stage(out, lambda tmp: run(request, tmp), record="train_metrics.json"))
+    metrics = save_stage(out, lambda tmp: run(request, tmp), record="train_metrics.json")
+    return Trained(str(out), metrics, metrics["examples"] if request.training.kind == "dpo" else None)
 
 
 def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded=None) -> dict[str, float]:
@@ -133,7 +135,8 @@ def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded=None) ->
     training judge's yield and abstentions, the trainer's signals (named `train_…`) and the reward model's."""
     found = dict(rewarded.metrics) if rewarded else {}  # a reward_stage.Rewarded
     found |= {"pairs": float(judged.pairs), "abstention_rate": judged.abstained / max(judged.pairs, 1)}
-    found |= {"pairs_trained": float(judged.pairs - judged.abstained), "pairs_model_judged": float(judged.model_judged)}
+    trained_on = judged.pairs - judged.abstained if trained.pairs is None else trained.pairs
+    found |= {"pairs_trained": float(trained_on), "pairs_model_judged": float(judged.model_judged)}
     found |= {f"revisions_{reason}": float(n) for reason, n in judged.dropped.items()}
     found |= {f"train_{k}": float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
     return (dict(evaluated.metrics) if evaluated else {}) | metrics.grouped(found)

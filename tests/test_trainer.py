@@ -335,3 +335,12 @@ def test_dpo_on_embedded_smollm2_raises_the_margin(tmp_path, load_in_4bit):
     DPOLoRATrainer(model, tok, cfg, CPU, 0, tmp_path / "checkpoints").train(Dataset.from_list(pairs), tmp_path / "a")
     after = margin(load_policy(Policy("smollm2-135m-instruct", (str(tmp_path / "a"),)), CPU), tok, pairs)
     assert after > before
+
+
+def test_a_round_reports_the_pairs_dpo_trained_on_after_selection_not_every_decided_pair():
+    from components.stages import Judged, Trained, round_metrics
+
+    judged = Judged("pairs", pairs=64, abstained=3, examples=[])
+    assert round_metrics(judged, Trained("adapter", {"examples": 50}, pairs=50), None)["train/pairs_trained"] == 50
+    online = Trained("adapter", {"examples": 12})  # GRPO trains on fresh samples of 12 prompts, not on the pairs
+    assert round_metrics(judged, online, None)["train/pairs_trained"] == 61
