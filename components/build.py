@@ -95,6 +95,16 @@ def train_runner(config: TrainingConfig) -> Callable[[TrainRequest, Path], dict]
             return train_adapter
 
 
+def pairs_trained(config: TrainingConfig, metrics: dict) -> int | None:
+    """The pairs a round's training used: DPO's examples (after `max_pairs` and `length_balanced`); None for the
+    online kinds, which train on fresh samples, not on the judge's pairs."""
+    match config:
+        case DPOTrainingConfig():
+            return int(metrics["examples"])
+        case OnlineTrainingConfig():
+            return None
+
+
 def make_trainer(
     config: TrainingConfig,
     model: PreTrainedModel,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from components import human_review as review
 from components import metrics
-from components.build import make_generator, nothing_to_learn, prompts_per_batch, train_runner
+from components.build import make_generator, nothing_to_learn, pairs_trained, prompts_per_batch, train_runner
 from components.build_judges import make_judge, make_pair_maker
 from components.config.experiment import DataConfig
 from components.data import load_prompts, load_rows, save_rows, save_stage, user_message
@@ -127,7 +127,7 @@ def train(request: TrainRequest) -> Trained:
         return Trained(None, {"examples": 0})
     run, out = train_runner(request.training), request.out
     metrics = save_stage(out, lambda tmp: run(request, tmp), record="train_metrics.json")
-    return Trained(str(out), metrics, metrics["examples"] if request.training.kind == "dpo" else None)
+    return Trained(str(out), metrics, pairs_trained(request.training, metrics))
 
 
 def round_metrics(judged: Judged, trained: Trained, evaluated, rewarded=None) -> dict[str, float]:
