@@ -139,7 +139,7 @@ def _scorer(config: AIJudgeConfig, champion: Policy, models: ModelsConfig, loade
             else:
                 model, tokenizer = load_policy(policy, models), load_tokenizer(policy.base)
             scorer = TransformersScorer(model, tokenizer, config.batch_size, name)
-            identity = ("transformers", policy.digest(), str(model.dtype), str(model.device))
+            identity = ("transformers", policy.digest(), str(model.dtype), str(model.device), config.batch_size)
             identity = identity if memo.directory else None
     return (MemoScorer(scorer, memo, memo_key(*identity)) if identity else scorer), tokenizer
 

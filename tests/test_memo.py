@@ -14,7 +14,7 @@ from test_program_judge import CHECKS, LOWERCASE_NO_COMMA, tiny_pointwise_judge
 from components.config.loading import load_config
 from components.evaluate_stage import evaluate
 from components.judging.program_judge import ProgramJudge
-from components.memo import Memo, directory_digest
+from components.memo import NAMESPACE_CODE, Memo, code_closure, code_version, directory_digest, namespace_version
 from components.models import Policy
 from components.requests import evaluate_request
 
@@ -40,6 +40,40 @@ def test_cached_computes_what_is_missing_once_and_a_new_memo_on_the_same_store_f
     assert Memo(tmp_path, version="other").lookup("squares", ["a", "b"]) == {}
     # Without a store nothing is kept, and everything is computed.
     assert Memo(None).cached("squares", ["a", "a"], square([2, 2])) == [4, 4] and calls[-1] == [2]
+
+
+def test_a_namespace_is_versioned_by_the_code_that_computes_it_and_nothing_else(tmp_path):
+    """A change in a module that a namespace's code imports (however deep, even inside a function) or starts with
+    `-m` makes new keys; a change anywhere else keeps the values."""
+    sources = {
+        "__init__.py": "",
+        "judging/__init__.py": "",
+        "judging/scorer.py": "def score():\n    from components import maths\n",
+        "maths.py": "import json\nCOMMAND = ['python', '-m', 'components.worker']\n",
+        "worker.py": "",
+        "training.py": "from components.judging import scorer\n",
+    }
+    for name, source in sources.items():
+        (tmp_path / "components" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "components" / name).write_text(source)
+    roots = ["components.judging.scorer"]
+    closure = {str(p.relative_to(tmp_path / "components")) for p in code_closure(roots, tmp_path)}
+    assert closure == set(sources) - {"training.py"}
+    before = code_version(roots, tmp_path)
+    (tmp_path / "components/training.py").write_text("from components.judging import scorer  # retrained\n")
+    assert code_version(roots, tmp_path) == before
+    for changed in ("maths.py", "worker.py", "judging/__init__.py"):
+        with (tmp_path / "components" / changed).open("a") as source:
+            source.write("# changed\n")
+        assert code_version(roots, tmp_path) != before, changed
+        before = code_version(roots, tmp_path)
+
+    # The shipped namespaces: the judge's scores are kept across a change in training, not in its scorer or model.
+    scores = {p.name for p in code_closure(NAMESPACE_CODE["scores"])}
+    assert {"scorers.py", "build_judges.py", "models.py", "memo.py"} <= scores
+    assert not {"trainer.py", "pair_selection.py", "stages.py", "report.py"} & scores
+    assert "vllm_worker.py" in {p.name for p in code_closure(NAMESPACE_CODE["answers"])}  # started with -m
+    assert namespace_version("scores") != namespace_version("verifier") != namespace_version("squares")
 
 
 def test_a_killed_computation_keeps_the_chunks_it_finished(tmp_path):
