@@ -105,13 +105,15 @@ def _greedy(request: EvaluateRequest, policy: Policy, tokenizer, model):
 
 
 def _cached(memo: Memo, request: EvaluateRequest, policy: Policy, prompts: list[dict], generate) -> list[dict]:
-    """Greedy answers depend on the policy's weights, the prompts, the token cap, the sampler and its batches (left
-    padding moves logits by rounding), the dtype and the device; not on the seed."""
+    """Greedy answers depend on the policy's weights, the prompts, the token cap, the sampler and its settings (a
+    merged or a LoRA adapter in vLLM), its batches (left padding moves logits by rounding), the dtype and the
+    device; not on the seed, nor on the training samples' temperature, count, cap and batch."""
     if memo.directory is None:
         return generate()
     e, g = request.evaluation, request.generation
     asked = [(p["id"], user_message(p)) for p in prompts]
-    key = memo_key(policy.digest(), asked, e.max_new_tokens, e.batch_size, g.kind, request.models.model_dump())
+    sampler = g.model_dump(exclude={"samples_per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size"})
+    key = memo_key(policy.digest(), asked, e.max_new_tokens, e.batch_size, sampler, request.models.model_dump())
     target = memo.path("answers", key)
 
     def build(tmp: Path) -> dict:

@@ -66,6 +66,9 @@ NAMESPACE_CODE = {
 }
 
 
+SETTINGS = "components.config"
+
+
 def module_file(name: str, root: Path) -> Path | None:
     """The source file of the dotted module `name` under `root`, or None when it is not a module there."""
     path = root.joinpath(*name.split("."))
@@ -88,13 +91,15 @@ def _named_modules(path: Path, package: str) -> set[str]:
 
 
 def code_closure(roots: Sequence[str], root: Path = COMPONENTS.parent) -> list[Path]:
-    """The source files of `roots`, of the packages above them, and of every module they lead to."""
+    """The source files of `roots`, of the packages above them, and of every module they lead to, but the settings'
+    schema (`SETTINGS`): a setting that shapes a value is in the value's key, as the settings' values."""
     files: set[Path] = set()
     waiting = list(roots)
     while waiting:
         parts = waiting.pop().split(".")
         for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
-            path = module_file(".".join(parts[:depth]), root)
+            name = ".".join(parts[:depth])
+            path = None if name.startswith(SETTINGS) else module_file(name, root)
             if path and path not in files:
                 files.add(path)
                 waiting.extend(_named_modules(path, parts[0]))

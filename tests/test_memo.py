@@ -48,7 +48,9 @@ def test_a_namespace_is_versioned_by_the_code_that_computes_it_and_nothing_else(
     sources = {
         "__init__.py": "",
         "judging/__init__.py": "",
-        "judging/scorer.py": "def score():\n    from components import maths\n",
+        "judging/scorer.py": "from components.config import settings\ndef score():\n    from components import maths\n",
+        "config/__init__.py": "",
+        "config/settings.py": "BATCH = 8\n",
         "maths.py": "import json\nCOMMAND = ['python', '-m', 'components.worker']\n",
         "worker.py": "",
         "training.py": "from components.judging import scorer\n",
@@ -58,9 +60,10 @@ def test_a_namespace_is_versioned_by_the_code_that_computes_it_and_nothing_else(
         (tmp_path / "components" / name).write_text(source)
     roots = ["components.judging.scorer"]
     closure = {str(p.relative_to(tmp_path / "components")) for p in code_closure(roots, tmp_path)}
-    assert closure == set(sources) - {"training.py"}
+    assert closure == set(sources) - {"training.py", "config/__init__.py", "config/settings.py"}
     before = code_version(roots, tmp_path)
     (tmp_path / "components/training.py").write_text("from components.judging import scorer  # retrained\n")
+    (tmp_path / "components/config/settings.py").write_text("BATCH = 16  # a setting's value is in the key\n")
     assert code_version(roots, tmp_path) == before
     for changed in ("maths.py", "worker.py", "judging/__init__.py"):
         with (tmp_path / "components" / changed).open("a") as source:
@@ -176,6 +179,7 @@ NEW_ANSWERS = {"answers", "verifier", "scores", "logprobs"}  # everything that r
 # Each change, and what it must compute again (every other memoised value is reused).
 CHANGES = {
     "nothing": (lambda cfg, tmp: cfg, set()),
+    "the training samples' temperature": (lambda cfg, tmp: section(cfg, "generation", temperature=0.5), set()),
     "the judge's rubric": (lambda cfg, tmp: judge_rubric(cfg, "follows-instructions"), {"scores"}),
     "the judge's weights": (other_judge_weights, {"scores"}),
     "the token cap": (lambda cfg, tmp: section(cfg, "evaluation", max_new_tokens=6), NEW_ANSWERS),
