@@ -76,6 +76,7 @@ bench: setup setup-judge  ## the CPU benchmarks side by side (~35 min); their ta
 	$(BIN)/python benchmarks/round_loads.py
 	$(BIN)/python benchmarks/orchestration.py
 	$(BIN)/python benchmarks/new_store.py
+	$(BIN)/python benchmarks/memo_versions.py
 	$(BIN)/python benchmarks/generation_and_judges.py --prompts 32
 	$(BIN)/python benchmarks/train_vs_trl.py --repeats 1 --steps 1
 	$(BIN)/python benchmarks/scaling.py
