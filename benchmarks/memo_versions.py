@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.memo import NAMESPACE_CODE, code_version, module_file  # noqa: E402
+from components.code_version import NAMESPACE_CODE, code_version, module_file  # noqa: E402
 
 
 def git(*args: str) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-from components.memo import CODE_VERSION
+from components.code_version import CODE_VERSION
 
 CACHE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=lambda *_: CODE_VERSION)
 STAGE = {"cache_policy": CACHE, "persist_result": True, "result_serializer": "json"}

@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_program_judge import CHECKS, LOWERCASE_NO_COMMA, tiny_pointwise_judge
 
+from components.code_version import NAMESPACE_CODE, code_closure, code_version, namespace_version
 from components.config.loading import load_config
 from components.evaluate_stage import evaluate
 from components.judging.program_judge import ProgramJudge
-from components.memo import NAMESPACE_CODE, Memo, code_closure, code_version, directory_digest, namespace_version
+from components.memo import Memo, directory_digest
 from components.models import Policy
 from components.requests import evaluate_request
 
