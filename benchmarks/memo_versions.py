@@ -1,6 +1,6 @@
 """Which memoised values a change to components/ would have kept: each of the last commits that touched
-components/, its code version per memo namespace (components/memo.py) against the commit before it, read from the
-commits' own trees. Commits older than today's namespace modules are left out.
+components/, its code version per memo namespace (components/code_version.py) against the commit before it, read
+from the commits' own trees. Commits older than today's namespace modules are left out.
 
     .venv/bin/python benchmarks/memo_versions.py [--commits 120]
 """

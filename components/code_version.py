@@ -29,15 +29,17 @@ def _libraries() -> str:
     return ";".join(found)
 
 
-def _code_version() -> str:
+def _digest(files: Sequence[Path], root: Path) -> str:
+    """A digest of `files` (each one's path under `root` and source) and of the libraries' versions."""
     digest = hashlib.sha256()
-    for path in sorted(COMPONENTS.rglob("*.py")):
-        digest.update(path.read_bytes())
+    for path in files:
+        digest.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes())
     digest.update(_libraries().encode())
     return digest.hexdigest()[:12]
 
 
-CODE_VERSION = _code_version()  # all of components/: the stage tasks' cache, and memo namespaces not named below
+# All of components/: the stage tasks' cache, and memo namespaces not named below.
+CODE_VERSION = _digest(sorted(COMPONENTS.rglob("*.py")), COMPONENTS.parent)
 
 # The modules whose code computes each namespace's values (with what they import). The judge's scores depend on
 # how build_judges opens and calls its model, not on the template that wrote the text, which is in the key.
@@ -91,12 +93,8 @@ def code_closure(roots: Sequence[str], root: Path = COMPONENTS.parent) -> list[P
 
 
 def code_version(roots: Sequence[str], root: Path = COMPONENTS.parent) -> str:
-    """A digest of the closure of `roots` (each file's path and source) and of the libraries' versions."""
-    digest = hashlib.sha256()
-    for path in code_closure(roots, root):
-        digest.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes())
-    digest.update(_libraries().encode())
-    return digest.hexdigest()[:12]
+    """The version of the closure of `roots`."""
+    return _digest(code_closure(roots, root), root)
 
 
 @cache
