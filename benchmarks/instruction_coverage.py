@@ -1,0 +1,137 @@
+"""Which IFEval instructions a bootstrap could teach, and which it did: a reading of a finished run's outputs.
+
+DPO on the policy's own samples can only prefer what some sample already does. Per instruction type, this prints
+how often the round's training samples meet it, on how many prompts at least one sample does, how many trained pairs
+teach it (the chosen answer meets it and the rejected one does not) or teach against it, and how often the greedy
+held-out answers meet it: the base's, then each round's challenger's. One more row per table counts the prompts of
+several instructions whose answer meets all of them. Every count is of the format instructions alone: the substance
+check (components/substance.py) is the evaluation's, and only the held-out prompts carry it.
+
+    .venv/bin/python benchmarks/instruction_coverage.py runs/<bootstrap-id> [--root .]
+
+Reads only what the run wrote (round-<k>/{generations,pairs,eval}, config.yaml) and the prompt files its config
+names (relative to --root); computes nothing with a model. Pairs that the judge abstained on are left out, as the
+trainer leaves them out; a length-balanced run trained on fewer (its round's train_metrics.json says how many).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from datasets import load_from_disk
+
+from components.checks import instructions, passes
+
+EVERY = "(all of a prompt's instructions)"
+Checks = dict[str, list[tuple[str, dict]]]  # a prompt id's IFEval checks, each named by its instruction type
+
+
+def ifeval_checks(prompt_file: Path) -> Checks:
+    """Each IFEval prompt's id with its instructions, each as a check of its own named by its type, and (where there
+    are several) all of them as one more."""
+    checks = {}
+    for line in prompt_file.read_text().splitlines():
+        row = json.loads(line)
+        spec = json.loads(row["check"]) if row.get("check") else {}
+        if spec.get("kind") == "ifeval":
+            each = [(i["instruction_id"], {"kind": "ifeval", **i}) for i in instructions(spec)]
+            whole = [(EVERY, {"kind": "ifeval", "instructions": instructions(spec)})] if len(each) > 1 else []
+            checks[row["id"]] = each + whole
+    return checks
+
+
+def sample_coverage(generations, checks: Checks) -> tuple[Counter, Counter, Counter]:
+    """Per instruction type: samples meeting it, samples asked it, prompts where some sample meets it."""
+    met, asked, some = Counter(), Counter(), Counter()
+    by_prompt: dict[str, list[str]] = {}
+    for row in generations:
+        by_prompt.setdefault(row["prompt_id"], []).append(row["response"])
+    for prompt_id, responses in by_prompt.items():
+        for kind, check in checks.get(prompt_id, []):
+            hits = [passes(check, r) for r in responses]
+            met[kind] += sum(hits)
+            asked[kind] += len(hits)
+            some[kind] += any(hits)
+    return met, asked, some
+
+
+def pair_teaching(pairs, checks: Checks) -> tuple[Counter, Counter]:
+    """Per instruction type: decided pairs whose chosen answer alone meets it, and whose rejected answer alone does."""
+    towards, against = Counter(), Counter()
+    for row in pairs:
+        if row["abstained"]:
+            continue
+        for kind, check in checks.get(row["prompt_id"], []):
+            chosen, rejected = passes(check, row["chosen"]), passes(check, row["rejected"])
+            towards[kind] += chosen and not rejected
+            against[kind] += rejected and not chosen
+    return towards, against
+
+
+def heldout_rates(eval_rows, model: str, checks: Checks) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per (cohort, instruction type): greedy answers of `model` (champion or challenger) meeting it, of those asked."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for row in eval_rows:
+        if row["model"] != model:
+            continue
+        for kind, check in checks.get(row["prompt_id"], []):
+            cell = counts.setdefault((row["cohort"], kind), [0, 0])
+            cell[0] += passes(check, row["response"])
+            cell[1] += 1
+    return {key: (hit, total) for key, (hit, total) in counts.items()}
+
+
+def training_table(rounds: list[Path], train: Checks) -> list[str]:
+    prompts = Counter(kind for named in train.values() for kind, _ in named)
+    lines = ["| round | instruction | samples meeting it | prompts with one | pairs towards / against |"]
+    lines.append("|---|---|---|---|---|")
+    for round_dir in rounds:
+        met, asked, some = sample_coverage(load_from_disk(str(round_dir / "generations")), train)
+        towards, against = pair_teaching(load_from_disk(str(round_dir / "pairs")), train)
+        for kind in sorted(asked):
+            samples = f"{met[kind]}/{asked[kind]} ({met[kind] / asked[kind]:.0%})"
+            pairs = f"{towards[kind]} / {against[kind]}"
+            lines.append(f"| {round_dir.name[6:]} | {kind} | {samples} | {some[kind]}/{prompts[kind]} | {pairs} |")
+    return lines
+
+
+def heldout_table(rounds: list[Path], heldout: Checks) -> list[str]:
+    base = heldout_rates(load_from_disk(str(rounds[0] / "eval")), "champion", heldout)
+    challengers = [heldout_rates(load_from_disk(str(r / "eval")), "challenger", heldout) for r in rounds]
+    header = " | ".join(f"round {r.name[6:]}" for r in rounds)
+    lines = [f"| cohort | instruction | base | {header} |", "|---|---|---|" + "---|" * len(rounds)]
+    for cohort, kind in sorted(base):
+        hit, total = base[(cohort, kind)]
+        cells = " | ".join(str(c.get((cohort, kind), (0, 0))[0]) for c in challengers)
+        lines.append(f"| {cohort} | {kind} | {hit}/{total} | {cells} |")
+    return lines
+
+
+def report(run: Path, root: Path) -> str:
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    rounds = sorted((p for p in run.glob("round-*") if (p / "eval").exists()), key=lambda p: int(p.name[6:]))
+    if not rounds:
+        raise SystemExit(f"{run}: no round with an evaluation yet")
+    if json.loads((rounds[0] / "champion.json").read_text())["adapters"]:
+        raise SystemExit(f"{rounds[0]}: its champion is not the base, so the base's answers are not in this run")
+    lines = ["## Training: what each round's samples and pairs could teach", ""]
+    lines += training_table(rounds, ifeval_checks(root / data["train_prompts"]))
+    lines += ["", "## Held-out greedy answers meeting each instruction: the base, then each round's challenger", ""]
+    lines += heldout_table(rounds, ifeval_checks(root / data["eval_prompts"]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a bootstrap's directory: runs/<bootstrap-id>")
+    parser.add_argument("--root", type=Path, default=Path("."), help="where the config's prompt files are")
+    args = parser.parse_args()
+    print(report(args.run, args.root))
+
+
+if __name__ == "__main__":
+    main()
