@@ -1,7 +1,7 @@
 """Which IFEval instructions a bootstrap could teach, and which it did: a reading of a finished run's outputs.
 
 DPO on the policy's own samples can only prefer what some sample already does. Per instruction type, this prints
-how often the round's training samples meet it, on how many prompts at least one sample does, how many trained pairs
+how often the round's training samples meet it, on how many prompts at least one sample does, how many decided pairs
 teach it (the chosen answer meets it and the rejected one does not) or teach against it, and how often the greedy
 held-out answers meet it: the base's, then each round's challenger's. One more row per table counts the prompts of
 several instructions whose answer meets all of them. Every count is of the format instructions alone: the substance

@@ -2,6 +2,7 @@
 and the Qwen2.5-Coder-1.5B judge training, Gemma 3 270M evaluation judge, real DPO, real MLflow on sqlite. One
 round, a handful of prompts."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -110,6 +111,22 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
     assert table_row.endswith(child.data.tags["ratchet.decision"])  # the decision printed is the one logged
     version = client.get_model_version_by_alias("ratchet-e2e", "challenger")
     assert version.run_id == child.info.run_id
+
+
+def test_instruction_coverage_reads_the_finished_run(finished_run):
+    """benchmarks/instruction_coverage.py (docs/experiments.md) on a real run: a row per IFEval instruction its
+    training samples were asked, out of every sample of that prompt, and the base's held-out answer."""
+    tmp, _, _ = finished_run
+    (run,) = (tmp / "runs").glob("e2e-*")
+    spec = importlib.util.spec_from_file_location("coverage", ROOT / "benchmarks" / "instruction_coverage.py")
+    coverage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(coverage)
+    text = coverage.report(run, ROOT)
+    samples = load_from_disk(str(run / "round-1" / "generations"))["prompt_id"]
+    for prompt_id, kind in [("tr-001", "change_case:english_lowercase"), ("tr-007", "punctuation:no_comma")]:
+        [row] = [line for line in text.splitlines() if line.startswith(f"| 1 | {kind} |")]
+        assert f"/{samples.count(prompt_id)} (" in row  # the share is out of that prompt's samples
+    assert [line for line in text.splitlines() if line.startswith("| ifeval | ")]  # ho-001, the held-out one
 
 
 @pytest.mark.slow
