@@ -38,8 +38,9 @@ def ifeval_checks(prompt_file: Path) -> Checks:
         row = json.loads(line)
         spec = json.loads(row["check"]) if row.get("check") else {}
         if spec.get("kind") == "ifeval":
-            each = [(i["instruction_id"], {"kind": "ifeval", **i}) for i in instructions(spec)]
-            whole = [(EVERY, {"kind": "ifeval", "instructions": instructions(spec)})] if len(each) > 1 else []
+            listed = instructions(spec)
+            each = [(i["instruction_id"], {"kind": "ifeval", **i}) for i in listed]
+            whole = [(EVERY, {"kind": "ifeval", "instructions": listed})] if len(listed) > 1 else []
             checks[row["id"]] = each + whole
     return checks
 
