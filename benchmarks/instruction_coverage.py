@@ -10,8 +10,9 @@ check (components/substance.py) is the evaluation's, and only the held-out promp
     .venv/bin/python benchmarks/instruction_coverage.py runs/<bootstrap-id> [--root .]
 
 Reads only what the run wrote (round-<k>/{generations,pairs,eval}, config.yaml) and the prompt files its config
-names (relative to --root); computes nothing with a model. Pairs that the judge abstained on are left out, as the
-trainer leaves them out; a length-balanced run trained on fewer (its round's train_metrics.json says how many).
+names (relative to --root, in any format a config may name); computes nothing with a model. Pairs that the judge
+abstained on are left out, as the trainer leaves them out; a length-balanced run trained on fewer (its round's
+train_metrics.json says how many).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import yaml
 from datasets import load_from_disk
 
 from components.checks import instructions, passes
+from components.data import load_prompts
 
 EVERY = "(all of a prompt's instructions)"
 Checks = dict[str, list[tuple[str, dict]]]  # a prompt id's IFEval checks, each named by its instruction type
@@ -34,9 +36,8 @@ def ifeval_checks(prompt_file: Path) -> Checks:
     """Each IFEval prompt's id with its instructions, each as a check of its own named by its type, and (where there
     are several) all of them as one more."""
     checks = {}
-    for line in prompt_file.read_text().splitlines():
-        row = json.loads(line)
-        spec = json.loads(row["check"]) if row.get("check") else {}
+    for row in load_prompts(prompt_file):
+        spec = json.loads(row["check"]) if row["check"] else {}
         if spec.get("kind") == "ifeval":
             listed = instructions(spec)
             each = [(i["instruction_id"], {"kind": "ifeval", **i}) for i in listed]
