@@ -188,9 +188,24 @@ def log_round(bootstrap: BootstrapRun, run: RoundRun, k: int, metrics: dict[str,
     client = client_for(bootstrap.uri)
     for run_id in (run.run_id, bootstrap.run_id):
         client.log_batch(run_id, metrics=metric_entities(metrics, step=k))
+    curves = training_curves(round_dir / "adapter" / "train_metrics.json")
+    for start in range(0, len(curves), 1000):  # MLflow's most metrics in one batch
+        client.log_batch(run.run_id, metrics=curves[start : start + 1000])
     for stage in ("generations", "pairs", "eval"):
         if (round_dir / stage).exists():
             _log_dataset(client, run.run_id, round_dir / stage, stage)
+
+
+def training_curves(record: Path) -> list[mlflow.entities.Metric]:
+    """The trainer's loss and signals at each optimiser step (`train/step_loss`, ...), on the round's run only:
+    their steps are the trainer's, not rounds."""
+    curves = json.loads(record.read_text()).get("curves", {}) if record.exists() else {}
+    return [
+        metric
+        for name, points in curves.items()
+        for step, value in points
+        for metric in metric_entities({f"train/step_{name}": value}, step=int(step))
+    ]
 
 
 def log_decision(bootstrap: BootstrapRun, run: RoundRun, k: int, decision: dict) -> None:

@@ -107,6 +107,9 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
         "refusal/benign_refusal_ratio",
         "length/challenger_mean_length",
     } <= set(child.data.metrics)
+    steps = int(child.data.metrics["train/train_steps"])
+    loss = client.get_metric_history(child.info.run_id, "train/step_loss")  # the loss curve, by optimiser step
+    assert sorted(m.step for m in loss) == list(range(1, steps + 1))
     [table_row] = [line for line in stdout.splitlines() if line.strip().startswith("1 ")]
     assert table_row.endswith(child.data.tags["ratchet.decision"])  # the decision printed is the one logged
     version = client.get_model_version_by_alias("ratchet-e2e", "challenger")

@@ -1,5 +1,6 @@
 """Lineage against a real MLflow store (sqlite in a temp dir): runs, their end states, versions and aliases."""
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -41,6 +42,22 @@ def test_runs_are_found_again_not_duplicated_and_end_finished(tmp_path):
     assert "nan_metric" not in child.data.metrics and child.data.metrics["gate/promoted"] == 1.0
     assert (tmp_path / "mlflow.db").exists()
     assert parent.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+def test_the_trainers_curves_are_logged_by_optimiser_step_on_the_round_run_alone(tmp_path):
+    record = tmp_path / "round-1" / "adapter" / "train_metrics.json"
+    record.parent.mkdir(parents=True)
+    steps = range(1, 1201)  # more points than one MLflow batch takes
+    curves = {"loss": [[s, 1 / s] for s in steps], "reward_margin": [[1, 0.0], [2, float("nan")], [3, 0.5]]}
+    record.write_text(json.dumps({"steps": 1200, "loss_last": 1 / 1200, "curves": curves}))
+    with open_bootstrap(tmp_path) as tracking, lineage.round_run(tracking, 1, "c", "fr") as run:
+        lineage.log_round(tracking, run, 1, {"train/train_loss_last": 1 / 1200}, record.parent.parent)
+    client = MlflowClient(tracking.uri)
+    loss = client.get_metric_history(run.run_id, "train/step_loss")
+    assert sorted((m.step, m.value) for m in loss) == [(s, 1 / s) for s in steps]
+    margins = client.get_metric_history(run.run_id, "train/step_reward_margin")
+    assert sorted((m.step, m.value) for m in margins) == [(1, 0.0), (3, 0.5)]  # NaN left out
+    assert client.get_metric_history(tracking.run_id, "train/step_loss") == []  # steps are not rounds
 
 
 @pytest.mark.parametrize("error, status", [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])

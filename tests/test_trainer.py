@@ -174,6 +174,9 @@ def test_adapter_dir_contract_and_metrics(trained):
     assert metrics["loss_last"] < metrics["loss_first"] == pytest.approx(0.6931, abs=1e-3)  # log 2 at the start
     assert metrics["reward_margin"] > 0 and metrics["peak_rss_gib"] > 0 and metrics["tokens_per_second"] > 0
     assert metrics["resumed"] is False
+    loss, margins = metrics["curves"]["loss"], metrics["curves"]["reward_margin"]  # step by step, for MLflow
+    assert [step for step, _ in loss] == [step for step, _ in margins] == [1, 2, 3, 4, 5, 6]
+    assert loss[0][1] == metrics["loss_first"] and loss[-1][1] == metrics["loss_last"]
 
 
 def test_time_budget_ends_training_before_a_step_that_would_overrun_it(tiny_model_dir, tmp_path):

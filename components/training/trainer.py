@@ -252,16 +252,21 @@ def peak_rss(interval: float = 0.2):
         result["gib"] = round(max(result["gib"], process.memory_info().rss / 2**30), 3)
 
 
+# What each method logs (TRL's names) under the names Ratchet reports: DPO's implicit reward, GRPO's and RLOO's.
+SIGNALS = {
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "reward_accuracy",
+    "reward": "reward_mean",
+    "kl": "kl",
+}
+
+
 def summarise(log_history: list[dict], n_examples: int, seconds: float, peak_gib: float) -> dict:
-    """First and last logged loss, the headline signals the method logged, throughput and peak memory."""
+    """First and last logged loss, the headline signals the method logged, throughput and peak memory, and the loss
+    and signals step by step (`curves`: {name: [[step, value], ...]}). With one epoch, each step's numbers are on
+    pairs that the adapter had not trained on yet."""
     steps = [entry for entry in log_history if "loss" in entry]
     last = steps[-1] if steps else {}
-    signals = {
-        "rewards/margins": "reward_margin",
-        "rewards/accuracies": "reward_accuracy",
-        "reward": "reward_mean",
-        "kl": "kl",
-    }
     metrics = {
         "examples": n_examples,
         "steps": len(steps),
@@ -272,4 +277,9 @@ def summarise(log_history: list[dict], n_examples: int, seconds: float, peak_gib
         "tokens_per_second": round(last["num_tokens"] / seconds, 2) if "num_tokens" in last and seconds else None,
         "peak_rss_gib": peak_gib,
     }
-    return metrics | {name: last[key] for key, name in signals.items() if key in last}
+    curves = {
+        name: [[entry["step"], entry[key]] for entry in steps if key in entry]
+        for key, name in {"loss": "loss", **SIGNALS}.items()
+    }
+    signals = {name: last[key] for key, name in SIGNALS.items() if key in last}
+    return metrics | signals | {"curves": {name: points for name, points in curves.items() if points}}
