@@ -4,8 +4,10 @@ DPO on the policy's own samples can only prefer what some sample already does. P
 how often the round's training samples meet it, on how many prompts at least one sample does, how many decided pairs
 teach it (the chosen answer meets it and the rejected one does not) or teach against it, and how often the greedy
 held-out answers meet it: the base's, then each round's challenger's. One more row per table counts the prompts of
-several instructions whose answer meets all of them. Every count is of the format instructions alone: the substance
-check (components/substance.py) is the evaluation's, and only the held-out prompts carry it.
+several instructions whose answer meets all of them. These counts are of the format instructions alone: the
+substance check (components/substance.py) is the evaluation's, and only the held-out prompts carry it. A last table
+counts each round's decided pairs that the gold's graded score (every check kind of the training prompts) ranks the
+judge's way, the other way, or level.
 
     .venv/bin/python benchmarks/instruction_coverage.py runs/<bootstrap-id> [--root .]
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import yaml
 from datasets import load_from_disk
 
-from components.checks import instructions, passes
+from components.checks import instructions, passes, score
 from components.data import load_prompts
 
 EVERY = "(all of a prompt's instructions)"
@@ -72,6 +74,36 @@ def pair_teaching(pairs, checks: Checks) -> tuple[Counter, Counter]:
             towards[kind] += chosen and not rejected
             against[kind] += rejected and not chosen
     return towards, against
+
+
+def gold_checks(prompt_file: Path) -> dict[str, dict]:
+    """Each prompt id with its gold check, of any kind (IFEval, a number, contains), where it has one."""
+    return {row["id"]: json.loads(row["check"]) for row in load_prompts(prompt_file) if row["check"]}
+
+
+def gold_direction(pairs, gold: dict[str, dict]) -> Counter:
+    """The decided pairs of prompts with a gold check, by how the gold's graded score ranks them: the judge's way
+    (`agrees`), the other way (`disagrees`), or level (`ties`). A verifier-trained run never disagrees; an AI judge,
+    which never reads the gold, may."""
+    found = Counter()
+    for row in pairs:
+        if row["abstained"] or row["prompt_id"] not in gold:
+            continue
+        chosen, rejected = (score(gold[row["prompt_id"]], row[side]) for side in ("chosen", "rejected"))
+        found["agrees" if chosen > rejected else "disagrees" if chosen < rejected else "ties"] += 1
+    return found
+
+
+def direction_table(rounds: list[Path], gold: dict[str, dict]) -> list[str]:
+    lines = [
+        "| round | decided pairs with a gold check | the gold's way | the other way | level |",
+        "|---|---|---|---|---|",
+    ]
+    for round_dir in rounds:
+        found = gold_direction(load_from_disk(str(round_dir / "pairs")), gold)
+        total = sum(found.values())
+        lines.append(f"| {round_dir.name[6:]} | {total} | {found['agrees']} | {found['disagrees']} | {found['ties']} |")
+    return lines
 
 
 def heldout_rates(eval_rows, model: str, checks: Checks) -> dict[tuple[str, str], tuple[int, int]]:
@@ -122,6 +154,12 @@ def report(run: Path, root: Path) -> str:
         raise SystemExit(f"{rounds[0]}: its champion is not the base, so the base's answers are not in this run")
     lines = ["## Training: what each round's samples and pairs could teach", ""]
     lines += training_table(rounds, ifeval_checks(root / data["train_prompts"]))
+    lines += [
+        "",
+        "## Training: the judge's pairs as the gold ranks them (its graded score: the share of a check met)",
+        "",
+    ]
+    lines += direction_table(rounds, gold_checks(root / data["train_prompts"]))
     lines += ["", "## Held-out greedy answers meeting each instruction: the base, then each round's challenger", ""]
     lines += heldout_table(rounds, ifeval_checks(root / data["eval_prompts"]))
     return "\n".join(lines)

@@ -5,6 +5,7 @@ round, a handful of prompts."""
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,18 +119,40 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
 
 def test_instruction_coverage_reads_the_finished_run(finished_run):
     """benchmarks/instruction_coverage.py (docs/experiments.md) on a real run: a row per IFEval instruction its
-    training samples were asked, out of every sample of that prompt, and the base's held-out answer."""
+    training samples were asked, out of every sample of that prompt, and the base's held-out answer; and the
+    training pairs as the gold ranks them, which for the verifier that trained this run is always its way."""
     tmp, _, _ = finished_run
     (run,) = (tmp / "runs").glob("e2e-*")
-    spec = importlib.util.spec_from_file_location("coverage", ROOT / "benchmarks" / "instruction_coverage.py")
-    coverage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(coverage)
-    text = coverage.report(run, ROOT)
+    text = benchmark("instruction_coverage").report(run, ROOT)
     samples = load_from_disk(str(run / "round-1" / "generations"))["prompt_id"]
     for prompt_id, kind in [("tr-001", "change_case:english_lowercase"), ("tr-007", "punctuation:no_comma")]:
         [row] = [line for line in text.splitlines() if line.startswith(f"| 1 | {kind} |")]
         assert f"/{samples.count(prompt_id)} (" in row  # the share is out of that prompt's samples
     assert [line for line in text.splitlines() if line.startswith("| ifeval | ")]  # ho-001, the held-out one
+    pairs = load_from_disk(str(run / "round-1" / "pairs"))
+    by_verifier = sum(j == "verifier" and not a for j, a in zip(pairs["judge"], pairs["abstained"], strict=True))
+    [direction] = re.findall(r"^\| 1 \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.MULTILINE)
+    assert by_verifier > 0 and [int(n) for n in direction] == [by_verifier, by_verifier, 0, 0]
+
+
+def test_dpo_fit_reads_the_finished_run(finished_run):
+    """benchmarks/dpo_fit.py (docs/experiments.md) on a real run: the adapter orders the pairs it trained on the
+    judge's way, by DPO's implicit reward against the champion it trained from."""
+    tmp, _, _ = finished_run
+    (run,) = (tmp / "runs").glob("e2e-*")
+    decided = sum(not a for a in load_from_disk(str(run / "round-1" / "pairs"))["abstained"])
+    header, _, row = benchmark("dpo_fit").table(run, n_pairs=4, batch=4)
+    assert header == "| adapter of round | pairs of round 1 |"
+    own = re.fullmatch(r"\| 1 \| \d+% of (\d+), margin ([+-][\d.]+) \(own\) \|", row)
+    assert int(own.group(1)) == min(4, decided) and float(own.group(2)) > 0
+
+
+def benchmark(name: str):
+    """A script of benchmarks/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
@@ -154,7 +177,6 @@ def test_grpo_runs_a_round_end_to_end(tmp_path):
 
 def test_printed_mlflow_ui_command_serves_the_runs_and_artifacts(finished_run):
     """The `mlflow ui` line `ratchet run` prints, started for real, answers with the round run and its artifacts."""
-    import re
     import socket
     import time
     import urllib.request
