@@ -7,7 +7,7 @@ held-out answers meet it: the base's, then each round's challenger's. One more r
 several instructions whose answer meets all of them. These counts are of the format instructions alone: the
 substance check (components/substance.py) is the evaluation's, and only the held-out prompts carry it. A last table
 counts each round's decided pairs that the gold's graded score (every check kind of the training prompts) ranks the
-judge's way, the other way, or level.
+judge's way, the other way, or level, by the part of the judge that decided them (the pairs' `decided_by`).
 
     .venv/bin/python benchmarks/instruction_coverage.py runs/<bootstrap-id> [--root .]
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -82,27 +83,38 @@ def gold_checks(prompt_file: Path) -> dict[str, dict]:
 
 
 def gold_direction(pairs, gold: dict[str, dict]) -> Counter:
-    """The decided pairs of prompts with a gold check, by how the gold's graded score ranks them: the judge's way
-    (`agrees`), the other way (`disagrees`), or level (`ties`). A verifier-trained run never disagrees; an AI judge,
-    which never reads the gold, may."""
+    """The decided pairs of prompts with a gold check, by the part of the judge that decided each (a route, written
+    checks, a fallback) and by how the gold's graded score ranks them: the judge's way (`agrees`), the other way
+    (`disagrees`), or level (`ties`). A verifier never disagrees; an AI judge, which never reads the gold, may."""
     found = Counter()
     for row in pairs:
         if row["abstained"] or row["prompt_id"] not in gold:
             continue
         chosen, rejected = (score(gold[row["prompt_id"]], row[side]) for side in ("chosen", "rejected"))
-        found["agrees" if chosen > rejected else "disagrees" if chosen < rejected else "ties"] += 1
+        way = "agrees" if chosen > rejected else "disagrees" if chosen < rejected else "ties"
+        found[part_of(row), way] += 1
     return found
 
 
+def part_of(row: dict) -> str:
+    """The pair's `decided_by`; for runs from before that column, read from a program judge's rationale."""
+    if row.get("decided_by"):
+        return row["decided_by"]
+    written = re.match(r"(?:no instruction that code can check|checks met: A ([\d.]+), B ([\d.]+))", row["rationale"])
+    if not written:
+        return "(not recorded)"
+    by_checks = written.group(1) is not None and written.group(1) != written.group(2)
+    return f"{row['judge']}: {'written checks' if by_checks else 'fallback'} (read from the rationale)"
+
+
 def direction_table(rounds: list[Path], gold: dict[str, dict]) -> list[str]:
-    lines = [
-        "| round | decided pairs with a gold check | the gold's way | the other way | level |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["| round | decided by | decided pairs with a gold check | the gold's way | the other way | level |"]
+    lines.append("|---|---|---|---|---|---|")
     for round_dir in rounds:
         found = gold_direction(load_from_disk(str(round_dir / "pairs")), gold)
-        total = sum(found.values())
-        lines.append(f"| {round_dir.name[6:]} | {total} | {found['agrees']} | {found['disagrees']} | {found['ties']} |")
+        for part in sorted({part for part, _ in found}):
+            ways = [found[part, way] for way in ("agrees", "disagrees", "ties")]
+            lines.append(f"| {round_dir.name[6:]} | {part} | {sum(ways)} | {' | '.join(map(str, ways))} |")
     return lines
 
 

@@ -197,6 +197,7 @@ def gold_pairs(labelled: list[tuple[str, ReviewItem]]) -> list[dict]:
                 "order_consistent": True,
                 "abstained": False,
                 "rationale": f"labelled by {item.labelled_by or 'a person'} in the review queue",
+                "decided_by": HUMAN,
             }
         )
     return rows

@@ -131,7 +131,7 @@ def test_instruction_coverage_reads_the_finished_run(finished_run):
     assert [line for line in text.splitlines() if line.startswith("| ifeval | ")]  # ho-001, the held-out one
     pairs = load_from_disk(str(run / "round-1" / "pairs"))
     by_verifier = sum(j == "verifier" and not a for j, a in zip(pairs["judge"], pairs["abstained"], strict=True))
-    [direction] = re.findall(r"^\| 1 \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.MULTILINE)
+    [direction] = re.findall(r"^\| 1 \| verifier \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.MULTILINE)
     assert by_verifier > 0 and [int(n) for n in direction] == [by_verifier, by_verifier, 0, 0]
 
 

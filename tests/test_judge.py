@@ -156,6 +156,7 @@ def test_panel_routes_by_check_and_build_pairs_keeps_abstentions(tiny_judge):
         panel, [NUMBER], [{"prompt_id": "n", "sample": i, "response": r} for i, r in enumerate(["1", "2"])], 1
     )
     assert len(all_fail) == 1 and all_fail[0]["abstained"]
+    assert (by_id["n"]["decided_by"], all_fail[0]["decided_by"]) == ("verifier", "")  # the route; none abstaining
 
 
 def test_pairs_are_the_best_sample_against_the_worst_then_the_next_ones_in():

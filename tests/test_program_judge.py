@@ -7,7 +7,8 @@ import pytest
 from components.build_judges import make_judge
 from components.config.experiment import ModelsConfig
 from components.config.judges import AIJudgeConfig
-from components.judging.judge import PointwiseLogprobJudge, load_rubric
+from components.judging.judge import LengthControlledJudge, PointwiseLogprobJudge, load_rubric
+from components.judging.pairs import build_pairs
 from components.judging.program_judge import ProgramJudge, instructions, run_check
 from components.judging.scorers import TransformersScorer
 from components.models import Policy, load_policy, load_tokenizer
@@ -90,6 +91,18 @@ def test_a_model_that_writes_no_working_code_leaves_every_item_to_the_fallback(t
     [verdict] = judge.judge([(lowercase, "soft rain", "Soft rain")])
     assert isinstance(judge, ProgramJudge) and len(judge.programs) == 1
     assert verdict.rationale.startswith("no instruction that code can check; ai:")
+
+
+def test_each_pair_names_the_part_of_the_judge_that_decided_it_through_length_control(tiny_model_dir):
+    """What the rounds' pairs record (and benchmarks/instruction_coverage.py counts): the written checks or the
+    pointwise fallback, kept through the length control that the flagship's AI judge wears."""
+    judge = LengthControlledJudge(scripted_judge(tiny_model_dir, CHECKS), abstain_margin=0.0, scale_words=50)
+    open_request = {**LOWERCASE_NO_COMMA, "id": "o", "prompt": "Describe rain."}
+    samples = {"c": ["soft rain falls", "Soft rain, Falling"], "o": ["grey rain", "a storm of rain and wind"]}
+    generations = [{"prompt_id": p, "sample": i, "response": r} for p, rs in samples.items() for i, r in enumerate(rs)]
+    checked, fallback = build_pairs(judge, [LOWERCASE_NO_COMMA, open_request], generations, per_prompt=1)
+    assert (checked["chosen"], checked["decided_by"]) == ("soft rain falls", "program written checks")
+    assert (fallback["abstained"], fallback["decided_by"]) == (False, "ai:tiny")  # two different texts' P(yes)
 
 
 @pytest.mark.parametrize("stop", ["```", "\n"])

@@ -297,4 +297,4 @@ class LengthControlledJudge:
     def _adjusted(self, verdict: Verdict, p_a: float, slope: float) -> Verdict:
         rationale = f"{verdict.rationale}; length-controlled P(A) {verdict.p_a:.2f} -> {p_a:.2f} (slope {slope:.2f})"
         abstained = verdict.abstained or abs(p_a - 0.5) < self.abstain_margin
-        return Verdict(p_a, verdict.order_consistent, abstained, rationale)
+        return Verdict(p_a, verdict.order_consistent, abstained, rationale, verdict.decided_by)

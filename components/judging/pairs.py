@@ -1,7 +1,9 @@
 """Preference pairs: a prompt's samples, judged against each other, become (chosen, rejected) rows.
 
-Rows: prompt_id, cohort, prompt, chosen, rejected, judge, p_chosen, margin, order_consistent, abstained, rationale.
-`margin` (0 to 1) is how clearly the chosen answer beats the rejected one: here the gap between their strengths.
+Rows: prompt_id, cohort, prompt, chosen, rejected, judge, p_chosen, margin, order_consistent, abstained, rationale,
+decided_by. `margin` (0 to 1) is how clearly the chosen answer beats the rejected one: here the gap between their
+strengths. `decided_by` names the part of a composite judge that reached the verdict (a panel's route, a program
+judge's written checks or its pointwise fallback); "" where the judge abstained.
 """
 
 from __future__ import annotations
@@ -100,7 +102,13 @@ def _pair_row(judge: Judge, item: tuple[dict, str, str], verdict: Verdict, margi
         "order_consistent": verdict.order_consistent,
         "abstained": verdict.abstained,
         "rationale": verdict.rationale,
+        "decided_by": decided_by(judge, row, verdict),
     }
+
+
+def decided_by(judge: Judge, row: dict, verdict: Verdict) -> str:
+    """The part of `judge` that reached `verdict` on `row`'s item: "" for an abstention."""
+    return "" if verdict.abstained else verdict.decided_by or judge_label(judge, row)
 
 
 def judge_label(judge: Judge, row: dict) -> str:

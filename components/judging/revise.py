@@ -22,7 +22,7 @@ from components.checks import passes
 from components.data import user_message
 from components.generation.generator import Generator
 from components.judging.judge import Judge
-from components.judging.pairs import judge_label
+from components.judging.pairs import decided_by, judge_label
 from components.judging.scorers import open_gguf
 
 SHOWN = """Principles:
@@ -152,6 +152,7 @@ def revise_pairs(
                 "order_consistent": verdict.order_consistent,
                 "abstained": reason is not None,
                 "rationale": rationale,
+                "decided_by": "" if reason else decided_by(judge, row, verdict),
             }
         )
     return rows
