@@ -80,11 +80,14 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             name = f"ai:{config.model}" + ("" if config.verdict == "prefilled" else f":{config.verdict}")
             scorer, tokenizer = _scorer(config, champion, models, loaded, name, memo)
             rubric, style, margin = load_rubric(config.rubric), config.prompt_style, config.abstain_margin
-            if config.verdict == "program":  # the same model scores what no check can decide, pointwise
-                fallback = logprob_judge(
-                    f"ai:{config.model}:pointwise", scorer, tokenizer, rubric, style, "pointwise", margin
-                )
-                return ProgramJudge(name, code_writer(scorer, tokenizer, style), fallback, memo)
+            if config.verdict == "program":
+                writer = code_writer(scorer, tokenizer, style)
+                if config.fallback == "none":  # what no written check separates abstains
+                    return ProgramJudge(f"{name}-checks-only", writer, None, memo)
+                # the same model scores what no check can decide, pointwise
+                pointwise = f"ai:{config.model}:pointwise"
+                fallback = logprob_judge(pointwise, scorer, tokenizer, rubric, style, "pointwise", margin)
+                return ProgramJudge(name, writer, fallback, memo)
             return logprob_judge(name, scorer, tokenizer, rubric, style, config.verdict, margin)
 
 

@@ -80,6 +80,31 @@ def test_what_no_check_separates_goes_to_the_fallback_judge(tiny_model_dir):
     assert tied.decided_by == undecidable.decided_by == "ai:tiny"  # the fallback's, for judge-check to count
 
 
+def test_without_a_fallback_what_no_check_separates_abstains(tiny_model_dir):
+    """`fallback: none`: fewer pairs, each decided by a written check (docs/experiments.md: where the gold can tell
+    two answers apart, the pointwise fallback sided with it half the time)."""
+    judge = ProgramJudge("program", scripted_judge(tiny_model_dir, CHECKS).write, None)
+    open_request = {**LOWERCASE_NO_COMMA, "prompt": "Describe rain."}
+    decided, tied, undecidable = judge.judge(
+        [
+            (LOWERCASE_NO_COMMA, "soft rain", "Soft rain"),
+            (LOWERCASE_NO_COMMA, "soft rain", "grey rain"),
+            (open_request, "a", "b"),
+        ]
+    )
+    assert (decided.p_a, decided.abstained, decided.decided_by) == (0.75, False, "program written checks")
+    assert tied.abstained and tied.rationale == "checks met: A 1.00, B 1.00 of 2"
+    assert undecidable.abstained and undecidable.rationale == "no instruction that code can check"
+
+
+def test_only_the_program_verdict_takes_a_fallback_setting(tiny_model_dir):
+    config = AIJudgeConfig(model=tiny_model_dir, verdict="program", fallback="none", prompt_style="chat")
+    judge = make_judge(config, Policy(tiny_model_dir), ModelsConfig())
+    assert isinstance(judge, ProgramJudge) and judge.fallback is None and judge.name.endswith(":program-checks-only")
+    with pytest.raises(ValueError, match="fallback: only the program verdict"):
+        AIJudgeConfig(model=tiny_model_dir, verdict="pointwise", fallback="none")
+
+
 def test_a_model_that_writes_no_working_code_leaves_every_item_to_the_fallback(tiny_model_dir):
     """The tiny random model as the judge writes garbage (a check's worth of tokens), which the sandbox refuses."""
     judge = make_judge(

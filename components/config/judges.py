@@ -65,6 +65,11 @@ class AIJudgeConfig(_ModelJudge):
         "model writes a check function per instruction of the request and runs it on both answers, pointwise where "
         "no instruction can be checked by code.",
     )
+    fallback: Literal["pointwise", "none"] = Field(
+        "pointwise",
+        description="program: what decides an item that no written check separates: the same model scoring each "
+        "answer alone, or none (the item abstains: fewer pairs, each decided by code).",
+    )
     prompt_style: Literal["chat", "completion"] = Field(
         "completion",
         description="'chat' wraps the judge prompt in the model's chat template; 'completion' for base models.",
@@ -76,6 +81,12 @@ class AIJudgeConfig(_ModelJudge):
     def _self_is_a_checkpoint(self) -> AIJudgeConfig:
         if self.model == "self" and self.runtime == "llama_cpp":
             raise ValueError("model 'self' is the champion, a transformers checkpoint: use runtime transformers")
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_is_the_programs(self) -> AIJudgeConfig:
+        if self.fallback != "pointwise" and self.verdict != "program":
+            raise ValueError("fallback: only the program verdict has one (what no written check separates)")
         return self
 
 

@@ -6,7 +6,7 @@ is one instruction; the judge writes `check(response)` for it once (greedy, cach
 returns None when code cannot decide (a topic, facts, tone). Each function runs on both answers in a sandbox
 (`components/judging/check_sandbox.py`); the answer that meets more of the decidable instructions is better. An
 item that no check separates (none is decidable, or both answers meet the same share) goes to the fallback judge: the
-same model, pointwise.
+same model, pointwise; or, with `fallback: none`, abstains.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ def run_check(code: str, responses: list[str]) -> list[bool | str | None]:
 
 
 class ProgramJudge:
-    def __init__(self, name: str, write: Callable[[str], str], fallback: Judge, memo: Memo = NO_MEMO):
+    def __init__(self, name: str, write: Callable[[str], str], fallback: Judge | None, memo: Memo = NO_MEMO):
         """`write(instructions)` returns the code of the judge model's reply (`code_writer`); what each check
-        returned on each response is kept in `memo`."""
+        returned on each response is kept in `memo`. Without a `fallback`, what no check separates abstains."""
         self.name, self.write, self.fallback, self.memo = name, write, fallback, memo
         self.programs: dict[str, str] = {}  # by instruction: the check the model wrote
         self._results: dict[tuple[str, str], bool | str | None] = {}  # by (instruction, response): as returned
@@ -114,7 +114,8 @@ class ProgramJudge:
         self._run_programs(items)
         verdicts = [self._verdict(row, a, b) for row, a, b in items]
         undecided = [i for i, v in enumerate(verdicts) if v.abstained]
-        second_opinion(self.fallback, items, verdicts, undecided, lambda v: v.rationale)
+        if self.fallback:
+            second_opinion(self.fallback, items, verdicts, undecided, lambda v: v.rationale)
         return verdicts
 
     def _write_programs(self, wanted: set[str]) -> None:
