@@ -169,12 +169,15 @@ def fields_of(section: Strict, path: str = ""):
 # Fields of the tiny config's sections that its bootstrap has no occasion to read, and when the code reads them.
 REVISE = "with pairs.kind: revise"
 LENGTH_CONTROLLED, LLAMA_CPP = "with length_controlled: true", "with runtime: llama_cpp"
+PROGRAM = "with verdict: program (what no written check separates)"
 RAY = "with execution.engine: ray (Ray's resources for each shard task)"
 NOT_READ_BY_THIS_RUN = {
     "judge.default.length_scale_words": LENGTH_CONTROLLED,
     "judge.default.context_tokens": LLAMA_CPP,
     "evaluation.judge.length_scale_words": LENGTH_CONTROLLED,
     "evaluation.judge.context_tokens": LLAMA_CPP,
+    "judge.default.fallback": PROGRAM,
+    "evaluation.judge.fallback": PROGRAM,
     **dict.fromkeys(
         [f"pairs.{f}" for f in ("reviser", "reviser_runtime", "constitution", "max_new_tokens")]
         + [f"pairs.reviser_{f}" for f in ("temperature", "batch_size", "context_tokens")],
