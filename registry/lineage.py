@@ -200,12 +200,8 @@ def training_curves(record: Path) -> list[mlflow.entities.Metric]:
     """The trainer's loss and signals at each optimiser step (`train/step_loss`, ...), on the round's run only:
     their steps are the trainer's, not rounds."""
     curves = json.loads(record.read_text()).get("curves", {}) if record.exists() else {}
-    return [
-        metric
-        for name, points in curves.items()
-        for step, value in points
-        for metric in metric_entities({f"train/step_{name}": value}, step=int(step))
-    ]
+    named = [({f"train/step_{name}": value}, int(step)) for name, points in curves.items() for step, value in points]
+    return [metric for values, step in named for metric in metric_entities(values, step)]
 
 
 def log_decision(bootstrap: BootstrapRun, run: RoundRun, k: int, decision: dict) -> None:
