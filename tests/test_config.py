@@ -305,6 +305,18 @@ def test_the_rlaif_flagship_differs_from_the_rlvr_one_in_its_judges_and_never_ha
     assert rlaif.model_dump(exclude=ignored) == rlvr.model_dump(exclude=ignored)
 
 
+def test_the_checks_only_rlaif_flagship_is_the_rlaif_one_with_its_fallback_off():
+    rlaif, checks = (
+        load_config(ROOT / "configs/efficacy-rlaif.yaml"),
+        load_config(ROOT / "configs/efficacy-rlaif-checks.yaml"),
+    )
+    assert {judge.fallback for judge in checks.judge.by_cohort.values()} == {"none"}
+    as_rlaif = checks.model_dump(exclude={"name"})
+    for judge in as_rlaif["judge"]["by_cohort"].values():
+        judge["fallback"] = "pointwise"
+    assert as_rlaif == rlaif.model_dump(exclude={"name"})
+
+
 def test_cohorts_routed_to_equal_judge_configs_share_one_judge():
     from components.build_judges import make_judge
     from components.config.judges import PanelJudgeConfig
