@@ -165,6 +165,7 @@ def make_pair_maker(config: PairsConfig, champion: Policy, models: ModelsConfig)
     match config.kind:
         case "revise":
             reviser = make_reviser(config, champion, models)
-            return Revisions(reviser, load_rubric(config.constitution), config.per_prompt, config.max_new_tokens)
+            constitution = load_rubric(config.constitution)
+            return Revisions(reviser, constitution, config.per_prompt, config.max_new_tokens, config.check_revisions)
         case "best_vs_worst":
             return BestVsWorst(config.per_prompt)

@@ -179,7 +179,7 @@ NOT_READ_BY_THIS_RUN = {
     "judge.default.fallback": PROGRAM,
     "evaluation.judge.fallback": PROGRAM,
     **dict.fromkeys(
-        [f"pairs.{f}" for f in ("reviser", "reviser_runtime", "constitution", "max_new_tokens")]
+        [f"pairs.{f}" for f in ("reviser", "reviser_runtime", "constitution", "max_new_tokens", "check_revisions")]
         + [f"pairs.reviser_{f}" for f in ("temperature", "batch_size", "context_tokens")],
         REVISE,
     ),

@@ -131,7 +131,8 @@ class PairsConfig(Strict):
         description="best_vs_worst: each sample's strength is its mean P(better) over its comparisons, and the best "
         "is chosen against the worst (RLHFlow's iterative DPO). revise: a reviser critiques a sample against the "
         "constitution and rewrites it; the revision is chosen against the original (Constitutional AI's revisions, "
-        "as DPO pairs), kept only if it passes the verifier and the training judge prefers it.",
+        "as DPO pairs), kept only if it passes the prompt's check (see check_revisions) and the training judge "
+        "prefers it.",
     )
     per_prompt: int = Field(
         1, ge=1, description="Pairs per prompt: then the second best against the second worst (or the next sample)."
@@ -154,6 +155,11 @@ class PairsConfig(Strict):
         description="revise: the reviser's sampling temperature; 0 decodes greedily, so a re-run revises alike.",
     )
     reviser_batch_size: int = Field(8, gt=0, description="revise, transformers: messages per generate() call.")
+    check_revisions: bool = Field(
+        True,
+        description="revise: drop a revision that fails the prompt's check. false leaves the checks unread, so the "
+        "training judge alone filters: a run trained from AI feedback only, whose training never sees a gold check.",
+    )
     reviser_context_tokens: int = Field(
         2048, gt=0, description="revise, llama_cpp: the context window, which a critique's prompt and reply share."
     )

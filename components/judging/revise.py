@@ -5,9 +5,10 @@ chosen answer and the original the rejected one, and DPO trains on them like any
 champion as reference, and the original's faults as the negative signal (SFT on the revisions alone would drop that
 signal and need a second training path). The critique is the pair's rationale.
 
-A revision is kept only when it passes the prompt's check (where one exists) and the training judge prefers it to
-the original; otherwise its row is an abstention whose rationale says why, so the drops are counted. The filter is
-the training judge, not the evaluation judge: the evaluation judge must not shape what the challenger learns.
+A revision is kept only when it passes the prompt's check (where one exists, unless `check_revisions` is off, as
+a run trained from AI feedback alone needs) and the training judge prefers it to the original; otherwise its row is
+an abstention whose rationale says why, so the drops are counted. The filter is the training judge, not the
+evaluation judge: the evaluation judge must not shape what the challenger learns.
 """
 
 from __future__ import annotations
@@ -103,10 +104,11 @@ class Revisions:
     constitution: str
     per_prompt: int
     max_new_tokens: int
+    checked: bool = True
 
     def pairs(self, judge: Judge, prompts: list[dict], samples: list[dict]) -> list[dict]:
         return revise_pairs(
-            self.reviser, judge, self.constitution, prompts, samples, self.per_prompt, self.max_new_tokens
+            self.reviser, judge, self.constitution, prompts, samples, self.per_prompt, self.max_new_tokens, self.checked
         )
 
 
@@ -118,9 +120,11 @@ def revise_pairs(
     generations: list[dict],
     per_prompt: int,
     max_new_tokens: int,
+    checked: bool = True,
 ) -> list[dict]:
     """Per prompt, its first `per_prompt` distinct samples critiqued and revised: a pair row for each revision
-    (an abstention when it was dropped, with the reason)."""
+    (an abstention when it was dropped, with the reason). Unless `checked` is off, a revision that fails its prompt's
+    check is dropped."""
     by_prompt: dict[str, list[str]] = {}
     for g in sorted(generations, key=lambda g: (g["prompt_id"], g["sample"])):
         by_prompt.setdefault(g["prompt_id"], []).append(g["response"])
@@ -134,7 +138,7 @@ def revise_pairs(
     rows = []
     for (row, original), critique, revision, verdict in zip(items, critiques, revisions, verdicts, strict=True):
         reason = None
-        if row.get("check") and not passes(json.loads(row["check"]), revision):
+        if checked and row.get("check") and not passes(json.loads(row["check"]), revision):
             reason = "failed_check"
         elif verdict.abstained or verdict.p_a <= 0.5:
             reason = "not_preferred"
