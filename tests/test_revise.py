@@ -55,7 +55,7 @@ def test_a_revision_is_kept_only_when_it_passes_the_check_and_the_judge_prefers_
 
 def test_with_the_checks_unread_only_the_training_judge_filters_revisions():
     reviser = Replies(["Wrong sum.", "Too curt.", "Fine."], ["It is 5, surely.", "Hello, nice to meet you!", "Hi"])
-    rows = revise_pairs(reviser, BiasedJudge("length"), "Be right.", PROMPTS, SAMPLES, 1, 32, checked=False)
+    rows = revise_pairs(reviser, BiasedJudge("length"), "Be right.", PROMPTS, SAMPLES, 1, 32, check_revisions=False)
     by_id = {r["prompt_id"]: r for r in rows}
     assert not by_id["n"]["abstained"] and by_id["n"]["chosen"] == "It is 5, surely."  # fails the check, kept
     assert dropped(rows) == {"failed_check": 0, "not_preferred": 1}

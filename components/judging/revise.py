@@ -104,11 +104,18 @@ class Revisions:
     constitution: str
     per_prompt: int
     max_new_tokens: int
-    checked: bool = True
+    check_revisions: bool = True
 
     def pairs(self, judge: Judge, prompts: list[dict], samples: list[dict]) -> list[dict]:
         return revise_pairs(
-            self.reviser, judge, self.constitution, prompts, samples, self.per_prompt, self.max_new_tokens, self.checked
+            self.reviser,
+            judge,
+            self.constitution,
+            prompts,
+            samples,
+            self.per_prompt,
+            self.max_new_tokens,
+            self.check_revisions,
         )
 
 
@@ -120,11 +127,11 @@ def revise_pairs(
     generations: list[dict],
     per_prompt: int,
     max_new_tokens: int,
-    checked: bool = True,
+    check_revisions: bool = True,
 ) -> list[dict]:
     """Per prompt, its first `per_prompt` distinct samples critiqued and revised: a pair row for each revision
-    (an abstention when it was dropped, with the reason). Unless `checked` is off, a revision that fails its prompt's
-    check is dropped."""
+    (an abstention when it was dropped, with the reason). Unless `check_revisions` is off, a revision that fails its
+    prompt's check is dropped."""
     by_prompt: dict[str, list[str]] = {}
     for g in sorted(generations, key=lambda g: (g["prompt_id"], g["sample"])):
         by_prompt.setdefault(g["prompt_id"], []).append(g["response"])
@@ -138,7 +145,7 @@ def revise_pairs(
     rows = []
     for (row, original), critique, revision, verdict in zip(items, critiques, revisions, verdicts, strict=True):
         reason = None
-        if checked and row.get("check") and not passes(json.loads(row["check"]), revision):
+        if check_revisions and row.get("check") and not passes(json.loads(row["check"]), revision):
             reason = "failed_check"
         elif verdict.abstained or verdict.p_a <= 0.5:
             reason = "not_preferred"
