@@ -42,7 +42,7 @@ SAMPLES = [
 
 def test_a_revision_is_kept_only_when_it_passes_the_check_and_the_judge_prefers_it():
     reviser = Replies(["Wrong sum.", "Too curt.", "Fine."], ["It is 5, surely.", "Hello, nice to meet you!", "Hi"])
-    rows = revise_pairs(reviser, BiasedJudge("length"), "Be right.", PROMPTS, SAMPLES, 1, 32)
+    rows = revise_pairs(reviser, BiasedJudge("length"), "Be right.", PROMPTS, SAMPLES, 1, 32, check_revisions=True)
     assert "Be right." in reviser.asked[0][0] and "Wrong sum." in reviser.asked[1][0]  # the critique feeds the rewrite
     by_id = {r["prompt_id"]: r for r in rows}
     assert by_id["n"]["abstained"] and by_id["n"]["rationale"].startswith(DROPPED["failed_check"])
@@ -64,7 +64,7 @@ def test_with_the_checks_unread_only_the_training_judge_filters_revisions():
 def test_the_champion_critiques_and_revises_for_real(tiny_model_dir):
     reviser = make_reviser(PairsConfig(kind="revise", reviser=tiny_model_dir, max_new_tokens=6), None, CPU)
     constitution = load_rubric("constitution")
-    rows = revise_pairs(reviser, BiasedJudge("length"), constitution, PROMPTS, SAMPLES, 1, 6)
+    rows = revise_pairs(reviser, BiasedJudge("length"), constitution, PROMPTS, SAMPLES, 1, 6, check_revisions=True)
     assert [r["rejected"] for r in rows] == ["5", "Hi", "Hello there, friend"]
     assert all(r["chosen"] and r["rationale"] for r in rows)  # the tiny model's words, whatever they are
     assert sum(dropped(rows).values()) == sum(r["abstained"] for r in rows)

@@ -104,7 +104,7 @@ class Revisions:
     constitution: str
     per_prompt: int
     max_new_tokens: int
-    check_revisions: bool = True
+    check_revisions: bool
 
     def pairs(self, judge: Judge, prompts: list[dict], samples: list[dict]) -> list[dict]:
         return revise_pairs(
@@ -127,7 +127,7 @@ def revise_pairs(
     generations: list[dict],
     per_prompt: int,
     max_new_tokens: int,
-    check_revisions: bool = True,
+    check_revisions: bool,
 ) -> list[dict]:
     """Per prompt, its first `per_prompt` distinct samples critiqued and revised: a pair row for each revision
     (an abstention when it was dropped, with the reason). Unless `check_revisions` is off, a revision that fails its
