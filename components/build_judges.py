@@ -81,7 +81,7 @@ def _make_judge(config: JudgeConfig, champion: Policy, models: ModelsConfig, loa
             scorer, tokenizer = _scorer(config, champion, models, loaded, name, memo)
             rubric, style, margin = load_rubric(config.rubric), config.prompt_style, config.abstain_margin
             if config.verdict == "program":
-                writer = code_writer(scorer, tokenizer, style)
+                writer = code_writer(scorer, tokenizer, style, config.check_the_task)
                 if config.fallback == "none":  # what no written check separates abstains
                     return ProgramJudge(f"{name}-checks-only", writer, None, memo)
                 # the same model scores what no check can decide, pointwise

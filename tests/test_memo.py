@@ -118,9 +118,9 @@ def perturb(model_dir: Path) -> None:
 def test_the_program_judge_writes_and_runs_each_check_once_across_rounds(tiny_model_dir, tmp_path):
     written = []
 
-    def write(text: str) -> str:
-        written.append(text)
-        return next(c for i, c in CHECKS.items() if f'"{i}"' in text)
+    def write(instruction: str) -> str:
+        written.append(instruction)
+        return CHECKS[instruction]
 
     items = [(LOWERCASE_NO_COMMA, "all small, no", "all small no commas")]
     fallback = tiny_pointwise_judge(tiny_model_dir)

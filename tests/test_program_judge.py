@@ -58,7 +58,7 @@ def scripted_judge(tiny_model_dir, checks: dict[str, str]) -> ProgramJudge:
     """A program judge whose checks are given (so the verdicts can be known), with the tiny model's pointwise
     judge as its fallback."""
     fallback = tiny_pointwise_judge(tiny_model_dir)
-    return ProgramJudge("program", lambda text: next(c for i, c in checks.items() if f'"{i}"' in text), fallback)
+    return ProgramJudge("program", checks.__getitem__, fallback)
 
 
 def test_the_answer_that_meets_more_checked_instructions_wins(tiny_model_dir):

@@ -70,6 +70,12 @@ class AIJudgeConfig(_ModelJudge):
         description="program: what decides an item that no written check separates: the same model scoring each "
         "answer alone, or none (the item abstains: fewer pairs, each decided by code).",
     )
+    check_the_task: bool = Field(
+        False,
+        description="program: also write a check of the request's own task (the sentence that names the topic or "
+        "task), that the answer is long enough and speaks of that topic. Off, that sentence gets no check, so the "
+        "written checks read the format alone, and a hollow answer that meets it wins (docs/experiments.md).",
+    )
     prompt_style: Literal["chat", "completion"] = Field(
         "completion",
         description="'chat' wraps the judge prompt in the model's chat template; 'completion' for base models.",
@@ -84,9 +90,11 @@ class AIJudgeConfig(_ModelJudge):
         return self
 
     @model_validator(mode="after")
-    def _fallback_is_the_programs(self) -> AIJudgeConfig:
+    def _program_settings_need_the_program(self) -> AIJudgeConfig:
         if self.fallback != "pointwise" and self.verdict != "program":
             raise ValueError("fallback: only the program verdict has one (what no written check separates)")
+        if self.check_the_task and self.verdict != "program":
+            raise ValueError("check_the_task: only the program verdict writes checks")
         return self
 
 

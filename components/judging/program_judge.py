@@ -30,11 +30,10 @@ SANDBOX = Path(__file__).resolve().parent / "check_sandbox.py"
 CODE_START, CODE_END = "```python\n", "```"
 MAX_CODE_TOKENS = 256  # a check is a few lines; a reply cut off at the cap fails to parse and decides nothing
 
-PROGRAM_INSTRUCTIONS = """Write a Python function `check(response: str)` that tests whether an assistant's response \
+ASK = """Write a Python function `check(response: str)` that tests whether an assistant's response \
 follows one instruction from a user's request. The response is only the assistant's answer: it does not contain the \
-instruction. Return True if the response follows the instruction and False if it does not. Return None if code \
-cannot decide it (the instruction is about a topic, facts, tone or quality). A question with one computed answer \
-is checked by computing it. Use only the modules re and string. \
+instruction. Return True if the response follows the instruction and False if it does not. {undecidable} \
+A question with one computed answer is checked by computing it. Use only the modules re and string. \
 Reply with the code only.
 
 Instruction: "Use at most 3 sentences."
@@ -63,12 +62,30 @@ def check(response: str):
 
 Instruction: "Describe a sunset over the sea."
 ```python
-def check(response: str):
-    return None
-```
+{open_request}```
 
-Instruction: "{instruction}"
+Instruction: "{{instruction}}"
 """
+FORMAT_ONLY = dict(
+    undecidable="Return None if code cannot decide it (the instruction is about a topic, facts, tone or quality).",
+    open_request="def check(response: str):\n    return None\n",
+)
+# `check_the_task`: the request's own task gets a check of its substance too, where FORMAT_ONLY declines it and so
+# leaves a hollow answer that meets the format unpunished (docs/experiments.md).
+WITH_THE_TASK = dict(
+    undecidable="If the instruction is the request itself (a topic to describe, explain or list facts about), check "
+    "that the response really answers it: enough words, and words that a real answer on that topic would use besides "
+    "the topic's own name. Return None only if code cannot decide it (tone or quality).",
+    open_request="""import re
+
+def check(response: str):
+    words = re.findall(r"[a-z]+", response.lower())
+    related = ("sky", "sun", "orange", "red", "light", "horizon", "wave", "water", "evening", "glow", "colour")
+    return len(words) >= 15 and any(word in related for word in words)
+""",
+)
+PROGRAM_INSTRUCTIONS = ASK.format(**FORMAT_ONLY)
+TASK_INSTRUCTIONS = ASK.format(**WITH_THE_TASK)
 
 
 def instructions(row: dict) -> list[str]:
@@ -76,13 +93,18 @@ def instructions(row: dict) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", row["prompt"].strip()) if s]
 
 
-def code_writer(scorer: Scorer, tokenizer: PreTrainedTokenizerBase, prompt_style: str) -> Callable[[str], str]:
-    """The judge model as a writer of code: its greedy reply to `instructions`, begun with CODE_START."""
+def code_writer(
+    scorer: Scorer, tokenizer: PreTrainedTokenizerBase, prompt_style: str, check_the_task: bool
+) -> Callable[[str], str]:
+    """The judge model as a writer of code: its greedy reply, begun with CODE_START, to the prompt that asks for one
+    instruction's check (with `check_the_task`, the one that asks the request's own task to be checked too)."""
+    asked = TASK_INSTRUCTIONS if check_the_task else PROGRAM_INSTRUCTIONS
 
-    def write(instructions: str) -> str:
+    def write(instruction: str) -> str:
+        prompt = asked.format(instruction=instruction)
         if prompt_style == "chat":
-            instructions = chat_turn(tokenizer, instructions)
-        return scorer.complete(instructions + CODE_START, MAX_CODE_TOKENS, CODE_END)
+            prompt = chat_turn(tokenizer, prompt)
+        return scorer.complete(prompt + CODE_START, MAX_CODE_TOKENS, CODE_END)
 
     return write
 
@@ -102,7 +124,7 @@ def run_check(code: str, responses: list[str]) -> list[bool | str | None]:
 
 class ProgramJudge:
     def __init__(self, name: str, write: Callable[[str], str], fallback: Judge | None, memo: Memo = NO_MEMO):
-        """`write(instructions)` returns the code of the judge model's reply (`code_writer`); what each check
+        """`write(instruction)` returns the code of the judge model's check for it (`code_writer`); what each check
         returned on each response is kept in `memo`. Without a `fallback`, what no check separates abstains."""
         self.name, self.write, self.fallback, self.memo = name, write, fallback, memo
         self.programs: dict[str, str] = {}  # by instruction: the check the model wrote
@@ -121,7 +143,7 @@ class ProgramJudge:
     def _write_programs(self, wanted: set[str]) -> None:
         new = sorted(wanted - self.programs.keys())
         for instruction in tqdm(new, desc=f"{self.name} writes checks", unit="check", leave=False, disable=None):
-            reply = self.write(PROGRAM_INSTRUCTIONS.format(instruction=instruction))
+            reply = self.write(instruction)
             self.programs[instruction] = reply.split(CODE_END)[0]
 
     def _run_programs(self, items: list[tuple[dict, str, str]]) -> None:

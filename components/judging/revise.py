@@ -119,6 +119,18 @@ class Revisions:
         )
 
 
+def critique_and_revise(
+    reviser: Reviser, constitution: str, items: list[tuple[dict, str]], max_new_tokens: int
+) -> tuple[list[str], list[str]]:
+    """The reviser's critique of each (prompt row, answer), then its rewrite of the answer that fixes it."""
+    asked = [dict(constitution=constitution, request=user_message(row), answer=answer) for row, answer in items]
+    critiques = reviser.reply([CRITIQUE.format(**a) for a in asked], max_new_tokens)
+    revisions = reviser.reply(
+        [REVISION.format(**a, critique=c) for a, c in zip(asked, critiques, strict=True)], max_new_tokens
+    )
+    return critiques, revisions
+
+
 def revise_pairs(
     reviser: Reviser,
     judge: Judge,
@@ -136,11 +148,7 @@ def revise_pairs(
     for g in sorted(generations, key=lambda g: (g["prompt_id"], g["sample"])):
         by_prompt.setdefault(g["prompt_id"], []).append(g["response"])
     items = [(row, s) for row in prompts for s in list(dict.fromkeys(by_prompt.get(row["id"], [])))[:per_prompt]]
-    asked = [dict(constitution=constitution, request=user_message(row), answer=s) for row, s in items]
-    critiques = reviser.reply([CRITIQUE.format(**a) for a in asked], max_new_tokens)
-    revisions = reviser.reply(
-        [REVISION.format(**a, critique=c) for a, c in zip(asked, critiques, strict=True)], max_new_tokens
-    )
+    critiques, revisions = critique_and_revise(reviser, constitution, items, max_new_tokens)
     verdicts = judge.judge([(row, revision, s) for (row, s), revision in zip(items, revisions, strict=True)])
     rows = []
     for (row, original), critique, revision, verdict in zip(items, critiques, revisions, verdicts, strict=True):
