@@ -317,6 +317,22 @@ def test_the_checks_only_rlaif_flagship_is_the_rlaif_one_with_its_fallback_off()
     assert as_rlaif == rlaif.model_dump(exclude={"name"})
 
 
+def test_the_task_checked_rlaif_flagship_is_the_checks_only_one_with_ifevals_task_checked():
+    checks, task = (
+        load_config(ROOT / "configs/efficacy-rlaif-checks.yaml"),
+        load_config(ROOT / "configs/efficacy-rlaif-task.yaml"),
+    )
+    assert {c: j.check_the_task for c, j in task.judge.by_cohort.items()} == {
+        "ifeval": True,
+        "arithmetic": False,
+        "grounded": False,
+        "injection": False,
+    }
+    as_checks = task.model_dump(exclude={"name"})
+    as_checks["judge"]["by_cohort"]["ifeval"]["check_the_task"] = False
+    assert as_checks == checks.model_dump(exclude={"name"})
+
+
 def test_cohorts_routed_to_equal_judge_configs_share_one_judge():
     from components.build_judges import make_judge
     from components.config.judges import PanelJudgeConfig

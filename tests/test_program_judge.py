@@ -9,9 +9,20 @@ from components.config.experiment import ModelsConfig
 from components.config.judges import AIJudgeConfig
 from components.judging.judge import LengthControlledJudge, PointwiseLogprobJudge, load_rubric
 from components.judging.pairs import build_pairs
-from components.judging.program_judge import ProgramJudge, instructions, run_check
+from components.judging.program_judge import (
+    CODE_END,
+    CODE_START,
+    FORMAT_ONLY,
+    MAX_CODE_TOKENS,
+    PROGRAM_INSTRUCTIONS,
+    TASK_INSTRUCTIONS,
+    WITH_THE_TASK,
+    ProgramJudge,
+    instructions,
+    run_check,
+)
 from components.judging.scorers import TransformersScorer
-from components.models import Policy, load_policy, load_tokenizer
+from components.models import Policy, chat_turn, load_policy, load_tokenizer
 
 LOWERCASE_NO_COMMA = {
     "id": "c",
@@ -135,3 +146,27 @@ def test_transformers_completion_is_greedy_and_ends_before_the_stop(tiny_model_d
     scorer = tiny_pointwise_judge(tiny_model_dir).scorer
     first, again = (scorer.complete("Write a check.", 24, stop) for _ in range(2))
     assert first == again and stop not in first
+
+
+HOLLOW = "*highlighted section*\n\n*highlighted section*\n\nP.S. I hope this helps you."
+SUNSET = "The sun sinks low and the sky turns orange and red, its light spread over the calm water as evening falls."
+
+
+def test_checking_the_task_shows_the_judge_a_check_that_a_hollow_answer_fails():
+    """The example check the task prompt shows (its open request's): a hollow answer fails it, a real one passes;
+    the format-only prompt's example declines both."""
+    shown, declined = WITH_THE_TASK["open_request"], FORMAT_ONLY["open_request"]
+    assert shown in TASK_INSTRUCTIONS and declined in PROGRAM_INSTRUCTIONS and shown not in PROGRAM_INSTRUCTIONS
+    assert run_check(shown, [HOLLOW, SUNSET]) == [False, True]
+    assert run_check(declined, [HOLLOW, SUNSET]) == [None, None]
+
+
+def test_check_the_task_reaches_the_prompt_the_judge_model_writes_from(tiny_model_dir):
+    config = AIJudgeConfig(model=tiny_model_dir, verdict="program", check_the_task=True, prompt_style="chat")
+    judge = make_judge(config, Policy(tiny_model_dir), ModelsConfig())
+    tokenizer = load_tokenizer(tiny_model_dir)
+    scorer = TransformersScorer(load_policy(Policy(tiny_model_dir), ModelsConfig()), tokenizer, 8, "tiny")
+    asked = chat_turn(tokenizer, TASK_INSTRUCTIONS.format(instruction="Describe rain.")) + CODE_START
+    assert judge.write("Describe rain.") == scorer.complete(asked, MAX_CODE_TOKENS, CODE_END)
+    with pytest.raises(ValueError, match="check_the_task: only the program verdict"):
+        AIJudgeConfig(model=tiny_model_dir, verdict="pointwise", check_the_task=True)
