@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
+from components.progress import progress
 
 if TYPE_CHECKING:
     import openai  # imported where a client is made: 0.6 s a process that never calls an endpoint (most runs)
@@ -83,4 +83,4 @@ def each(calls_at_once: int, call: Callable, items: list, desc: str, unit: str) 
 
     with ThreadPoolExecutor(calls_at_once) as pool:
         futures = [pool.submit(guarded, item) for item in items]
-        return [f.result() for f in tqdm(futures, desc=desc, unit=unit, leave=False, disable=None)]
+        return [f.result() for f in progress(futures, desc, unit)]

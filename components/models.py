@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.cache_dir import cache_root
 from components.config.experiment import ModelsConfig
 from components.embedded import EMBEDDED_MODELS, ModelSpecError, convert_gguf, embedded_module
 from components.memo import directory_digest, memo_key
+from components.progress import progress
 
 
 def resolve_model(spec: str) -> Path:
@@ -183,7 +183,7 @@ def response_logprobs(
     """`response_logprob` of each (user message, response), in right-padded batches (the padding is masked, and
     in a causal model it comes after every token that counts)."""
     sums: list[float] = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="log-probs", unit="batch", leave=False, disable=None):
+    for start in progress(range(0, len(texts), batch_size), "log-probs", "batch"):
         batch = texts[start : start + batch_size]
         prompts = [chat_turn(tokenizer, user) for user, _ in batch]
         starts = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]

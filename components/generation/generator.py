@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.config.experiment import ModelsConfig
 from components.data import user_message
 from components.models import Policy, chat_turn, load_policy, resolve_model
 from components.process_group import run_group
+from components.progress import progress
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class TransformersGenerator:
     def generate(self, prompts: list[dict], n: int, seed: int) -> list[dict]:
         rows = []
         batches = range(0, len(prompts), self.batch_size)
-        for start in tqdm(batches, desc=f"generate x{n}", unit="batch", leave=False, disable=None):
+        for start in progress(batches, f"generate x{n}", "batch"):
             rows += self._generate_batch(prompts[start : start + self.batch_size], n, seed)
         return rows
 

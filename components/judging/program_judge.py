@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from components.judging import isolation
@@ -25,6 +24,7 @@ from components.judging.judge import Judge, Verdict, second_opinion
 from components.judging.scorers import Scorer
 from components.memo import NO_MEMO, Memo, memo_key
 from components.models import chat_turn
+from components.progress import progress
 
 SANDBOX = Path(__file__).resolve().parent / "check_sandbox.py"
 CODE_START, CODE_END = "```python\n", "```"
@@ -142,7 +142,7 @@ class ProgramJudge:
 
     def _write_programs(self, wanted: set[str]) -> None:
         new = sorted(wanted - self.programs.keys())
-        for instruction in tqdm(new, desc=f"{self.name} writes checks", unit="check", leave=False, disable=None):
+        for instruction in progress(new, f"{self.name} writes checks", "check"):
             reply = self.write(instruction)
             self.programs[instruction] = reply.split(CODE_END)[0]
 

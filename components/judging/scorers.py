@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.memo import Memo, memo_key
+from components.progress import progress
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -51,9 +51,7 @@ class TransformersScorer:
         ids = [label_id(self.tokenizer, label) for label in labels]
         self.tokenizer.padding_side = "left"
         probs: list[float] = []
-        for start in tqdm(
-            range(0, len(texts), self.batch_size), desc=f"judge {self.name}", unit="batch", leave=False, disable=None
-        ):
+        for start in progress(range(0, len(texts), self.batch_size), f"judge {self.name}", "batch"):
             batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True)
             batch = batch.to(self.model.device)
             # Only the last position matters; full logits over Gemma's 262k vocab would be GBs per batch.
@@ -101,7 +99,7 @@ class LlamaCppScorer:
     def two_way(self, texts: list[str], labels: tuple[str, str]) -> list[float]:
         ids = [label_id(self.tokenizer, label) for label in labels]
         probs = []
-        for text in tqdm(texts, desc=f"judge {self.name}", unit="prompt", leave=False, disable=None):
+        for text in progress(texts, f"judge {self.name}", "prompt"):
             logits = self._last_logits(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
             probs.append(1.0 / (1.0 + math.exp(float(logits[ids[1]] - logits[ids[0]]))))
         return probs

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from datasets import Dataset
 from scipy.stats import spearmanr
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -28,6 +27,7 @@ from components.data import load_rows, user_message
 from components.evaluation.measures import CI
 from components.metrics import with_ci
 from components.models import device_for, dtype_for, load_tokenizer, resolve_model
+from components.progress import progress
 from components.training.trainer import common_args, run_training
 
 RECORD = "reward_model.json"  # in the adapter directory: the base it was trained on
@@ -148,9 +148,7 @@ class RewardModel:
         ]
         unique = list(dict.fromkeys(texts))
         scores: list[float] = []
-        for start in tqdm(
-            range(0, len(unique), self.batch_size), desc="reward model", unit="batch", leave=False, disable=None
-        ):
+        for start in progress(range(0, len(unique), self.batch_size), "reward model", "batch"):
             batch = self.tokenizer(
                 unique[start : start + self.batch_size],
                 return_tensors="pt",
