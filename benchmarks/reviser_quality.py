@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--cohort", default="ifeval", choices=["ifeval", "ifeval_unseen"])
     parser.add_argument("--out", type=Path, help="Write every answer with its verdicts here (JSON lines).")
     args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
+    logging.getLogger("components.progress").setLevel(logging.INFO)  # where it went, with no terminal for a bar
     items = base_answers(args.run, args.cohort, args.prompts)
     pairs = PairsConfig(kind="revise", reviser=REVISER, reviser_runtime="llama_cpp")
     reviser = LlamaCppReviser(gguf_file(REVISER), REVISER, pairs.reviser_context_tokens, pairs.reviser_temperature)

@@ -25,6 +25,7 @@ from components.generation.generator import Generator
 from components.judging.judge import Judge
 from components.judging.pairs import decided_by, judge_label
 from components.judging.scorers import open_gguf
+from components.progress import progress
 
 SHOWN = """Principles:
 {constitution}
@@ -88,7 +89,7 @@ class LlamaCppReviser:
 
     def reply(self, messages: list[str], max_new_tokens: int) -> list[str]:
         replies = []
-        for message in messages:
+        for message in progress(messages, f"{self.name} replies", "reply"):
             out = self.llm.create_chat_completion(
                 [{"role": "user", "content": message}], max_tokens=max_new_tokens, temperature=self.temperature
             )
