@@ -7,7 +7,9 @@ held-out answers meet it: the base's, then each round's challenger's. One more r
 several instructions whose answer meets all of them. These counts are of the format instructions alone: the
 substance check (components/substance.py) is the evaluation's, and only the held-out prompts carry it. A last table
 counts each round's decided pairs that the gold's graded score (every check kind of the training prompts) ranks the
-judge's way, the other way, or level, by the part of the judge that decided them (the pairs' `decided_by`).
+judge's way, the other way, or level, by the part of the judge that decided them (the pairs' `decided_by`), and one
+more counts the IFEval pairs whose chosen or rejected answer is hollow: every format instruction met with fewer than
+12 words of its own (what a pair teaches when the judge's checks read the format alone).
 
     .venv/bin/python benchmarks/instruction_coverage.py runs/<bootstrap-id> [--root .]
 
@@ -28,10 +30,11 @@ from pathlib import Path
 import yaml
 from datasets import load_from_disk
 
-from components.checks import instructions, passes, score
+from components.checks import hollow, instructions, passes, score
 from components.data import load_prompts
 
 EVERY = "(all of a prompt's instructions)"
+SIDES = ("chosen", "rejected")
 Checks = dict[str, list[tuple[str, dict]]]  # a prompt id's IFEval checks, each named by its instruction type
 
 
@@ -118,6 +121,23 @@ def direction_table(rounds: list[Path], gold: dict[str, dict]) -> list[str]:
     return lines
 
 
+def hollow_table(rounds: list[Path], train: Checks) -> list[str]:
+    """Per round, the decided IFEval pairs with a hollow side: an answer that meets every format instruction with
+    fewer than 12 words of its own (`checks.hollow` of a check without a substance spec, as training's are)."""
+    lines = ["| round | decided IFEval pairs | hollow chosen | hollow rejected | mean words, chosen / rejected |"]
+    lines.append("|---|---|---|---|---|")
+    for round_dir in rounds:
+        pairs = [p for p in load_from_disk(str(round_dir / "pairs")) if not p["abstained"] and p["prompt_id"] in train]
+        whole = {prompt_id: named[-1][1] for prompt_id, named in train.items()}  # every instruction of the prompt
+        hollow_sides = [sum(bool(hollow(whole[p["prompt_id"]], p[side])) for p in pairs) for side in SIDES]
+        words = [sum(len(p[side].split()) for p in pairs) / max(len(pairs), 1) for side in SIDES]
+        lines.append(
+            f"| {round_dir.name[6:]} | {len(pairs)} | {hollow_sides[0]} | {hollow_sides[1]} | "
+            f"{words[0]:.0f} / {words[1]:.0f} |"
+        )
+    return lines
+
+
 def heldout_rates(eval_rows, model: str, checks: Checks) -> dict[tuple[str, str], tuple[int, int]]:
     """Per (cohort, instruction type): greedy answers of `model` (champion or challenger) meeting it, of those asked."""
     counts: dict[tuple[str, str], list[int]] = {}
@@ -172,6 +192,8 @@ def report(run: Path, root: Path) -> str:
         "",
     ]
     lines += direction_table(rounds, gold_checks(root / data["train_prompts"]))
+    lines += ["", "## Training: the judge's IFEval pairs with a hollow answer on a side", ""]
+    lines += hollow_table(rounds, ifeval_checks(root / data["train_prompts"]))
     lines += ["", "## Held-out greedy answers meeting each instruction: the base, then each round's challenger", ""]
     lines += heldout_table(rounds, ifeval_checks(root / data["eval_prompts"]))
     return "\n".join(lines)

@@ -120,7 +120,8 @@ def test_mlflow_holds_parent_child_metrics_and_decision(finished_run):
 def test_instruction_coverage_reads_the_finished_run(finished_run):
     """benchmarks/instruction_coverage.py (docs/experiments.md) on a real run: a row per IFEval instruction its
     training samples were asked, out of every sample of that prompt, and the base's held-out answer; and the
-    training pairs as the gold ranks them, which for the verifier that trained this run is always its way."""
+    training pairs as the gold ranks them, which for the verifier that trained this run is always its way; and the
+    decided IFEval pairs with a hollow side."""
     tmp, _, _ = finished_run
     (run,) = (tmp / "runs").glob("e2e-*")
     text = benchmark("instruction_coverage").report(run, ROOT)
@@ -133,6 +134,9 @@ def test_instruction_coverage_reads_the_finished_run(finished_run):
     by_verifier = sum(j == "verifier" and not a for j, a in zip(pairs["judge"], pairs["abstained"], strict=True))
     [direction] = re.findall(r"^\| 1 \| verifier \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.MULTILINE)
     assert by_verifier > 0 and [int(n) for n in direction] == [by_verifier, by_verifier, 0, 0]
+    ifeval = sum(c == "ifeval" and not a for c, a in zip(pairs["cohort"], pairs["abstained"], strict=True))
+    [hollow_sides] = re.findall(r"^\| 1 \| (\d+) \| (\d+) \| (\d+) \| \d+ / \d+ \|$", text, re.MULTILINE)
+    assert int(hollow_sides[0]) == ifeval and int(hollow_sides[1]) + int(hollow_sides[2]) <= ifeval
 
 
 def test_dpo_fit_reads_the_finished_run(finished_run):
