@@ -3,7 +3,9 @@
 A 1.5B judge cannot see whether an answer is lowercase, under 20 words or free of commas (tokens hide the letters),
 but as a coder it writes the function that tests it (as in AutoIF, Dong et al. 2024). Each sentence of the request
 is one instruction; the judge writes `check(response)` for it once (greedy, cached by the sentence), or one that
-returns None when code cannot decide (a topic, facts, tone). Each function runs on both answers in a sandbox
+returns None when code cannot decide (a topic, facts, tone); with `check_the_task`, the request's own task ("Describe
+the ocean.") is asked a check too, of enough words and words of its topic, so that the format alone no longer wins.
+Each function runs on both answers in a sandbox
 (`components/judging/check_sandbox.py`); the answer that meets more of the decidable instructions is better. An
 item that no check separates (none is decidable, or both answers meet the same share) goes to the fallback judge: the
 same model, pointwise; or, with `fallback: none`, abstains.
