@@ -178,6 +178,8 @@ NOT_READ_BY_THIS_RUN = {
     "evaluation.judge.context_tokens": LLAMA_CPP,
     "judge.default.fallback": PROGRAM,
     "evaluation.judge.fallback": PROGRAM,
+    "judge.default.check_the_task": PROGRAM,
+    "evaluation.judge.check_the_task": PROGRAM,
     **dict.fromkeys(
         [f"pairs.{f}" for f in ("reviser", "reviser_runtime", "constitution", "max_new_tokens", "check_revisions")]
         + [f"pairs.reviser_{f}" for f in ("temperature", "batch_size", "context_tokens")],
