@@ -126,9 +126,9 @@ def hollow_table(rounds: list[Path], train: Checks) -> list[str]:
     fewer than 12 words of its own (`checks.hollow` of a check without a substance spec, as training's are)."""
     lines = ["| round | decided IFEval pairs | hollow chosen | hollow rejected | mean words, chosen / rejected |"]
     lines.append("|---|---|---|---|---|")
+    whole = {prompt_id: named[-1][1] for prompt_id, named in train.items()}  # every instruction of the prompt
     for round_dir in rounds:
         pairs = [p for p in load_from_disk(str(round_dir / "pairs")) if not p["abstained"] and p["prompt_id"] in train]
-        whole = {prompt_id: named[-1][1] for prompt_id, named in train.items()}  # every instruction of the prompt
         hollow_sides = [sum(bool(hollow(whole[p["prompt_id"]], p[side])) for p in pairs) for side in SIDES]
         words = [sum(len(p[side].split()) for p in pairs) / max(len(pairs), 1) for side in SIDES]
         lines.append(

@@ -24,17 +24,19 @@ import time
 from pathlib import Path
 
 from datasets import load_from_disk
+from substance_check import scored
 
-from components.checks import hollow, passes
-from components.config.experiment import PairsConfig
+from components.build_judges import make_reviser
+from components.config.experiment import ModelsConfig, PairsConfig
 from components.data import load_prompts, user_message
-from components.embedded import gguf_file
 from components.evaluation.measures import mean_ci
 from components.judging.judge import load_rubric
-from components.judging.revise import LlamaCppReviser, critique_and_revise
+from components.judging.revise import critique_and_revise
+from components.models import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 REVISER = "qwen2.5-coder-1.5b-instruct"
+BASE = "smollm2-135m-instruct"
 
 
 def base_answers(run: Path, cohort: str, limit: int) -> list[tuple[dict, str]]:
@@ -44,17 +46,6 @@ def base_answers(run: Path, cohort: str, limit: int) -> list[tuple[dict, str]]:
     }
     prompts = [p for p in load_prompts(ROOT / "data/efficacy_heldout.jsonl") if p["cohort"] == cohort]
     return [(p, answer_of[p["id"]]) for p in prompts[:limit]]
-
-
-def verdicts(row: dict, answer: str) -> dict:
-    spec = json.loads(row["check"])
-    format_only = {k: v for k, v in spec.items() if k != "substance"}
-    return {
-        "passes": passes(spec, answer),
-        "format": passes(format_only, answer),
-        "hollow": bool(hollow(spec, answer)),
-        "words": len(answer.split()),
-    }
 
 
 def share(values: list[bool]) -> str:
@@ -69,8 +60,8 @@ def table(rows: list[dict], seconds: dict[str, float]) -> str:
     ]
     for name in ("base", "revision", "qwen"):
         got = [r[name] for r in rows]
-        cells = [share([g[k] for g in got]) for k in ("passes", "format", "hollow")]
-        words = sum(g["words"] for g in got) / len(got)
+        cells = [share([g[k] for g in got]) for k in ("passes", "format_passes", "hollow")]
+        words = sum(len(g["response"].split()) for g in got) / len(got)
         cost = f"{seconds[name] / len(rows):.1f}" if name in seconds else "(read from the run)"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {words:.0f} | {cost} |")
     better = sum(r["revision"]["passes"] and not r["base"]["passes"] for r in rows)
@@ -90,21 +81,19 @@ def main() -> None:
     logging.getLogger("components.progress").setLevel(logging.INFO)  # where it went, with no terminal for a bar
     items = base_answers(args.run, args.cohort, args.prompts)
     pairs = PairsConfig(kind="revise", reviser=REVISER, reviser_runtime="llama_cpp")
-    reviser = LlamaCppReviser(gguf_file(REVISER), REVISER, pairs.reviser_context_tokens, pairs.reviser_temperature)
+    reviser = make_reviser(pairs, Policy(BASE), ModelsConfig())  # the reviser a revise config would build
     seconds, started = {}, time.perf_counter()
     critiques, revisions = critique_and_revise(reviser, load_rubric(pairs.constitution), items, pairs.max_new_tokens)
     seconds["revision"], started = time.perf_counter() - started, time.perf_counter()
     own = reviser.reply([user_message(row) for row, _ in items], pairs.max_new_tokens)
     seconds["qwen"] = time.perf_counter() - started
-    rows = [
-        {
-            "id": row["id"],
-            "prompt": row["prompt"],
-            "critique": critique,
-            **{name: {"answer": a, **verdicts(row, a)} for name, a in (("base", base), ("revision", rev), ("qwen", q))},
-        }
-        for (row, base), critique, rev, q in zip(items, critiques, revisions, own, strict=True)
-    ]
+    prompts = [row for row, _ in items]
+    answers = {"base": [answer for _, answer in items], "revision": revisions, "qwen": own}
+    verdicts = {
+        name: scored(prompts, [{"prompt_id": p["id"], "response": a} for p, a in zip(prompts, got, strict=True)])
+        for name, got in answers.items()
+    }
+    rows = [{"critique": c, **{name: verdicts[name][i] for name in answers}} for i, c in enumerate(critiques)]
     print(table(rows, seconds))
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
