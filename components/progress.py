@@ -29,7 +29,7 @@ def progress(items: Sequence[Item], desc: str, unit: str) -> Iterator[Item]:
         if done in marks:
             elapsed = time.perf_counter() - started
             left = elapsed * (total - done) / done
-            log.info("%s: %d/%d %ss in %s, about %s left", desc, done, total, unit, _clock(elapsed), _clock(left))
+            log.info("%s: %s %d/%d in %s, about %s left", desc, unit, done, total, _clock(elapsed), _clock(left))
 
 
 def _clock(seconds: float) -> str:
